@@ -1,0 +1,12 @@
+"""The error types that mean 'bad input': the CLI turns them into one line and exit 2."""
+
+from .data import DatasetError
+from .model.config import CheckpointError
+from .space import SpaceError
+
+
+class UsageError(ValueError):
+    """A bad command-line argument combination."""
+
+
+USER_ERRORS = (CheckpointError, SpaceError, DatasetError, UsageError)

@@ -1,0 +1,110 @@
+"""Static specialisation: one (tokens, width, depth, attention) point as a plain module.
+
+`specialize` returns a module whose forward is straight-line code over fixed shapes:
+sliced FFN weights, only the blocks it runs, real cos/sin rotary tables and the
+attention mask as constants, the position table at the export resolution, and every
+image-independent quantity (latents, read-in queries with RoPE, the write-out
+token and query) precomputed. It exports to ONNX without complex numbers, Resize or
+shape-dependent control flow.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..space import ConfigPoint, validate_point
+from .adaperceiver import AdaPerceiver, cross_attend, pos_embed_at, process_block, query_heads
+from .config import ffn_hidden
+from .layers import Mlp
+
+
+def _sliced_mlp(mlp: Mlp, hidden: int) -> Mlp:
+    """A new MLP holding only the first `hidden` units (fc2 keeps its full bias)."""
+    fc1, fc2 = mlp.fc1, mlp.fc2
+    out = Mlp(fc1.in_features, hidden, fc2.out_features)
+    with torch.no_grad():
+        out.fc1.weight.copy_(fc1.weight[:hidden])
+        out.fc1.bias.copy_(fc1.bias[:hidden])
+        out.fc2.weight.copy_(fc2.weight[:, :hidden])
+        out.fc2.bias.copy_(fc2.bias)
+    return out
+
+
+class StaticAdaPerceiver(nn.Module):
+    """The model at one point; forward(image) returns a tuple in `output_names` order."""
+
+    def __init__(self, model: AdaPerceiver, point: ConfigPoint, attention: str | None = None,
+                 image_size: int | None = None):
+        super().__init__()
+        cfg = model.config
+        validate_point(cfg, point)
+        tokens, width, depth, attention = model.resolve(point.tokens, point.width, point.depth, attention)
+        self.point, self.attention_mode, self.config = point, attention, cfg
+        self.image_size = image_size or cfg.img_size
+        if self.image_size % cfg.patch_size:
+            raise ValueError(f"image size {self.image_size} is not a multiple of patch_size {cfg.patch_size}")
+        self.output_names = model.output_names
+        hidden = ffn_hidden(width, cfg.ffn_ratio)
+
+        with torch.no_grad():
+            self.patch_embed = copy.deepcopy(model.patch_embed)
+            pos = pos_embed_at(model.patch_embed.pos_embed, self.image_size // cfg.patch_size)
+            del self.patch_embed.pos_embed
+            self.register_buffer("pos_embed", pos.detach().clone())
+
+            cos, sin = model.rope(tokens)
+            self.register_buffer("rope_cos", cos)
+            self.register_buffer("rope_sin", sin)
+            bias = model.attention_bias(tokens, attention)
+            if bias is not None:
+                self.register_buffer("attn_bias", bias)
+            else:
+                self.attn_bias = None
+
+            latents = model.process_latents.token.expand(1, tokens, -1)
+            self.register_buffer("latents", latents.detach().clone())
+            self.register_buffer("read_queries", query_heads(model.read_head, latents, cos, sin))
+            self.read_head = copy.deepcopy(model.read_head)
+            del self.read_head.cattn.q, self.read_head.snk_norm
+
+            self.blocks = nn.ModuleList()
+            for block in model.blocks[:depth]:
+                block = copy.deepcopy(block)
+                block.ffn = _sliced_mlp(block.ffn, hidden)
+                self.blocks.append(block)
+
+            out_token = model.output_latents.token.unsqueeze(0)
+            self.register_buffer("out_token", out_token.detach().clone())
+            self.register_buffer("write_queries", query_heads(model.write_head, out_token))
+            self.write_head = copy.deepcopy(model.write_head)
+            del self.write_head.cattn.q, self.write_head.snk_norm
+            self.output_adapter = copy.deepcopy(model.output_adapter)
+
+            if cfg.distilled:
+                self.output_latents_feat = copy.deepcopy(model.output_latents_feat)
+                self.write_head_feat = copy.deepcopy(model.write_head_feat)
+                self.output_adapter_feat = copy.deepcopy(model.output_adapter_feat)
+        self.eval()
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        patches = self.patch_embed(image, self.pos_embed)
+        latents = self.latents + cross_attend(self.read_head, self.read_queries, patches)
+        for block in self.blocks:
+            latents = process_block(block, latents, self.rope_cos, self.rope_sin, self.attn_bias, None)
+        out = self.out_token + cross_attend(self.write_head, self.write_queries, latents, self.rope_cos, self.rope_sin)
+        logits = self.output_adapter(out).flatten(1)
+        if not self.config.distilled:
+            return (logits,)
+        feat_q = self.output_latents_feat.proj(patches)
+        head = self.write_head_feat
+        feat = feat_q + cross_attend(head, query_heads(head, feat_q), latents, self.rope_cos, self.rope_sin)
+        return logits, self.output_adapter_feat(feat)
+
+
+def specialize(model: AdaPerceiver, point: ConfigPoint, attention: str | None = None,
+               image_size: int | None = None) -> StaticAdaPerceiver:
+    """The static module for one point (see the module docstring)."""
+    return StaticAdaPerceiver(model, point, attention, image_size)

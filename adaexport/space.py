@@ -1,0 +1,111 @@
+"""The configuration space: points (tokens, width, depth), their validation, and grids."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Iterable
+
+from .model.config import AdaPerceiverConfig, ffn_hidden
+
+
+class SpaceError(ValueError):
+    """An impossible point or grid; the message is one line meant for a user."""
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class ConfigPoint:
+    tokens: int
+    width: int
+    depth: int
+
+    @property
+    def id(self) -> str:
+        return f"t{self.tokens}_w{self.width}_d{self.depth}"
+
+    def as_dict(self) -> dict[str, int]:
+        return {"tokens": self.tokens, "width": self.width, "depth": self.depth}
+
+    @classmethod
+    def full(cls, cfg: AdaPerceiverConfig) -> "ConfigPoint":
+        return cls(cfg.max_latent_tokens, cfg.embed_dim, cfg.depth)
+
+
+def validate_point(cfg: AdaPerceiverConfig, point: ConfigPoint) -> list[str]:
+    """Raise SpaceError for a point the model cannot run; return warnings for points
+    it can run but was not trained on (accuracy there is not known to hold)."""
+    if point.tokens < 1:
+        raise SpaceError(f"{point.id}: tokens must be >= 1, got {point.tokens}")
+    if not 1 <= point.width <= cfg.embed_dim:
+        raise SpaceError(f"{point.id}: width must lie in 1..{cfg.embed_dim} (embed_dim), got {point.width}")
+    if ffn_hidden(point.width, cfg.ffn_ratio) < 1:
+        raise SpaceError(f"{point.id}: width {point.width} leaves no FFN hidden unit (ffn_ratio {cfg.ffn_ratio})")
+    if not 1 <= point.depth <= cfg.depth:
+        raise SpaceError(f"{point.id}: depth must lie in 1..{cfg.depth}, got {point.depth}")
+    warnings = []
+    if point.tokens not in cfg.mask_token_grans:
+        warnings.append(f"{point.id}: tokens {point.tokens} is not a trained granularity {list(cfg.mask_token_grans)}")
+    if point.width not in cfg.mat_dims:
+        warnings.append(f"{point.id}: width {point.width} is not a trained width {list(cfg.mat_dims)}")
+    return warnings
+
+
+def _preset_trained(cfg: AdaPerceiverConfig) -> list[ConfigPoint]:
+    return [ConfigPoint(t, w, d) for t, w, d in
+            itertools.product(cfg.mask_token_grans, cfg.mat_dims, range(1, cfg.depth + 1))]
+
+
+def _preset_full(cfg: AdaPerceiverConfig) -> list[ConfigPoint]:
+    return [ConfigPoint.full(cfg)]
+
+
+def _preset_corners(cfg: AdaPerceiverConfig) -> list[ConfigPoint]:
+    """Smallest and largest trained value of each knob: 8 points spanning the space."""
+    tokens = sorted({cfg.mask_token_grans[0], cfg.mask_token_grans[-1]})
+    widths = sorted({cfg.mat_dims[0], cfg.mat_dims[-1]})
+    depths = sorted({max(1, cfg.depth // 2), cfg.depth})
+    return [ConfigPoint(*p) for p in itertools.product(tokens, widths, depths)]
+
+
+PRESETS = {
+    "trained": _preset_trained,
+    "full": _preset_full,
+    "corners": _preset_corners,
+}
+
+
+def parse_int_list(text: str, knob: str) -> list[int]:
+    """'32,64' -> [32, 64], with a one-line error naming the knob."""
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            values.append(int(part))
+        except ValueError:
+            raise SpaceError(f"--{knob}: {part!r} is not an integer (expected a list like 32,64)") from None
+    return values
+
+
+def build_grid(cfg: AdaPerceiverConfig, preset: str | None = None,
+               tokens: Iterable[int] | None = None, widths: Iterable[int] | None = None,
+               depths: Iterable[int] | None = None) -> tuple[list[ConfigPoint], list[str]]:
+    """Points from a named preset, or the cartesian product of the given knob values
+    (a knob left out takes the model's full value). Returns (sorted unique points, warnings)."""
+    explicit = any(v is not None for v in (tokens, widths, depths))
+    if preset is not None and explicit:
+        raise SpaceError("give either a grid preset or --tokens/--width/--depth lists, not both")
+    if preset is not None:
+        if preset not in PRESETS:
+            raise SpaceError(f"unknown grid preset {preset!r} (known: {', '.join(PRESETS)})")
+        points = PRESETS[preset](cfg)
+    else:
+        full = ConfigPoint.full(cfg)
+        points = [ConfigPoint(t, w, d) for t, w, d in itertools.product(
+            list(tokens) if tokens is not None else [full.tokens],
+            list(widths) if widths is not None else [full.width],
+            list(depths) if depths is not None else [full.depth])]
+    points = sorted(set(points))
+    if not points:
+        raise SpaceError("the grid is empty")
+    warnings = [w for p in points for w in validate_point(cfg, p)]
+    return points, warnings
