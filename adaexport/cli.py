@@ -17,8 +17,9 @@ from .errors import USER_ERRORS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Export an adaptive AdaPerceiver into a family of static edge engines.")
-console = Console()
-err_console = Console(stderr=True)
+# Off a terminal (pipes, CI logs) rich would assume 80 columns and squeeze the tables.
+console = Console() if sys.stdout.isatty() else Console(width=int(os.environ.get("COLUMNS", 160)))
+err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=int(os.environ.get("COLUMNS", 160)))
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -81,10 +82,19 @@ def inspect(
     width: Optional[str] = typer.Option(None, "--width", help="FFN widths (mat_dim), e.g. 416,832."),
     depth: Optional[str] = typer.Option(None, "--depth", help="Depths, e.g. 12,21."),
 ) -> None:
-    """Print a model's architecture, parameters, trained grid and FLOPs range."""
+    """Print a model's architecture, parameters, trained grid and FLOPs range, or a build
+    directory's manifest as a table."""
+    from .manifest import MANIFEST_NAME, engines_table, read_manifest
     from .model.flops import count_flops, count_params
     from .space import ConfigPoint, build_grid
 
+    if model is not None and (model / MANIFEST_NAME).is_file():
+        data = read_manifest(model)
+        console.print(f"{model}: {data['model']['name']} ({data['model']['task']}, attention "
+                      f"{data['model']['attention']}), target {data['device']['target']}, "
+                      f"built by adaexport {data['tool']['version']} at {data['created']}", highlight=False)
+        console.print(engines_table(data))
+        return
     loaded = resolve_model(model)
     cfg = loaded.config
     table = Table(title=f"{loaded.name}", show_header=False)
@@ -123,6 +133,97 @@ def inspect(
             pt.add_row(p.id, str(p.tokens), str(p.width), str(p.depth),
                        _si(count_flops(cfg, p)), f"{count_params(cfg, p):,}")
         console.print(pt)
+
+
+MODEL_ARG = typer.Argument(None, help="Checkpoint directory or file; none for the bundled demo.")
+OUT_OPT = typer.Option(..., "--out", "-o", help="Build directory (created; re-runs reuse its cache).")
+GRID_OPT = typer.Option(None, "--grid", help="Grid preset: trained, full or corners (default: the profile's).")
+TOKENS_OPT = typer.Option(None, "--tokens", help="Token counts, e.g. 32,64 (cartesian product with the others).")
+WIDTH_OPT = typer.Option(None, "--width", help="FFN widths (mat_dim), e.g. 416,832.")
+DEPTH_OPT = typer.Option(None, "--depth", help="Depths, e.g. 12,21.")
+ATTENTION_OPT = typer.Option(None, "--attention", help="full or block (default: the checkpoint's own).")
+BATCH_OPT = typer.Option(1, "--batch", help="Fixed batch size of every engine.")
+PROFILE_OPT = typer.Option("default", "--profile", help="Build profile name (adaexport/profiles) or a .toml path.")
+JSON_OPT = typer.Option(False, "--json", help="Print one JSON document (the manifest summary) and no progress.")
+
+
+def _summary_table(manifest: dict) -> Table:
+    table = Table(title=f"{manifest['model']['name']}: {len(manifest['engines'])} engine(s)")
+    for col in ("point", "engine", "FLOPs", "params", "parity (max_abs / top-1)", "size"):
+        table.add_column(col, justify="left" if col in ("point", "engine") else "right")
+    for e in manifest["engines"]:
+        p = e["parity"]
+        parity = "not checked" if p is None else (
+            f"{'pass' if p['passed'] else 'FAIL'} {p['max_abs']:.0e} / {p['top1_agreement']:.3f}")
+        point = e["point"]
+        table.add_row(f"t{point['tokens']}_w{point['width']}_d{point['depth']}", f"{e['backend']} {e['precision']}",
+                      _si(e["flops"]), f"{e['params']:,}", parity, f"{e['size'] / 1024:.1f} KiB")
+    weights = manifest.get("weights")
+    if weights:
+        table.caption = f"shared weights: {weights['file']} ({weights['size'] / 1024:.1f} KiB)"
+    return table
+
+
+def _run_build(parity: bool, model, out, device, grid, tokens, width, depth, attention, batch, profile,
+               dataset, json_out) -> None:
+    import json as json_module
+
+    from .build import BuildRequest, run_build
+    from .progress import make_reporter
+    from .space import parse_int_list
+    from .targets import resolve_target
+
+    request = BuildRequest(
+        out=out, model=model, target=resolve_target(device), profile=profile, grid=grid,
+        tokens=parse_int_list(tokens, "tokens") if tokens else None,
+        widths=parse_int_list(width, "width") if width else None,
+        depths=parse_int_list(depth, "depth") if depth else None,
+        attention=attention, batch=batch, dataset=dataset, parity=parity)
+    reporter = make_reporter(json_out, err_console)
+    try:
+        result = run_build(request, reporter)
+    finally:
+        reporter.close()
+    manifest = result.manifest
+    if json_out:
+        print(json_module.dumps({"manifest": str(result.directory / "manifest.json"), "exported": result.exported,
+                                 "parity_runs": result.parity_runs, "failures": result.failures,
+                                 "engines": manifest["engines"]}, indent=1))
+    else:
+        console.print(_summary_table(manifest))
+        console.print(f"manifest: {result.directory / 'manifest.json'} "
+                      f"({result.exported} exported, {len(manifest['engines']) - result.exported} cached)")
+    if result.failures:
+        for message in result.failures:
+            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def export(
+    model: Optional[Path] = MODEL_ARG, out: Path = OUT_OPT, grid: Optional[str] = GRID_OPT,
+    tokens: Optional[str] = TOKENS_OPT, width: Optional[str] = WIDTH_OPT, depth: Optional[str] = DEPTH_OPT,
+    attention: Optional[str] = ATTENTION_OPT, batch: int = BATCH_OPT, profile: str = PROFILE_OPT,
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Export one static ONNX model per grid point (sharing one weights file) and the manifest."""
+    _run_build(False, model, out, None, grid, tokens, width, depth, attention, batch, profile, "demo", json_out)
+
+
+@app.command()
+@user_errors
+def build(
+    model: Optional[Path] = MODEL_ARG, out: Path = OUT_OPT,
+    device: Optional[str] = typer.Option(None, "--device", help="Target device (default: this machine)."),
+    grid: Optional[str] = GRID_OPT, tokens: Optional[str] = TOKENS_OPT, width: Optional[str] = WIDTH_OPT,
+    depth: Optional[str] = DEPTH_OPT, attention: Optional[str] = ATTENTION_OPT, batch: int = BATCH_OPT,
+    profile: str = PROFILE_OPT,
+    dataset: str = typer.Option("demo", "--dataset", help="Parity inputs: demo, fashion-mnist:DIR or npz:FILE."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Export, compile and check a family of engines against PyTorch; write the manifest."""
+    _run_build(True, model, out, device, grid, tokens, width, depth, attention, batch, profile, dataset, json_out)
 
 
 @app.command()

@@ -1,7 +1,9 @@
 """The error types that mean 'bad input': the CLI turns them into one line and exit 2."""
 
-from .data import DatasetError
+from .datasets import DatasetError
+from .manifest import ManifestError
 from .model.config import CheckpointError
+from .profiles import ProfileError
 from .space import SpaceError
 
 
@@ -9,4 +11,4 @@ class UsageError(ValueError):
     """A bad command-line argument combination."""
 
 
-USER_ERRORS = (CheckpointError, SpaceError, DatasetError, UsageError)
+USER_ERRORS = (CheckpointError, SpaceError, DatasetError, ManifestError, ProfileError, UsageError)

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from adaexport.data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, load_fashion_mnist
-from adaexport.model import AdaPerceiver, AdaPerceiverConfig, save_checkpoint
+from adaexport.datasets import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, load_fashion_mnist
+from adaexport.model import AdaPerceiver, AdaPerceiverConfig, load_checkpoint, save_checkpoint
 
 MEAN, STD = 0.2860, 0.3530
 
@@ -72,16 +72,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-subset", type=int, default=2000, help="held-out test images shipped with the model")
     parser.add_argument("--max-steps", type=int, default=0, help="stop early (smoke tests)")
+    parser.add_argument("--init", type=Path, default=None, help="continue from a checkpoint directory")
+    parser.add_argument("--test-limit", type=int, default=0, help="evaluate on the first N test images only")
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     torch.set_num_threads(args.threads)
-    cfg = AdaPerceiverConfig.from_dict(DEMO_CONFIG)
-    model = AdaPerceiver(cfg)
+    if args.init:
+        model = load_checkpoint(args.init).model
+        cfg = model.config
+    else:
+        cfg = AdaPerceiverConfig.from_dict(DEMO_CONFIG)
+        model = AdaPerceiver(cfg)
     train_x, train_y = load_fashion_mnist(args.data, "train")
     test_x, test_y = load_fashion_mnist(args.data, "test")
     xtr, ytr = to_tensor(train_x), torch.from_numpy(train_y)
+    if args.test_limit:
+        test_x, test_y = test_x[:args.test_limit], test_y[:args.test_limit]
     xte, yte = to_tensor(test_x), torch.from_numpy(test_y)
 
     steps_per_epoch = len(xtr) // args.batch_size
@@ -128,7 +136,7 @@ def main() -> None:
     out_model = args.out / "model"
     save_checkpoint(model, out_model)
     rng = np.random.default_rng(args.seed)
-    subset = np.sort(rng.choice(len(test_x), size=args.eval_subset, replace=False))
+    subset = np.sort(rng.choice(len(test_x), size=min(args.eval_subset, len(test_x)), replace=False))
     np.savez_compressed(args.out / "eval_subset.npz", x=test_x[subset], y=test_y[subset].astype(np.int64),
                         index=subset)
     results = []
@@ -137,7 +145,7 @@ def main() -> None:
                         "top1": round(accuracy(model, xte, yte, tokens=tokens, width=width, depth=depth), 4)})
     (args.out / "training.json").write_text(json.dumps({
         "dataset": "Fashion-MNIST (Debian dataset-fashion-mnist), 60,000 train / 10,000 test",
-        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+        "epochs": args.epochs, "continued_from": str(args.init) if args.init else None, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "threads": args.threads, "train_seconds": round(train_seconds, 1),
         "eval_subset": f"{args.eval_subset} test images (indices in eval_subset.npz), never trained on",
         "attention": "block", "test_top1_per_point": results,

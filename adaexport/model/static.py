@@ -14,6 +14,7 @@ import copy
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..space import ConfigPoint, validate_point
 from .adaperceiver import AdaPerceiver, cross_attend, pos_embed_at, process_block, query_heads
@@ -21,16 +22,56 @@ from .config import ffn_hidden
 from .layers import Mlp
 
 
-def _sliced_mlp(mlp: Mlp, hidden: int) -> Mlp:
-    """A new MLP holding only the first `hidden` units (fc2 keeps its full bias)."""
-    fc1, fc2 = mlp.fc1, mlp.fc2
-    out = Mlp(fc1.in_features, hidden, fc2.out_features)
-    with torch.no_grad():
-        out.fc1.weight.copy_(fc1.weight[:hidden])
-        out.fc1.bias.copy_(fc1.bias[:hidden])
-        out.fc2.weight.copy_(fc2.weight[:, :hidden])
-        out.fc2.bias.copy_(fc2.bias)
-    return out
+class TransposedLinear(nn.Module):
+    """x @ weight_t + bias with the weight stored transposed, (in_features, out_features)."""
+
+    def __init__(self, weight_t: torch.Tensor, bias: torch.Tensor):
+        super().__init__()
+        self.weight_t = nn.Parameter(weight_t.detach().contiguous().clone())
+        self.bias = nn.Parameter(bias.detach().clone())
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        """rows (M, in) -> (M, out); one Gemm consuming weight_t as stored."""
+        return torch.addmm(self.bias, rows, self.weight_t)
+
+
+class SlicedMlp(nn.Module):
+    """The first `hidden` units of an Mlp, stored so a narrower width is a byte prefix.
+
+    `fc1.weight` is fc1.weight[:hidden] (hidden, D) and `fc2.weight_t` is
+    fc2.weight[:, :hidden] transposed, also (hidden, D): in row-major storage the
+    tensors of a narrower width are the leading bytes of the widest one's, so a
+    family of exported models can share them (see adaexport.export). The forward
+    works on rows (B*N, D) so that it exports to Gemm(x, fc1.weight, transB=1) and
+    Gemm(h, fc2.weight_t), consuming these tensors as they are; a Linear applied to
+    (B, N, D) exports as MatMul with a folded, transposed copy of its weight, which
+    would not be a prefix. fc2 keeps its full bias.
+    """
+
+    def __init__(self, mlp: Mlp, hidden: int):
+        super().__init__()
+        fc1, fc2 = mlp.fc1, mlp.fc2
+        self.fc1 = nn.Linear(fc1.in_features, hidden)
+        with torch.no_grad():
+            self.fc1.weight.copy_(fc1.weight[:hidden])
+            self.fc1.bias.copy_(fc1.bias[:hidden])
+        self.fc2 = TransposedLinear(fc2.weight[:, :hidden].t(), fc2.bias)
+
+    @property
+    def hidden(self) -> int:
+        return self.fc1.out_features
+
+    def forward(self, x: torch.Tensor, hidden: int | None = None) -> torch.Tensor:
+        if hidden is not None and hidden != self.hidden:
+            raise ValueError(f"this MLP is sliced to {self.hidden} hidden units, not {hidden}")
+        rows = x.reshape(-1, x.shape[-1])
+        out = self.fc2(F.gelu(self.fc1(rows)))
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+def _sliced_mlp(mlp: Mlp, hidden: int) -> SlicedMlp:
+    """The MLP holding only the first `hidden` units (see SlicedMlp)."""
+    return SlicedMlp(mlp, hidden)
 
 
 class StaticAdaPerceiver(nn.Module):
@@ -87,6 +128,7 @@ class StaticAdaPerceiver(nn.Module):
                 self.output_latents_feat = copy.deepcopy(model.output_latents_feat)
                 self.write_head_feat = copy.deepcopy(model.write_head_feat)
                 self.output_adapter_feat = copy.deepcopy(model.output_adapter_feat)
+        self.requires_grad_(False)  # an inference artefact: frozen
         self.eval()
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -1,0 +1,146 @@
+"""Readers for the datasets the demo and evaluation use (numpy only, no torch)."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read; the message is one line meant for a user."""
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped), the format of MNIST and Fashion-MNIST."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as exc:
+        raise DatasetError(f"{path}: cannot read ({exc})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DatasetError(f"{path}: not an IDX file")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    count = int(np.prod(shape))
+    if len(raw) - header != count * dtype.itemsize:
+        raise DatasetError(f"{path}: truncated IDX file (header says shape {shape})")
+    return np.frombuffer(raw, dtype=dtype, count=count, offset=header).reshape(shape)
+
+
+def _find(directory: Path, stem: str) -> Path:
+    for name in (f"{stem}.gz", stem):
+        if (directory / name).is_file():
+            return directory / name
+    raise DatasetError(f"{directory}: missing {stem}[.gz]")
+
+
+def load_fashion_mnist(directory: Path = FASHION_MNIST_DIR, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 28, 28) uint8 and labels (N,) int64 of one split ('train' or 't10k'/'test')."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DatasetError(f"{directory}: no such directory")
+    prefix = {"train": "train", "test": "t10k", "t10k": "t10k"}[split]
+    images = read_idx(_find(directory, f"{prefix}-images-idx3-ubyte"))
+    labels = read_idx(_find(directory, f"{prefix}-labels-idx1-ubyte")).astype(np.int64)
+    if images.ndim != 3 or labels.shape != (images.shape[0],):
+        raise DatasetError(f"{directory}: {len(labels)} labels for images of shape {images.shape}")
+    return images, labels
+
+
+# --- dataset specs and preprocessing into model input -------------------------------------
+
+
+def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file")
+    try:
+        with np.load(path) as data:
+            if "x" not in data or "y" not in data:
+                raise DatasetError(f"{path}: expected arrays 'x' and 'y', found {sorted(data.files)}")
+            return data["x"], data["y"].astype(np.int64)
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{path}: not a readable .npz file ({exc})") from None
+
+
+def load_raw(spec: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels for a dataset spec: `demo`, `fashion-mnist:DIR` (its test split)
+    or `npz:FILE` (arrays x and y)."""
+    kind, _, arg = spec.partition(":")
+    if kind == "demo" and not arg:
+        from .demo import load_eval_subset
+
+        return load_eval_subset()
+    if kind == "fashion-mnist":
+        return load_fashion_mnist(Path(arg) if arg else FASHION_MNIST_DIR, "test")
+    if kind == "npz" and arg:
+        return _load_npz(Path(arg))
+    raise DatasetError(f"unknown dataset spec {spec!r} (use demo, fashion-mnist:DIR or npz:FILE)")
+
+
+def preprocess(images: np.ndarray, spec: dict, channels: int, size: int) -> np.ndarray:
+    """uint8 images (N, H, W) or (N, H, W, C) -> float32 (N, C, size, size), normalised.
+
+    Float arrays shaped (N, C, size, size) are taken as already prepared model input.
+    Resize (short side) and centre crop follow the checkpoint's preprocessing spec.
+    """
+    if images.dtype != np.uint8:
+        if images.ndim == 4 and images.shape[1:] == (channels, size, size):
+            return images.astype(np.float32, copy=False)
+        raise DatasetError(f"float images must already be model input of shape (N, {channels}, {size}, {size}), "
+                           f"got {images.shape}")
+    x = images[..., None] if images.ndim == 3 else images
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise DatasetError(f"expected images (N, H, W) or (N, H, W, C), got shape {images.shape}")
+    if x.shape[-1] != channels:
+        if channels == 3 and x.shape[-1] == 1:
+            x = np.repeat(x, 3, axis=-1)
+        else:
+            raise DatasetError(f"the model takes {channels} channel(s), the images have {x.shape[-1]}")
+    x = x.astype(np.float32) / 255.0
+    x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    resize, crop = int(spec.get("resize", size)), int(spec.get("crop", size))
+    h, w = x.shape[-2:]
+    if min(h, w) != resize:
+        import torch
+        from torch.nn import functional as F
+
+        scale = resize / min(h, w)
+        new = (max(resize, round(h * scale)), max(resize, round(w * scale)))
+        mode = spec.get("interpolation", "bilinear")
+        x = F.interpolate(torch.from_numpy(x), size=new, mode=mode, align_corners=False,
+                          antialias=mode in ("bilinear", "bicubic")).numpy()
+    h, w = x.shape[-2:]
+    top, left = (h - crop) // 2, (w - crop) // 2
+    x = x[..., top:top + crop, left:left + crop]
+    mean = np.asarray(spec["mean"], dtype=np.float32)[:, None, None]
+    std = np.asarray(spec["std"], dtype=np.float32)[:, None, None]
+    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+
+
+def model_inputs(spec: str, config, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs float32 (N, C, H, W), labels) of a dataset, prepared for a model config."""
+    images, labels = load_raw(spec)
+    if len(images) != len(labels):
+        raise DatasetError(f"{spec}: {len(images)} images but {len(labels)} labels")
+    if len(images) == 0:
+        raise DatasetError(f"{spec}: the dataset is empty")
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    if labels.size and (labels.min() < 0 or labels.max() >= config.num_classes):
+        raise DatasetError(f"{spec}: labels span {labels.min()}..{labels.max()}, "
+                           f"the model has {config.num_classes} classes")
+    return preprocess(images, config.preprocessing_spec(), config.in_channels, config.img_size), labels

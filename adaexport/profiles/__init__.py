@@ -1,0 +1,80 @@
+"""Build profiles: TOML files naming the grid and the parity tolerances.
+
+`load_profile("default")` reads adaexport/profiles/default.toml (shipped in the
+package); a path to a .toml file works too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from importlib import resources
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be used; one line for the user."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    max_abs: float
+    min_top1_agreement: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"max_abs": self.max_abs, "min_top1_agreement": self.min_top1_agreement}
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildProfile:
+    name: str
+    description: str
+    grid_preset: str | None
+    parity_samples: int
+    tolerances: dict[str, Tolerance]
+    source: str  # the TOML text, hashed into cache keys
+
+    def tolerance(self, precision: str) -> Tolerance:
+        if precision not in self.tolerances:
+            raise ProfileError(f"profile {self.name!r} has no [parity.{precision}] tolerance")
+        return self.tolerances[precision]
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files(__name__).iterdir() if p.name.endswith(".toml"))
+
+
+def load_profile(name_or_path: str = "default") -> BuildProfile:
+    path = Path(name_or_path)
+    if name_or_path.endswith(".toml"):
+        if not path.is_file():
+            raise ProfileError(f"{path}: no such profile file")
+        text, name = path.read_text(), path.stem
+    else:
+        resource = resources.files(__name__) / f"{name_or_path}.toml"
+        if not resource.is_file():
+            raise ProfileError(f"unknown build profile {name_or_path!r} (known: {', '.join(available_profiles())})")
+        text, name = resource.read_text(), name_or_path
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"profile {name}: invalid TOML ({exc})") from None
+    try:
+        parity = raw.get("parity", {})
+        tolerances = {
+            precision: Tolerance(float(v["max_abs"]), float(v["min_top1_agreement"]))
+            for precision, v in parity.items() if isinstance(v, dict)
+        }
+        samples = int(parity.get("samples", 256))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProfileError(f"profile {name}: bad [parity] section ({exc})") from None
+    if samples < 1:
+        raise ProfileError(f"profile {name}: parity.samples must be >= 1")
+    return BuildProfile(name=name, description=str(raw.get("description", "")),
+                        grid_preset=raw.get("grid", {}).get("preset"), parity_samples=samples,
+                        tolerances=tolerances, source=text)

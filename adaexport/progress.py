@@ -1,0 +1,86 @@
+"""Progress reporting for long stages: rich bars on a terminal, plain lines otherwise,
+nothing but the final JSON document with --json."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class PlainReporter:
+    """One line per finished item, to stderr (stdout stays for results)."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self._stage, self._total, self._done, self._started = "", 0, 0, 0.0
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def stage(self, name: str, total: int) -> None:
+        self._stage, self._total, self._done, self._started = name, total, 0, time.perf_counter()
+        self._print(f"[{name}] {total} item(s)")
+
+    def advance(self, item: str, detail: str = "") -> None:
+        self._done += 1
+        self._print(f"[{self._stage}] {self._done}/{self._total} {item}" + (f": {detail}" if detail else ""))
+
+    def end_stage(self) -> None:
+        self._print(f"[{self._stage}] done in {time.perf_counter() - self._started:.1f}s")
+
+    def info(self, text: str) -> None:
+        self._print(text)
+
+    def warn(self, text: str) -> None:
+        self._print(f"warning: {text}")
+
+    def close(self) -> None:
+        pass
+
+
+class QuietReporter(PlainReporter):
+    """For --json: warnings still reach stderr, progress does not."""
+
+    def _print(self, text: str) -> None:
+        if text.startswith("warning:"):
+            super()._print(text)
+
+
+class RichReporter(PlainReporter):
+    """A progress bar per stage on a terminal."""
+
+    def __init__(self, console):
+        super().__init__(console.file)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.fields[item]}"), console=console)
+        self.progress.start()
+        self._task = None
+
+    def stage(self, name: str, total: int) -> None:
+        self._task = self.progress.add_task(name, total=total, item="")
+
+    def advance(self, item: str, detail: str = "") -> None:
+        self.progress.update(self._task, advance=1, item=item)
+
+    def end_stage(self) -> None:
+        self.progress.update(self._task, item="done")
+
+    def info(self, text: str) -> None:
+        self.progress.console.print(text, highlight=False)
+
+    def warn(self, text: str) -> None:
+        self.progress.console.print(f"[yellow]warning:[/] {text}", highlight=False)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def make_reporter(json_mode: bool, console):
+    if json_mode:
+        return QuietReporter()
+    if console.is_terminal:
+        return RichReporter(console)
+    return PlainReporter()

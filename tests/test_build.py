@@ -1,0 +1,185 @@
+"""`adaexport export` / `build` end to end through the real CLI, in subprocesses."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from adaexport.manifest import read_manifest, verify_files
+
+from .conftest import CONFORMANCE, run_cli
+
+SMALL = ["--tokens", "8,32", "--width", "32,64", "--depth", "2"]
+
+
+def build_json(*args, **kwargs):
+    result = run_cli(*args, "--json", **kwargs)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def hashes(directory):
+    return {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file() and ".adaexport" not in p.parts}
+
+
+def without_created(manifest):
+    return {k: v for k, v in manifest.items() if k != "created"}
+
+
+@pytest.fixture(scope="module")
+def small_build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("build")
+    summary = build_json("build", "--out", str(out), *SMALL)
+    return out, summary
+
+
+def test_build_writes_a_verified_family_and_manifest(small_build):
+    out, summary = small_build
+    manifest = read_manifest(out)
+    assert summary["exported"] == 4 and summary["failures"] == []
+    assert [e["point"] for e in manifest["engines"]] == [
+        {"tokens": t, "width": w, "depth": 2} for t in (8, 32) for w in (32, 64)]
+    assert verify_files(out, manifest) == []
+    for engine in manifest["engines"]:
+        assert engine["parity"]["passed"] and engine["parity"]["samples"] == 256
+        assert engine["parity"]["top1_agreement"] == 1.0
+        onnx.checker.check_model(str(out / engine["file"]), full_check=True)
+        assert "Resize" not in engine["op_types"] and "If" not in engine["op_types"]
+    assert manifest["model"]["input"]["shape"] == [1, 1, 28, 28]
+    assert manifest["weights"]["file"] == "onnx/weights.bin"
+
+
+def test_each_onnx_runs_alone_and_matches_pytorch(small_build, demo):
+    from adaexport.model.static import specialize
+    from adaexport.space import ConfigPoint
+
+    out, _ = small_build
+    engine = read_manifest(out)["engines"][1]
+    point = ConfigPoint(**engine["point"])
+    x = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
+    (got,) = ort.InferenceSession(str(out / engine["file"]), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+    with torch.no_grad():
+        (expected,) = specialize(demo.model, point)(torch.from_numpy(x))
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4)
+    props = {p.key: p.value for p in onnx.load(str(out / engine["file"]), load_external_data=False).metadata_props}
+    assert props["adaexport.source_sha256"] == demo.sha256 and props["adaexport.point.tokens"] == str(point.tokens)
+
+
+def test_rerun_does_no_work_and_keeps_every_byte(small_build):
+    out, _ = small_build
+    before = hashes(out)
+    started = time.perf_counter()
+    summary = build_json("build", "--out", str(out), *SMALL)
+    assert summary["exported"] == 0 and summary["parity_runs"] == 0
+    assert hashes(out) == before  # manifest included: nothing changed, nothing rewritten differently
+    assert time.perf_counter() - started < 120  # generous: "seconds", without a timing threshold in spirit
+
+
+def test_changing_one_option_redoes_only_what_depends_on_it(small_build, tmp_path):
+    out, _ = small_build
+    # a new tolerance: nothing exported, nothing re-run, only re-judged
+    profile = tmp_path / "strict.toml"
+    profile.write_text("[parity]\nsamples = 256\n[parity.fp32]\nmax_abs = 1e-3\nmin_top1_agreement = 1.0\n")
+    summary = build_json("build", "--out", str(out), *SMALL, "--profile", str(profile))
+    assert summary["exported"] == 0 and summary["parity_runs"] == 0
+    assert all(e["parity"]["tolerance"]["min_top1_agreement"] == 1.0 for e in summary["engines"])
+    # one more depth: only the four new points are exported and checked
+    summary = build_json("build", "--out", str(out), "--tokens", "8,32", "--width", "32,64", "--depth", "2,3")
+    assert summary["exported"] == 4 and summary["parity_runs"] == 4
+    # back to the original grid: all cached; the extra files are pruned from the directory
+    summary = build_json("build", "--out", str(out), *SMALL)
+    assert summary["exported"] == 0
+    assert sorted(p.name for p in (out / "onnx").iterdir()) == sorted(
+        [f"t{t}_w{w}_d2.onnx" for t in (8, 32) for w in (32, 64)] + ["weights.bin"])
+
+
+def test_tampered_artefacts_are_detected_and_redone(tmp_path):
+    out = tmp_path / "b"
+    build_json("export", "--out", str(out), "--tokens", "8", "--width", "32", "--depth", "1")
+    target = out / "onnx" / "t8_w32_d1.onnx"
+    original = target.read_bytes()
+    target.write_bytes(original[:-10] + b"0123456789")
+    summary = build_json("build", "--out", str(out), "--tokens", "8", "--width", "32", "--depth", "1")
+    assert summary["exported"] == 1 and target.read_bytes() == original
+
+
+def test_a_corrupted_model_fails_parity_with_the_tolerance_that_would_pass(demo, tmp_path):
+    from adaexport.model import load_checkpoint, save_checkpoint
+
+    model = load_checkpoint(demo.path).model
+    with torch.no_grad():  # classifier weights blown up: fp32 rounding differs far beyond 1e-3
+        model.output_adapter.ffn.weight.mul_(1e7)
+    save_checkpoint(model, tmp_path / "corrupt")
+    result = run_cli("build", str(tmp_path / "corrupt"), "--out", str(tmp_path / "out"),
+                     "--tokens", "32", "--width", "64", "--depth", "4")
+    assert result.returncode == 1
+    assert "parity failed for t32_w64_d4 (onnxruntime fp32): max_abs" in result.stderr
+    assert "would have passed" in result.stderr and "Traceback" not in result.stderr
+    manifest = read_manifest(tmp_path / "out")
+    assert manifest["engines"][0]["parity"]["passed"] is False
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--tokens", "0"], "tokens must be >= 1"),
+    (["--width", "999"], "width must lie in 1..64"),
+    (["--depth", "2,x"], "--depth: 'x' is not an integer"),
+    (["--grid", "nope"], "unknown grid preset 'nope'"),
+    (["--grid", "trained", "--tokens", "8"], "not both"),
+    (["--attention", "sparse"], "attention must be one of"),
+    (["--batch", "0"], "--batch must be >= 1"),
+    (["--profile", "nope"], "unknown build profile 'nope'"),
+    (["--device", "toaster"], "unknown device target 'toaster'"),
+    (["--dataset", "npz:/no/such.npz"], "no such file"),
+])
+def test_bad_options_give_one_line_errors(tmp_path, args, words):
+    result = run_cli("build", "--out", str(tmp_path / "o"), *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], result.stderr
+
+
+def test_a_model_the_demo_data_does_not_fit_asks_for_a_dataset(tmp_path):
+    result = run_cli("build", str(CONFORMANCE / "classification"), "--out", str(tmp_path / "o"), "--grid", "full")
+    assert result.returncode == 2 and "pass --dataset" in result.stderr
+    # with data that fits, the conformance model builds (distilled: logits + features)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8), y=np.arange(8) % 10)
+    summary = build_json("build", str(CONFORMANCE / "distill"), "--out", str(tmp_path / "d"), "--grid", "full",
+                         "--dataset", f"npz:{tmp_path / 'd.npz'}")
+    assert summary["engines"][0]["parity"]["passed"] and summary["engines"][0]["parity"]["samples"] == 8
+    outputs = [o["name"] for o in read_manifest(tmp_path / "d")["model"]["outputs"]]
+    assert outputs == ["logits", "features"]
+
+
+@pytest.mark.slow
+def test_a_build_killed_part_way_resumes_to_the_same_result(tmp_path):
+    args = ["build", "--out", None, "--grid", "trained", "--json"]
+    clean = tmp_path / "clean"
+    build_json(*[str(clean) if a is None else a for a in args[:-1]])
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "adaexport", *[str(killed) if a is None else a for a in args]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list((killed / "onnx").glob("*.onnx"))) < 5 if killed.exists() else True:
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "manifest.json").exists(), "the build finished before it could be killed"
+    summary = build_json(*[str(killed) if a is None else a for a in args[:-1]])
+    assert 0 < summary["exported"] < 36
+    assert hashes(killed).keys() == hashes(clean).keys()
+    assert {k: v for k, v in hashes(killed).items() if k != "manifest.json"} == \
+        {k: v for k, v in hashes(clean).items() if k != "manifest.json"}
+    assert without_created(read_manifest(killed)) == without_created(read_manifest(clean))
