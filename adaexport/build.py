@@ -32,6 +32,7 @@ from .space import ConfigPoint, build_grid
 from .validate import Parity, compare, run_batched, torch_reference
 
 ONNX_DIR = "onnx"
+ENGINES_DIR = "engines"
 WEIGHTS_NAME = "weights.bin"
 CACHE_DIR = ".adaexport/cache"
 EXPORTER = "torchscript"  # fixed, so artefact hashes never depend on a fallback
@@ -132,18 +133,25 @@ def _ort_session(path: Path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def parity_inputs(loaded: LoadedModel, dataset: str, samples: int, batch: int) -> tuple[np.ndarray, str]:
-    """Real inputs for parity (a multiple of the batch) and a digest identifying them."""
+CALIBRATION_SAMPLES = 128
+
+
+def parity_inputs(loaded: LoadedModel, dataset: str, samples: int, batch: int):
+    """Real labelled inputs for parity (a multiple of the batch), int8 calibration samples
+    (the next ones in the dataset, so engines are not checked on what calibrated them,
+    unless the dataset is too small), and a digest identifying both."""
     cfg = loaded.config
     try:
-        inputs, _ = model_inputs(dataset, cfg, limit=samples)
+        inputs, labels = model_inputs(dataset, cfg, limit=samples + CALIBRATION_SAMPLES)
     except DatasetError as exc:
         raise DatasetError(f"parity data: {exc}") from None
-    usable = len(inputs) - len(inputs) % batch
+    usable = min(samples, len(inputs)) - min(samples, len(inputs)) % batch
     if usable == 0:
         raise DatasetError(f"parity data: {len(inputs)} sample(s) do not fill one batch of {batch}")
-    inputs = np.ascontiguousarray(inputs[:usable])
-    return inputs, hashlib.sha256(inputs.tobytes()).hexdigest()
+    calibration = inputs[usable:] if len(inputs) - usable >= 16 else inputs[:CALIBRATION_SAMPLES]
+    inputs, labels = np.ascontiguousarray(inputs[:usable]), labels[:usable]
+    digest = hashlib.sha256(inputs.tobytes() + labels.tobytes() + calibration.tobytes()).hexdigest()
+    return inputs, labels, np.ascontiguousarray(calibration), digest
 
 
 def _check_dataset_fits(loaded: LoadedModel, dataset: str) -> None:
@@ -164,7 +172,10 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
 
     if request.batch < 1:
         raise UsageError(f"--batch must be >= 1, got {request.batch}")
+    from .targets import get_target
+
     profile: BuildProfile = load_profile(request.profile)
+    target = get_target(request.target)
     loaded = load_checkpoint(request.model if request.model is not None else DEMO_MODEL)
     cfg, model = loaded.config, loaded.model
     attention = request.attention or cfg.default_attention
@@ -175,10 +186,15 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
     points, warnings = build_grid(cfg, preset, request.tokens, request.widths, request.depths)
     for w in warnings:
         reporter.warn(w)
+    if request.parity:
+        for skipped in _skipped_choices(target, profile):
+            reporter.warn(f"{target.name}: not building {skipped}")
     if request.parity:  # bad data fails here, before any work
         _check_dataset_fits(loaded, request.dataset)
-        tolerance = profile.tolerance("fp32")
-        inputs, digest = parity_inputs(loaded, request.dataset, profile.parity_samples, request.batch)
+        for _, precision in _engine_choices(target, profile):
+            profile.tolerance(precision)  # a profile without a tolerance for a precision fails now
+        inputs, labels, calibration, digest = parity_inputs(loaded, request.dataset, profile.parity_samples,
+                                                            request.batch)
 
     out = Path(request.out)
     if out.exists() and not out.is_dir():
@@ -226,33 +242,44 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
     reporter.end_stage()
     export_records = {p: cache.get("export", _export_key(base, metadata, weights_key, p)) for p in points}
 
-    # 2. parity of every model against PyTorch, on real inputs
-    parity: dict[ConfigPoint, dict | None] = {p: None for p in points}
+    # 2. engines: the ONNX itself is the ONNX Runtime fp32 engine; every other (backend,
+    # precision) the target names is compiled from it (TensorRT without TensorRT: pending)
+    engines: list[dict] = []
     failures: list[str] = []
     parity_runs = 0
+    choices = _engine_choices(target, profile) if request.parity else [("onnxruntime", "fp32")]
     if request.parity:
-        reporter.stage("parity", len(points))
-        for point in points:
-            record = export_records[point]
-            key = _digest({**base, "stage": "parity", "onnx_sha256": record["sha256"],
-                           "weights_sha256": weights_record["sha256"], "samples": profile.parity_samples,
-                           "dataset": request.dataset})
-            metrics = cache.get("parity", key)
-            if metrics is None:
-                from .model.static import specialize
+        reporter.stage("engines", len(points) * len(choices))
+    for point in points:
+        record = export_records[point]
+        base_entry = {"point": point.as_dict(), "flops": count_flops(cfg, point), "params": count_params(cfg, point),
+                      "op_types": record["op_types"]}
+        reference = None
+        for backend, precision in choices:
+            engine_id = f"{point.id}-{backend}-{precision}"
+            if backend == "onnxruntime" and precision == "fp32":
+                entry = {"backend": backend, "precision": precision, "status": "ready",
+                         **{k: record[k] for k in ("file", "sha256", "size")}}
+            else:
+                entry = _compiled_engine(out, cache, base, target, record, backend, precision, calibration,
+                                         reporter)
+            entry = {"id": engine_id, **base_entry, **entry, "parity": None}
+            if request.parity and entry["status"] == "ready":
+                if reference is None:
+                    from .model.static import specialize
 
-                reference = torch_reference(specialize(model, point, attention), inputs, request.batch)
-                session = _ort_session(out / record["file"])
-                candidate = run_batched(lambda x: session.run(None, {"image": x}), inputs, request.batch)
-                metrics = dataclasses.asdict(compare(reference, candidate)) | {"inputs": digest}
-                cache.put("parity", key, metrics)
-                parity_runs += 1
-            result = Parity(**{k: metrics[k] for k in ("max_abs", "max_rel", "top1_agreement", "samples")})
-            parity[point] = result.record(tolerance)
-            engine = f"{point.id} (onnxruntime fp32)"
-            if not result.passes(tolerance):
-                failures.append(result.failure_message(engine, tolerance))
-            reporter.advance(point.id, f"max_abs {result.max_abs:.2g}, top-1 agreement {result.top1_agreement:.3f}")
+                    reference = torch_reference(specialize(model, point, attention), inputs, request.batch)
+                tol = profile.tolerance(precision)
+                result, ran = _parity(out, cache, base, entry, reference, inputs, labels, digest, request)
+                parity_runs += ran
+                entry["parity"] = result.record(tol)
+                if not result.passes(tol):
+                    failures.append(result.failure_message(f"{point.id} ({backend} {precision})", tol))
+                reporter.advance(engine_id, f"max_abs {result.max_abs:.2g}, top-1 agreement {result.top1_agreement:.3f}")
+            elif request.parity:
+                reporter.advance(engine_id, "pending: " + entry["extra"]["facts"].get("finish", "built on the device"))
+            engines.append(entry)
+    if request.parity:
         reporter.end_stage()
 
     # 3. the manifest
@@ -273,26 +300,114 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
                              "depths": list(range(1, cfg.depth + 1))},
             **({"class_names": list(cfg.class_names)} if cfg.class_names else {}),
         },
-        "device": {"target": request.target, "host": host_info(), "backends": {"onnxruntime": versions["onnxruntime"]},
-                   "toolchain": {"torch": versions["torch"], "onnx": versions["onnx"]}},
+        "device": {"target": target.name, "host": host_info(), "backends": _backend_versions(target, choices),
+                   "toolchain": {"torch": versions["torch"], "onnx": versions["onnx"]},
+                   "target_facts": target.describe()},
         "build": {"profile": profile.name, "dataset": request.dataset if request.parity else None,
                   "batch": request.batch, "exporter": EXPORTER},
         "weights": {k: weights_record[k] for k in ("file", "sha256", "size")},
-        "engines": [
-            {"id": f"{p.id}-onnxruntime-fp32", "point": p.as_dict(), "backend": "onnxruntime", "precision": "fp32",
-             "file": export_records[p]["file"], "sha256": export_records[p]["sha256"],
-             "size": export_records[p]["size"], "flops": count_flops(cfg, p), "params": count_params(cfg, p),
-             "status": "ready", "parity": parity[p], "op_types": export_records[p]["op_types"]}
-            for p in points
-        ],
+        "engines": engines,
     }
     previous = out / MANIFEST_NAME
     if previous.is_file():
         manifest["created"] = _keep_created(previous, manifest)
     write_manifest(out, manifest)
     _prune(onnx_dir, {out / r["file"] for r in export_records.values()} | {onnx_dir / WEIGHTS_NAME})
+    if (out / ENGINES_DIR).is_dir():
+        keep = {out / f for e in engines for f in e.get("extra", {}).get("files", [])}
+        _prune(out / ENGINES_DIR, keep | {p.with_name(p.name + ".json") for p in keep}, every_file=True)
     return BuildResult(manifest=manifest, directory=out, exported=exported, parity_runs=parity_runs,
                        failures=failures)
+
+
+def _engine_choices(target, profile: BuildProfile) -> list[tuple[str, str]]:
+    """The target's (backend, precision) pairs that the profile wants and that can be built
+    here or deferred to the device; the ONNX Runtime fp32 engine (the exported ONNX itself)
+    always comes first."""
+    from .backends import engine_choices
+
+    pairs = [("onnxruntime", "fp32")]
+    for choice in engine_choices(target):
+        if not profile.wants(choice.backend, choice.precision):
+            continue
+        if (choice.availability or choice.deferred) and (choice.backend, choice.precision) not in pairs:
+            pairs.append((choice.backend, choice.precision))
+    return pairs
+
+
+def _skipped_choices(target, profile: BuildProfile) -> list[str]:
+    from .backends import engine_choices
+
+    return [f"{c.backend} {c.precision}: {c.availability.reason}" for c in engine_choices(target)
+            if not c.availability and not c.deferred and profile.wants(c.backend, c.precision)]
+
+
+def _backend_versions(target, choices) -> dict[str, str]:
+    from .backends import backend_versions
+
+    names = sorted({backend for backend, _ in choices})
+    return {name: str(facts.get(name, "unknown")) for name, facts in backend_versions(names).items()}
+
+
+def _compiled_engine(out: Path, cache: Cache, base: dict, target, onnx_record: dict, backend: str,
+                     precision: str, calibration: np.ndarray, reporter) -> dict:
+    """Compile (or record as pending) one engine from a point's ONNX, cached by content."""
+    from .backends import compile_or_defer, lint_engine
+
+    key = _digest({**base, "stage": "compile", "onnx_sha256": onnx_record["sha256"], "backend": backend,
+                   "precision": precision, "target": target.source,
+                   "calibration": hashlib.sha256(calibration.tobytes()).hexdigest() if precision == "int8" else None})
+    record = cache.get("compile", key)
+    if record is not None and all(_valid(out, f) for f in record["files"]):
+        return record["entry"]
+    onnx_path = out / onnx_record["file"]
+    problems = lint_engine(onnx_path, backend, precision)
+    for problem in problems:
+        reporter.warn(f"{onnx_path.name} for {backend} {precision}: {problem}")
+    engines_dir = out / ENGINES_DIR
+    engines_dir.mkdir(exist_ok=True)
+    artifact = compile_or_defer(onnx_path, engines_dir, target, backend, precision,
+                                calibration if precision == "int8" else None)
+    if "trtexec" in artifact.facts:
+        reporter.info(f"trtexec equivalent: {artifact.facts['trtexec']}")
+    entry = artifact.record(out)
+    entry["lint"] = problems
+    files = [_file_record(out, p) for p in [*artifact.paths(), artifact.sidecar] if p.is_file()]
+    cache.put("compile", key, {"entry": entry, "files": files})
+    return entry
+
+
+def _parity(out: Path, cache: Cache, base: dict, entry: dict, reference, inputs, labels, digest: str,
+            request: BuildRequest) -> tuple[Parity, int]:
+    """Parity metrics of a ready engine (cached by the engine's hash and the inputs)."""
+    key = _digest({**base, "stage": "parity", "engine_sha256": entry["sha256"], "backend": entry["backend"],
+                   "precision": entry["precision"], "inputs": digest, "dataset": request.dataset})
+    metrics = cache.get("parity", key)
+    ran = 0
+    if metrics is None:
+        session = _open_engine(out, entry)
+        candidate = run_batched(lambda x: session.run({"image": x}), inputs, request.batch)
+        metrics = dataclasses.asdict(compare(reference, candidate, labels))
+        cache.put("parity", key, metrics)
+        ran = 1
+    return Parity(**metrics), ran
+
+
+def _open_engine(out: Path, entry: dict):
+    """A session over a manifest engine: the family ONNX directly, or a compiled artifact."""
+    from .backends import open_artifact
+
+    if entry["backend"] == "onnxruntime" and entry["precision"] == "fp32":
+        return _OrtSession(_ort_session(out / entry["file"]))
+    return open_artifact(out / entry["file"])
+
+
+class _OrtSession:
+    def __init__(self, session):
+        self.session = session
+
+    def run(self, feeds: dict) -> list:
+        return self.session.run(None, feeds)
 
 
 def _keep_created(path: Path, manifest: dict) -> str:
@@ -306,8 +421,9 @@ def _keep_created(path: Path, manifest: dict) -> str:
         else manifest["created"]
 
 
-def _prune(onnx_dir: Path, keep: set[Path]) -> None:
-    """Remove .onnx files of points no longer in the family, and temp files of killed runs."""
-    for path in onnx_dir.iterdir():
-        if path.is_file() and path not in keep and (path.suffix == ".onnx" or path.name.endswith(".tmp")):
+def _prune(directory: Path, keep: set[Path], every_file: bool = False) -> None:
+    """Remove artefacts of points or engines no longer in the family, and temp files of
+    killed runs (in the engines folder, every file not kept; backend caches are folders)."""
+    for path in directory.iterdir():
+        if path.is_file() and path not in keep and (every_file or path.suffix == ".onnx" or path.name.endswith(".tmp")):
             path.unlink()

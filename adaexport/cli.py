@@ -149,15 +149,17 @@ JSON_OPT = typer.Option(False, "--json", help="Print one JSON document (the mani
 
 def _summary_table(manifest: dict) -> Table:
     table = Table(title=f"{manifest['model']['name']}: {len(manifest['engines'])} engine(s)")
-    for col in ("point", "engine", "FLOPs", "params", "parity (max_abs / top-1)", "size"):
+    for col in ("point", "engine", "FLOPs", "params", "parity (max_abs / top-1 agreement / accuracy)", "size"):
         table.add_column(col, justify="left" if col in ("point", "engine") else "right")
     for e in manifest["engines"]:
         p = e["parity"]
-        parity = "not checked" if p is None else (
-            f"{'pass' if p['passed'] else 'FAIL'} {p['max_abs']:.0e} / {p['top1_agreement']:.3f}")
+        parity = ("pending" if e.get("status") == "pending" else "not checked") if p is None else (
+            f"{'pass' if p['passed'] else 'FAIL'} {p['max_abs']:.0e} / {p['top1_agreement']:.3f}"
+            + (f" / {-p['accuracy_drop']:+.2f}pt" if p.get("accuracy_drop") is not None and e["precision"] != "fp32" else ""))
         point = e["point"]
+        size = f"{e['size'] / 1024:.1f} KiB" if "size" in e else "-"
         table.add_row(f"t{point['tokens']}_w{point['width']}_d{point['depth']}", f"{e['backend']} {e['precision']}",
-                      _si(e["flops"]), f"{e['params']:,}", parity, f"{e['size'] / 1024:.1f} KiB")
+                      _si(e["flops"]), f"{e['params']:,}", parity, size)
     weights = manifest.get("weights")
     if weights:
         table.caption = f"shared weights: {weights['file']} ({weights['size'] / 1024:.1f} KiB)"
@@ -191,8 +193,15 @@ def _run_build(parity: bool, model, out, device, grid, tokens, width, depth, att
                                  "engines": manifest["engines"]}, indent=1))
     else:
         console.print(_summary_table(manifest))
-        console.print(f"manifest: {result.directory / 'manifest.json'} "
-                      f"({result.exported} exported, {len(manifest['engines']) - result.exported} cached)")
+        pending = [e for e in manifest["engines"] if e.get("status") == "pending"]
+        console.print(f"manifest: {result.directory / 'manifest.json'} ({len(manifest['engines'])} engine(s); this run "
+                      f"exported {result.exported} point(s) and ran {result.parity_runs} parity check(s), "
+                      "the rest came from the cache)", highlight=False)
+        if pending:
+            finish = pending[0].get("extra", {}).get("facts", {}).get("finish", "adaexport compile DIR")
+            finish = finish.replace(" DIR ", f" {result.directory} ")
+            console.print(f"{len(pending)} TensorRT engine(s) pending: TensorRT is not installed here. "
+                          f"Finish them on the device with: {finish}", highlight=False)
     if result.failures:
         for message in result.failures:
             err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
@@ -224,6 +233,50 @@ def build(
 ) -> None:
     """Export, compile and check a family of engines against PyTorch; write the manifest."""
     _run_build(True, model, out, device, grid, tokens, width, depth, attention, batch, profile, dataset, json_out)
+
+
+@app.command()
+@user_errors
+def compile(
+    directory: Path = typer.Argument(..., help="A build directory whose manifest has pending engines."),
+    device: Optional[str] = typer.Option(None, "--device", help="Target device (default: the manifest's)."),
+) -> None:
+    """On the device: build the engines a cross-build left pending (TensorRT) and check them."""
+    from .device_compile import finish_pending_engines
+    from .progress import make_reporter
+
+    reporter = make_reporter(False, err_console)
+    try:
+        finished = finish_pending_engines(directory, device, reporter)
+    finally:
+        reporter.close()
+    if finished:
+        console.print(f"finished {len(finished)} engine(s): {', '.join(finished)}", highlight=False)
+
+
+@app.command()
+@user_errors
+def targets() -> None:
+    """List the known device targets, their engines, power modes and sensors."""
+    from .backends import available_backends
+    from .targets import detect_target, get_target, list_targets
+
+    try:
+        here = detect_target()
+    except USER_ERRORS:
+        here = None
+    available = available_backends()
+    table = Table(title="device targets" + (f" (this machine: {here})" if here else ""))
+    for col in ("target", "engines (in order of preference)", "power modes", "power sensors", "threads"):
+        table.add_column(col)
+    for name in list_targets():
+        target = get_target(name)
+        engines = ", ".join(f"{e.backend} {'/'.join(e.precisions)}" + ("" if available[e.backend] else " (not here)")
+                            for e in target.engines)
+        table.add_row(name + (" *" if name == here else ""), engines,
+                      ", ".join(m.name for m in target.power_modes), ", ".join(s.name for s in target.power_sensors),
+                      str(target.threads or "default"))
+    console.print(table)
 
 
 @app.command()

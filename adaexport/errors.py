@@ -1,5 +1,6 @@
 """The error types that mean 'bad input': the CLI turns them into one line and exit 2."""
 
+from .backends.base import BackendError
 from .datasets import DatasetError
 from .manifest import ManifestError
 from .model.config import CheckpointError
@@ -11,4 +12,4 @@ class UsageError(ValueError):
     """A bad command-line argument combination."""
 
 
-USER_ERRORS = (CheckpointError, SpaceError, DatasetError, ManifestError, ProfileError, UsageError)
+USER_ERRORS = (CheckpointError, SpaceError, DatasetError, ManifestError, ProfileError, UsageError, BackendError)

@@ -326,9 +326,14 @@ def _to_json(value: Any, path: tuple = ()) -> Any:
 
 
 def _semantic_errors(data: dict) -> Iterator[tuple[tuple, str]]:
-    """Rules JSON Schema cannot state: unique engine ids, pareto ids that exist."""
+    """Rules JSON Schema cannot state: unique engine ids, pareto ids that exist, and the
+    sha256 and size every ready (not pending) engine must have."""
     seen: dict[str, int] = {}
     for i, engine in enumerate(data["engines"]):
+        if engine.get("status", "ready") == "ready":
+            for key in ("sha256", "size"):
+                if key not in engine:
+                    yield ("engines", i), f"a ready engine needs {key!r} (only a pending one may lack it)"
         eid = engine["id"]
         if eid in seen:
             yield ("engines", i, "id"), f"duplicate engine id {_short(eid)} (also engines[{seen[eid]}])"

@@ -4,7 +4,9 @@ Metrics over every output tensor and every sample:
 * max_abs: the largest absolute difference of any value;
 * max_rel: max_abs divided by the largest absolute reference value of that output
   (element-wise relative error is meaningless next to zero);
-* top1_agreement: the fraction of samples whose arg-max class is the same.
+* top1_agreement: the fraction of samples whose arg-max class is the same;
+* with labels: top1 and reference_top1 (accuracy of the engine and of PyTorch) and
+  accuracy_drop = reference_top1 - top1 in percentage points.
 """
 
 from __future__ import annotations
@@ -23,32 +25,64 @@ class Parity:
     max_rel: float
     top1_agreement: float
     samples: int
+    top1: float | None = None
+    reference_top1: float | None = None
+
+    @property
+    def accuracy_drop(self) -> float | None:
+        if self.top1 is None or self.reference_top1 is None:
+            return None
+        return round(100.0 * (self.reference_top1 - self.top1), 6)
+
+    def _problems(self, tol: Tolerance) -> list[str]:
+        problems = []
+        if tol.max_abs is not None and self.max_abs > tol.max_abs:
+            problems.append(f"max_abs {self.max_abs:.3g} > {tol.max_abs:g}")
+        if self.top1_agreement < tol.min_top1_agreement:
+            problems.append(f"top-1 agreement {self.top1_agreement:.4f} < {tol.min_top1_agreement:g}")
+        drop = self.accuracy_drop
+        if tol.max_accuracy_drop is not None and drop is not None and drop > tol.max_accuracy_drop:
+            problems.append(f"accuracy drop {drop:.2f} points > {tol.max_accuracy_drop:g}")
+        return problems
 
     def passes(self, tol: Tolerance) -> bool:
-        return self.max_abs <= tol.max_abs and self.top1_agreement >= tol.min_top1_agreement
+        return not self._problems(tol)
 
-    def would_pass(self) -> Tolerance:
-        """The loosest tolerance this result needs: what a profile would have to allow."""
-        return Tolerance(max_abs=float(f"{self.max_abs:.3g}") if self.max_abs else 0.0,
-                         min_top1_agreement=self.top1_agreement)
+    def would_pass(self, tol: Tolerance) -> Tolerance:
+        """The loosest tolerance of `tol`'s kind this result needs: what a profile would have to allow
+        (max_abs rounded up at 3 significant digits)."""
+        max_abs = None
+        if tol.max_abs is not None:
+            max_abs = float(f"{self.max_abs:.3g}")
+            if max_abs < self.max_abs:
+                max_abs = float(f"{self.max_abs * 1.001:.3g}")
+        drop = self.accuracy_drop if tol.max_accuracy_drop is not None else None
+        return Tolerance(max_abs=max_abs, min_top1_agreement=self.top1_agreement,
+                         max_accuracy_drop=max(drop, 0.0) if drop is not None else None)
 
     def record(self, tol: Tolerance) -> dict:
-        return {"max_abs": self.max_abs, "max_rel": self.max_rel, "top1_agreement": self.top1_agreement,
-                "samples": self.samples, "tolerance": tol.as_dict(), "passed": self.passes(tol)}
+        out = {"max_abs": self.max_abs, "max_rel": self.max_rel, "top1_agreement": self.top1_agreement,
+               "samples": self.samples, "tolerance": tol.as_dict(), "passed": self.passes(tol)}
+        if self.top1 is not None:
+            out.update(top1=self.top1, reference_top1=self.reference_top1, accuracy_drop=self.accuracy_drop)
+        return out
 
     def failure_message(self, engine: str, tol: Tolerance) -> str:
-        needed = self.would_pass()
-        reasons = []
-        if self.max_abs > tol.max_abs:
-            reasons.append(f"max_abs {self.max_abs:.3g} > {tol.max_abs:g}")
-        if self.top1_agreement < tol.min_top1_agreement:
-            reasons.append(f"top-1 agreement {self.top1_agreement:.4f} < {tol.min_top1_agreement:g}")
-        return (f"parity failed for {engine}: {', '.join(reasons)}; a tolerance of max_abs >= "
-                f"{needed.max_abs:.3g} and min_top1_agreement <= {needed.min_top1_agreement:.4f} would have passed")
+        needed = self.would_pass(tol)
+        wanted = []
+        if needed.max_abs is not None:
+            wanted.append(f"max_abs >= {needed.max_abs:.3g}")
+        wanted.append(f"min_top1_agreement <= {needed.min_top1_agreement:.4f}")
+        if needed.max_accuracy_drop is not None:
+            wanted.append(f"max_accuracy_drop >= {needed.max_accuracy_drop:.2f}")
+        return (f"parity failed for {engine}: {', '.join(self._problems(tol))}; a tolerance of "
+                f"{' and '.join(wanted)} would have passed")
 
 
-def compare(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) -> Parity:
-    """Parity of candidate outputs against reference outputs (same order; logits first)."""
+def compare(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray],
+            labels: np.ndarray | None = None) -> Parity:
+    """Parity of candidate outputs against reference outputs (same order; logits first);
+    with labels, also both accuracies."""
     max_abs = max_rel = 0.0
     for ref, got in zip(reference, candidate, strict=True):
         if ref.shape != got.shape:
@@ -56,8 +90,13 @@ def compare(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) ->
         diff = float(np.abs(ref.astype(np.float64) - got.astype(np.float64)).max())
         scale = float(np.abs(ref).max()) or 1.0
         max_abs, max_rel = max(max_abs, diff), max(max_rel, diff / scale)
-    agreement = float((reference[0].argmax(-1) == candidate[0].argmax(-1)).mean())
-    return Parity(max_abs=max_abs, max_rel=max_rel, top1_agreement=agreement, samples=len(reference[0]))
+    ref_top, got_top = reference[0].argmax(-1), candidate[0].argmax(-1)
+    agreement = float((ref_top == got_top).mean())
+    top1 = reference_top1 = None
+    if labels is not None:
+        top1, reference_top1 = float((got_top == labels).mean()), float((ref_top == labels).mean())
+    return Parity(max_abs=max_abs, max_rel=max_rel, top1_agreement=agreement, samples=len(reference[0]),
+                  top1=top1, reference_top1=reference_top1)
 
 
 def run_batched(fn: Callable[[np.ndarray], Sequence[np.ndarray]], inputs: np.ndarray, batch: int) -> list[np.ndarray]:

@@ -16,9 +16,10 @@ import torch
 
 from adaexport.manifest import read_manifest, verify_files
 
-from .conftest import CONFORMANCE, run_cli
+from .conftest import CONFORMANCE, DATA, run_cli
 
-SMALL = ["--tokens", "8,32", "--width", "32,64", "--depth", "2"]
+FP32 = ["--profile", str(DATA / "profiles" / "ort-fp32.toml")]  # the pipeline's own tests: one engine per point
+SMALL = ["--tokens", "8,32", "--width", "32,64", "--depth", "2", *FP32]
 
 
 def build_json(*args, **kwargs):
@@ -89,12 +90,13 @@ def test_changing_one_option_redoes_only_what_depends_on_it(small_build, tmp_pat
     out, _ = small_build
     # a new tolerance: nothing exported, nothing re-run, only re-judged
     profile = tmp_path / "strict.toml"
-    profile.write_text("[parity]\nsamples = 256\n[parity.fp32]\nmax_abs = 1e-3\nmin_top1_agreement = 1.0\n")
-    summary = build_json("build", "--out", str(out), *SMALL, "--profile", str(profile))
+    profile.write_text('[build]\nengines = ["onnxruntime:fp32"]\n'
+                       "[parity]\nsamples = 256\n[parity.fp32]\nmax_abs = 1e-3\nmin_top1_agreement = 1.0\n")
+    summary = build_json("build", "--out", str(out), *SMALL[:-2], "--profile", str(profile))
     assert summary["exported"] == 0 and summary["parity_runs"] == 0
     assert all(e["parity"]["tolerance"]["min_top1_agreement"] == 1.0 for e in summary["engines"])
     # one more depth: only the four new points are exported and checked
-    summary = build_json("build", "--out", str(out), "--tokens", "8,32", "--width", "32,64", "--depth", "2,3")
+    summary = build_json("build", "--out", str(out), "--tokens", "8,32", "--width", "32,64", "--depth", "2,3", *FP32)
     assert summary["exported"] == 4 and summary["parity_runs"] == 4
     # back to the original grid: all cached; the extra files are pruned from the directory
     summary = build_json("build", "--out", str(out), *SMALL)
@@ -109,7 +111,7 @@ def test_tampered_artefacts_are_detected_and_redone(tmp_path):
     target = out / "onnx" / "t8_w32_d1.onnx"
     original = target.read_bytes()
     target.write_bytes(original[:-10] + b"0123456789")
-    summary = build_json("build", "--out", str(out), "--tokens", "8", "--width", "32", "--depth", "1")
+    summary = build_json("build", "--out", str(out), "--tokens", "8", "--width", "32", "--depth", "1", *FP32)
     assert summary["exported"] == 1 and target.read_bytes() == original
 
 
@@ -121,7 +123,7 @@ def test_a_corrupted_model_fails_parity_with_the_tolerance_that_would_pass(demo,
         model.output_adapter.ffn.weight.mul_(1e7)
     save_checkpoint(model, tmp_path / "corrupt")
     result = run_cli("build", str(tmp_path / "corrupt"), "--out", str(tmp_path / "out"),
-                     "--tokens", "32", "--width", "64", "--depth", "4")
+                     "--tokens", "32", "--width", "64", "--depth", "4", *FP32)
     assert result.returncode == 1
     assert "parity failed for t32_w64_d4 (onnxruntime fp32): max_abs" in result.stderr
     assert "would have passed" in result.stderr and "Traceback" not in result.stderr
@@ -155,7 +157,7 @@ def test_a_model_the_demo_data_does_not_fit_asks_for_a_dataset(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x=rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8), y=np.arange(8) % 10)
     summary = build_json("build", str(CONFORMANCE / "distill"), "--out", str(tmp_path / "d"), "--grid", "full",
-                         "--dataset", f"npz:{tmp_path / 'd.npz'}")
+                         "--dataset", f"npz:{tmp_path / 'd.npz'}", *FP32)
     assert summary["engines"][0]["parity"]["passed"] and summary["engines"][0]["parity"]["samples"] == 8
     outputs = [o["name"] for o in read_manifest(tmp_path / "d")["model"]["outputs"]]
     assert outputs == ["logits", "features"]
@@ -163,7 +165,7 @@ def test_a_model_the_demo_data_does_not_fit_asks_for_a_dataset(tmp_path):
 
 @pytest.mark.slow
 def test_a_build_killed_part_way_resumes_to_the_same_result(tmp_path):
-    args = ["build", "--out", None, "--grid", "trained", "--json"]
+    args = ["build", "--out", None, "--grid", "trained", *FP32, "--json"]
     clean = tmp_path / "clean"
     build_json(*[str(clean) if a is None else a for a in args[:-1]])
     killed = tmp_path / "killed"
@@ -183,3 +185,77 @@ def test_a_build_killed_part_way_resumes_to_the_same_result(tmp_path):
     assert {k: v for k, v in hashes(killed).items() if k != "manifest.json"} == \
         {k: v for k, v in hashes(clean).items() if k != "manifest.json"}
     assert without_created(read_manifest(killed)) == without_created(read_manifest(clean))
+
+
+def test_progress_is_a_rich_display_on_a_terminal_and_plain_lines_otherwise(tmp_path):
+    import pty
+
+    args = [sys.executable, "-m", "adaexport", "export", "--out", str(tmp_path / "tty"),
+            "--tokens", "8", "--width", "32", "--depth", "1"]
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(args, stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True,
+                            env={**os.environ, "COLUMNS": "120", "TERM": "xterm"})
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            data = os.read(primary, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=300)
+    os.close(primary)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, screen
+    assert "\x1b[" in screen and "━" in screen  # ANSI control sequences and a progress bar
+    assert "[export] 1/1" not in screen
+
+    plain = run_cli("export", "--out", str(tmp_path / "plain"), "--tokens", "8", "--width", "32", "--depth", "1")
+    assert plain.returncode == 0
+    assert "[export] 1/1 t8_w32_d1: exported" in plain.stderr and "\x1b[" not in plain.stderr
+
+
+def test_x86_cpu_builds_every_precision_its_backends_offer(tmp_path):
+    """ONNX Runtime fp32 + int8 and OpenVINO fp32 + fp16 (+ int8 with NNCF), each checked."""
+    from adaexport.backends import get_backend
+
+    summary = build_json("build", "--device", "x86-cpu", "--out", str(tmp_path / "b"),
+                         "--tokens", "16", "--width", "48", "--depth", "3")
+    engines = {(e["backend"], e["precision"]): e for e in summary["engines"]}
+    expected = {("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "fp16")}
+    if get_backend("openvino").available("int8"):
+        expected.add(("openvino", "int8"))
+    assert set(engines) == expected
+    for (backend, precision), engine in engines.items():
+        parity = engine["parity"]
+        assert parity["passed"], (backend, precision, parity)
+        assert parity["reference_top1"] > 0.5  # real labelled images, a trained model
+        if precision == "fp32":
+            assert parity["max_abs"] < 1e-3
+        else:
+            assert parity["tolerance"]["max_abs"] is None and "max_accuracy_drop" in parity["tolerance"]
+    manifest = read_manifest(tmp_path / "b")
+    assert verify_files(tmp_path / "b", manifest) == []
+    assert set(manifest["device"]["backends"]) == {"onnxruntime", "openvino"}
+
+
+def test_cross_building_for_jetson_leaves_tensorrt_engines_pending(tmp_path):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed: engines are built, not left pending")
+    except ImportError:
+        pass
+    out = tmp_path / "nx"
+    result = run_cli("build", "--device", "jetson-orin-nx", "--out", str(out),
+                     "--tokens", "8", "--width", "32", "--depth", "2")
+    assert result.returncode == 0, result.stderr
+    assert f"adaexport compile {out} --device jetson-orin-nx" in result.stdout
+    assert "trtexec --onnx=" in result.stderr
+    manifest = read_manifest(out)
+    pending = [e for e in manifest["engines"] if e["backend"] == "tensorrt"]
+    assert {e["precision"] for e in pending} == {"fp16", "int8"}
+    assert all(e["status"] == "pending" and e["parity"] is None and "sha256" not in e for e in pending)
+    assert manifest["device"]["target"] == "jetson-orin-nx"
+    assert verify_files(out, manifest) == []

@@ -142,6 +142,7 @@ def save_checkpoint(model: AdaPerceiver, directory: str | os.PathLike) -> Path:
     with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as tmp:
         pass
     save_file(state, tmp.name)
+    os.chmod(tmp.name, 0o644)  # NamedTemporaryFile is owner-only; a checkpoint is for sharing
     os.replace(tmp.name, directory / WEIGHTS_NAME)
     text = json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n"
     tmp_config = directory / (CONFIG_NAME + ".tmp")

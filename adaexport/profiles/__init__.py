@@ -23,11 +23,19 @@ class ProfileError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Tolerance:
-    max_abs: float
-    min_top1_agreement: float
+    """How close an engine must stay to PyTorch. `max_abs` (largest absolute output
+    difference) is for fp32; reduced precisions are judged by top-1 agreement and the
+    accuracy change on the labelled samples (`max_accuracy_drop`, percentage points)."""
 
-    def as_dict(self) -> dict[str, float]:
-        return {"max_abs": self.max_abs, "min_top1_agreement": self.min_top1_agreement}
+    max_abs: float | None
+    min_top1_agreement: float
+    max_accuracy_drop: float | None = None
+
+    def as_dict(self) -> dict[str, float | None]:
+        out = {"max_abs": self.max_abs, "min_top1_agreement": self.min_top1_agreement}
+        if self.max_accuracy_drop is not None:
+            out["max_accuracy_drop"] = self.max_accuracy_drop
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +46,10 @@ class BuildProfile:
     parity_samples: int
     tolerances: dict[str, Tolerance]
     source: str  # the TOML text, hashed into cache keys
+    engines: tuple[str, ...] | None = None  # "backend:precision" pairs to build (None: all the target names)
+
+    def wants(self, backend: str, precision: str) -> bool:
+        return self.engines is None or f"{backend}:{precision}" in self.engines
 
     def tolerance(self, precision: str) -> Tolerance:
         if precision not in self.tolerances:
@@ -67,7 +79,8 @@ def load_profile(name_or_path: str = "default") -> BuildProfile:
     try:
         parity = raw.get("parity", {})
         tolerances = {
-            precision: Tolerance(float(v["max_abs"]), float(v["min_top1_agreement"]))
+            precision: Tolerance(float(v["max_abs"]) if "max_abs" in v else None, float(v["min_top1_agreement"]),
+                                 float(v["max_accuracy_drop"]) if "max_accuracy_drop" in v else None)
             for precision, v in parity.items() if isinstance(v, dict)
         }
         samples = int(parity.get("samples", 256))
@@ -75,6 +88,10 @@ def load_profile(name_or_path: str = "default") -> BuildProfile:
         raise ProfileError(f"profile {name}: bad [parity] section ({exc})") from None
     if samples < 1:
         raise ProfileError(f"profile {name}: parity.samples must be >= 1")
+    engines = raw.get("build", {}).get("engines")
+    if engines is not None and (not isinstance(engines, list) or not all(
+            isinstance(e, str) and e.count(":") == 1 for e in engines)):
+        raise ProfileError(f"profile {name}: build.engines must be a list of \"backend:precision\" strings")
     return BuildProfile(name=name, description=str(raw.get("description", "")),
                         grid_preset=raw.get("grid", {}).get("preset"), parity_samples=samples,
-                        tolerances=tolerances, source=text)
+                        tolerances=tolerances, source=text, engines=tuple(engines) if engines else None)

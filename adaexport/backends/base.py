@@ -1,0 +1,417 @@
+"""The backend interface, the registry of backends, artifacts and sessions.
+
+A backend turns one static ONNX model into an engine for a device and runs it:
+
+* toolchain side: ``available(precision)``, ``versions()``, ``compile(onnx, target,
+  precision, options) -> Artifact`` (may import onnx and the backend's own tools);
+* runtime side: ``open(artifact) -> Session``, which imports only numpy and the
+  backend's runtime library (never torch, onnx, typer or rich), so an embedded app
+  on a device can load engines without the toolchain.
+
+Backends are found through the ``adaexport.backends`` entry-point group (a
+``name = "module:Class"`` entry; see pyproject.toml), so another package can add
+one; the built-in ones are also known without installed metadata.
+
+Every artifact has a small JSON sidecar next to its main file (``<file>.json``)
+holding its backend, precision, files, the options its session applies and the
+facts of its build, so ``open(path)`` needs nothing else. Files are written to a
+temporary directory inside the output directory and renamed into place, the sidecar
+last: an interrupted compile leaves no sidecar, and no half-written engine.
+
+This module imports the standard library and numpy only.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+ENTRY_POINT_GROUP = "adaexport.backends"
+SIDECAR_SUFFIX = ".json"
+ARTIFACT_SCHEMA = "adaexport.artifact/1"
+PRECISIONS = ("fp32", "fp16", "int8")
+
+BUILTIN_BACKENDS = {
+    "onnxruntime": "adaexport.backends.onnxruntime_backend:OnnxRuntimeBackend",
+    "openvino": "adaexport.backends.openvino_backend:OpenVinoBackend",
+    "tensorrt": "adaexport.backends.tensorrt_backend:TensorRtBackend",
+}
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class BackendError(RuntimeError):
+    """A backend failed to compile or open an engine; the message is one line for a user."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend (or the precision asked of it) cannot be used here; the message says why."""
+
+
+class PlanMismatch(BackendError):
+    """An engine built for another system (TensorRT version, GPU, Jetson Linux release)."""
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass(frozen=True)
+class Availability:
+    ok: bool
+    reason: str | None = None       # why not, when not ok
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    @classmethod
+    def yes(cls) -> "Availability":
+        return cls(True, None)
+
+    @classmethod
+    def no(cls, reason: str) -> "Availability":
+        return cls(False, reason)
+
+
+@dataclasses.dataclass
+class CompileOptions:
+    """What a compile needs besides the ONNX, the target and the precision."""
+    out_dir: Path                                   # where the artifact's files go
+    name: str | None = None                         # file stem; default "<onnx stem>-<backend>-<precision>"
+    calibration: np.ndarray | None = None           # int8: real preprocessed inputs (N, C, H, W) float32
+    threads: int | None = None                      # None: the target's
+    timing_cache: Path | None = None                # tensorrt: the family's timing-cache file
+    dla_core: int | None = None                     # tensorrt: build for this DLA core (GPU fallback on)
+    workspace_mb: int | None = None                 # tensorrt: None: the target's
+    optimization_level: int | None = None           # tensorrt builder level; None: the target's
+    check: bool = True                              # open the result once and run it on zeros
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Artifact:
+    """A compiled engine: its files (relative to `root`; files[0] is the one to open),
+    the options its session applies, and facts about how it was made."""
+    backend: str
+    precision: str
+    files: list[str]
+    root: Path
+    runtime: dict[str, Any] = dataclasses.field(default_factory=dict)
+    facts: dict[str, Any] = dataclasses.field(default_factory=dict)
+    status: str = "ready"                           # ready | pending (tensorrt built later on the device)
+    inputs: list[dict[str, Any]] = dataclasses.field(default_factory=list)    # name, shape, dtype
+    outputs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.files[0]
+
+    @property
+    def sidecar(self) -> Path:
+        return sidecar_path(self.path)
+
+    def paths(self) -> list[Path]:
+        return [self.root / f for f in self.files]
+
+    def to_json(self) -> dict[str, Any]:
+        hashes = {}
+        if self.status == "ready":
+            hashes = {f: {"sha256": sha256_file(self.root / f), "size": (self.root / f).stat().st_size}
+                      for f in self.files}
+        return {"schema": ARTIFACT_SCHEMA, "backend": self.backend, "precision": self.precision,
+                "status": self.status, "files": list(self.files), "hashes": hashes, "runtime": self.runtime,
+                "inputs": self.inputs, "outputs": self.outputs, "facts": self.facts}
+
+    def record(self, relative_to: Path | None = None) -> dict[str, Any]:
+        """The artifact's part of a manifest engine entry: backend, precision, status, file
+        (relative to `relative_to`, default the artifact's root), sha256 and size of a ready
+        engine's main file, and under "extra" every file, the session options and the facts."""
+        base = Path(relative_to) if relative_to is not None else self.root
+        files = [os.path.relpath(self.root / f, base).replace(os.sep, "/") for f in self.files]
+        entry: dict[str, Any] = {"backend": self.backend, "precision": self.precision, "status": self.status,
+                                 "file": files[0],
+                                 "extra": {"files": files, "runtime": self.runtime, "facts": self.facts}}
+        if self.status == "ready":
+            entry["sha256"] = sha256_file(self.path)
+            entry["size"] = self.path.stat().st_size
+        return entry
+
+    def verify(self) -> None:
+        """Raise BackendError unless every file is there with the hash the sidecar recorded."""
+        try:
+            recorded = json.loads(self.sidecar.read_text()).get("hashes", {})
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"{self.sidecar}: cannot read ({exc})") from None
+        for name in self.files:
+            path = self.root / name
+            if not path.is_file():
+                raise BackendError(f"{path}: missing")
+            if name in recorded and sha256_file(path) != recorded[name]["sha256"]:
+                raise BackendError(f"{path}: its sha256 differs from the one recorded at compile time")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Artifact":
+        """The artifact whose main file (or sidecar) is `path`."""
+        path = Path(path)
+        side = path if path.suffix == SIDECAR_SUFFIX else sidecar_path(path)  # no engine file is .json
+        try:
+            raw = json.loads(side.read_text())
+        except FileNotFoundError:
+            raise BackendError(f"{path}: no artifact description {side.name} next to it "
+                               "(not an adaexport engine, or its compile did not finish)") from None
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"{side}: unreadable artifact description ({exc})") from None
+        if raw.get("schema") != ARTIFACT_SCHEMA:
+            raise BackendError(f"{side}: not an {ARTIFACT_SCHEMA} description")
+        files = list(raw["files"])
+        for name in files:
+            if os.path.isabs(name) or ".." in Path(name).parts:
+                raise BackendError(f"{side}: unsafe file path {name!r}")
+        return cls(backend=raw["backend"], precision=raw["precision"], files=files, root=side.parent,
+                   runtime=dict(raw.get("runtime", {})), facts=dict(raw.get("facts", {})),
+                   status=raw.get("status", "ready"), inputs=list(raw.get("inputs", [])),
+                   outputs=list(raw.get("outputs", [])))
+
+
+def sidecar_path(main_file: Path) -> Path:
+    return main_file.with_name(main_file.name + SIDECAR_SUFFIX)
+
+
+class Session(abc.ABC):
+    """A loaded engine. `run` takes {input name: array} and returns the outputs in the
+    model's output order, as numpy arrays the caller owns."""
+
+    input_names: list[str]
+    output_names: list[str]
+
+    @abc.abstractmethod
+    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        ...
+
+    def close(self) -> None:
+        """Release the engine (also done when the session is garbage-collected)."""
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _check_feed(session: Session, inputs: dict[str, np.ndarray]) -> None:
+    missing = [n for n in session.input_names if n not in inputs]
+    extra = [n for n in inputs if n not in session.input_names]
+    if missing or extra:
+        raise ValueError(f"inputs {sorted(inputs)} do not match the engine's {session.input_names}")
+
+
+class Backend(abc.ABC):
+    """One inference backend. Subclasses set `name` and `runtime_modules` (the modules
+    its runtime side may import besides numpy and the standard library)."""
+
+    name: str = ""
+    runtime_modules: tuple[str, ...] = ()
+    precisions: tuple[str, ...] = PRECISIONS
+    extension: str = ""
+
+    # -- both sides
+    @abc.abstractmethod
+    def available(self, precision: str | None = None) -> Availability:
+        """Whether this backend (and `precision` of it) can compile and run here, and why not."""
+
+    @abc.abstractmethod
+    def versions(self) -> dict[str, Any]:
+        """Version facts to record in the manifest (library versions, device facts)."""
+
+    # -- toolchain side
+    @abc.abstractmethod
+    def compile(self, onnx_path: Path, target, precision: str, options: CompileOptions) -> Artifact:
+        """Compile one ONNX model for `target` (a Target) at `precision` into options.out_dir."""
+
+    # -- runtime side
+    @abc.abstractmethod
+    def open(self, artifact: "Artifact | str | os.PathLike", **overrides: Any) -> Session:
+        """Load an artifact (or the path of its main file) and return a session."""
+
+    # -- helpers shared by the backends
+    def require(self, precision: str | None = None) -> None:
+        state = self.available(precision)
+        if not state:
+            what = f"{self.name} {precision}" if precision else self.name
+            raise BackendUnavailable(f"{what} is not available: {state.reason}")
+
+    def check_precision(self, precision: str) -> None:
+        if precision not in self.precisions:
+            raise BackendError(f"{self.name} does not build {precision!r} engines "
+                               f"(it builds {', '.join(self.precisions)})")
+
+    def artifact_name(self, onnx_path: Path, precision: str, options: CompileOptions) -> str:
+        return options.name or f"{Path(onnx_path).stem}-{self.name}-{precision}"
+
+
+# --------------------------------------------------------------------------- registry
+
+
+_INSTANCES: dict[str, Backend] = {}
+
+
+def _entry_points() -> dict[str, str]:
+    """name -> "module:attr" of the installed adaexport.backends entry points."""
+    try:
+        from importlib.metadata import entry_points
+    except ImportError:  # pragma: no cover
+        return {}
+    try:
+        found = entry_points(group=ENTRY_POINT_GROUP)
+    except TypeError:  # pragma: no cover - Python < 3.10 API
+        found = entry_points().get(ENTRY_POINT_GROUP, [])
+    return {ep.name: ep.value for ep in found}
+
+
+def backend_names() -> list[str]:
+    """Every known backend: the built-in ones, then those other packages registered."""
+    names = list(BUILTIN_BACKENDS)
+    names += sorted(n for n in _entry_points() if n not in BUILTIN_BACKENDS)
+    return names
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called `name` (one instance per process). Importing a backend module
+    imports none of its libraries: they load when used."""
+    if name in _INSTANCES:
+        return _INSTANCES[name]
+    spec = _entry_points().get(name) or BUILTIN_BACKENDS.get(name)
+    if spec is None:
+        raise BackendError(f"unknown backend {name!r} (known: {', '.join(backend_names())})")
+    module_name, _, attr = spec.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise BackendError(f"backend {name!r}: cannot load {spec} ({exc})") from None
+    backend = obj() if isinstance(obj, type) else obj
+    if not isinstance(backend, Backend):
+        raise BackendError(f"backend {name!r}: {spec} is not an adaexport Backend")
+    _INSTANCES[name] = backend
+    return backend
+
+
+def open_artifact(artifact: "Artifact | str | os.PathLike", **overrides: Any) -> Session:
+    """Open an artifact (or the path of its main file) with the backend that made it."""
+    art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
+    if art.status != "ready":
+        raise BackendError(f"{art.path.name}: the engine is {art.status}; "
+                           f"{art.facts.get('finish', 'build it on the device first')}")
+    return get_backend(art.backend).open(art, **overrides)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def digest_array(array: np.ndarray | None) -> str | None:
+    if array is None:
+        return None
+    array = np.ascontiguousarray(array)
+    return hashlib.sha256(str((array.dtype.str, array.shape)).encode() + array.tobytes()).hexdigest()
+
+
+class Staging:
+    """A temporary directory inside the output directory; `commit` renames its files into
+    the output directory (atomic per file, in the order given) and removes it. Used as a
+    context manager, it is removed whatever happens."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix=".adaexport-compile-", dir=self.out_dir))
+
+    def __enter__(self) -> "Staging":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def commit(self, names: Iterable[str]) -> None:
+        for name in names:
+            src = self.dir / name
+            with open(src, "rb") as f:
+                os.fsync(f.fileno())
+            os.chmod(src, 0o644)
+            os.replace(src, self.out_dir / name)
+
+
+def write_sidecar(artifact: Artifact) -> Path:
+    """Write the artifact's sidecar atomically (after its files are in place)."""
+    text = json.dumps(artifact.to_json(), indent=2, sort_keys=True) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=artifact.root, prefix=f".{artifact.sidecar.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, artifact.sidecar)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return artifact.sidecar
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def calibration_batches(calibration: np.ndarray, batch: int, limit: int | None = None) -> list[np.ndarray]:
+    """Split real calibration inputs into the engine's fixed batch (dropping a partial tail)."""
+    if calibration is None or len(calibration) < batch:
+        raise BackendError(f"int8 needs calibration inputs: at least one batch of {batch} real samples")
+    data = np.ascontiguousarray(calibration, dtype=np.float32)
+    usable = len(data) - len(data) % batch
+    if limit is not None:
+        usable = min(usable, max(batch, limit - limit % batch))
+    return [data[i:i + batch] for i in range(0, usable, batch)]
+
+
+def io_spec(names: Sequence[str], shapes: Sequence[Sequence[int]], dtypes: Sequence[str]) -> list[dict[str, Any]]:
+    """Input/output descriptions; a dynamic dimension stays a string (or None)."""
+    return [{"name": n, "shape": [d if d is None or isinstance(d, str) else int(d) for d in s], "dtype": str(t)}
+            for n, s, t in zip(names, shapes, dtypes)]
+
+
+def zeros_feed(specs: list[dict[str, Any]]) -> dict[str, np.ndarray] | None:
+    """Zero inputs for a smoke run of an engine, or None when a shape is not static."""
+    if not all(isinstance(d, int) for s in specs for d in s["shape"]):
+        return None
+    return {s["name"]: np.zeros(s["shape"], dtype=s["dtype"]) for s in specs}

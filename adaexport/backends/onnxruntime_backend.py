@@ -1,0 +1,265 @@
+"""ONNX Runtime: fp32, fp16 and int8 (static QDQ quantization) engines.
+
+The artifact is the model as ONNX Runtime optimised it (SessionOptions.
+optimized_model_filepath) at the target's portable graph-optimisation level
+("extended" by default: ONNX Runtime documents that models saved at the "all" level
+carry hardware-specific layouts), with every weight embedded: it loads on its own,
+without the family's shared weights file. Sessions then run at the "all" level with
+the target's thread count.
+
+* fp16: every float tensor converted to float16 by ONNX Runtime's converter
+  (onnxruntime.transformers.float16, keep_io_types=True), so the engine still takes
+  and returns float32.
+* int8: static quantization in the QDQ format (onnxruntime.quantization.
+  quantize_static) of the Conv/MatMul/Gemm weights (int8, per channel) and their
+  activations, calibrated (MinMax) on real preprocessed samples.
+
+Toolchain side: compile() imports onnx and onnxruntime's tools. Runtime side: open()
+imports onnxruntime only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import (
+    Artifact,
+    Availability,
+    Backend,
+    BackendError,
+    CompileOptions,
+    Session,
+    Staging,
+    _check_feed,
+    calibration_batches,
+    digest_array,
+    io_spec,
+    sha256_file,
+    write_sidecar,
+    zeros_feed,
+)
+
+QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
+CALIBRATION_LIMIT = 512          # samples used at most
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+              "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool",
+              "tensor(double)": "float64"}
+_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+           "all": "ORT_ENABLE_ALL"}
+
+
+def _level(ort, name: str):
+    if name not in _LEVELS:
+        raise BackendError(f"onnxruntime: graph_optimization_level must be one of {', '.join(_LEVELS)}, got {name!r}")
+    return getattr(ort.GraphOptimizationLevel, _LEVELS[name])
+
+
+@contextlib.contextmanager
+def _quiet_logging():
+    """onnxruntime's quantization tools log advice on the root logger; keep the build log clean."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def model_batch(onnx_path: Path, input_name: str | None = None) -> tuple[str, int]:
+    """(name, batch) of the model's first (or named) graph input."""
+    import onnx
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    inits = {t.name for t in proto.graph.initializer}
+    for value in proto.graph.input:
+        if value.name in inits or (input_name and value.name != input_name):
+            continue
+        dim = value.type.tensor_type.shape.dim[0]
+        return value.name, int(dim.dim_value) if dim.HasField("dim_value") and dim.dim_value > 0 else 1
+    raise BackendError(f"{onnx_path.name}: no graph input")
+
+
+def convert_fp16(src: Path, dst: Path) -> dict[str, Any]:
+    """Write a float16 copy of the ONNX model at src (external data resolved) to dst, with
+    float32 inputs and outputs; every weight embedded."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    proto = onnx.load(str(src))  # resolves the external weights next to src
+    with _quiet_logging():
+        converted = convert_float_to_float16(proto, keep_io_types=True)
+    onnx.save(converted, str(dst))
+    return {"conversion": "onnxruntime.transformers.float16 (keep_io_types)"}
+
+
+def quantize_qdq(src: Path, dst: Path, calibration: np.ndarray, *, symmetric_activations: bool) -> dict[str, Any]:
+    """Static QDQ quantization of src into dst (weights embedded), calibrated on real samples.
+
+    symmetric_activations=True gives int8 activations with zero points of 0, the form
+    TensorRT's explicit quantization needs; False gives ONNX Runtime's preferred CPU
+    form (uint8 activations, int8 weights)."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
+        quantize_static
+
+    name, batch = model_batch(src)
+    batches = calibration_batches(calibration, batch, CALIBRATION_LIMIT)
+
+    class Reader(CalibrationDataReader):
+        """Real samples, one engine batch at a time."""
+
+        def __init__(self):
+            self.i = 0
+
+        def get_next(self):
+            if self.i >= len(batches):
+                return None
+            self.i += 1
+            return {name: batches[self.i - 1]}
+
+        def rewind(self):
+            self.i = 0
+
+    reader = Reader()
+    activation = QuantType.QInt8 if symmetric_activations else QuantType.QUInt8
+    with _quiet_logging():
+        quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
+                        activation_type=activation, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True})
+    samples = sum(len(b) for b in batches)
+    return {"quantization": {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
+                             "ops": list(QUANTIZED_OPS), "per_channel": True, "calibration": "MinMax",
+                             "activations": "int8 symmetric" if symmetric_activations else "uint8",
+                             "weights": "int8 symmetric", "calibration_samples": samples,
+                             "calibration_sha256": digest_array(calibration[:samples])}}
+
+
+def _embedded_bytes(path: Path) -> bytes:
+    """The model at `path` serialised with its external weights read in (protobuf: < 2 GiB)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    size = proto.ByteSize()
+    if size >= 2**31:
+        raise BackendError(f"{path.name}: {size / 2**30:.1f} GiB with its weights, over protobuf's 2 GiB limit")
+    return proto.SerializeToString()
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    runtime_modules = ("onnxruntime",)
+    extension = ".onnx"
+
+    def available(self, precision: str | None = None) -> Availability:
+        if precision is not None and precision not in self.precisions:
+            return Availability.no(f"onnxruntime builds {', '.join(self.precisions)}, not {precision}")
+        if importlib.util.find_spec("onnxruntime") is None:
+            return Availability.no("the onnxruntime package is not installed (pip install onnxruntime)")
+        if precision is not None and importlib.util.find_spec("onnx") is None:
+            return Availability.no("compiling needs the onnx package (pip install onnx)")
+        return Availability.yes()
+
+    def versions(self) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        return {"onnxruntime": ort.__version__}
+
+    # ---------------------------------------------------------------- toolchain
+
+    def compile(self, onnx_path: Path, target, precision: str, options: CompileOptions) -> Artifact:
+        import onnxruntime as ort
+
+        self.check_precision(precision)
+        self.require(precision)
+        onnx_path = Path(onnx_path)
+        settings = target.options(self.name)
+        level = str(settings.get("graph_optimization_level", "extended"))
+        threads = options.threads if options.threads is not None else int(settings.get("threads", target.threads))
+        main = self.artifact_name(onnx_path, precision, options) + self.extension
+        facts: dict[str, Any] = {"source": onnx_path.name, "source_sha256": sha256_file(onnx_path),
+                                 "saved_optimization_level": level, "onnxruntime": ort.__version__}
+        with Staging(options.out_dir) as stage:
+            source = onnx_path
+            if precision == "fp16":
+                source = stage.path("fp16.onnx")
+                facts.update(convert_fp16(onnx_path, source))
+            elif precision == "int8":
+                source = stage.path("int8.onnx")
+                facts.update(quantize_qdq(onnx_path, source, options.calibration, symmetric_activations=False))
+            session_options = ort.SessionOptions()
+            session_options.graph_optimization_level = _level(ort, level)
+            session_options.optimized_model_filepath = str(stage.path(main))
+            session_options.intra_op_num_threads = 1
+            session_options.log_severity_level = 3
+            try:
+                # From bytes with every weight embedded: ORT keeps external-data references of
+                # initializers it leaves alone, and the artifact must not depend on weights.bin.
+                ort.InferenceSession(_embedded_bytes(source), session_options, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+                raise BackendError(f"onnxruntime could not load {onnx_path.name} ({precision}): {exc}") from None
+            if not stage.path(main).is_file():
+                raise BackendError(f"onnxruntime did not write the optimised model for {onnx_path.name}")
+            stage.commit([main])
+        artifact = Artifact(backend=self.name, precision=precision, files=[main], root=Path(options.out_dir),
+                            runtime={"intra_op_num_threads": threads, "graph_optimization_level": "all",
+                                     "providers": list(settings.get("providers", ["CPUExecutionProvider"]))},
+                            facts=facts)
+        session = OrtSession(artifact.path, artifact.runtime)
+        artifact.inputs, artifact.outputs = session.io()
+        feed = zeros_feed(artifact.inputs)
+        if options.check and feed is not None:
+            session.run(feed)
+        session.close()
+        write_sidecar(artifact)
+        return artifact
+
+    # ---------------------------------------------------------------- runtime
+
+    def open(self, artifact, **overrides: Any) -> "OrtSession":
+        art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
+        return OrtSession(art.path, {**art.runtime, **overrides})
+
+
+class OrtSession(Session):
+    def __init__(self, path: Path, runtime: dict[str, Any]):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        threads = int(runtime.get("intra_op_num_threads", 0) or 0)
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = _level(ort, str(runtime.get("graph_optimization_level", "all")))
+        options.log_severity_level = 3
+        have = ort.get_available_providers()
+        providers = [p for p in runtime.get("providers", ["CPUExecutionProvider"]) if p in have]
+        try:
+            self._session = ort.InferenceSession(os.fspath(path), options,
+                                                 providers=providers or ["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001
+            raise BackendError(f"onnxruntime could not open {Path(path).name}: {exc}") from None
+        self.input_names = [i.name for i in self._session.get_inputs()]
+        self.output_names = [o.name for o in self._session.get_outputs()]
+        self.providers = self._session.get_providers()
+
+    def io(self) -> tuple[list[dict], list[dict]]:
+        ins, outs = self._session.get_inputs(), self._session.get_outputs()
+        return (io_spec([i.name for i in ins], [i.shape for i in ins], [_ORT_TYPES.get(i.type, i.type) for i in ins]),
+                io_spec([o.name for o in outs], [o.shape for o in outs],
+                        [_ORT_TYPES.get(o.type, o.type) for o in outs]))
+
+    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        _check_feed(self, inputs)
+        return self._session.run(self.output_names, inputs)
+
+    def close(self) -> None:
+        self._session = None

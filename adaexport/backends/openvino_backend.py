@@ -1,0 +1,198 @@
+"""OpenVINO: IR engines (.xml + .bin) in fp32, fp16 and int8.
+
+* fp32 / fp16: ``openvino.convert_model`` on the ONNX file (its external weights
+  resolved), saved with ``openvino.save_model(compress_to_fp16=False / True)``.
+* int8: post-training quantization with NNCF (``nncf.quantize``, transformer model
+  type) calibrated on real preprocessed samples. NNCF is an optional dependency:
+  without it int8 is reported unavailable, with the reason.
+
+Sessions compile the IR for the target's device (CPU by default) with the latency
+hint (``PERFORMANCE_HINT: LATENCY``), the target's thread count, and a compiled-model
+cache (``CACHE_DIR``, a ``.openvino-cache`` folder next to the engines) so a second
+load skips compilation. fp32 engines also pin ``INFERENCE_PRECISION_HINT: f32``:
+OpenVINO's CPU plugin otherwise runs bf16 on CPUs that have it. fp16 and int8
+engines leave the device its default execution precision, which is recorded.
+
+Runtime side: open() imports openvino only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import (
+    Artifact,
+    Availability,
+    Backend,
+    BackendError,
+    CompileOptions,
+    Session,
+    Staging,
+    _check_feed,
+    calibration_batches,
+    digest_array,
+    io_spec,
+    sha256_file,
+    write_sidecar,
+    zeros_feed,
+)
+
+CACHE_DIR_NAME = ".openvino-cache"
+CALIBRATION_LIMIT = 300          # NNCF's default subset size
+
+
+def _package_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+    runtime_modules = ("openvino",)
+    extension = ".xml"
+
+    def available(self, precision: str | None = None) -> Availability:
+        if precision is not None and precision not in self.precisions:
+            return Availability.no(f"openvino builds {', '.join(self.precisions)}, not {precision}")
+        if importlib.util.find_spec("openvino") is None:
+            return Availability.no("the openvino package is not installed (pip install openvino)")
+        if precision == "int8" and importlib.util.find_spec("nncf") is None:
+            return Availability.no("post-training quantization needs NNCF, which is not installed "
+                                   "(pip install nncf)")
+        return Availability.yes()
+
+    def versions(self) -> dict[str, Any]:
+        import openvino as ov
+
+        facts: dict[str, Any] = {"openvino": ov.__version__}
+        nncf_version = _package_version("nncf")
+        if nncf_version:
+            facts["nncf"] = nncf_version
+        return facts
+
+    # ---------------------------------------------------------------- toolchain
+
+    def compile(self, onnx_path: Path, target, precision: str, options: CompileOptions) -> Artifact:
+        import openvino as ov
+
+        self.check_precision(precision)
+        self.require(precision)
+        onnx_path = Path(onnx_path)
+        settings = target.options(self.name)
+        threads = options.threads if options.threads is not None else int(settings.get("threads", target.threads))
+        stem = self.artifact_name(onnx_path, precision, options)
+        xml, weights = stem + ".xml", stem + ".bin"
+        facts: dict[str, Any] = {"source": onnx_path.name, "source_sha256": sha256_file(onnx_path),
+                                 "openvino": ov.__version__, "compress_to_fp16": precision == "fp16"}
+        try:
+            model = ov.convert_model(str(onnx_path))
+        except Exception as exc:  # noqa: BLE001 - the frontend raises its own types
+            raise BackendError(f"openvino could not convert {onnx_path.name}: {exc}") from None
+        if precision == "int8":
+            model, quant = _quantize(model, onnx_path, options.calibration)
+            facts["quantization"] = quant
+        with Staging(options.out_dir) as stage:
+            ov.save_model(model, str(stage.path(xml)), compress_to_fp16=precision == "fp16")
+            stage.commit([weights, xml])       # the .bin before the .xml that reads it
+        runtime: dict[str, Any] = {"device": str(settings.get("device", "CPU")),
+                                   "PERFORMANCE_HINT": str(settings.get("performance_hint", "LATENCY")),
+                                   "cache_dir": CACHE_DIR_NAME}
+        if threads:
+            runtime["INFERENCE_NUM_THREADS"] = int(threads)
+        if precision == "fp32":
+            runtime["INFERENCE_PRECISION_HINT"] = "f32"
+        artifact = Artifact(backend=self.name, precision=precision, files=[xml, weights], root=Path(options.out_dir),
+                            runtime=runtime, facts=facts)
+        session = OvSession(artifact.path, artifact.runtime, artifact.root)   # compiles once: warms the cache
+        artifact.inputs, artifact.outputs = session.io()
+        facts["execution_precision"] = session.execution_precision
+        feed = zeros_feed(artifact.inputs)
+        if options.check and feed is not None:
+            session.run(feed)
+        session.close()
+        write_sidecar(artifact)
+        return artifact
+
+    # ---------------------------------------------------------------- runtime
+
+    def open(self, artifact, **overrides: Any) -> "OvSession":
+        art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
+        return OvSession(art.path, {**art.runtime, **overrides}, art.root)
+
+
+def _quantize(model, onnx_path: Path, calibration: np.ndarray | None):
+    import logging
+
+    import nncf
+
+    batch = int(model.inputs[0].get_partial_shape()[0].get_length()) if model.inputs[0].get_partial_shape()[0]\
+        .is_static else 1
+    batches = calibration_batches(calibration, batch, CALIBRATION_LIMIT)
+    nncf.set_log_level(logging.ERROR)
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):   # NNCF's progress bars
+            quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches),
+                                      preset=nncf.QuantizationPreset.PERFORMANCE,
+                                      model_type=nncf.ModelType.TRANSFORMER)
+    except Exception as exc:  # noqa: BLE001
+        raise BackendError(f"nncf could not quantize {onnx_path.name}: {exc}") from None
+    samples = sum(len(b) for b in batches)
+    return quantized, {"tool": "nncf.quantize", "nncf": _package_version("nncf"), "preset": "performance",
+                       "model_type": "transformer", "calibration_samples": samples,
+                       "calibration_sha256": digest_array(calibration[:samples])}
+
+
+class OvSession(Session):
+    def __init__(self, xml_path: Path, runtime: dict[str, Any], root: Path):
+        import openvino as ov
+
+        config = {k: v for k, v in runtime.items() if k.isupper()}
+        cache = runtime.get("cache_dir")
+        if cache:
+            cache_path = Path(cache) if os.path.isabs(cache) else Path(root) / cache
+            try:
+                cache_path.mkdir(parents=True, exist_ok=True)
+                config["CACHE_DIR"] = str(cache_path)
+            except OSError:
+                pass   # a read-only engine directory: run without the cache
+        try:
+            core = ov.Core()
+            self._compiled = core.compile_model(os.fspath(xml_path), str(runtime.get("device", "CPU")), config)
+        except Exception as exc:  # noqa: BLE001
+            raise BackendError(f"openvino could not compile {Path(xml_path).name}: {exc}") from None
+        self._request = self._compiled.create_infer_request()
+        self.input_names = [p.get_any_name() for p in self._compiled.inputs]
+        self.output_names = [p.get_any_name() for p in self._compiled.outputs]
+        try:
+            hint = self._compiled.get_property("INFERENCE_PRECISION_HINT")
+            self.execution_precision = hint.to_string() if hasattr(hint, "to_string") else str(hint)
+        except Exception:  # noqa: BLE001 - not every device reports it
+            self.execution_precision = None
+
+    def io(self) -> tuple[list[dict], list[dict]]:
+        def spec(ports):
+            return io_spec([p.get_any_name() for p in ports], [list(p.get_shape()) for p in ports],
+                           [np.dtype(p.get_element_type().to_dtype()).name for p in ports])
+
+        return spec(self._compiled.inputs), spec(self._compiled.outputs)
+
+    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        _check_feed(self, inputs)
+        results = self._request.infer(inputs)
+        return [np.array(results[port], copy=True) for port in self._compiled.outputs]
+
+    def close(self) -> None:
+        self._request = None
+        self._compiled = None

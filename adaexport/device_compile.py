@@ -1,0 +1,72 @@
+"""`adaexport compile DIR`: finish, on the device, the engines a cross-build left pending.
+
+Needs no torch: each finished engine is checked against the same point's ONNX Runtime
+fp32 engine (the exported ONNX, itself checked against PyTorch at build time) on the
+build's dataset, prepared from the manifest's input spec.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .manifest import read_manifest, write_manifest
+
+
+def _reference_inputs(manifest: dict, samples: int) -> tuple[np.ndarray, np.ndarray]:
+    from .datasets import load_raw, preprocess
+
+    spec = manifest["model"]["input"]
+    _, channels, size, _ = spec["shape"]
+    images, labels = load_raw(manifest.get("build", {}).get("dataset") or "demo")
+    batch = spec["shape"][0]
+    n = min(samples, len(images)) // batch * batch
+    return preprocess(images[:n], spec["preprocessing"], channels, size), labels[:n]
+
+
+def finish_pending_engines(directory: Path, device: str | None, reporter) -> list[str]:
+    """Build every pending engine of DIR's manifest here; returns the ids finished."""
+    from .backends import BackendUnavailable, finish_pending, get_backend, open_artifact
+    from .profiles import load_profile
+    from .targets import get_target
+    from .validate import compare, run_batched
+
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    target = get_target(device or manifest["device"]["target"])
+    pending = [e for e in manifest["engines"] if e.get("status") == "pending"]
+    if not pending:
+        reporter.info(f"{directory}: no pending engines")
+        return []
+    for entry in pending:
+        state = get_backend(entry["backend"]).available(entry["precision"])
+        if not state:
+            raise BackendUnavailable(f"cannot finish {len(pending)} pending engine(s) on this machine: {state.reason}")
+    profile = load_profile(manifest.get("build", {}).get("profile", "default"))
+    inputs = labels = None
+    batch = manifest["model"]["input"]["shape"][0]
+    finished = []
+    reporter.stage("compile", len(pending))
+    for entry in pending:
+        artifact = finish_pending(directory / entry["file"], target)
+        entry.update(artifact.record(directory))
+        reference_entry = next(e for e in manifest["engines"] if e["point"] == entry["point"]
+                               and e["backend"] == "onnxruntime" and e["precision"] == "fp32")
+        if inputs is None:
+            inputs, labels = _reference_inputs(manifest, profile.parity_samples)
+        import onnxruntime as ort
+
+        reference_session = ort.InferenceSession(str(directory / reference_entry["file"]),
+                                                 providers=["CPUExecutionProvider"])
+        reference = run_batched(lambda x: reference_session.run(None, {"image": x}), inputs, batch)
+        session = open_artifact(artifact.path)
+        candidate = run_batched(lambda x: session.run({"image": x}), inputs, batch)
+        tol = profile.tolerance(entry["precision"])
+        parity = compare(reference, candidate, labels)
+        entry["parity"] = parity.record(tol) | {"reference": reference_entry["id"]}
+        finished.append(entry["id"])
+        reporter.advance(entry["id"], f"top-1 agreement {parity.top1_agreement:.3f}")
+    reporter.end_stage()
+    write_manifest(directory, manifest)
+    return finished

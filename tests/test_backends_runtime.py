@@ -1,0 +1,287 @@
+"""Real engines: ONNX Runtime and OpenVINO compile a small exported family of the demo model,
+and every engine is checked against the fp32 ONNX on real Fashion-MNIST inputs (no mocks).
+TensorRT runs where `import tensorrt` works; elsewhere its tests skip with the import error."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from adaexport.backends import (
+    Artifact,
+    BackendError,
+    BackendUnavailable,
+    PlanMismatch,
+    compile_engine,
+    compile_or_defer,
+    finish_pending,
+    get_backend,
+    lint_engine,
+    open_artifact,
+    pending_engine,
+)
+from adaexport.backends.lint import lint_onnx
+from adaexport.datasets import model_inputs
+from adaexport.export import export_family
+from adaexport.space import ConfigPoint
+from adaexport.targets import load_target
+
+from .conftest import ROOT
+
+torch.set_num_threads(1)
+
+POINTS = [ConfigPoint(16, 48, 3), ConfigPoint(32, 64, 4)]   # a sliced point and the full one
+CALIBRATION = 64
+EVALUATION = 128
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory, demo):
+    out = tmp_path_factory.mktemp("family")
+    exported, weights = export_family(demo.model, POINTS, out / "onnx", attention=None, batch=1)
+    inputs, _ = model_inputs("demo", demo.config, limit=CALIBRATION + EVALUATION)
+    calibration, evaluation = inputs[:CALIBRATION], inputs[CALIBRATION:]
+    references = {}
+    for model in exported:
+        session = ort.InferenceSession(str(model.path), providers=["CPUExecutionProvider"])
+        references[model.point] = np.concatenate([session.run(None, {"image": x[None]})[0] for x in evaluation])
+    return {"dir": out, "onnx": {m.point: m.path for m in exported}, "weights": weights,
+            "calibration": calibration, "evaluation": evaluation, "reference": references}
+
+
+def run_all(artifact_or_path, inputs):
+    with open_artifact(artifact_or_path) as session:
+        assert session.input_names == ["image"] and session.output_names == ["logits"]
+        return np.concatenate([session.run({"image": x[None]})[0] for x in inputs])
+
+
+def agreement(reference, got):
+    scale = float(np.abs(reference).max()) or 1.0
+    return float(np.abs(reference - got).max()), scale, float((reference.argmax(1) == got.argmax(1)).mean())
+
+
+def check_parity(precision, reference, got):
+    max_abs, scale, top1 = agreement(reference, got)
+    if precision == "fp32":
+        assert max_abs <= 1e-4 * max(1.0, scale), (max_abs, scale)
+    elif precision == "fp16":            # float16 (or the device's bf16) arithmetic
+        assert max_abs <= 0.05 * max(1.0, scale) and top1 >= 0.95, (max_abs, scale, top1)
+    else:                                # int8: decisions kept on real inputs
+        assert top1 >= 0.9, (max_abs, scale, top1)
+    return max_abs, top1
+
+
+def no_leftovers(directory):
+    return not [p.name for p in directory.iterdir() if p.name.startswith(".adaexport-compile-")
+                or p.name.endswith(".tmp")]
+
+
+ENGINES = [("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8"),
+           ("openvino", "fp32"), ("openvino", "fp16")]
+
+
+@pytest.mark.parametrize("backend, precision", ENGINES)
+def test_engines_match_the_fp32_onnx(family, tmp_path, backend, precision):
+    point = POINTS[0]
+    artifact = compile_engine(family["onnx"][point], tmp_path, "x86-cpu", backend, precision,
+                              calibration_inputs=family["calibration"], threads=1)
+    assert artifact.status == "ready" and artifact.precision == precision and artifact.backend == backend
+    assert artifact.path.parent == tmp_path and artifact.sidecar.is_file() and no_leftovers(tmp_path)
+    assert artifact.inputs == [{"name": "image", "shape": [1, 1, 28, 28], "dtype": "float32"}]
+    assert artifact.outputs == [{"name": "logits", "shape": [1, 10], "dtype": "float32"}]
+    artifact.verify()
+    got = run_all(artifact.path, family["evaluation"])
+    check_parity(precision, family["reference"][point], got)
+    if precision == "int8":
+        assert artifact.facts["quantization"]["calibration_samples"] == CALIBRATION
+    record = artifact.record(tmp_path.parent)
+    assert record["file"] == f"{tmp_path.name}/{artifact.files[0]}" and record["status"] == "ready"
+
+
+def test_openvino_settings(family, tmp_path):
+    artifact = compile_engine(family["onnx"][POINTS[1]], tmp_path, "x86-cpu", "openvino", "fp32", threads=1)
+    assert artifact.files == ["t32_w64_d4-openvino-fp32.xml", "t32_w64_d4-openvino-fp32.bin"]
+    assert artifact.runtime["PERFORMANCE_HINT"] == "LATENCY"
+    assert artifact.runtime["INFERENCE_PRECISION_HINT"] == "f32" and artifact.facts["execution_precision"] == "f32"
+    cache = tmp_path / artifact.runtime["cache_dir"]
+    assert cache.is_dir() and any(cache.iterdir()), "the compiled-model cache was not written"
+    check_parity("fp32", family["reference"][POINTS[1]], run_all(artifact, family["evaluation"]))
+
+
+@pytest.mark.slow
+def test_openvino_int8_with_nncf(family, tmp_path):
+    backend = get_backend("openvino")
+    state = backend.available("int8")
+    if not state:
+        with pytest.raises(BackendUnavailable, match="NNCF"):
+            compile_engine(family["onnx"][POINTS[0]], tmp_path, "x86-cpu", "openvino", "int8",
+                           calibration_inputs=family["calibration"])
+        pytest.skip(state.reason)
+    artifact = compile_engine(family["onnx"][POINTS[0]], tmp_path, "x86-cpu", "openvino", "int8",
+                              calibration_inputs=family["calibration"], threads=1)
+    assert artifact.facts["quantization"]["tool"] == "nncf.quantize"
+    check_parity("int8", family["reference"][POINTS[0]], run_all(artifact, family["evaluation"]))
+
+
+def test_int8_without_calibration_fails_cleanly(family, tmp_path):
+    with pytest.raises(BackendError, match="int8 needs calibration inputs"):
+        compile_engine(family["onnx"][POINTS[0]], tmp_path, "x86-cpu", "onnxruntime", "int8")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(BackendError, match="does not build 'int4'"):
+        compile_engine(family["onnx"][POINTS[0]], tmp_path, "x86-cpu", "onnxruntime", "int4")
+
+
+def test_exported_family_lints_clean(family):
+    for path in family["onnx"].values():
+        for backend in ("onnxruntime", "openvino", "tensorrt"):
+            assert lint_onnx(path, backend) == [], (path.name, backend)
+            assert lint_engine(path, backend, "fp16") == []
+    assert lint_engine(family["onnx"][POINTS[0]], "tensorrt", "fp32", dla_core=0) == [
+        "DLA runs fp16 and int8 layers only; an fp32 engine cannot use the DLA"]
+
+
+HYGIENE = textwrap.dedent("""
+    import importlib.abc, json, sys
+    BLOCKED = {"torch", "onnx", "typer", "rich"}
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"{name} is blocked in this test")
+            return None
+
+    sys.meta_path.insert(0, Block())
+    import numpy as np
+    from adaexport.backends import get_backend, open_artifact
+    import adaexport.backends.tensorrt_backend, adaexport.targets   # importable without their libraries
+    get_backend("tensorrt").available()
+    x = np.load(sys.argv[1])
+    for path in sys.argv[2:]:
+        with open_artifact(path) as session:
+            np.save(path + ".out.npy", np.concatenate([session.run({"image": s[None]})[0] for s in x]))
+    print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)))
+""")
+
+
+def test_runtime_side_imports_no_toolchain_and_artifacts_stand_alone(family, tmp_path):
+    """Engines copied away from the family (no weights.bin, no ONNX) open and run in a process
+    where torch, onnx, typer and rich cannot be imported."""
+    build = tmp_path / "build"
+    artifacts = [compile_engine(family["onnx"][POINTS[0]], build, "x86-cpu", backend, precision,
+                                calibration_inputs=family["calibration"], threads=1)
+                 for backend, precision in (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp16"))]
+    device = tmp_path / "device"
+    device.mkdir()
+    for art in artifacts:
+        for path in art.paths() + [art.sidecar]:
+            shutil.copy(path, device / path.name)
+    shutil.rmtree(build)
+    x = family["evaluation"][:16]
+    np.save(device / "x.npy", x)
+    paths = [str(device / art.files[0]) for art in artifacts]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", HYGIENE, str(device / "x.npy"), *paths], capture_output=True,
+                          text=True, cwd=tmp_path, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+    reference = family["reference"][POINTS[0]][:16]
+    for art, path in zip(artifacts, paths):
+        check_parity(art.precision, reference, np.load(path + ".out.npy"))
+
+
+def test_each_point_compiles_to_its_own_engine(family, tmp_path):
+    arts = [compile_engine(path, tmp_path, load_target("x86-cpu"), "onnxruntime", "fp32", threads=1)
+            for path in family["onnx"].values()]
+    assert sorted(a.files[0] for a in arts) == ["t16_w48_d3-onnxruntime-fp32.onnx", "t32_w64_d4-onnxruntime-fp32.onnx"]
+    for art, point in zip(arts, family["onnx"]):
+        check_parity("fp32", family["reference"][point][:32], run_all(art, family["evaluation"][:32]))
+        assert json.loads(art.sidecar.read_text())["facts"]["source"] == f"{point.id}.onnx"
+
+
+def test_multi_output_order(conformance_models, tmp_path):
+    """A distilled model returns (logits, features): every backend keeps the ONNX output order."""
+    loaded = conformance_models["distill"]
+    point = ConfigPoint(loaded.config.mask_token_grans[0], loaded.config.mat_dims[0], 1)
+    (exported,), _ = export_family(loaded.model, [point], tmp_path / "onnx", attention=None)
+    x = np.random.default_rng(0).standard_normal((1, loaded.config.in_channels, loaded.config.img_size,
+                                                  loaded.config.img_size)).astype(np.float32)
+    reference = ort.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+    for backend in ("onnxruntime", "openvino"):
+        art = compile_engine(exported.path, tmp_path / "engines", "x86-cpu", backend, "fp32", threads=1)
+        assert [o["name"] for o in art.outputs] == ["logits", "features"]
+        with open_artifact(art) as session:
+            assert session.output_names == ["logits", "features"]
+            got = session.run({"image": x})
+        for ref, out in zip(reference, got, strict=True):
+            assert out.shape == ref.shape and np.abs(out - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+
+
+# --------------------------------------------------------------------------- TensorRT
+
+
+def test_tensorrt_cross_build_records_pending_engines(family, tmp_path):
+    if get_backend("tensorrt").available():
+        pytest.skip("TensorRT is installed here: engines are built, not deferred")
+    onnx_path = family["onnx"][POINTS[0]]
+    art = compile_or_defer(onnx_path, tmp_path, "jetson-orin-nano", "tensorrt", "int8",
+                           calibration_inputs=family["calibration"])
+    assert art.status == "pending" and art.files == ["t16_w48_d3-tensorrt-int8.plan"]
+    assert art.facts["finish"] == "adaexport compile DIR --device jetson-orin-nano"
+    assert art.facts["trtexec"].startswith("trtexec --onnx=t16_w48_d3-tensorrt-int8.qdq.onnx "
+                                           "--saveEngine=t16_w48_d3-tensorrt-int8.plan --fp16 --int8 ")
+    assert "tensorrt" in art.facts["pending_reason"]
+    qdq = tmp_path / art.facts["source"]
+    assert lint_onnx(qdq, "tensorrt") == []          # symmetric: zero points of 0
+    # the quantized model the device will build computes what the fp32 one does
+    session = ort.InferenceSession(str(qdq), providers=["CPUExecutionProvider"])
+    got = np.concatenate([session.run(None, {"image": x[None]})[0] for x in family["evaluation"]])
+    check_parity("int8", family["reference"][POINTS[0]], got)
+    loaded = Artifact.load(tmp_path / art.files[0])
+    assert loaded.status == "pending" and not (tmp_path / art.files[0]).exists()
+    with pytest.raises(BackendError, match="adaexport compile DIR --device jetson-orin-nano"):
+        open_artifact(tmp_path / art.files[0])
+    fp16 = pending_engine(onnx_path, tmp_path, "jetson-agx-orin", "fp16", dla_core=1)
+    assert fp16.files == ["t16_w48_d3-tensorrt-fp16-dla1.plan"]
+    assert fp16.facts["source"] == os.path.relpath(onnx_path, tmp_path)   # the exported model, weights beside it
+    assert "--useDLACore=1 --allowGPUFallback" in fp16.facts["trtexec"]
+    with pytest.raises(BackendError, match="not a pending TensorRT"):
+        finish_pending(compile_engine(onnx_path, tmp_path, "x86-cpu", "onnxruntime", "fp32"))
+
+
+@pytest.fixture(scope="module")
+def tensorrt():
+    trt = pytest.importorskip("tensorrt")
+    state = get_backend("tensorrt").available()
+    if not state:
+        pytest.skip(state.reason)
+    return trt
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_tensorrt_engines(tensorrt, family, tmp_path, precision):
+    point = POINTS[0]
+    art = compile_engine(family["onnx"][point], tmp_path, "nvidia-gpu", "tensorrt", precision,
+                         calibration_inputs=family["calibration"])
+    assert art.path.suffix == ".plan" and (tmp_path / "tensorrt-nvidia-gpu.timing-cache").is_file()
+    assert art.facts["system"]["tensorrt"] == tensorrt.__version__
+    check_parity(precision, family["reference"][point], run_all(art.path, family["evaluation"]))
+    # a plan from another TensorRT is refused with one line
+    side = json.loads(art.sidecar.read_text())
+    side["facts"]["system"]["tensorrt"] = "1.0.0"
+    art.sidecar.write_text(json.dumps(side))
+    with pytest.raises(PlanMismatch, match="built for TensorRT 1.0.0"):
+        open_artifact(art.path)
+
+
+def test_tensorrt_finishes_pending_engines(tensorrt, family, tmp_path):
+    art = pending_engine(family["onnx"][POINTS[0]], tmp_path, "nvidia-gpu", "fp16")
+    done = finish_pending(art.path)
+    assert done.status == "ready" and done.path.is_file()
+    check_parity("fp16", family["reference"][POINTS[0]], run_all(done.path, family["evaluation"]))

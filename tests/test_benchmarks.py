@@ -1,0 +1,78 @@
+"""Smoke test of benchmarks/run_all.py: it runs end to end on a tiny setting and reports
+every benchmark. Correctness only: no timing is compared with anything."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT
+
+BENCHMARKS = ("export", "rebuild", "size")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    env = {**os.environ, "COLUMNS": "200"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--grid", "corners", "--repeats", "1",
+         "--threads", "1", "--profile", "quick", "--json", str(out), "--plain"],
+        capture_output=True, text=True, cwd=out.parent, env=env, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads(out.read_text()), result.stdout
+
+
+def rows(report, benchmark):
+    return {r["key"]: r for r in report["benchmarks"][benchmark]}
+
+
+@pytest.mark.slow
+def test_every_benchmark_reports_rows_with_positive_values(report):
+    data, stdout = report
+    assert data["errors"] == []
+    assert data["settings"]["grid"] == "corners" and data["settings"]["points"] == 8
+    assert data["settings"]["repeats"] == 1
+    for name in BENCHMARKS:
+        assert data["benchmarks"][name], f"no rows for {name}"
+        for row in data["benchmarks"][name]:
+            assert row["unit"] in ("s", "bytes", "x")
+            assert row["values"] and all(v > 0 for v in row["values"]), row
+            assert row["min"] <= row["median"] <= row["max"]
+            assert row["name"] in stdout  # every row is in the printed table
+    assert {"weights", "point", "family"} <= rows(data, "export").keys()
+    assert len(rows(data, "export")["point"]["per_point"]) == 8
+
+
+@pytest.mark.slow
+def test_cached_rebuild_exports_nothing(report):
+    data, _ = report
+    rebuild = rows(data, "rebuild")
+    assert rebuild["cold"]["exported"] == [8] and rebuild["cold"]["parity_runs"] == [8]
+    assert rebuild["cached"]["exported"] == [0] and rebuild["cached"]["parity_runs"] == [0]
+    assert rebuild["cold"]["failures"] == []
+
+
+@pytest.mark.slow
+def test_sizes_add_up(report):
+    data, _ = report
+    size = rows(data, "size")
+    value = {k: r["median"] for k, r in size.items()}
+    assert value["shared"] == value["weights"] + value["graphs"]
+    assert len(size["self_contained"]["per_point"]) == 8
+    # Every self-contained file holds its point's weights, so together they hold more
+    # than the one shared weights file (a size fact, not a timing).
+    assert value["self_contained"] > value["shared"]
+    assert value["self_contained_vs_shared"] == pytest.approx(value["self_contained"] / value["shared"])
+
+
+@pytest.mark.slow
+def test_machine_facts_are_reported(report):
+    data, stdout = report
+    machine = data["machine"]
+    assert machine["cpu"] and machine["logical_cpus"] >= 1
+    assert set(machine["versions"]) >= {"torch", "onnx", "onnxruntime"}
+    assert machine["threads"]["torch"] == 1 and machine["threads"]["OMP_NUM_THREADS"] == "1"
+    assert "machine:" in stdout and "torch" in stdout
