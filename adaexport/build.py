@@ -259,7 +259,8 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
             engine_id = f"{point.id}-{backend}-{precision}"
             if backend == "onnxruntime" and precision == "fp32":
                 entry = {"backend": backend, "precision": precision, "status": "ready",
-                         **{k: record[k] for k in ("file", "sha256", "size")}}
+                         **{k: record[k] for k in ("file", "sha256", "size")},
+                         "lint": _lint(out, record, backend, precision)}
             else:
                 entry = _compiled_engine(out, cache, base, target, record, backend, precision, calibration,
                                          reporter)
@@ -349,10 +350,17 @@ def _backend_versions(target, choices) -> dict[str, str]:
     return {name: str(facts.get(name, "unknown")) for name, facts in backend_versions(names).items()}
 
 
+def _lint(out: Path, onnx_record: dict, backend: str, precision: str) -> list[str]:
+    """What the backend's ONNX support lacks for this model (empty: nothing)."""
+    from .backends import lint_engine
+
+    return lint_engine(out / onnx_record["file"], backend, precision)
+
+
 def _compiled_engine(out: Path, cache: Cache, base: dict, target, onnx_record: dict, backend: str,
                      precision: str, calibration: np.ndarray, reporter) -> dict:
     """Compile (or record as pending) one engine from a point's ONNX, cached by content."""
-    from .backends import compile_or_defer, lint_engine
+    from .backends import compile_or_defer
 
     key = _digest({**base, "stage": "compile", "onnx_sha256": onnx_record["sha256"], "backend": backend,
                    "precision": precision, "target": target.source,
@@ -361,7 +369,7 @@ def _compiled_engine(out: Path, cache: Cache, base: dict, target, onnx_record: d
     if record is not None and all(_valid(out, f) for f in record["files"]):
         return record["entry"]
     onnx_path = out / onnx_record["file"]
-    problems = lint_engine(onnx_path, backend, precision)
+    problems = _lint(out, onnx_record, backend, precision)
     for problem in problems:
         reporter.warn(f"{onnx_path.name} for {backend} {precision}: {problem}")
     engines_dir = out / ENGINES_DIR

@@ -56,6 +56,7 @@ def test_build_writes_a_verified_family_and_manifest(small_build):
         assert engine["parity"]["top1_agreement"] == 1.0
         onnx.checker.check_model(str(out / engine["file"]), full_check=True)
         assert "Resize" not in engine["op_types"] and "If" not in engine["op_types"]
+        assert engine["lint"] == []  # every op is one ONNX Runtime supports
     assert manifest["model"]["input"]["shape"] == [1, 1, 28, 28]
     assert manifest["weights"]["file"] == "onnx/weights.bin"
 
@@ -229,6 +230,7 @@ def test_x86_cpu_builds_every_precision_its_backends_offer(tmp_path):
         expected.add(("openvino", "int8"))
     assert set(engines) == expected
     for (backend, precision), engine in engines.items():
+        assert engine["lint"] == [], (backend, precision)
         parity = engine["parity"]
         assert parity["passed"], (backend, precision, parity)
         assert parity["reference_top1"] > 0.5  # real labelled images, a trained model

@@ -362,6 +362,18 @@ class Staging:
             os.replace(src, self.out_dir / name)
 
 
+def finalize(artifact: Artifact, session: "Session", check: bool) -> Artifact:
+    """The end of every compile: record the session's inputs and outputs in the artifact,
+    run it once on zeros (`check`), close it, and write the sidecar last."""
+    artifact.inputs, artifact.outputs = session.io()
+    feed = zeros_feed(artifact.inputs)
+    if check and feed is not None:
+        session.run(feed)
+    session.close()
+    write_sidecar(artifact)
+    return artifact
+
+
 def write_sidecar(artifact: Artifact) -> Path:
     """Write the artifact's sidecar atomically (after its files are in place)."""
     text = json.dumps(artifact.to_json(), indent=2, sort_keys=True) + "\n"

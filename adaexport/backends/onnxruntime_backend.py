@@ -40,10 +40,9 @@ from .base import (
     _check_feed,
     calibration_batches,
     digest_array,
+    finalize,
     io_spec,
     sha256_file,
-    write_sidecar,
-    zeros_feed,
 )
 
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
@@ -214,13 +213,7 @@ class OnnxRuntimeBackend(Backend):
                                      "providers": list(settings.get("providers", ["CPUExecutionProvider"]))},
                             facts=facts)
         session = OrtSession(artifact.path, artifact.runtime)
-        artifact.inputs, artifact.outputs = session.io()
-        feed = zeros_feed(artifact.inputs)
-        if options.check and feed is not None:
-            session.run(feed)
-        session.close()
-        write_sidecar(artifact)
-        return artifact
+        return finalize(artifact, session, options.check)
 
     # ---------------------------------------------------------------- runtime
 

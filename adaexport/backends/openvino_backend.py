@@ -38,10 +38,9 @@ from .base import (
     _check_feed,
     calibration_batches,
     digest_array,
+    finalize,
     io_spec,
     sha256_file,
-    write_sidecar,
-    zeros_feed,
 )
 
 CACHE_DIR_NAME = ".openvino-cache"
@@ -115,14 +114,8 @@ class OpenVinoBackend(Backend):
         artifact = Artifact(backend=self.name, precision=precision, files=[xml, weights], root=Path(options.out_dir),
                             runtime=runtime, facts=facts)
         session = OvSession(artifact.path, artifact.runtime, artifact.root)   # compiles once: warms the cache
-        artifact.inputs, artifact.outputs = session.io()
         facts["execution_precision"] = session.execution_precision
-        feed = zeros_feed(artifact.inputs)
-        if options.check and feed is not None:
-            session.run(feed)
-        session.close()
-        write_sidecar(artifact)
-        return artifact
+        return finalize(artifact, session, options.check)
 
     # ---------------------------------------------------------------- runtime
 

@@ -75,11 +75,11 @@ from .base import (
     Session,
     Staging,
     _check_feed,
+    finalize,
     io_spec,
     sha256_file,
     write_bytes_atomic,
     write_sidecar,
-    zeros_feed,
 )
 
 PLAN_SUFFIX = ".plan"
@@ -555,13 +555,7 @@ class TensorRtBackend(Backend):
                    "dla": report, "target": target.name, "threads": threads,
                    "finish": f"adaexport compile DIR --device {target.name}", "build_log": logger.tail()})
         session = TrtSession(artifact.path, artifact.runtime, SystemKey.from_dict(artifact.facts["system"]))
-        artifact.inputs, artifact.outputs = session.io()
-        feed = zeros_feed(artifact.inputs)
-        if options.check and feed is not None:
-            session.run(feed)
-        session.close()
-        write_sidecar(artifact)
-        return artifact
+        return finalize(artifact, session, options.check)
 
     def pending(self, onnx_path: Path, target, precision: str, options: CompileOptions) -> Artifact:
         """Record an engine to be built on the device (this machine has no TensorRT): prepare

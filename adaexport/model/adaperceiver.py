@@ -12,7 +12,6 @@ from torch.nn import functional as F
 from .config import AdaPerceiverConfig, ffn_hidden
 from .layers import (
     CrossAttentionHead,
-    LayerScale,
     Mlp,
     ProcessBlock,
     additive_mask,
