@@ -50,7 +50,9 @@ def test_every_benchmark_reports_rows_with_positive_values(report):
 def test_cached_rebuild_exports_nothing(report):
     data, _ = report
     rebuild = rows(data, "rebuild")
-    assert rebuild["cold"]["exported"] == [8] and rebuild["cold"]["parity_runs"] == [8]
+    # a cold build checks every engine the target names (on x86-cpu: several per point)
+    assert rebuild["cold"]["exported"] == [8] and rebuild["cold"]["parity_runs"][0] >= 8
+    assert rebuild["cold"]["parity_runs"][0] % 8 == 0
     assert rebuild["cached"]["exported"] == [0] and rebuild["cached"]["parity_runs"] == [0]
     assert rebuild["cold"]["failures"] == []
 
