@@ -14,14 +14,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import __version__
+from .atomic import write_bytes_atomic
 from .datasets import DatasetError, model_inputs
 from .errors import UsageError
 from .manifest import MANIFEST_NAME, SCHEMA_ID, host_info, sha256_file, utc_now, write_manifest
@@ -91,12 +90,7 @@ class Cache:
     def put(self, stage: str, key: str, record: dict) -> None:
         folder = self.root / stage
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, folder / f"{key}.json")
+        write_bytes_atomic(folder / f"{key}.json", json.dumps(record, sort_keys=True).encode())
 
 
 def _valid(directory: Path, record: dict | None) -> bool:

@@ -51,6 +51,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
+from .atomic import write_bytes_atomic
 from .model.adaperceiver import AdaPerceiver
 from .model.static import StaticAdaPerceiver, specialize
 from .space import ConfigPoint
@@ -395,8 +396,7 @@ def build_weights(model: AdaPerceiver, *, attention: str | None, batch: int = 1,
 def write_weights(store: WeightStore, path: Path) -> Path:
     """Write the store's bytes to `path` atomically (temp file, fsync, rename)."""
     store.file.seek(0)
-    tmp = _write_temp(path.parent, path.name, store.file.read())
-    os.replace(tmp, path)
+    write_bytes_atomic(path, store.file.read())
     return path
 
 

@@ -36,6 +36,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..atomic import write_bytes_atomic  # noqa: F401 - re-exported for the backends
+
 ENTRY_POINT_GROUP = "adaexport.backends"
 SIDECAR_SUFFIX = ".json"
 ARTIFACT_SCHEMA = "adaexport.artifact/1"
@@ -377,32 +379,8 @@ def finalize(artifact: Artifact, session: "Session", check: bool) -> Artifact:
 def write_sidecar(artifact: Artifact) -> Path:
     """Write the artifact's sidecar atomically (after its files are in place)."""
     text = json.dumps(artifact.to_json(), indent=2, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=artifact.root, prefix=f".{artifact.sidecar.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, artifact.sidecar)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(artifact.sidecar, text.encode())
     return artifact.sidecar
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def calibration_batches(calibration: np.ndarray, batch: int, limit: int | None = None) -> list[np.ndarray]:
