@@ -24,7 +24,7 @@ from .atomic import write_bytes_atomic
 from .datasets import DatasetError, model_inputs
 from .errors import UsageError
 from .manifest import MANIFEST_NAME, SCHEMA_ID, host_info, sha256_file, utc_now, write_manifest
-from .model import ATTENTION_MODES, LoadedModel, load_checkpoint
+from .model import ATTENTION_MODES, AdaPerceiverConfig, LoadedModel, load_checkpoint
 from .model.flops import count_flops, count_params
 from .profiles import BuildProfile, load_profile
 from .space import ConfigPoint, build_grid
@@ -152,7 +152,7 @@ def _check_dataset_fits(loaded: LoadedModel, dataset: str) -> None:
     if dataset == "demo":
         from .demo import DEMO_MODEL
 
-        demo_cfg = load_checkpoint(DEMO_MODEL).config if loaded.path.resolve() != DEMO_MODEL.resolve() else loaded.config
+        demo_cfg = AdaPerceiverConfig.from_file(DEMO_MODEL / "config.json")
         if (demo_cfg.in_channels, demo_cfg.num_classes) != (loaded.config.in_channels, loaded.config.num_classes):
             raise UsageError(
                 f"the demo's evaluation data (Fashion-MNIST, 1 channel, 10 classes) does not fit {loaded.name} "
@@ -180,13 +180,14 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
     points, warnings = build_grid(cfg, preset, request.tokens, request.widths, request.depths)
     for w in warnings:
         reporter.warn(w)
-    if request.parity:
-        for skipped in _skipped_choices(target, profile):
-            reporter.warn(f"{target.name}: not building {skipped}")
-    if request.parity:  # bad data fails here, before any work
+    choices = [("onnxruntime", "fp32")]  # `export`: the ONNX family alone
+    if request.parity:  # bad data or a missing tolerance fails here, before any work
+        choices, skipped = _engine_choices(target, profile)
+        for reason in skipped:
+            reporter.warn(f"{target.name}: not building {reason}")
         _check_dataset_fits(loaded, request.dataset)
-        for _, precision in _engine_choices(target, profile):
-            profile.tolerance(precision)  # a profile without a tolerance for a precision fails now
+        for _, precision in choices:
+            profile.tolerance(precision)
         inputs, labels, calibration, digest = parity_inputs(loaded, request.dataset, profile.parity_samples,
                                                             request.batch)
 
@@ -205,29 +206,26 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
     # 1. the shared weights file (depends on the model, not on the grid)
     weights_key = _digest({**base, "stage": "weights"})
     weights_record = cache.get("weights", weights_key)
-    store = None
-    todo = []
+    weights_ok = _valid(out, weights_record)
+    todo = {}
     for point in points:
         key = _export_key(base, metadata, weights_key, point)
-        record = cache.get("export", key)
-        if not (_valid(out, weights_record) and _valid(out, record)):
-            todo.append((point, key))
+        if not (weights_ok and _valid(out, cache.get("export", key))):
+            todo[point] = key
     exported = 0
     reporter.stage("export", len(points))
     for point in points:
-        if all(point != p for p, _ in todo):
+        if point not in todo:
             reporter.advance(point.id, "cached")
     if todo:
-        if not _valid(out, weights_record):
-            store = build_weights(model, attention=attention, batch=request.batch, weights_name=WEIGHTS_NAME,
-                                  exporter=EXPORTER)
+        # the in-memory store is needed to export against, whether or not its file is current
+        store = build_weights(model, attention=attention, batch=request.batch, weights_name=WEIGHTS_NAME,
+                              exporter=EXPORTER)
+        if not weights_ok:
             write_weights(store, onnx_dir / WEIGHTS_NAME)
             weights_record = _file_record(out, onnx_dir / WEIGHTS_NAME)
             cache.put("weights", weights_key, weights_record)
-        else:
-            store = build_weights(model, attention=attention, batch=request.batch, weights_name=WEIGHTS_NAME,
-                                  exporter=EXPORTER)
-        for point, key in todo:
+        for point, key in todo.items():
             result = export_point(model, point, onnx_dir, store, attention=attention, batch=request.batch,
                                   weights_name=WEIGHTS_NAME, metadata=metadata, exporter=EXPORTER)
             cache.put("export", key, _file_record(out, result.path, op_types=result.op_types))
@@ -241,7 +239,6 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
     engines: list[dict] = []
     failures: list[str] = []
     parity_runs = 0
-    choices = _engine_choices(target, profile) if request.parity else [("onnxruntime", "fp32")]
     if request.parity:
         reporter.stage("engines", len(points) * len(choices))
     for point in points:
@@ -291,7 +288,7 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
                              "depths": list(range(1, cfg.depth + 1))},
             **({"class_names": list(cfg.class_names)} if cfg.class_names else {}),
         },
-        "device": {"target": target.name, "host": host_info(), "backends": _backend_versions(target, choices),
+        "device": {"target": target.name, "host": host_info(), "backends": _backend_versions(choices),
                    "toolchain": {"torch": versions["torch"], "onnx": versions["onnx"]},
                    "target_facts": target.describe()},
         "build": {"profile": profile.name, "dataset": request.dataset if request.parity else None,
@@ -311,29 +308,24 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
                        failures=failures)
 
 
-def _engine_choices(target, profile: BuildProfile) -> list[tuple[str, str]]:
+def _engine_choices(target, profile: BuildProfile) -> tuple[list[tuple[str, str]], list[str]]:
     """The target's (backend, precision) pairs that the profile wants and that can be built
-    here or deferred to the device; the ONNX Runtime fp32 engine (the exported ONNX itself)
-    always comes first."""
+    here or deferred to the device, the ONNX Runtime fp32 engine (the exported ONNX itself)
+    always first; and why each other wanted pair cannot be built here."""
     from .backends import engine_choices
 
-    pairs = [("onnxruntime", "fp32")]
+    pairs, skipped = [("onnxruntime", "fp32")], []
     for choice in engine_choices(target):
         if not profile.wants(choice.backend, choice.precision):
             continue
-        if (choice.availability or choice.deferred) and (choice.backend, choice.precision) not in pairs:
+        if not (choice.availability or choice.deferred):
+            skipped.append(f"{choice.backend} {choice.precision}: {choice.availability.reason}")
+        elif (choice.backend, choice.precision) not in pairs:
             pairs.append((choice.backend, choice.precision))
-    return pairs
+    return pairs, skipped
 
 
-def _skipped_choices(target, profile: BuildProfile) -> list[str]:
-    from .backends import engine_choices
-
-    return [f"{c.backend} {c.precision}: {c.availability.reason}" for c in engine_choices(target)
-            if not c.availability and not c.deferred and profile.wants(c.backend, c.precision)]
-
-
-def _backend_versions(target, choices) -> dict[str, str]:
+def _backend_versions(choices) -> dict[str, str]:
     from .backends import backend_versions
 
     names = sorted({backend for backend, _ in choices})

@@ -46,6 +46,7 @@ def finish_pending_engines(directory: Path, device: str | None, reporter) -> lis
     profile = load_profile(manifest.get("build", {}).get("profile", "default"))
     inputs = labels = None
     batch = manifest["model"]["input"]["shape"][0]
+    references: dict[str, list[np.ndarray]] = {}  # per reference engine id: a point's engines share one
     finished = []
     reporter.stage("compile", len(pending))
     for entry in pending:
@@ -55,11 +56,14 @@ def finish_pending_engines(directory: Path, device: str | None, reporter) -> lis
                                and e["backend"] == "onnxruntime" and e["precision"] == "fp32")
         if inputs is None:
             inputs, labels = _reference_inputs(manifest, profile.parity_samples)
-        import onnxruntime as ort
+        if reference_entry["id"] not in references:
+            import onnxruntime as ort
 
-        reference_session = ort.InferenceSession(str(directory / reference_entry["file"]),
-                                                 providers=["CPUExecutionProvider"])
-        reference = run_batched(lambda x: reference_session.run(None, {"image": x}), inputs, batch)
+            reference_session = ort.InferenceSession(str(directory / reference_entry["file"]),
+                                                     providers=["CPUExecutionProvider"])
+            references[reference_entry["id"]] = run_batched(
+                lambda x: reference_session.run(None, {"image": x}), inputs, batch)
+        reference = references[reference_entry["id"]]
         session = open_artifact(artifact.path)
         candidate = run_batched(lambda x: session.run({"image": x}), inputs, batch)
         tol = profile.tolerance(entry["precision"])
