@@ -285,6 +285,11 @@ def version() -> None:
     console.print(f"adaexport {__version__}")
 
 
+# The measurement, runtime and evaluation commands live in their own modules; importing
+# them registers their commands on `app`.
+from . import cli_eval, cli_profile, cli_runtime  # noqa: E402,F401
+
+
 def main() -> None:  # console-script entry point
     app()
 

@@ -1,0 +1,72 @@
+"""Reading the measured sections of a manifest (stdlib only: the runtime imports this).
+
+Where the numbers live (docs/DESIGN.md, "Measurements in the manifest"):
+
+* ``engine["profile"][<device>][<power mode>]``: latency statistics, load time, memory
+  and energy of one engine measured on one device (a target name such as ``x86-cpu``
+  or ``jetson-orin-nx``) in one power mode (``default`` where the device has none);
+* ``manifest["profiling"][<device>]``: how and where that device was profiled;
+* ``engine["accuracy"]``: top-1/top-5 on a dataset, next to PyTorch's at the same point;
+* ``manifest["pareto"]["<device>/<mode>"]`` and ``manifest["pareto"]["flops"]``: the
+  engine ids on the accuracy/cost front (see ``adaexport.pareto``).
+"""
+
+from __future__ import annotations
+
+DEFAULT_MODE = "default"
+FLOPS_FRONT = "flops"
+
+
+def front_key(device: str, mode: str) -> str:
+    """The key of a device's power mode in ``manifest["pareto"]``."""
+    return f"{device}/{mode}"
+
+
+def profile_of(engine: dict, device: str, mode: str = DEFAULT_MODE) -> dict | None:
+    """The engine's profile on ``device`` in power mode ``mode``, or None if not profiled."""
+    return ((engine.get("profile") or {}).get(device) or {}).get(mode)
+
+
+def latency_ms(engine: dict, device: str, mode: str = DEFAULT_MODE, statistic: str = "p50") -> float | None:
+    """One latency statistic (p50, p90, p95, p99, mean, ...) in milliseconds, or None."""
+    profile = profile_of(engine, device, mode)
+    if not profile:
+        return None
+    value = (profile.get("latency_ms") or {}).get(statistic)
+    return float(value) if value is not None else None
+
+
+def accuracy_of(engine: dict) -> float | None:
+    """The engine's measured top-1 (0..1) from ``adaexport eval``, or None."""
+    value = (engine.get("accuracy") or {}).get("top1")
+    return float(value) if value is not None else None
+
+
+def profiled_devices(manifest: dict) -> list[str]:
+    """Every device with at least one profiled engine, in first-seen order."""
+    seen: dict[str, None] = {}
+    for name in (manifest.get("profiling") or {}):
+        seen[name] = None
+    for engine in manifest.get("engines", []):
+        for name in (engine.get("profile") or {}):
+            seen[name] = None
+    return list(seen)
+
+
+def profiled_modes(manifest: dict, device: str) -> list[str]:
+    """The power modes of ``device`` with at least one profiled engine."""
+    seen: dict[str, None] = {}
+    for engine in manifest.get("engines", []):
+        for mode in ((engine.get("profile") or {}).get(device) or {}):
+            seen[mode] = None
+    return list(seen)
+
+
+def default_device(manifest: dict) -> str | None:
+    """The device whose numbers apply by default: the manifest's own target when it was
+    profiled there, else the only profiled device, else None."""
+    devices = profiled_devices(manifest)
+    own = (manifest.get("device") or {}).get("target")
+    if own in devices:
+        return own
+    return devices[0] if len(devices) == 1 else None
