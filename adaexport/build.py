@@ -59,6 +59,7 @@ class BuildRequest:
     batch: int = 1
     dataset: str = "demo"
     parity: bool = True                 # False for `adaexport export`
+    measure: bool = True                # profile stage (on the device the build is for); --no-profile
 
 
 @dataclasses.dataclass
@@ -297,6 +298,9 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
         "engines": engines,
     }
     previous = out / MANIFEST_NAME
+    _carry_measurements(previous, manifest)
+    if request.parity and request.measure and profile.profiling.enabled and not failures:
+        _profile_stage(out, cache, manifest, target, profile, reporter)
     if previous.is_file():
         manifest["created"] = _keep_created(previous, manifest)
     write_manifest(out, manifest)
@@ -306,6 +310,56 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
         _prune(out / ENGINES_DIR, keep | {p.with_name(p.name + ".json") for p in keep}, every_file=True)
     return BuildResult(manifest=manifest, directory=out, exported=exported, parity_runs=parity_runs,
                        failures=failures)
+
+
+def _profile_stage(out: Path, cache: Cache, manifest: dict, target, profile: BuildProfile, reporter) -> None:
+    """4. profile every ready engine on this machine, when it is the device built for
+    (a cross-build leaves it to `adaexport profile DIR` on the device); cached per engine."""
+    from .profiling.family import profile_build_stage
+    from .targets import detect_target
+
+    try:
+        here = detect_target()
+    except Exception:  # noqa: BLE001 - an undetectable machine is not the target
+        here = None
+    if here != target.name:
+        reporter.info(f"not profiling: this machine is {here or 'unknown'}, not {target.name}; "
+                      f"run `adaexport profile {out}` on the device")
+        return
+    profile_build_stage(out, manifest, target, profile.profiling,
+                        cache_get=lambda key: cache.get("profile", key),
+                        cache_put=lambda key, record: cache.put("profile", key, record),
+                        digest=_digest, reporter=reporter)
+
+
+def _carry_measurements(previous: Path, manifest: dict) -> None:
+    """Keep what the previous manifest measured (profiles from this and other devices and
+    power modes, `adaexport eval` accuracy) for engines whose file, model and shared weights
+    are unchanged: a rebuild never drops them; the profile stage then replaces this
+    device's current mode."""
+    from .pareto import update_pareto
+
+    try:
+        old = json.loads(previous.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(old, dict) or not isinstance(old.get("engines"), list):
+        return
+    same_source = ((old.get("model") or {}).get("sha256") == manifest["model"]["sha256"]
+                   and (old.get("weights") or {}).get("sha256") == (manifest.get("weights") or {}).get("sha256"))
+    if not same_source:
+        return
+    by_id = {e.get("id"): e for e in old["engines"] if isinstance(e, dict)}
+    for engine in manifest["engines"]:
+        before = by_id.get(engine["id"])
+        if not before or before.get("sha256") != engine.get("sha256"):
+            continue
+        for section in ("profile", "accuracy"):
+            if before.get(section):
+                engine[section] = before[section]
+    if old.get("profiling"):
+        manifest["profiling"] = old["profiling"]
+    update_pareto(manifest)
 
 
 def _engine_choices(target, profile: BuildProfile) -> tuple[list[tuple[str, str]], list[str]]:

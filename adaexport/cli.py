@@ -167,7 +167,7 @@ def _summary_table(manifest: dict) -> Table:
 
 
 def _run_build(parity: bool, model, out, device, grid, tokens, width, depth, attention, batch, profile,
-               dataset, json_out) -> None:
+               dataset, json_out, measure: bool = True) -> None:
     import json as json_module
 
     from .build import BuildRequest, run_build
@@ -180,7 +180,7 @@ def _run_build(parity: bool, model, out, device, grid, tokens, width, depth, att
         tokens=parse_int_list(tokens, "tokens") if tokens else None,
         widths=parse_int_list(width, "width") if width else None,
         depths=parse_int_list(depth, "depth") if depth else None,
-        attention=attention, batch=batch, dataset=dataset, parity=parity)
+        attention=attention, batch=batch, dataset=dataset, parity=parity, measure=measure)
     reporter = make_reporter(json_out, err_console)
     try:
         result = run_build(request, reporter)
@@ -194,6 +194,7 @@ def _run_build(parity: bool, model, out, device, grid, tokens, width, depth, att
     else:
         console.print(_summary_table(manifest))
         pending = [e for e in manifest["engines"] if e.get("status") == "pending"]
+        _print_profile_line(manifest)
         console.print(f"manifest: {result.directory / 'manifest.json'} ({len(manifest['engines'])} engine(s); this run "
                       f"exported {result.exported} point(s) and ran {result.parity_runs} parity check(s), "
                       "the rest came from the cache)", highlight=False)
@@ -206,6 +207,19 @@ def _run_build(parity: bool, model, out, device, grid, tokens, width, depth, att
         for message in result.failures:
             err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+def _print_profile_line(manifest: dict) -> None:
+    """One line on the build's profile stage: how many engines, the p50 range."""
+    from .measurements import latency_ms
+
+    device = manifest["device"]["target"]
+    modes = (((manifest.get("profiling") or {}).get(device) or {}).get("modes") or {})
+    for mode in modes:
+        p50 = [v for v in (latency_ms(e, device, mode) for e in manifest["engines"]) if v is not None]
+        if p50:
+            console.print(f"profile ({device}, {mode}): {len(p50)} engine(s), p50 {min(p50):.3f} .. {max(p50):.3f} ms "
+                          f"(every statistic in the manifest; `adaexport profile DIR` measures again)", highlight=False)
 
 
 @app.command()
@@ -229,10 +243,14 @@ def build(
     depth: Optional[str] = DEPTH_OPT, attention: Optional[str] = ATTENTION_OPT, batch: int = BATCH_OPT,
     profile: str = PROFILE_OPT,
     dataset: str = typer.Option("demo", "--dataset", help="Parity inputs: demo, fashion-mnist:DIR or npz:FILE."),
+    no_profile: bool = typer.Option(False, "--no-profile", help="Skip the profile stage (latency, load time, memory, "
+                                                               "energy of every engine on this machine)."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Export, compile and check a family of engines against PyTorch; write the manifest."""
-    _run_build(True, model, out, device, grid, tokens, width, depth, attention, batch, profile, dataset, json_out)
+    """Export, compile and check a family of engines against PyTorch, profile them on this
+    machine when it is the target; write the manifest."""
+    _run_build(True, model, out, device, grid, tokens, width, depth, attention, batch, profile, dataset, json_out,
+               measure=not no_profile)
 
 
 @app.command()

@@ -5,6 +5,7 @@ from .datasets import DatasetError
 from .manifest import ManifestError
 from .model.config import CheckpointError
 from .profiles import ProfileError
+from .profiling.errors import ProfilingError
 from .space import SpaceError
 
 
@@ -12,4 +13,5 @@ class UsageError(ValueError):
     """A bad command-line argument combination."""
 
 
-USER_ERRORS = (CheckpointError, SpaceError, DatasetError, ManifestError, ProfileError, UsageError, BackendError)
+USER_ERRORS = (CheckpointError, SpaceError, DatasetError, ManifestError, ProfileError, UsageError, BackendError,
+               ProfilingError)

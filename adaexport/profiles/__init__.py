@@ -1,4 +1,5 @@
-"""Build profiles: TOML files naming the grid and the parity tolerances.
+"""Build profiles: TOML files naming the grid, the parity tolerances and the profiling
+settings (``[profiling]``, see adaexport.profiling.settings).
 
 `load_profile("default")` reads adaexport/profiles/default.toml (shipped in the
 package); a path to a .toml file works too.
@@ -10,6 +11,9 @@ import dataclasses
 import sys
 from importlib import resources
 from pathlib import Path
+
+from ..profiling.errors import ProfilingError
+from ..profiling.settings import ProfilingSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -47,6 +51,7 @@ class BuildProfile:
     tolerances: dict[str, Tolerance]
     source: str  # the TOML text, hashed into cache keys
     engines: tuple[str, ...] | None = None  # "backend:precision" pairs to build (None: all the target names)
+    profiling: ProfilingSettings = ProfilingSettings()  # how the build's profile stage measures
 
     def wants(self, backend: str, precision: str) -> bool:
         return self.engines is None or f"{backend}:{precision}" in self.engines
@@ -92,6 +97,11 @@ def load_profile(name_or_path: str = "default") -> BuildProfile:
     if engines is not None and (not isinstance(engines, list) or not all(
             isinstance(e, str) and e.count(":") == 1 for e in engines)):
         raise ProfileError(f"profile {name}: build.engines must be a list of \"backend:precision\" strings")
+    try:
+        profiling = ProfilingSettings.from_table(raw.get("profiling"), f"profile {name}: [profiling]")
+    except ProfilingError as exc:
+        raise ProfileError(str(exc)) from None
     return BuildProfile(name=name, description=str(raw.get("description", "")),
                         grid_preset=raw.get("grid", {}).get("preset"), parity_samples=samples,
-                        tolerances=tolerances, source=text, engines=tuple(engines) if engines else None)
+                        tolerances=tolerances, source=text, engines=tuple(engines) if engines else None,
+                        profiling=profiling)

@@ -1,0 +1,239 @@
+"""Profiling a build directory's engines into its manifest (docs/DESIGN.md,
+"Measurements in the manifest" and "Profiling").
+
+Results go to ``engines[i].profile[<device>][<mode>]`` and
+``manifest.profiling[<device>]``; other devices' and other modes' numbers are never
+touched. ``<device>`` is a target name, ``<mode>`` the nvpmodel mode name or
+``default`` where the device has none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from ..measurements import DEFAULT_MODE
+from .errors import ProfilingError
+from .measure import Candidate, measure_engines, utc_now
+from .power_modes import current_power_mode
+from .settings import ProfilingSettings
+
+
+@dataclasses.dataclass
+class Energy:
+    """The meter of this run (None: no sensor, `reason` says why) and its idle power."""
+    meter: Any = None
+    reason: str | None = None
+    idle_w: float | None = None
+
+    @classmethod
+    def measure(cls, target, settings: ProfilingSettings, root=None) -> "Energy":
+        from .sensors import SensorUnavailable, open_meter
+
+        meter, reason = open_meter(target, root)
+        if meter is None:
+            return cls(None, reason)
+        try:
+            return cls(meter, None, meter.idle_power(settings.idle_s) if settings.idle_s > 0 else None)
+        except (OSError, ValueError, SensorUnavailable) as exc:
+            return cls(None, f"{meter.source}: reading failed ({exc})")
+
+
+def mode_of(target) -> str:
+    """The power mode a device is in now: nvpmodel's mode name, or "default"."""
+    if target.kind != "jetson":
+        return DEFAULT_MODE
+    return current_power_mode(target) or DEFAULT_MODE
+
+
+def threads_for(target, backend: str) -> int:
+    """The thread count the target pins for a backend (0: the backend's default)."""
+    return int(target.options(backend).get("threads", target.threads) or 0)
+
+
+def open_engine(directory: Path, entry: dict, target) -> Any:
+    """A session over a manifest engine with the target's threads: the family's ONNX for
+    the ONNX Runtime fp32 engine, otherwise the compiled artifact."""
+    from ..backends import open_artifact
+    from ..backends.onnxruntime_backend import OrtSession
+
+    threads = threads_for(target, entry["backend"])
+    path = Path(directory) / entry["file"]
+    if entry["backend"] == "onnxruntime" and path.suffix == ".onnx" and not Path(str(path) + ".json").is_file():
+        providers = list(target.options("onnxruntime").get("providers", ["CPUExecutionProvider"]))
+        return OrtSession(path, {"intra_op_num_threads": threads, "graph_optimization_level": "all",
+                                 "providers": providers})
+    overrides: dict[str, Any] = {}
+    if threads:
+        key = {"onnxruntime": "intra_op_num_threads", "openvino": "INFERENCE_NUM_THREADS"}.get(entry["backend"])
+        if key:
+            overrides[key] = threads
+    return open_artifact(path, **overrides)
+
+
+def model_feeds(manifest: dict) -> dict[str, Any]:
+    """Fixed pseudo-random inputs of the model's input shape (the same for every engine)."""
+    import numpy as np
+
+    spec = manifest["model"]["input"]
+    data = np.random.default_rng(0).standard_normal(spec["shape"]).astype(spec.get("dtype", "float32"))
+    return {spec.get("name", "image"): data}
+
+
+def select_engines(manifest: dict, wanted: list[str] | None) -> tuple[list[dict], list[str]]:
+    """The ready engines to profile (all, or the `wanted` ids) and why others are not."""
+    from ..backends import available_backends
+
+    engines = manifest.get("engines", [])
+    if wanted:
+        known = {e["id"] for e in engines}
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            raise ProfilingError(f"--engines: no engine {unknown[0]!r} in the manifest "
+                                 f"(e.g. {', '.join(sorted(known)[:3])})")
+        engines = [e for e in engines if e["id"] in wanted]
+    available = available_backends()
+    chosen, skipped = [], []
+    for engine in engines:
+        if engine.get("status", "ready") != "ready":
+            skipped.append(f"{engine['id']}: {engine.get('status')} (build it on the device with adaexport compile)")
+        elif not available.get(engine["backend"]):
+            reason = getattr(available.get(engine["backend"]), "reason", None) or "unknown backend"
+            skipped.append(f"{engine['id']}: {engine['backend']} is not usable here ({reason})")
+        else:
+            chosen.append(engine)
+    return chosen, skipped
+
+
+def candidates_for(directory: Path, manifest: dict, engines: list[dict], target) -> list[Candidate]:
+    feeds = model_feeds(manifest)
+    batch = int(manifest["model"]["input"]["shape"][0])
+    return [Candidate(id=e["id"], open=(lambda e=e: open_engine(directory, e, target)), feeds=feeds, batch=batch,
+                      threads=threads_for(target, e["backend"])) for e in engines]
+
+
+def device_section(manifest: dict, device: str, target, settings: ProfilingSettings, mode: str, energy: Energy,
+                   backends: list[str]) -> dict:
+    """manifest.profiling[device] with `mode`'s entry added or replaced (other modes kept)."""
+    from ..backends import backend_versions
+    from ..manifest import host_info
+
+    old = (manifest.get("profiling") or {}).get(device) or {}
+    versions = {name: str(facts.get(name, "unknown")) for name, facts in backend_versions(sorted(backends)).items()}
+    modes = dict(old.get("modes") or {})
+    modes[mode] = {"profiled": utc_now(), "idle_power_w": energy.idle_w,
+                   "power_source": energy.meter.source if energy.meter else None, "energy_reason": energy.reason}
+    return {"target": target.name, "host": host_info(), "backends": {**(old.get("backends") or {}), **versions},
+            "settings": settings.as_dict(), "threads": {b: threads_for(target, b) for b in sorted(backends)},
+            "modes": modes}
+
+
+def merge(manifest: dict, device: str, mode: str, results: dict[str, dict], section: dict) -> dict:
+    """Write results into the manifest in place (only this device and mode) and rank."""
+    from ..pareto import update_pareto
+
+    for engine in manifest.get("engines", []):
+        if engine["id"] in results:
+            profile = engine.get("profile") or {}
+            per_device = dict(profile.get(device) or {})
+            per_device[mode] = results[engine["id"]]
+            engine["profile"] = {**profile, device: per_device}
+    manifest["profiling"] = {**(manifest.get("profiling") or {}), device: section}
+    return update_pareto(manifest)
+
+
+def profile_manifest(directory: Path, manifest: dict, target, *, device: str, mode: str,
+                     settings: ProfilingSettings, wanted: list[str] | None = None, reporter=None,
+                     root=None) -> tuple[dict[str, dict], list[str]]:
+    """Measure the engines of a manifest on this machine as `device` in `mode` and merge
+    the numbers into `manifest` (in memory). Returns (id -> profile, skipped reasons)."""
+    engines, skipped = select_engines(manifest, wanted)
+    if not engines:
+        raise ProfilingError(f"{directory}: no engine can be profiled here"
+                             + (f" ({skipped[0]}{' ...' if len(skipped) > 1 else ''})" if skipped else ""))
+    energy = Energy.measure(target, settings, root)
+    results = run_measurements(Path(directory), manifest, engines, target, settings, energy, reporter)
+    merge(manifest, device, mode, results,
+          device_section(manifest, device, target, settings, mode, energy, [e["backend"] for e in engines]))
+    return results, skipped
+
+
+def run_measurements(directory: Path, manifest: dict, engines: list[dict], target, settings: ProfilingSettings,
+                     energy: Energy, reporter=None) -> dict[str, dict]:
+    if reporter:
+        reporter.stage("profile", len(engines))
+
+    noisy: list[str] = []
+
+    def done(ident: str, entry: dict) -> None:
+        if entry["cv"] > settings.max_cv:
+            noisy.append(ident)
+        if reporter:
+            lat = entry["latency_ms"]
+            reporter.advance(ident, f"p50 {lat['p50']:.3f} ms (p99 {lat['p99']:.3f}, min..max {lat['min']:.3f}.."
+                                    f"{lat['max']:.3f}), cv {entry['cv']:.1f}%, load {entry['load_ms']:.0f} ms")
+
+    try:
+        return measure_engines(candidates_for(directory, manifest, engines, target), settings, meter=energy.meter,
+                               idle_w=energy.idle_w, energy_reason=energy.reason, on_done=done)
+    finally:
+        if reporter:
+            reporter.end_stage()
+            if noisy:   # one line, not one per engine; each engine's warnings are in the manifest
+                reporter.warn(f"{len(noisy)} of {len(engines)} engine(s) kept a coefficient of variation above "
+                              f"{settings.max_cv:g}% after {settings.remeasure} re-measurement(s) (e.g. {noisy[0]}): "
+                              "this machine was noisy; the spread is in each profile")
+        if energy.meter is not None:
+            energy.meter.close()
+
+
+# --------------------------------------------------------------------------- the build's stage
+
+
+def _as_cached(record: dict) -> dict:
+    """The record as the cache gives it back (keys sorted), so that a first build and a
+    cached rebuild write the same bytes."""
+    return json.loads(json.dumps(record, sort_keys=True))
+
+
+def profile_build_stage(out: Path, manifest: dict, target, settings: ProfilingSettings, *,
+                        cache_get: Callable[[str], dict | None], cache_put: Callable[[str, dict], None],
+                        digest: Callable[[Any], str], reporter=None) -> None:
+    """The build's profile stage: profile the manifest's engines on this machine (its
+    target), reusing an engine's cached profile when its sha256, the settings, the
+    device, the mode and the host are unchanged; merge into `manifest` in place."""
+    from ..manifest import host_info
+
+    device, mode = target.name, mode_of(target)
+    engines, skipped = select_engines(manifest, None)
+    for reason in skipped:
+        if reporter:
+            reporter.info(f"not profiled: {reason}")
+    if not engines:
+        return
+    weights = (manifest.get("weights") or {}).get("sha256")
+    base = {"stage": "profile", "device": device, "mode": mode, "settings": settings.as_dict(),
+            "target": target.source, "host": host_info(), "input": manifest["model"]["input"]}
+    keys = {e["id"]: digest({**base, "engine": {k: e.get(k) for k in ("sha256", "backend", "precision", "file")},
+                             "weights": weights if e["file"].endswith(".onnx") else None}) for e in engines}
+    results = {ident: (cache_get(key) or {}).get("profile") for ident, key in keys.items()}
+    todo = [e for e in engines if results[e["id"]] is None]
+    section_key = digest({**base, "engines": sorted(keys.values())})
+    section = (cache_get(section_key) or {}).get("section")
+    if todo or section is None:
+        energy = Energy.measure(target, settings) if todo else Energy(None, "not measured (every engine cached)")
+        if todo:
+            measured = run_measurements(out, manifest, todo, target, settings, energy, reporter)
+            for ident, entry in measured.items():
+                results[ident] = _as_cached(entry)
+                cache_put(keys[ident], {"profile": entry})
+        section = device_section(manifest, device, target, settings, mode, energy, [e["backend"] for e in engines])
+        cache_put(section_key, {"section": section})
+        section = _as_cached(section)
+    elif reporter:
+        reporter.info(f"profile: {len(engines)} engine(s) on {device} ({mode}) from the cache")
+    kept = ((manifest.get("profiling") or {}).get(device) or {}).get("modes") or {}
+    section = {**section, "modes": {**kept, **section["modes"]}}   # other modes' runs stay
+    merge(manifest, device, mode, {k: v for k, v in results.items() if v is not None}, section)

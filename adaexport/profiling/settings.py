@@ -1,0 +1,71 @@
+"""Measurement settings: a build profile's ``[profiling]`` table (stdlib only)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .errors import ProfilingError
+
+
+@dataclasses.dataclass(frozen=True)
+class ProfilingSettings:
+    """How every engine is measured (see docs/DESIGN.md, "Profiling").
+
+    Each engine is warmed up for ``warmup_s`` seconds, then measured in ``rounds``
+    interleaved rounds until it has at least ``min_iterations`` runs AND
+    ``min_duration_s`` seconds of runs; ``group`` engines are loaded and interleaved
+    at a time. An engine whose coefficient of variation exceeds ``max_cv`` percent is
+    measured again, up to ``remeasure`` times. ``idle_s`` seconds of idle power are
+    measured once per run where there is a power sensor."""
+
+    warmup_s: float = 0.1
+    min_iterations: int = 50
+    min_duration_s: float = 0.3
+    rounds: int = 2
+    max_cv: float = 5.0
+    remeasure: int = 1
+    idle_s: float = 1.0
+    group: int = 10
+    enabled: bool = True
+
+    FIELDS = ("warmup_s", "min_iterations", "min_duration_s", "rounds", "max_cv", "remeasure", "idle_s", "group",
+              "enabled")
+
+    def __post_init__(self):
+        checks = [("warmup_s", self.warmup_s >= 0), ("min_iterations", self.min_iterations >= 1),
+                  ("min_duration_s", self.min_duration_s >= 0), ("rounds", self.rounds >= 1),
+                  ("max_cv", self.max_cv > 0), ("remeasure", self.remeasure >= 0), ("idle_s", self.idle_s >= 0),
+                  ("group", self.group >= 1)]
+        for name, ok in checks:
+            if not ok:
+                raise ProfilingError(f"profiling setting {name} = {getattr(self, name)!r} is out of range")
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any] | None, where: str = "[profiling]") -> "ProfilingSettings":
+        """Settings from a TOML table; missing keys keep their defaults."""
+        table = dict(table or {})
+        unknown = sorted(set(table) - set(cls.FIELDS))
+        if unknown:
+            raise ProfilingError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(cls.FIELDS)})")
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            if field.name not in table:
+                continue
+            raw = table[field.name]
+            kind = {"int": int, "float": float, "bool": bool}[field.type] if isinstance(field.type, str) else field.type
+            if kind is bool and not isinstance(raw, bool) or kind is not bool and isinstance(raw, bool) \
+                    or not isinstance(raw, (int, float, bool)):
+                raise ProfilingError(f"{where}: {field.name} must be a {kind.__name__}, got {raw!r}")
+            if kind is int and raw != int(raw):
+                raise ProfilingError(f"{where}: {field.name} must be a whole number, got {raw!r}")
+            values[field.name] = kind(raw)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "ProfilingSettings":
+        """A copy with the given (non-None) settings changed."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def as_dict(self) -> dict[str, Any]:
+        """What the manifest records (``enabled`` is a build switch, not a measurement setting)."""
+        return {f: getattr(self, f) for f in self.FIELDS if f != "enabled"}
