@@ -76,9 +76,87 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DatasetError(f"{path}: not a readable .npz file ({exc})") from None
 
 
-def load_raw(spec: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images and labels for a dataset spec: `demo`, `fashion-mnist:DIR` (its test split)
-    or `npz:FILE` (arrays x and y)."""
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def image_folder_files(directory: Path, class_names=None) -> tuple[list[Path], np.ndarray, list[str]]:
+    """The image files of a class-per-folder dataset, their labels and the folder names.
+
+    With the model's class names, folder names must be among them (matched as written,
+    or with '/' written as '_', since a folder name cannot hold a slash) and a folder
+    gets its class's index; without them, folders are sorted and numbered."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DatasetError(f"{directory}: no such directory")
+    folders = sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise DatasetError(f"{directory}: no class folders (expected one sub-folder of images per class)")
+    if class_names:
+        index = {}
+        for i, name in enumerate(class_names):
+            index.setdefault(name, i)
+            index.setdefault(name.replace("/", "_"), i)
+        unknown = [f.name for f in folders if f.name not in index]
+        if unknown:
+            raise DatasetError(f"{directory}: folder(s) {', '.join(map(repr, unknown[:5]))} are not classes of the "
+                               f"model ({len(class_names)} classes: {', '.join(class_names[:5])}"
+                               f"{', ...' if len(class_names) > 5 else ''})")
+        folders = sorted(folders, key=lambda f: (index[f.name], f.name))  # read in class order
+        numbers = [index[f.name] for f in folders]
+    else:
+        numbers = list(range(len(folders)))
+    files: list[Path] = []
+    labels: list[int] = []
+    for folder, number in zip(folders, numbers):
+        found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files += found
+        labels += [number] * len(found)
+    if not files:
+        raise DatasetError(f"{directory}: no images in its {len(folders)} class folder(s) "
+                           f"(looked for {', '.join(IMAGE_SUFFIXES)})")
+    return files, np.asarray(labels, dtype=np.int64), [f.name for f in folders]
+
+
+def decode_image(path: Path, channels: int, size: int, spec: dict) -> np.ndarray:
+    """One image file -> uint8 (H, W, channels), resized (short side) with Pillow to the
+    spec's `resize` and centre-cropped to its `crop` (normalisation follows in `preprocess`)."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise DatasetError("imagefolder datasets need Pillow: pip install 'adaexport[datasets]'") from None
+    resize, crop = int(spec.get("resize", size)), int(spec.get("crop", size))
+    filters = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            w, h = image.size
+            scale = resize / min(w, h)
+            new = (max(resize, round(w * scale)), max(resize, round(h * scale)))
+            if new != (w, h):
+                image = image.resize(new, filters.get(spec.get("interpolation", "bilinear"), Image.BILINEAR))
+            left, top = (new[0] - crop) // 2, (new[1] - crop) // 2
+            image = image.crop((left, top, left + crop, top + crop))
+            array = np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DatasetError(f"{path}: unreadable image ({exc})") from None
+    return array[..., None] if array.ndim == 2 else array
+
+
+def load_image_folder(directory: Path, config) -> tuple[np.ndarray, np.ndarray]:
+    """Model input (N, C, crop, crop) float32, resized, cropped and normalised, and labels."""
+    files, labels, folders = image_folder_files(directory, config.class_names)
+    if not config.class_names and len(folders) > config.num_classes:
+        raise DatasetError(f"{directory}: {len(folders)} class folders, the model has {config.num_classes} classes")
+    spec = config.preprocessing_spec()
+    images = np.stack([decode_image(f, config.in_channels, config.img_size, spec) for f in files])
+    crop = images.shape[1]
+    return preprocess(images, {**spec, "resize": crop, "crop": crop}, config.in_channels, crop), labels
+
+
+def load_raw(spec: str, config=None) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels for a dataset spec: `demo`, `fashion-mnist:DIR` (its test split),
+    `npz:FILE` (arrays x and y) or `imagefolder:DIR` (one folder per class; needs the
+    model's config, whose class names and preprocessing it follows)."""
     kind, _, arg = spec.partition(":")
     if kind == "demo" and not arg:
         from .demo import load_eval_subset
@@ -88,7 +166,11 @@ def load_raw(spec: str) -> tuple[np.ndarray, np.ndarray]:
         return load_fashion_mnist(Path(arg) if arg else FASHION_MNIST_DIR, "test")
     if kind == "npz" and arg:
         return _load_npz(Path(arg))
-    raise DatasetError(f"unknown dataset spec {spec!r} (use demo, fashion-mnist:DIR or npz:FILE)")
+    if kind == "imagefolder" and arg:
+        if config is None:
+            raise DatasetError("imagefolder datasets are read for a model (its classes and preprocessing)")
+        return load_image_folder(Path(arg), config)
+    raise DatasetError(f"unknown dataset spec {spec!r} (use demo, fashion-mnist:DIR, npz:FILE or imagefolder:DIR)")
 
 
 def preprocess(images: np.ndarray, spec: dict, channels: int, size: int) -> np.ndarray:
@@ -133,7 +215,9 @@ def preprocess(images: np.ndarray, spec: dict, channels: int, size: int) -> np.n
 
 def model_inputs(spec: str, config, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(inputs float32 (N, C, H, W), labels) of a dataset, prepared for a model config."""
-    images, labels = load_raw(spec)
+    images, labels = load_raw(spec, config)
+    if images.ndim < 1 or labels.ndim != 1:
+        raise DatasetError(f"{spec}: expected labels of shape (N,), got {labels.shape}")
     if len(images) != len(labels):
         raise DatasetError(f"{spec}: {len(images)} images but {len(labels)} labels")
     if len(images) == 0:

@@ -90,3 +90,106 @@ def test_parity_metrics_and_the_tolerance_that_would_pass():
     message = parity.failure_message("t8_w32_d1 onnxruntime fp32", tol)
     assert "max_abs 4 > 0.001" in message and "max_abs >= 4" in message and "<= 0.5000" in message
     assert parity.passes(parity.would_pass(tol))
+
+
+# --- imagefolder and npz error paths --------------------------------------------------------
+
+
+def demo_config():
+    from adaexport.demo import DEMO_MODEL
+
+    return AdaPerceiverConfig.from_file(DEMO_MODEL / "config.json")
+
+
+def write_image_folder(root, images, labels, names):
+    from PIL import Image
+
+    for k, (image, label) in enumerate(zip(images, labels)):
+        folder = root / names[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{k:04d}.png")
+
+
+def test_imagefolder_decodes_like_the_arrays_it_was_written_from(tmp_path):
+    """PNGs of demo images, in folders named after the model's classes ('/' written as '_'),
+    give exactly the model input and labels the arrays themselves give."""
+    pytest.importorskip("PIL")
+    cfg = demo_config()
+    x, y = load_raw("demo")
+    x, y = x[:40], y[:40]
+    names = [n.replace("/", "_") for n in cfg.class_names]
+    write_image_folder(tmp_path, x, y, names)
+    got_x, got_y = model_inputs(f"imagefolder:{tmp_path}", cfg)
+    order = np.lexsort((np.arange(len(y)), y))  # files are read class by class, in name order
+    want_x = preprocess(x[order], cfg.preprocessing_spec(), cfg.in_channels, cfg.img_size)
+    assert np.array_equal(got_y, y[order])
+    assert np.allclose(got_x, want_x, atol=1e-6)
+
+
+def test_imagefolder_resizes_and_centre_crops_with_pillow(tmp_path):
+    """A 3-channel model with resize 40 / crop 32: a 80x60 image becomes 53x40, then the
+    centre 32x32; a left half black / right half white image stays split in the middle."""
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    cfg = AdaPerceiverConfig.from_file(CONFORMANCE / "classification" / "config.json")
+    spec = {"resize": 40, "crop": 32, "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear"}
+    cfg = AdaPerceiverConfig.from_dict({**cfg.to_dict(), "preprocessing": spec, "class_names": None})
+    image = np.zeros((60, 80, 3), np.uint8)
+    image[:, 40:] = 255
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a").mkdir()
+    Image.fromarray(image).save(tmp_path / "b" / "x.png")
+    Image.fromarray(image).convert("L").save(tmp_path / "a" / "y.jpg", quality=100)
+    x, y = model_inputs(f"imagefolder:{tmp_path}", cfg)
+    assert x.shape == (2, 3, 32, 32) and list(y) == [0, 1]  # sorted folder names without class names
+    assert np.allclose(x[:, :, :, :12], -1.0, atol=0.05) and np.allclose(x[:, :, :, -12:], 1.0, atol=0.05)
+
+
+def test_imagefolder_errors(tmp_path):
+    pytest.importorskip("PIL")
+    cfg = demo_config()
+    spec = f"imagefolder:{tmp_path}"
+    with pytest.raises(DatasetError, match="no such directory"):
+        model_inputs(f"imagefolder:{tmp_path / 'nope'}", cfg)
+    with pytest.raises(DatasetError, match="no class folders"):
+        model_inputs(spec, cfg)
+    (tmp_path / "Trouser").mkdir()
+    (tmp_path / "Trouser" / "notes.txt").write_text("x")
+    with pytest.raises(DatasetError, match="no images in its 1 class folder"):
+        model_inputs(spec, cfg)
+    (tmp_path / "Trouser" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(DatasetError, match="broken.png: unreadable image"):
+        model_inputs(spec, cfg)
+    (tmp_path / "Trouser" / "broken.png").unlink()
+    (tmp_path / "Giraffe").mkdir()
+    with pytest.raises(DatasetError, match="'Giraffe' are not classes of the model"):
+        model_inputs(spec, cfg)
+    # without class names in the config, more folders than classes is an error
+    plain = AdaPerceiverConfig.from_dict({**cfg.to_dict(), "class_names": None})
+    for k in range(11):
+        write_image_folder(tmp_path / "many", np.zeros((1, 28, 28), np.uint8), [0], [f"c{k:02d}"])
+    with pytest.raises(DatasetError, match="11 class folders, the model has 10 classes"):
+        model_inputs(f"imagefolder:{tmp_path / 'many'}", plain)
+
+
+def test_npz_error_paths(tmp_path):
+    cfg = demo_config()
+    np.savez(tmp_path / "noy.npz", x=np.zeros((2, 28, 28), np.uint8))
+    with pytest.raises(DatasetError, match="expected arrays 'x' and 'y'"):
+        model_inputs(f"npz:{tmp_path / 'noy.npz'}", cfg)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(DatasetError, match="not a readable .npz"):
+        model_inputs(f"npz:{tmp_path / 'junk.npz'}", cfg)
+    np.savez(tmp_path / "count.npz", x=np.zeros((3, 28, 28), np.uint8), y=np.zeros(2))
+    with pytest.raises(DatasetError, match="3 images but 2 labels"):
+        model_inputs(f"npz:{tmp_path / 'count.npz'}", cfg)
+    np.savez(tmp_path / "shape.npz", x=np.zeros((2, 28, 28), np.uint8), y=np.zeros((2, 1)))
+    with pytest.raises(DatasetError, match=r"labels of shape \(N,\)"):
+        model_inputs(f"npz:{tmp_path / 'shape.npz'}", cfg)
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 28, 28), np.uint8), y=np.zeros(0))
+    with pytest.raises(DatasetError, match="the dataset is empty"):
+        model_inputs(f"npz:{tmp_path / 'empty.npz'}", cfg)
+    np.savez(tmp_path / "rgb.npz", x=np.zeros((2, 28, 28, 3), np.uint8), y=np.zeros(2))
+    with pytest.raises(DatasetError, match="the model takes 1 channel"):
+        model_inputs(f"npz:{tmp_path / 'rgb.npz'}", cfg)

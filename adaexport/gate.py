@@ -1,0 +1,132 @@
+"""The accuracy regression gate: compare a build's per-configuration accuracy with a
+baseline's (``adaexport check``, the pytest plugin). Standard library only.
+
+A configuration is an engine id (point, backend, precision). Each configuration the
+baseline measured is judged:
+
+* ``pass``: its top-1 dropped by no more than the tolerance (percentage points);
+* ``drop``: it dropped by more;
+* ``missing``: the build has no such engine;
+* ``not evaluated``: the build has it but without an accuracy (run ``adaexport eval``);
+* ``incomparable``: the two were evaluated on different datasets or sample counts.
+
+Configurations new in the build are listed as ``new`` and pass. The tolerance defaults
+to 0.5 points: engines are deterministic on one machine (a build checked against itself
+changes by exactly 0), while int8 kernels on another CPU may flip a sample or two
+(0.05 points each on the 2000-sample demo subset).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from xml.etree import ElementTree
+
+from .manifest import MANIFEST_NAME, ManifestError, read_manifest, validate
+
+DEFAULT_MAX_DROP = 0.5
+FAILING = ("drop", "missing", "not evaluated", "incomparable")
+
+
+@dataclasses.dataclass
+class Verdict:
+    id: str
+    verdict: str  # pass, new, drop, missing, not evaluated, incomparable
+    baseline: float | None  # top-1, 0..1
+    now: float | None
+    message: str
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict in FAILING
+
+    @property
+    def change_points(self) -> float | None:
+        if self.baseline is None or self.now is None:
+            return None
+        return round(100 * (self.now - self.baseline), 6)
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "verdict": self.verdict, "passed": not self.failed, "baseline_top1": self.baseline,
+                "top1": self.now, "change_points": self.change_points, "message": self.message}
+
+
+def load_baseline(path: Path) -> dict:
+    """A baseline manifest: a build directory or a manifest.json file (its engine files
+    need not exist: CI often keeps only the released manifest)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    if not path.is_file():
+        raise ManifestError(f"baseline {path}: not found (pass a build directory or its manifest.json)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"baseline {path}: not a readable manifest ({exc})") from None
+    try:
+        validate(data)
+    except ManifestError as exc:
+        raise ManifestError(f"baseline {path}: {exc}") from None
+    if not any((e.get("accuracy") or {}).get("top1") is not None for e in data["engines"]):
+        raise ManifestError(f"baseline {path}: no engine has an accuracy (run `adaexport eval` on the baseline "
+                            "build first)")
+    return data
+
+
+def _top1(engine: dict | None) -> float | None:
+    value = ((engine or {}).get("accuracy") or {}).get("top1")
+    return None if value is None else float(value)
+
+
+def _judge(ident: str, old: dict, new: dict | None, max_drop: float) -> Verdict:
+    base = _top1(old)
+    if new is None:
+        return Verdict(ident, "missing", base, None, "configuration missing from the build")
+    now = _top1(new)
+    if now is None:
+        return Verdict(ident, "not evaluated", base, None, "no accuracy in the build (run `adaexport eval`)")
+    a, b = old["accuracy"], new["accuracy"]
+    if (a.get("dataset"), a.get("samples")) != (b.get("dataset"), b.get("samples")):
+        return Verdict(ident, "incomparable", base, now,
+                       f"evaluated on {b.get('dataset')} ({b.get('samples')} samples), the baseline on "
+                       f"{a.get('dataset')} ({a.get('samples')} samples)")
+    change = 100 * (now - base)
+    if change < -max_drop - 1e-9:
+        return Verdict(ident, "drop", base, now, f"top-1 {100 * base:.2f}% -> {100 * now:.2f}% ({change:+.2f} points, "
+                                                  f"tolerance {max_drop:g})")
+    return Verdict(ident, "pass", base, now, f"top-1 {100 * base:.2f}% -> {100 * now:.2f}% ({change:+.2f} points)")
+
+
+def compare(build: dict, baseline: dict, max_drop: float = DEFAULT_MAX_DROP) -> list[Verdict]:
+    """One verdict per configuration the baseline measured, then the build's new ones."""
+    if max_drop < 0:
+        raise ValueError(f"--max-drop must be >= 0, got {max_drop}")
+    now = {e["id"]: e for e in build["engines"]}
+    known = {e["id"] for e in baseline["engines"]}
+    verdicts = [_judge(e["id"], e, now.get(e["id"]), max_drop) for e in baseline["engines"] if _top1(e) is not None]
+    for e in build["engines"]:
+        if e["id"] not in known:
+            verdicts.append(Verdict(e["id"], "new", None, _top1(e), "new configuration (not in the baseline)"))
+    return verdicts
+
+
+def check(directory: Path, baseline: Path, max_drop: float = DEFAULT_MAX_DROP) -> list[Verdict]:
+    """Read both manifests and compare them."""
+    return compare(read_manifest(Path(directory)), load_baseline(baseline), max_drop)
+
+
+def junit_xml(verdicts: list[Verdict], suite: str = "adaexport.check") -> bytes:
+    """JUnit XML: one test case per configuration, a <failure> for each failing one."""
+    failures = sum(v.failed for v in verdicts)
+    root = ElementTree.Element("testsuites", tests=str(len(verdicts)), failures=str(failures))
+    node = ElementTree.SubElement(root, "testsuite", name=suite, tests=str(len(verdicts)), failures=str(failures),
+                                  errors="0", skipped="0")
+    for v in verdicts:
+        case = ElementTree.SubElement(node, "testcase", classname=suite, name=v.id, time="0")
+        if v.failed:
+            failure = ElementTree.SubElement(case, "failure", message=f"{v.verdict}: {v.message}", type=v.verdict)
+            failure.text = f"{v.id}: {v.message}"
+        else:
+            ElementTree.SubElement(case, "system-out").text = v.message
+    return ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
