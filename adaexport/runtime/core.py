@@ -1,0 +1,319 @@
+"""The Runtime: load a build directory on the device and serve each inference with the
+most accurate engine that fits the app's current limits.
+
+    from adaexport.runtime import Runtime, Limits
+
+    rt = Runtime("out/demo", limits=Limits(latency_ms=2.0))
+    result = rt.infer(image)            # result.outputs, result.engine
+    rt.set_limits(latency_ms=0.5)       # applies from the next inference
+    rt.subscribe(lambda status: print(status.engine, status.fits))
+
+Thread-safe: ``infer`` may be called from several threads while another changes the
+limits or the power mode. The choice is read under a lock, the engine runs outside it
+(ONNX Runtime and OpenVINO sessions accept concurrent runs), and each result names the
+engine that really ran. Only a manifest that cannot be read, or a family none of whose
+engines can be opened, raises; everything else (bad engines, limits nothing fits)
+shows in ``status`` and ``problems``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..manifest import read_manifest
+from ..measurements import DEFAULT_MODE, FLOPS_FRONT, accuracy_of, default_device, front_key, profile_of
+from .engine_pool import EnginePool, EngineUnavailable
+from .loop import Controller, LoopSettings
+from .policy import CASCADE_CHAINS, Candidate, Decision, Limits, cascade_stages
+
+log = logging.getLogger("adaexport.runtime")
+
+PRELOAD = ("all", "pareto", "lazy")
+POLICIES = ("best", "cascade")
+
+
+class RuntimeUnavailable(RuntimeError):
+    """No engine of the family can serve here (every one was rejected or failed to open)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    """What the runtime serves with now, and whether that meets the limits."""
+    engine: str | None
+    fits: bool
+    reason: str
+    limits: Limits
+    device: str | None
+    mode: str
+    slowdown: float
+    switches: int
+    problems: dict[str, str]        # engine id -> why it cannot serve
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceResult:
+    outputs: list[np.ndarray]
+    engine: str                      # the engine whose outputs these are
+    latency_ms: float                # of that engine's run
+    stages: tuple[str, ...] = ()     # cascade: every engine that ran, in order
+
+    def __iter__(self):              # outputs, engine = rt.infer(x)
+        return iter((self.outputs, self.engine))
+
+
+def current_mode() -> str:
+    """The device's power mode (nvpmodel on a Jetson), or ``default`` where there is none."""
+    try:
+        from ..profiling.power_modes import current_power_mode
+    except ImportError:
+        return DEFAULT_MODE
+    try:
+        return current_power_mode() or DEFAULT_MODE
+    except Exception:  # noqa: BLE001 - reading a sensor must not take the app down
+        return DEFAULT_MODE
+
+
+def candidates_for(manifest: dict, engine_ids: Sequence[str], device: str | None, mode: str) -> list[Candidate]:
+    """The policy's view of each engine at ``device`` in power mode ``mode``."""
+    by_id = {e["id"]: e for e in manifest.get("engines", [])}
+    out = []
+    for eid in engine_ids:
+        entry = by_id[eid]
+        profile = profile_of(entry, device, mode) if device else None
+        profile = profile or {}
+        energy = profile.get("energy") or {}
+        memory = profile.get("memory") or {}
+        latency = {k: float(v) for k, v in (profile.get("latency_ms") or {}).items() if isinstance(v, (int, float))}
+        out.append(Candidate(id=eid, flops=float(entry.get("flops") or 0), accuracy=accuracy_of(entry),
+                             latency_ms=latency or None, energy_mj=_num(energy.get("per_inference_mj")),
+                             idle_power_w=_num(energy.get("idle_power_w")),
+                             memory_bytes=_num(memory.get("rss_bytes"))))
+    return out
+
+
+def _num(value):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def softmax_top1(logits: np.ndarray) -> np.ndarray:
+    """Top-1 probability of each row of logits."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e.max(axis=-1) / e.sum(axis=-1)
+
+
+class Runtime:
+    def __init__(self, directory: str | Path, *, limits: Limits | None = None, device: str | None = None,
+                 power_mode: str | None = None, preload: str = "pareto", backends: Sequence[str] | None = None,
+                 share_weights: bool = True, loop: LoopSettings | None = None, policy: str = "best",
+                 cascade_threshold: float = 0.9, cascade_chain: str = "two-stage", threads: int | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        if preload not in PRELOAD:
+            raise ValueError(f"preload must be one of {', '.join(PRELOAD)}, got {preload!r}")
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+        self.directory = Path(directory)
+        self.manifest = read_manifest(self.directory)          # ManifestError: the only fatal load error
+        self.device = device or default_device(self.manifest)
+        self.mode = power_mode or current_mode()
+        self.policy = policy
+        self.cascade_threshold = float(cascade_threshold)
+        if cascade_chain not in CASCADE_CHAINS:
+            raise ValueError(f"cascade_chain must be one of {', '.join(CASCADE_CHAINS)}, got {cascade_chain!r}")
+        self.cascade_chain = cascade_chain
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._subscribers: list[Callable[[Status], None]] = []
+        self.pool = EnginePool(self.directory, self.manifest, backends=list(backends) if backends else None,
+                               share_weights=share_weights, threads=threads)
+        for eid, why in self.pool.problems().items():
+            log.warning("adaexport runtime: engine %s skipped: %s", eid, why)
+        spec = self.manifest["model"]["input"]
+        self.input_name, self.input_shape = spec["name"], tuple(spec["shape"])
+        self.class_names = self.manifest["model"].get("class_names")
+        self._controller = Controller(self._candidates(), limits or Limits(), loop, now=self._clock())
+        self._stages = self._cascade_stages()
+        self._preload(preload)
+
+    # ---------------------------------------------------------------- state
+
+    def _candidates(self) -> list[Candidate]:
+        return candidates_for(self.manifest, self.pool.usable(), self.device, self.mode)
+
+    def _front(self) -> list[str]:
+        pareto = self.manifest.get("pareto") or {}
+        if self.device and front_key(self.device, self.mode) in pareto:
+            return list(pareto[front_key(self.device, self.mode)])
+        return list(pareto.get(FLOPS_FRONT, []))
+
+    def _cascade_stages(self) -> tuple[str, ...]:
+        c = self._controller
+        if self.policy != "cascade" or c.decision.engine is None:
+            return (c.decision.engine,) if c.decision.engine else ()
+        return tuple(cascade_stages(c.candidates, self._front(), c.limits, c.decision.engine, c.slowdown,
+                                    c.rate_hz, self.cascade_chain))
+
+    def _preload(self, preload: str) -> None:
+        if preload == "lazy":
+            return
+        ids = self.pool.usable()
+        if preload == "pareto" and self._front():
+            wanted = set(self._front()) | set(self._stages) | {self._controller.decision.engine}
+            ids = [e for e in ids if e in wanted]
+        for eid in ids:
+            try:
+                self.pool.get(eid)
+            except EngineUnavailable as exc:
+                log.warning("adaexport runtime: %s", exc)
+        if any(e not in self.pool.usable() for e in ids):  # some failed to open: choose without them
+            self._reset(self._controller.limits)
+
+    @property
+    def status(self) -> Status:
+        with self._lock:
+            c = self._controller
+            return Status(engine=c.decision.engine, fits=c.decision.fits, reason=c.decision.reason,
+                          limits=c.limits, device=self.device, mode=self.mode, slowdown=c.slowdown,
+                          switches=c.switches, problems=self.pool.problems())
+
+    @property
+    def decision(self) -> Decision:
+        with self._lock:
+            return self._controller.decision
+
+    @property
+    def limits(self) -> Limits:
+        return self._controller.limits
+
+    def engines(self) -> list[str]:
+        """The engines that can serve."""
+        return self.pool.usable()
+
+    @property
+    def problems(self) -> dict[str, str]:
+        return self.pool.problems()
+
+    def subscribe(self, callback: Callable[[Status], None]) -> Callable[[], None]:
+        """Call ``callback(status)`` whenever the serving engine or whether it fits changes;
+        returns a function that unsubscribes. A callback that raises is logged and ignored."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe():
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+        return unsubscribe
+
+    # ---------------------------------------------------------------- inputs from the app
+
+    def set_limits(self, limits: Limits | None = None, **changes: Any) -> Status:
+        """Replace the limits (a Limits) or change some (``latency_ms=2.0``); applies from the
+        next inference."""
+        with self._lock:
+            new = limits if limits is not None else dataclasses.replace(self._controller.limits, **changes)
+            before = self._snapshot()
+            self._reset(new)
+            changed = self._snapshot() != before
+        if changed:
+            self._notify()
+        return self.status
+
+    def set_power_mode(self, mode: str | None = None) -> Status:
+        """The device's power mode changed (``None``: read it from the device again)."""
+        with self._lock:
+            before = self._snapshot()
+            self.mode = mode or current_mode()
+            self._reset(self._controller.limits)
+            changed = self._snapshot() != before
+        if changed:
+            self._notify()
+        return self.status
+
+    def _reset(self, limits: Limits) -> None:
+        self._controller.reset(limits, self._clock(), self._candidates())
+        self._stages = self._cascade_stages()
+
+    def _snapshot(self):
+        d = self._controller.decision
+        return d.engine, d.fits
+
+    def _notify(self) -> None:
+        status = self.status
+        for callback in list(self._subscribers):
+            try:
+                callback(status)
+            except Exception:  # noqa: BLE001 - the app's callback must not break inference
+                log.exception("adaexport runtime: a status callback raised")
+
+    # ---------------------------------------------------------------- inference
+
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        """``x`` as the engines take it: float32, with the batch axis added when missing."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == len(self.input_shape) - 1:
+            x = x[None]
+        if tuple(x.shape) != self.input_shape:
+            raise ValueError(f"input of shape {tuple(x.shape)}; the engines take {self.input_shape}")
+        return np.ascontiguousarray(x)
+
+    def infer(self, x: np.ndarray) -> InferenceResult:
+        """Run ``x`` on the engine the limits call for; the result names that engine."""
+        x = self.prepare(x)
+        for _ in range(len(self.pool.engines) + 1):
+            with self._lock:
+                stages = self._stages
+            if not stages:
+                raise RuntimeUnavailable("no engine can serve: " + "; ".join(
+                    f"{k}: {v}" for k, v in list(self.pool.problems().items())[:3]))
+            try:
+                return self._run_stages(stages, x)
+            except EngineUnavailable as exc:  # failed to open lazily: never again, choose anew
+                log.warning("adaexport runtime: %s", exc)
+                with self._lock:
+                    before = self._snapshot()
+                    self._reset(self._controller.limits)
+                    changed = self._snapshot() != before
+                if changed:
+                    self._notify()
+        raise RuntimeUnavailable("no engine could be opened")
+
+    def _run_stages(self, stages: Sequence[str], x: np.ndarray) -> InferenceResult:
+        ran = []
+        for i, engine in enumerate(stages):
+            session = self.pool.get(engine)
+            start = time.perf_counter()
+            outputs = session.run({self.input_name: x})
+            latency = (time.perf_counter() - start) * 1000.0
+            ran.append(engine)
+            self._observe(engine, latency)
+            last = i == len(stages) - 1
+            if last or float(softmax_top1(outputs[0]).min()) >= self.cascade_threshold:
+                return InferenceResult(outputs=list(outputs), engine=engine, latency_ms=latency, stages=tuple(ran))
+        raise AssertionError("unreachable")
+
+    def _observe(self, engine: str, latency_ms: float) -> None:
+        with self._lock:
+            before = self._snapshot()
+            self._controller.observe(engine, latency_ms, self._clock())
+            changed = self._snapshot() != before
+            if changed:
+                self._stages = self._cascade_stages()
+        if changed:
+            self._notify()
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,255 @@
+"""The embedded runtime: overhead, switch time, resident memory, and the cascade policy.
+
+    python benchmarks/bench_runtime.py [DIR] [--repeats 5] [--samples 1000]
+
+DIR is a build directory with ONNX Runtime fp32 engines (default: a small family built
+into a temporary directory). Single-threaded sessions (intra_op_num_threads=1).
+
+* overhead: ``Runtime.infer`` against a plain ``onnxruntime.InferenceSession.run`` on the
+  same engine file, and the runtime's own session with and without shared weights (no
+  prepacking vs prepacking), in rounds of 200 calls whose order rotates; median and
+  spread of the per-call times and of the ratios within a round;
+* switch: time from ``set_limits`` to the end of the first inference on the new engine,
+  with every engine preloaded and with lazy opening (which includes opening the session);
+* memory: resident-set growth of a fresh process that opens one engine, every engine
+  with the shared weights, and every engine as separate plain sessions (each in its own
+  subprocess, one inference per engine, VmRSS from /proc/self/status);
+* cascade: on the demo's held-out images, each engine's top-1, then the input-adaptive
+  cascade over the FLOPs Pareto front (cheapest first; escalate when the softmax top-1
+  probability is under a threshold) against the best single engine: accuracy, mean FLOPs
+  and mean latency (each engine's measured mean latency summed along the engines each
+  image ran). A real ``Runtime(policy="cascade")`` run checks the offline replay.
+
+A module ``run(ctx)`` in the house style is provided for benchmarks/run_all.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "runtime"
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _rows_stat(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values),
+            "values": list(values)}
+
+
+def build_small(out: Path) -> Path:
+    cmd = [sys.executable, "-m", "adaexport", "build", "--out", str(out), "--profile",
+           str(ROOT / "tests/data/profiles/ort-fp32.toml"), "--tokens", "8,32", "--width", "32,64", "--depth", "1,4"]
+    subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
+    return out
+
+
+def eval_inputs(directory: Path, limit: int):
+    from adaexport.demo import load_eval_subset
+    from adaexport.manifest import read_manifest
+    from adaexport.runtime.preprocess import to_model_input
+
+    spec = read_manifest(directory)["model"]["input"]
+    images, labels = load_eval_subset()
+    x = np.concatenate([to_model_input(img[..., None], spec) for img in images[:limit]])
+    return x, labels[:limit]
+
+
+def overhead(directory: Path, repeats: int, calls: int = 200) -> dict:
+    """Per-call time of rt.infer, of the runtime's own session for the same engine (shared
+    weights, no prepacking) and of a plain ONNX Runtime session on the file (default
+    options, prepacking on); rounds rotate the order, ratios are taken within a round."""
+    import onnxruntime as ort
+
+    from adaexport.runtime import Runtime
+
+    rt = Runtime(directory, preload="all", threads=1)
+    engine = rt.status.engine
+    entry = next(e for e in rt.manifest["engines"] if e["id"] == engine)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    plain = ort.InferenceSession(str(directory / entry["file"]), options, providers=["CPUExecutionProvider"])
+    own = rt.pool.get(engine)
+    unshared_rt = Runtime(directory, preload="lazy", threads=1, share_weights=False)
+    unshared = unshared_rt.pool.get(engine)
+    x = np.zeros(rt.input_shape, np.float32)
+    fns = {"plain": lambda: plain.run(None, {"image": x}), "session": lambda: own.run({"image": x}),
+           "unshared_session": lambda: unshared.run({"image": x}), "runtime": lambda: rt.infer(x)}
+    per_call = {k: [] for k in fns}
+    names = list(fns)
+    for r in range(4 * repeats):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            for _ in range(20):
+                fns[name]()
+            start = time.perf_counter()
+            for _ in range(calls):
+                fns[name]()
+            per_call[name].append((time.perf_counter() - start) / calls * 1e6)
+    rt.close()
+    unshared_rt.close()
+    rounds = range(len(per_call["plain"]))
+    return {"engine": engine, **{f"{k}_us": _rows_stat(v) for k, v in per_call.items()},
+            "runtime_minus_session_us": _rows_stat([per_call["runtime"][i] - per_call["session"][i] for i in rounds]),
+            "runtime_over_plain": _rows_stat([per_call["runtime"][i] / per_call["plain"][i] for i in rounds]),
+            "session_over_plain": _rows_stat([per_call["session"][i] / per_call["plain"][i] for i in rounds]),
+            "shared_over_unshared": _rows_stat([per_call["session"][i] / per_call["unshared_session"][i]
+                                                for i in rounds])}
+
+
+def switch_time(directory: Path, repeats: int) -> dict:
+    from adaexport.runtime import Limits, Runtime
+
+    out = {}
+    for preload in ("all", "lazy"):
+        values = []
+        for _ in range(repeats):
+            rt = Runtime(directory, preload=preload, threads=1)
+            x = np.zeros(rt.input_shape, np.float32)
+            first = rt.status.engine
+            rt.infer(x)
+            start = time.perf_counter()
+            rt.set_limits(Limits(latency_ms=1e-6))       # nothing fits: the fastest engine
+            result = rt.infer(x)
+            values.append((time.perf_counter() - start) * 1e3)
+            assert result.engine != first
+            rt.close()
+        out[preload] = _rows_stat(values)
+    return out
+
+
+_MEMORY_SCRIPT = """
+import sys, numpy as np
+def rss():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmRSS'):
+            return int(line.split()[1]) * 1024
+from adaexport.runtime import Runtime
+import onnxruntime
+mode, directory = sys.argv[1], sys.argv[2]
+x = np.zeros((1, 1, 28, 28), np.float32)
+before = rss()
+rt = Runtime(directory, preload="lazy", share_weights=(mode != "separate"), threads=1)
+ids = rt.engines()[-1:] if mode == "one" else rt.engines()
+for eid in ids:
+    rt.pool.get(eid).run({"image": x})
+print(rss() - before, len(ids))
+"""
+
+
+def memory(directory: Path, repeats: int) -> dict:
+    out = {}
+    for mode in ("one", "shared", "separate"):
+        values, count = [], 0
+        for _ in range(repeats):
+            proc = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, mode, str(directory)], capture_output=True,
+                                  text=True, check=True, cwd=ROOT)
+            grown, count = proc.stdout.split()
+            values.append(int(grown) / 2**20)
+        out[mode] = {**_rows_stat(values), "engines": int(count)}
+    return out
+
+
+def cascade(directory: Path, samples: int, thresholds=(0.5, 0.7, 0.8, 0.9, 0.95)) -> dict:
+    from adaexport.pareto import front
+    from adaexport.runtime import Runtime, softmax_top1
+
+    x, y = eval_inputs(directory, samples)
+    rt = Runtime(directory, preload="all", threads=1)
+    flops = {e["id"]: float(e["flops"]) for e in rt.manifest["engines"]}
+    logits, mean_ms = {}, {}
+    for eid in rt.engines():
+        session = rt.pool.get(eid)
+        outs, times = [], []
+        for i in range(len(x)):
+            start = time.perf_counter()
+            outs.append(session.run({"image": x[i:i + 1]})[0][0])
+            times.append(time.perf_counter() - start)
+        logits[eid], mean_ms[eid] = np.stack(outs), 1e3 * float(np.mean(times))
+    top1 = {e: float((logits[e].argmax(1) == y).mean()) for e in logits}
+    conf = {e: softmax_top1(logits[e]) for e in logits}
+    stages = front((e, flops[e], top1[e]) for e in logits)     # cheapest first; the last is the most accurate
+    best = max(top1, key=lambda e: (top1[e], -flops[e]))
+    result = {"samples": len(x), "front": stages, "best": {"engine": best, "top1": top1[best], "flops": flops[best],
+                                                            "latency_ms": mean_ms[best]},
+              "engines": {e: {"top1": top1[e], "flops": flops[e], "latency_ms": mean_ms[e]} for e in logits},
+              "thresholds": []}
+    for threshold, chain in [(t, c) for c in ("front", "two-stage") for t in thresholds]:
+        path = stages if chain == "front" else [stages[0], stages[-1]]
+        correct, spent_flops, spent_ms, exits = 0, 0.0, 0.0, {e: 0 for e in path}
+        for i in range(len(x)):
+            for j, e in enumerate(path):
+                spent_flops += flops[e]
+                spent_ms += mean_ms[e]
+                if conf[e][i] >= threshold or j == len(path) - 1:
+                    correct += int(logits[e][i].argmax() == y[i])
+                    exits[e] += 1
+                    break
+        n = len(x)
+        result["thresholds"].append({"chain": chain, "threshold": threshold, "top1": correct / n, "mean_flops": spent_flops / n,
+                                     "mean_latency_ms": spent_ms / n, "exits": exits})
+    # the real cascade policy on a slice agrees with the replay
+    rt.close()
+    check = Runtime(directory, preload="all", policy="cascade", cascade_threshold=0.9, cascade_chain="front",
+                    threads=1)
+    check.manifest.setdefault("pareto", {})["flops"] = stages
+    check._stages = tuple(stages)
+    agree = 0
+    for i in range(min(200, len(x))):
+        r = check.infer(x[i:i + 1])
+        exit_engine = next(e for j, e in enumerate(stages) if conf[e][i] >= 0.9 or j == len(stages) - 1)
+        agree += r.engine == exit_engine
+    result["runtime_agrees"] = f"{agree}/{min(200, len(x))}"
+    check.close()
+    return result
+
+
+def report(directory: Path, repeats: int, samples: int) -> dict:
+    return {"directory": str(directory), "overhead": overhead(directory, repeats),
+            "switch_ms": switch_time(directory, repeats), "memory_mib": memory(directory, repeats),
+            "cascade": cascade(directory, samples)}
+
+
+def run(ctx) -> list[dict]:
+    """For benchmarks/run_all.py: a small family in a temporary directory."""
+    from bench_common import ratio_row, time_row
+
+    with tempfile.TemporaryDirectory(prefix="adaexport-bench-runtime-") as tmp:
+        directory = build_small(Path(tmp) / "fam")
+        over = overhead(directory, ctx.repeats)
+        switch = switch_time(directory, ctx.repeats)
+        mem = memory(directory, 1)
+    return [ratio_row(NAME, "infer / plain session", over["runtime_over_plain"]["values"], note=over["engine"]),
+            ratio_row(NAME, "shared-weights session / unshared", over["shared_over_unshared"]["values"]),
+            time_row(NAME, "switch preloaded", [v / 1e3 for v in switch["all"]["values"]]),
+            time_row(NAME, "switch lazy", [v / 1e3 for v in switch["lazy"]["values"]]),
+            ratio_row(NAME, "RSS separate / shared (all engines)",
+                      [mem["separate"]["median"] / mem["shared"]["median"]], note="one fresh process each")]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("directory", nargs="?")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=1000)
+    args = parser.parse_args(argv)
+    if args.directory:
+        print(json.dumps(report(Path(args.directory), args.repeats, args.samples), indent=1))
+        return 0
+    with tempfile.TemporaryDirectory(prefix="adaexport-bench-runtime-") as tmp:
+        print(json.dumps(report(build_small(Path(tmp) / "fam"), args.repeats, args.samples), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
