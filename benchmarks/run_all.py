@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("export", "rebuild", "size")  # module bench_<name>, run in this order
+BENCHMARKS = ("export", "rebuild", "size", "profile", "runtime")  # module bench_<name>, run in this order
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -10,7 +10,7 @@ import pytest
 
 from .conftest import ROOT
 
-BENCHMARKS = ("export", "rebuild", "size")
+BENCHMARKS = ("export", "rebuild", "size", "profile", "runtime")
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,8 @@ def test_every_benchmark_reports_rows_with_positive_values(report):
     for name in BENCHMARKS:
         assert data["benchmarks"][name], f"no rows for {name}"
         for row in data["benchmarks"][name]:
+            if name == "profile":  # correlations, slopes and percentages: checked below
+                continue
             assert row["unit"] in ("s", "bytes", "x")
             assert row["values"] and all(v > 0 for v in row["values"]), row
             assert row["min"] <= row["median"] <= row["max"]
@@ -78,3 +80,14 @@ def test_machine_facts_are_reported(report):
     assert set(machine["versions"]) >= {"torch", "onnx", "onnxruntime"}
     assert machine["threads"]["torch"] == 1 and machine["threads"]["OMP_NUM_THREADS"] == "1"
     assert "machine:" in stdout and "torch" in stdout
+
+
+@pytest.mark.slow
+def test_profile_benchmark_reports_repeatability_and_scaling(report):
+    data, _ = report
+    rows = {r["name"]: r for r in data["benchmarks"]["profile"]}
+    rho = next(r for name, r in rows.items() if name.startswith("p50 rank correlation"))
+    assert rho["unit"] == "rho" and -1.0 <= rho["median"] <= 1.0
+    largest = rows["largest relative p50 difference"]["median"]
+    assert 0.0 <= rows["median relative p50 difference"]["median"] <= largest
+    assert any("log-log slope of p50 vs FLOPs" in name for name in rows)
