@@ -32,6 +32,20 @@ def copy_family(src: Path, dst: Path) -> Path:
     return dst
 
 
+def measured_copy(family: Path, dst: Path):
+    """A copy of ``family`` whose p90 latency and top-1 both grow with FLOPs:
+    (directory, {id: p90 ms}, {id: top-1})."""
+    import json
+
+    out = copy_family(family, dst)
+    engines = json.loads((out / "manifest.json").read_text())["engines"]
+    ordered = sorted(engines, key=lambda e: e["flops"])
+    latency = {e["id"]: 1.0 + i for i, e in enumerate(ordered)}
+    accuracy = {e["id"]: 0.80 + 0.01 * i for i, e in enumerate(ordered)}
+    write_measurements(out, latency_p90=latency, accuracy=accuracy)
+    return out, latency, accuracy
+
+
 def write_measurements(directory: Path, latency_p90: dict[str, float] | None = None,
                        accuracy: dict[str, float] | None = None, energy_mj: dict[str, float] | None = None,
                        idle_power_w: float = 1.0, rss: dict[str, int] | None = None,

@@ -10,21 +10,14 @@ import numpy as np
 import pytest
 
 from .conftest import ROOT, run_cli
-from .runtime_support import copy_family, small_family, write_measurements
+from .runtime_support import copy_family, measured_copy, small_family
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
-    family = small_family(tmp_path_factory)
-    out = copy_family(family, tmp_path_factory.mktemp("cli") / "fam")
-    engines = json.loads((out / "manifest.json").read_text())["engines"]
-    ordered = sorted(engines, key=lambda e: e["flops"])
-    latency = {e["id"]: 1.0 + i for i, e in enumerate(ordered)}
-    accuracy = {e["id"]: 0.80 + 0.01 * i for i, e in enumerate(ordered)}
-    write_measurements(out, latency_p90=latency, accuracy=accuracy)
-    return out, latency, accuracy
+    return measured_copy(small_family(tmp_path_factory), tmp_path_factory.mktemp("cli") / "fam")
 
 
 def test_select_explains_the_choice(measured):

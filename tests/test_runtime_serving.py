@@ -13,7 +13,7 @@ import pytest
 from adaexport.runtime import Limits, Runtime
 from adaexport.runtime.engine_pool import FamilyOnnxSession
 
-from .runtime_support import copy_family, small_family, write_measurements
+from .runtime_support import copy_family, measured_copy, small_family, write_measurements
 
 pytestmark = pytest.mark.slow
 
@@ -26,15 +26,7 @@ def family(tmp_path_factory):
 @pytest.fixture(scope="module")
 def measured(family, tmp_path_factory):
     """The family with profiles and accuracies: p90 and top-1 grow with FLOPs."""
-    out = copy_family(family, tmp_path_factory.mktemp("measured") / "fam")
-    import json
-
-    engines = json.loads((out / "manifest.json").read_text())["engines"]
-    ordered = sorted(engines, key=lambda e: e["flops"])
-    latency = {e["id"]: 1.0 + i for i, e in enumerate(ordered)}
-    accuracy = {e["id"]: 0.80 + 0.01 * i for i, e in enumerate(ordered)}
-    write_measurements(out, latency_p90=latency, accuracy=accuracy)
-    return out, latency, accuracy
+    return measured_copy(family, tmp_path_factory.mktemp("measured") / "fam")
 
 
 @pytest.fixture(scope="module")
