@@ -199,3 +199,43 @@ def test_engine_dependent_slowdown_switches_ever_more_rarely():
     assert gaps == sorted(gaps) or max(gaps) >= SETTINGS.max_hold_s        # non-decreasing until the cap
     assert controller.switches <= 2 * (len(returns) + 1)
     assert len(returns) < 200 / (2 * SETTINGS.hold_s) / 4                  # far fewer than a fixed-period loop
+
+
+# power limit with the request rate observed (the app gave none): energy mJ x rate / 1000 + idle 1 W
+POWER_LADDER = [cand("p1", 1e6, p90=1.0, acc=0.80, energy=2.0), cand("p2", 2e6, p90=2.0, acc=0.85, energy=4.0),
+                cand("p3", 3e6, p90=3.0, acc=0.90, energy=8.0)]
+
+
+def rate_trace(*segments):
+    """[(time s)] of requests from (duration s, rate Hz) segments."""
+    out, t = [], 0.0
+    for duration, rate in segments:
+        for _ in range(int(round(duration * rate))):
+            out.append(t)
+            t += 1.0 / rate
+    return out
+
+
+@pytest.mark.parametrize("name, segments, expected_runs", [
+    # 20 Hz: p3 draws 8 x 0.02 + 1 = 1.16 W <= 1.5: stays on p3
+    ("slow stream", [(5, 20)], ["p3"]),
+    # the app speeds up to 100 Hz: p3 1.8 W > 1.5 -> p2 (1.4 W fits); back to 20 Hz -> p3 after the hold
+    ("burst and calm", [(3, 20), (3, 100), (6, 20)], ["p3", "p2", "p3"]),
+    # 150 Hz: p2 1.6 W too -> p1 (1.3 W); it stays there, never oscillating
+    ("sustained fast", [(2, 20), (6, 150)], ["p3", "p1"]),
+    # 60 Hz: p3 at 1.48 W fits by 1%, inside the headroom band: no change
+    ("inside the band", [(3, 20), (4, 60)], ["p3"]),
+])
+def test_power_limit_follows_the_observed_request_rate(name, segments, expected_runs):
+    """Nothing is known of the rate at first (back-to-back: only p1 fits 1.5 W). Once the
+    observed rate is known the loop steps up, and it steps down again when a faster stream
+    makes the serving engine draw more than the limit."""
+    controller = Controller(POWER_LADDER, Limits(power_w=1.5), SETTINGS)
+    served = []
+    for now in rate_trace(*segments):
+        engine = controller.decision.engine
+        served.append(engine)
+        controller.observe(engine, 0.85 * controller._by_id[engine].latency_ms["p90"], now)
+    distinct = runs(served)
+    assert distinct[0] == "p1"            # back-to-back rate before any observation
+    assert distinct[1:] == expected_runs, distinct

@@ -122,11 +122,15 @@ class Controller:
     def _steer(self, now: float, raw_ms: float) -> Decision:
         s, limit = self.settings, self.limits.latency_ms
         current = self.decision.engine
-        if limit is None or current is None:
+        if (limit is None and self.limits.power_w is None) or current is None:
             return self.decision
-        expected = self.expected_ms(current)
-        if expected is not None and expected > limit:
-            if raw_ms > limit:
+        expected = self.expected_ms(current) if limit is not None else None
+        latency_over = expected is not None and expected > limit
+        power_over = self._over_power(current)
+        if latency_over or power_over:
+            # latency: the raw observation must overrun too (one fast run resets the count);
+            # power: the observed request rate is already smoothed, so every check counts
+            if power_over or raw_ms > limit:
                 self._overruns += 1
             else:
                 self._overruns = 0
@@ -139,7 +143,7 @@ class Controller:
         if now - self.switched_at < s.hold_s or now - self._checked_at < s.recheck_s:
             return self.decision
         self._checked_at = now
-        tighter = self._choose(self.limits.scaled_latency(s.headroom))
+        tighter = self._choose(self.limits.scaled(s.headroom))
         if tighter.fits and tighter.engine != current and self._better(tighter.engine, current):
             if now - self.switched_at >= self._hold.get(tighter.engine, s.hold_s):
                 full = self._choose(self.limits)
@@ -149,6 +153,16 @@ class Controller:
             if again.fits:
                 return self._switch(again, now)
         return self.decision
+
+    def _over_power(self, engine_id: str) -> bool:
+        """Whether the serving engine's power at the *observed* request rate exceeds the
+        power limit (an app-given rate was already checked when the engine was chosen)."""
+        limits = self.limits
+        if limits.power_w is None or limits.rate_hz is not None or self.rate_hz is None:
+            return False
+        c = self._by_id.get(engine_id)
+        power = c.power_w(self.rate_hz, limits.percentile, self.slowdown) if c else None
+        return power is not None and power > limits.power_w
 
     def _better(self, a: str, b: str) -> bool:
         from .policy import rank_key

@@ -44,10 +44,15 @@ class Limits:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
 
     def scaled_latency(self, factor: float) -> "Limits":
-        """The same limits with the latency limit multiplied by ``factor`` (the headroom test)."""
+        """The same limits with the latency limit multiplied by ``factor``."""
         if self.latency_ms is None:
             return self
         return dataclasses.replace(self, latency_ms=self.latency_ms * factor)
+
+    def scaled(self, factor: float) -> "Limits":
+        """The latency and power limits multiplied by ``factor`` (the headroom test of a step up)."""
+        power = None if self.power_w is None else self.power_w * factor
+        return dataclasses.replace(self.scaled_latency(factor), power_w=power)
 
 
 @dataclasses.dataclass(frozen=True)
