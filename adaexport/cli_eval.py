@@ -119,6 +119,8 @@ def report(
     device: Optional[str] = typer.Option(None, "--device", help="Profiled device for the latency axis "
                                          "(default: the build's own target)."),
     mode: Optional[str] = typer.Option(None, "--mode", help="Power mode (default: `default`)."),
+    flops: bool = typer.Option(False, "--flops", help="Plot against FLOPs (the device-independent front) "
+                               "even when the build is profiled."),
     width: int = typer.Option(1200, "--width", help="PNG width in pixels."),
     height: int = typer.Option(800, "--height", help="PNG height in pixels."),
 ) -> None:
@@ -134,7 +136,7 @@ def report(
     if not (100 <= width <= 10000 and 100 <= height <= 10000):
         raise UsageError(f"--width/--height must be 100..10000 pixels, got {width}x{height}")
     manifest = read_manifest(directory)
-    axis = choose_axis(manifest, device, mode)
+    axis = choose_axis(manifest, device, mode, flops)
     table = rows(manifest, axis)
     prefix = out if out is not None else directory / "report"
     if png is None and html_path is None:

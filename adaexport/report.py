@@ -32,6 +32,7 @@ class Axis:
 
     device: str | None
     mode: str | None
+    asked_flops: bool = False   # FLOPs by request (--flops), not for want of a profile
 
     @property
     def profiled(self) -> bool:
@@ -41,6 +42,8 @@ class Axis:
     def label(self) -> str:
         if self.profiled:
             return f"p50 latency (ms) on {self.device}, power mode {self.mode}"
+        if self.asked_flops:
+            return "MFLOPs per image"
         return "MFLOPs per image (not profiled: FLOPs stand in for latency)"
 
     @property
@@ -53,9 +56,13 @@ class Axis:
         return float(engine["flops"])
 
 
-def choose_axis(manifest: dict, device: str | None = None, mode: str | None = None) -> Axis:
+def choose_axis(manifest: dict, device: str | None = None, mode: str | None = None, flops: bool = False) -> Axis:
     """The device and mode to plot: as asked, else the manifest's default device (in the
-    `default` mode, or its first profiled one); FLOPs when nothing was profiled."""
+    `default` mode, or its first profiled one); FLOPs when asked or nothing was profiled."""
+    if flops:
+        if device is not None or mode is not None:
+            raise UsageError("--flops plots FLOPs, not a device's latency: leave out --device/--mode")
+        return Axis(None, None, asked_flops=True)
     devices = profiled_devices(manifest)
     if device is None:
         if mode is not None and not devices:

@@ -38,6 +38,10 @@ def test_axis_choice_follows_the_profiles():
         choose_axis(m, "nowhere")
     with pytest.raises(UsageError, match="--mode 15W"):
         choose_axis(m, "jetson-orin-nx", "15W")
+    asked = choose_axis(m, flops=True)  # FLOPs on request, though profiled
+    assert not asked.profiled and asked.label == "MFLOPs per image" and asked.front_name == "flops"
+    with pytest.raises(UsageError, match="--flops"):
+        choose_axis(m, "x86-cpu", flops=True)
     for e in m["engines"]:
         e.pop("profile", None)
     flops = choose_axis(m)
@@ -86,6 +90,8 @@ def test_report_cli(build, tmp_path):
         in result.stdout
     bad = run_cli("report", str(build), "--device", "jetson-orin-nx", "--out", str(tmp_path / "x"))
     assert bad.returncode == 2 and "not profiled" in bad.stderr and not (tmp_path / "x.html").exists()
+    both = run_cli("report", str(build), "--flops", "--device", "x86-cpu", "--out", str(tmp_path / "y"))
+    assert both.returncode == 2 and "--flops" in both.stderr and not (tmp_path / "y.html").exists()
 
 
 @pytest.mark.slow
