@@ -119,15 +119,6 @@ def _file_record(directory: Path, path: Path, **extra) -> dict:
             "size": path.stat().st_size, **extra}
 
 
-def _ort_session(path: Path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 CALIBRATION_SAMPLES = 128
 
 
@@ -429,21 +420,14 @@ def _parity(out: Path, cache: Cache, base: dict, entry: dict, reference, inputs,
     metrics = cache.get("parity", key)
     ran = 0
     if metrics is None:
-        session = _open_engine(out, entry)
+        from .backends import open_engine
+
+        session = open_engine(out, entry)
         candidate = run_batched(lambda x: session.run({"image": x}), inputs, request.batch)
         metrics = dataclasses.asdict(compare(reference.outputs(), candidate, labels))
         cache.put("parity", key, metrics)
         ran = 1
     return Parity(**metrics), ran
-
-
-def _open_engine(out: Path, entry: dict):
-    """A session over a manifest engine: the family ONNX directly, or a compiled artifact."""
-    from .backends import open_artifact
-
-    if entry["backend"] == "onnxruntime" and entry["precision"] == "fp32":
-        return _OrtSession(_ort_session(out / entry["file"]))
-    return open_artifact(out / entry["file"])
 
 
 class _LazyReference:
@@ -464,14 +448,6 @@ class _LazyReference:
             chunk = self.CHUNK if len(self.inputs) % self.CHUNK == 0 else 1
             self._outputs = torch_reference(static, self.inputs, chunk)
         return self._outputs
-
-
-class _OrtSession:
-    def __init__(self, session):
-        self.session = session
-
-    def run(self, feeds: dict) -> list:
-        return self.session.run(None, feeds)
 
 
 def _keep_created(path: Path, manifest: dict) -> str:

@@ -27,7 +27,7 @@ def _reference_inputs(manifest: dict, samples: int) -> tuple[np.ndarray, np.ndar
 
 def finish_pending_engines(directory: Path, device: str | None, reporter) -> list[str]:
     """Build every pending engine of DIR's manifest here; returns the ids finished."""
-    from .backends import BackendUnavailable, finish_pending, get_backend, open_artifact
+    from .backends import BackendUnavailable, finish_pending, get_backend, open_artifact, open_engine
     from .profiles import load_profile
     from .targets import get_target
     from .validate import compare, run_batched
@@ -57,12 +57,9 @@ def finish_pending_engines(directory: Path, device: str | None, reporter) -> lis
         if inputs is None:
             inputs, labels = _reference_inputs(manifest, profile.parity_samples)
         if reference_entry["id"] not in references:
-            import onnxruntime as ort
-
-            reference_session = ort.InferenceSession(str(directory / reference_entry["file"]),
-                                                     providers=["CPUExecutionProvider"])
+            reference_session = open_engine(directory, reference_entry, threads=0)
             references[reference_entry["id"]] = run_batched(
-                lambda x: reference_session.run(None, {"image": x}), inputs, batch)
+                lambda x: reference_session.run({"image": x}), inputs, batch)
         reference = references[reference_entry["id"]]
         session = open_artifact(artifact.path)
         candidate = run_batched(lambda x: session.run({"image": x}), inputs, batch)

@@ -117,7 +117,7 @@ class ReferenceAccuracy:
 def evaluate(directory: Path, dataset: str, limit: int | None, reporter, model_path: Path | None = None) -> EvalResult:
     """Evaluate every ready engine of a build, store the accuracies, recompute the Pareto
     fronts and write the manifest (atomically)."""
-    from .build import _open_engine
+    from .backends import open_engine
 
     directory = Path(directory)
     if limit is not None and limit < 1:
@@ -143,7 +143,7 @@ def evaluate(directory: Path, dataset: str, limit: int | None, reporter, model_p
     reporter.stage("eval", len(ready))
     for entry in ready:
         ref_top1, ref_top5 = reference(entry["point"])
-        session = _open_engine(directory, entry)
+        session = open_engine(directory, entry)
         try:
             logits = run_engine(session, input_name, inputs, batch)
         finally:

@@ -42,8 +42,34 @@ __all__ = [
     "ARTIFACT_SCHEMA", "BUILTIN_BACKENDS", "ENTRY_POINT_GROUP", "Artifact", "Availability", "Backend",
     "BackendError", "BackendUnavailable", "CompileOptions", "EngineChoice", "PlanMismatch", "Session",
     "available_backends", "backend_names", "backend_versions", "compile_engine", "compile_or_defer",
-    "engine_choices", "finish_pending", "get_backend", "lint_engine", "open_artifact", "pending_engine",
+    "engine_choices", "finish_pending", "get_backend", "lint_engine", "open_artifact", "open_engine",
+    "pending_engine",
 ]
+
+
+# The open-time option that pins a backend's intra-op threads.
+THREAD_OPTIONS = {"onnxruntime": "intra_op_num_threads", "openvino": "INFERENCE_NUM_THREADS"}
+
+
+def open_engine(directory: str | os.PathLike, entry: dict, threads: int | None = None,
+                providers: list[str] | None = None) -> Session:
+    """A session over one engine of a build's manifest. The ONNX Runtime fp32 engine is the
+    family's ``.onnx`` itself (it keeps the shared weights file, and has no sidecar); every
+    other engine opens through its artifact's sidecar. ``threads``: None keeps each
+    engine's own default (the family ONNX one intra-op thread, as the build's parity check
+    runs it; compiled engines their sidecar's); a number (0: the backend's default) pins
+    the intra-op threads of either kind."""
+    path = Path(directory) / entry["file"]
+    if entry["backend"] == "onnxruntime" and entry["precision"] == "fp32":
+        from .onnxruntime_backend import OrtSession
+
+        return OrtSession(path, {"intra_op_num_threads": 1 if threads is None else threads,
+                                 "graph_optimization_level": "all",
+                                 "providers": providers or ["CPUExecutionProvider"]})
+    overrides: dict[str, Any] = {}
+    if threads and entry["backend"] in THREAD_OPTIONS:
+        overrides[THREAD_OPTIONS[entry["backend"]]] = threads
+    return open_artifact(path, **overrides)
 
 
 def _target(target):

@@ -54,23 +54,11 @@ def threads_for(target, backend: str) -> int:
 
 
 def open_engine(directory: Path, entry: dict, target) -> Any:
-    """A session over a manifest engine with the target's threads: the family's ONNX for
-    the ONNX Runtime fp32 engine, otherwise the compiled artifact."""
-    from ..backends import open_artifact
-    from ..backends.onnxruntime_backend import OrtSession
+    """A session over a manifest engine with the target's threads and providers."""
+    from ..backends import open_engine as open_manifest_engine
 
-    threads = threads_for(target, entry["backend"])
-    path = Path(directory) / entry["file"]
-    if entry["backend"] == "onnxruntime" and path.suffix == ".onnx" and not Path(str(path) + ".json").is_file():
-        providers = list(target.options("onnxruntime").get("providers", ["CPUExecutionProvider"]))
-        return OrtSession(path, {"intra_op_num_threads": threads, "graph_optimization_level": "all",
-                                 "providers": providers})
-    overrides: dict[str, Any] = {}
-    if threads:
-        key = {"onnxruntime": "intra_op_num_threads", "openvino": "INFERENCE_NUM_THREADS"}.get(entry["backend"])
-        if key:
-            overrides[key] = threads
-    return open_artifact(path, **overrides)
+    providers = list(target.options("onnxruntime").get("providers", ["CPUExecutionProvider"]))
+    return open_manifest_engine(directory, entry, threads_for(target, entry["backend"]), providers)
 
 
 def model_feeds(manifest: dict) -> dict[str, Any]:
