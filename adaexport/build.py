@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .atomic import write_bytes_atomic
+from .atomic import remove_leftovers, write_bytes_atomic
 from .datasets import DatasetError, model_inputs
 from .errors import UsageError
+from .hashing import file_record
 from .manifest import MANIFEST_NAME, SCHEMA_ID, host_info, sha256_file, utc_now, write_manifest
 from .model import ATTENTION_MODES, AdaPerceiverConfig, LoadedModel, load_checkpoint
 from .model.flops import count_flops, count_params
@@ -115,8 +116,7 @@ def _versions() -> dict[str, str]:
 
 
 def _file_record(directory: Path, path: Path, **extra) -> dict:
-    return {"file": path.relative_to(directory).as_posix(), "sha256": sha256_file(path),
-            "size": path.stat().st_size, **extra}
+    return {**file_record(path, directory), **extra}
 
 
 CALIBRATION_SAMPLES = 128
@@ -186,6 +186,7 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
     out = Path(request.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
+    _remove_leftovers(out)
     onnx_dir = out / ONNX_DIR
     onnx_dir.mkdir(parents=True, exist_ok=True)
     cache = Cache(out)
@@ -241,8 +242,9 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
         for backend, precision in choices:
             engine_id = f"{point.id}-{backend}-{precision}"
             if backend == "onnxruntime" and precision == "fp32":
-                entry = {"backend": backend, "precision": precision, "status": "ready",
-                         **{k: record[k] for k in ("file", "sha256", "size")},
+                main = {k: record[k] for k in ("file", "sha256", "size")}
+                entry = {"backend": backend, "precision": precision, "status": "ready", **main,
+                         "files": [main, {k: weights_record[k] for k in ("file", "sha256", "size")}],
                          "lint": _lint(out, record, backend, precision)}
             else:
                 entry = _compiled_engine(out, cache, base, target, record, backend, precision, calibration,
@@ -389,7 +391,7 @@ def _compiled_engine(out: Path, cache: Cache, base: dict, target, onnx_record: d
     """Compile (or record as pending) one engine from a point's ONNX, cached by content."""
     from .backends import compile_or_defer
 
-    key = _digest({**base, "stage": "compile", "onnx_sha256": onnx_record["sha256"], "backend": backend,
+    key = _digest({**base, "stage": "compile", "entry": 2, "onnx_sha256": onnx_record["sha256"], "backend": backend,
                    "precision": precision, "target": target.source,
                    "calibration": hashlib.sha256(calibration.tobytes()).hexdigest() if precision == "int8" else None})
     record = cache.get("compile", key)
@@ -459,6 +461,14 @@ def _keep_created(path: Path, manifest: dict) -> str:
     strip = lambda m: {k: v for k, v in m.items() if k != "created"}  # noqa: E731
     return old.get("created", manifest["created"]) if strip(old) == json.loads(json.dumps(strip(manifest))) \
         else manifest["created"]
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Before a build does any work: what killed runs left in the build directory and the
+    folders adaexport writes in it (one build per directory at a time)."""
+    cache = out / CACHE_DIR
+    stages = [p for p in cache.iterdir() if p.is_dir()] if cache.is_dir() else []
+    remove_leftovers([out, out / ONNX_DIR, out / ENGINES_DIR, *stages])
 
 
 def _prune(directory: Path, keep: set[Path], every_file: bool = False) -> None:

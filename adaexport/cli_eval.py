@@ -74,10 +74,12 @@ def check(
     against the baseline, or is missing or not evaluated."""
     from .atomic import write_bytes_atomic
     from .errors import UsageError
-    from .gate import check as run_check, junit_xml
+    from .gate import check as run_check, junit_xml, max_drop_points
 
-    if max_drop < 0:
-        raise UsageError(f"--max-drop must be >= 0, got {max_drop}")
+    try:
+        max_drop = max_drop_points(max_drop)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     verdicts = run_check(directory, baseline, max_drop)
     failed = [v for v in verdicts if v.failed]
     if junit is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import remove_leftovers
 from .manifest import read_manifest, write_manifest
 
 
@@ -34,6 +35,8 @@ def finish_pending_engines(directory: Path, device: str | None, reporter) -> lis
 
     directory = Path(directory)
     manifest = read_manifest(directory)
+    remove_leftovers({directory, *(directory / Path(e["file"]).parent for e in manifest["engines"]
+                                   if e.get("status") == "pending")})   # what a killed compile left
     target = get_target(device or manifest["device"]["target"])
     pending = [e for e in manifest["engines"] if e.get("status") == "pending"]
     if not pending:

@@ -117,7 +117,7 @@ class ReferenceAccuracy:
 def evaluate(directory: Path, dataset: str, limit: int | None, reporter, model_path: Path | None = None) -> EvalResult:
     """Evaluate every ready engine of a build, store the accuracies, recompute the Pareto
     fronts and write the manifest (atomically)."""
-    from .backends import open_engine
+    from .backends import open_engine, verify_engines
 
     directory = Path(directory)
     if limit is not None and limit < 1:
@@ -137,6 +137,7 @@ def evaluate(directory: Path, dataset: str, limit: int | None, reporter, model_p
     engines = manifest["engines"]
     ready = [e for e in engines if e.get("status", "ready") == "ready"]
     skipped = [(e["id"], f"{e.get('status')}: not built yet") for e in engines if e not in ready]
+    verify_engines(directory, ready)          # no accuracy is ever recorded for bytes that were not built
     for ident, why in skipped:
         reporter.warn(f"{ident}: skipped ({why})")
     evaluated = []

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from xml.etree import ElementTree
 
-from .manifest import MANIFEST_NAME, ManifestError, read_manifest, validate
+from .manifest import MANIFEST_NAME, ManifestError, parse_json, read_manifest, validate
 
 DEFAULT_MAX_DROP = 0.5
 FAILING = ("drop", "missing", "not evaluated", "incomparable")
@@ -61,8 +62,8 @@ def load_baseline(path: Path) -> dict:
     if not path.is_file():
         raise ManifestError(f"baseline {path}: not found (pass a build directory or its manifest.json)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = parse_json(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ManifestError(f"baseline {path}: not a readable manifest ({exc})") from None
     try:
         validate(data)
@@ -72,6 +73,19 @@ def load_baseline(path: Path) -> dict:
         raise ManifestError(f"baseline {path}: no engine has an accuracy (run `adaexport eval` on the baseline "
                             "build first)")
     return data
+
+
+def max_drop_points(value, option: str = "--max-drop") -> float:
+    """The gate's tolerance as given (``--max-drop``, ``--adaexport-max-drop``): a finite
+    number of percentage points >= 0, or ValueError. NaN must never reach a comparison:
+    every comparison with NaN is false, so no drop would ever fail the gate."""
+    try:
+        points = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{option} must be a number of percentage points, got {value!r}") from None
+    if not math.isfinite(points) or points < 0:
+        raise ValueError(f"{option} must be >= 0 and finite (percentage points), got {value}")
+    return points
 
 
 def _top1(engine: dict | None) -> float | None:
@@ -92,7 +106,9 @@ def _judge(ident: str, old: dict, new: dict | None, max_drop: float) -> Verdict:
                        f"evaluated on {b.get('dataset')} ({b.get('samples')} samples), the baseline on "
                        f"{a.get('dataset')} ({a.get('samples')} samples)")
     change = 100 * (now - base)
-    if change < -max_drop - 1e-9:
+    if not math.isfinite(change):
+        return Verdict(ident, "incomparable", base, now, f"top-1 {base} -> {now} is not a finite accuracy")
+    if not change >= -max_drop - 1e-9:
         return Verdict(ident, "drop", base, now, f"top-1 {100 * base:.2f}% -> {100 * now:.2f}% ({change:+.2f} points, "
                                                   f"tolerance {max_drop:g})")
     return Verdict(ident, "pass", base, now, f"top-1 {100 * base:.2f}% -> {100 * now:.2f}% ({change:+.2f} points)")
@@ -100,8 +116,7 @@ def _judge(ident: str, old: dict, new: dict | None, max_drop: float) -> Verdict:
 
 def compare(build: dict, baseline: dict, max_drop: float = DEFAULT_MAX_DROP) -> list[Verdict]:
     """One verdict per configuration the baseline measured, then the build's new ones."""
-    if max_drop < 0:
-        raise ValueError(f"--max-drop must be >= 0, got {max_drop}")
+    max_drop = max_drop_points(max_drop)
     now = {e["id"]: e for e in build["engines"]}
     known = {e["id"] for e in baseline["engines"]}
     verdicts = [_judge(e["id"], e, now.get(e["id"]), max_drop) for e in baseline["engines"] if _top1(e) is not None]

@@ -25,6 +25,8 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
+from .hashing import sha256_file  # noqa: F401 - the one file hasher, re-exported
+
 SCHEMA_ID = "adaexport.manifest/1"
 MANIFEST_NAME = "manifest.json"
 
@@ -436,6 +438,12 @@ def _reject_constant(name: str):
     raise ManifestError(f"{name} is not valid JSON")
 
 
+def parse_json(text: str) -> Any:
+    """JSON as the manifest allows it: no duplicate keys and no NaN or Infinity (ValueError:
+    ManifestError or json.JSONDecodeError)."""
+    return json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
+
+
 def read_manifest(directory: Path) -> dict:
     """Read, validate and path-check DIR/manifest.json."""
     directory = Path(directory)
@@ -449,7 +457,7 @@ def read_manifest(directory: Path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{path}: cannot read ({exc})") from None
     try:
-        data = json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
+        data = parse_json(text)
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
     except ManifestError as exc:
@@ -519,12 +527,49 @@ def write_manifest(directory: Path, data: dict) -> Path:
 # --------------------------------------------------------------------------- files
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def check_file_record(directory: Path, record: dict, label: str) -> str | None:
+    """Why the file a ``{"file", "sha256", "size"}`` record names does not match it, in one
+    line starting with ``label`` (None: it matches). The path must stay inside ``directory``."""
+    rel = record.get("file")
+    try:
+        file = safe_relative_path(directory, rel)
+    except ManifestError as exc:
+        return f"{label}: {exc}"
+    try:
+        size = file.stat().st_size
+        if size != record.get("size"):
+            return f"{label}: file {rel} has {size} bytes, the manifest says {record.get('size')}"
+        digest = sha256_file(file)
+    except FileNotFoundError:
+        return f"{label}: file {rel} is missing"
+    except OSError as exc:
+        return f"{label}: cannot read {rel} ({exc.strerror or exc})"
+    expected = str(record.get("sha256", "")).lower()
+    if digest != expected:
+        return f"{label}: file {rel} has sha256 {digest[:12]}..., the manifest says {expected[:12]}... (modified?)"
+    return None
+
+
+def engine_file_records(entry: dict) -> list[dict]:
+    """Every file a manifest engine reads, as ``{"file", "sha256", "size"}`` records: its
+    ``files`` list (the main file, the backend's other files, the sidecar and, for the
+    family's ONNX, the shared weights); for an entry written before that list existed,
+    its main file alone."""
+    files = entry.get("files")
+    if isinstance(files, list) and files:
+        return [f for f in files if isinstance(f, dict)]
+    return [{"file": entry.get("file"), "sha256": entry.get("sha256"), "size": entry.get("size")}]
+
+
+def verify_engine_files(directory: Path, entry: dict) -> str | None:
+    """Why a ready engine's files do not all match its manifest entry (None: they do). Run
+    before anything opens the engine: build parity, eval, profile and the runtime."""
+    label = f"engine {entry.get('id', entry.get('file'))}"
+    for record in engine_file_records(entry):
+        problem = check_file_record(Path(directory), record, label)
+        if problem:
+            return problem
+    return None
 
 
 def verify_files(directory: Path, data: dict) -> list[str]:
@@ -533,33 +578,16 @@ def verify_files(directory: Path, data: dict) -> list[str]:
     'pending' (a pending engine's file need not exist yet). [] when all is well."""
     directory = Path(directory)
     problems: list[str] = []
-    hashes: dict[Path, str] = {}
-    for _path, label, entry in _file_entries(data):
-        if entry is not data.get("weights") and entry.get("status", "ready") == "pending":
-            continue
-        rel = entry.get("file")
-        try:
-            file = safe_relative_path(directory, rel)
-        except ManifestError as exc:
-            problems.append(f"{label}: {exc}")
-            continue
-        if not file.is_file():
-            problems.append(f"{label}: file {rel} is missing")
-            continue
-        try:
-            size = file.stat().st_size
-            if size != entry.get("size"):
-                problems.append(f"{label}: file {rel} has {size} bytes, the manifest says {entry.get('size')}")
-                continue
-            if file not in hashes:
-                hashes[file] = sha256_file(file)
-        except OSError as exc:
-            problems.append(f"{label}: cannot read {rel} ({exc})")
-            continue
-        expected = str(entry.get("sha256", "")).lower()
-        if hashes[file] != expected:
-            problems.append(f"{label}: file {rel} has sha256 {hashes[file][:12]}..., "
-                            f"the manifest says {expected[:12]}... (modified?)")
+    weights = data.get("weights")
+    if isinstance(weights, dict):
+        problem = check_file_record(directory, weights, "weights")
+        if problem:
+            problems.append(problem)
+    for engine in data.get("engines") or []:
+        if isinstance(engine, dict) and engine.get("status", "ready") != "pending":
+            problem = verify_engine_files(directory, engine)
+            if problem:
+                problems.append(problem)
     return problems
 
 

@@ -69,7 +69,7 @@ class ManifestCollector(pytest.File):
     """The build's manifest.json as a test file whose items are its configurations."""
 
     def collect(self):
-        from .gate import DEFAULT_MAX_DROP, compare, load_baseline
+        from .gate import DEFAULT_MAX_DROP, compare, load_baseline, max_drop_points
         from .manifest import ManifestError, read_manifest
 
         config = self.config
@@ -77,12 +77,13 @@ class ManifestCollector(pytest.File):
             manifest = read_manifest(self.path.parent)
             baseline_path = config.getoption("adaexport_baseline")
             max_drop = config.getoption("adaexport_max_drop")
+            max_drop = DEFAULT_MAX_DROP if max_drop is None else max_drop_points(max_drop, "--adaexport-max-drop")
             verdicts = {}
             if baseline_path:
-                verdicts = {v.id: v for v in compare(manifest, load_baseline(Path(baseline_path)),
-                                                     DEFAULT_MAX_DROP if max_drop is None else max_drop)}
+                verdicts = {v.id: v for v in compare(manifest, load_baseline(Path(baseline_path)), max_drop)}
         except (ManifestError, ValueError) as exc:
-            raise pytest.UsageError(f"--adaexport-manifest: {exc}") from None
+            raise pytest.UsageError(str(exc) if "--adaexport-" in str(exc) else f"--adaexport-manifest: {exc}") \
+                from None
         for engine in manifest["engines"]:
             yield ConfigurationItem.from_parent(self, name=engine["id"], engine=engine,
                                                 verdict=verdicts.get(engine["id"]))

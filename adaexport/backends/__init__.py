@@ -31,6 +31,7 @@ from .base import (
     BackendError,
     BackendUnavailable,
     CompileOptions,
+    EngineIntegrityError,
     PlanMismatch,
     Session,
     backend_names,
@@ -40,10 +41,11 @@ from .base import (
 
 __all__ = [
     "ARTIFACT_SCHEMA", "BUILTIN_BACKENDS", "ENTRY_POINT_GROUP", "Artifact", "Availability", "Backend",
-    "BackendError", "BackendUnavailable", "CompileOptions", "EngineChoice", "PlanMismatch", "Session",
+    "BackendError", "BackendUnavailable", "CompileOptions", "EngineChoice", "EngineIntegrityError", "PlanMismatch",
+    "Session",
     "available_backends", "backend_names", "backend_versions", "compile_engine", "compile_or_defer",
     "engine_choices", "finish_pending", "get_backend", "lint_engine", "open_artifact", "open_engine",
-    "pending_engine",
+    "pending_engine", "verify_engines",
 ]
 
 
@@ -58,7 +60,11 @@ def open_engine(directory: str | os.PathLike, entry: dict, threads: int | None =
     other engine opens through its artifact's sidecar. ``threads``: None keeps each
     engine's own default (the family ONNX one intra-op thread, as the build's parity check
     runs it; compiled engines their sidecar's); a number (0: the backend's default) pins
-    the intra-op threads of either kind."""
+    the intra-op threads of either kind.
+
+    Every file the engine reads is first checked against the manifest entry's sha256 and
+    size (EngineIntegrityError when one differs): what is measured is what was built."""
+    verify_engines(directory, [entry])
     path = Path(directory) / entry["file"]
     if entry["backend"] == "onnxruntime" and entry["precision"] == "fp32":
         from .onnxruntime_backend import OrtSession
@@ -70,6 +76,18 @@ def open_engine(directory: str | os.PathLike, entry: dict, threads: int | None =
     if threads and entry["backend"] in THREAD_OPTIONS:
         overrides[THREAD_OPTIONS[entry["backend"]]] = threads
     return open_artifact(path, **overrides)
+
+
+def verify_engines(directory: str | os.PathLike, entries: list[dict]) -> None:
+    """EngineIntegrityError naming the first of these manifest engines one of whose files is
+    missing or differs from its recorded sha256 and size (eval and profile check every
+    engine before they start, open_engine each one as it opens it)."""
+    from ..manifest import verify_engine_files
+
+    for entry in entries:
+        problem = verify_engine_files(Path(directory), entry)
+        if problem:
+            raise EngineIntegrityError(f"{problem}; rebuild it (adaexport build) instead of using it")
 
 
 def _target(target):

@@ -36,7 +36,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..atomic import write_bytes_atomic  # noqa: F401 - re-exported for the backends
+from ..atomic import STAGING_PREFIX, write_bytes_atomic  # noqa: F401 - re-exported for the backends
+from ..hashing import file_record, sha256_file  # noqa: F401 - sha256_file re-exported for the backends
 
 ENTRY_POINT_GROUP = "adaexport.backends"
 SIDECAR_SUFFIX = ".json"
@@ -59,6 +60,10 @@ class BackendError(RuntimeError):
 
 class BackendUnavailable(BackendError):
     """The backend (or the precision asked of it) cannot be used here; the message says why."""
+
+
+class EngineIntegrityError(BackendError):
+    """An engine file that is missing or differs from the hash its manifest recorded."""
 
 
 class PlanMismatch(BackendError):
@@ -137,7 +142,9 @@ class Artifact:
     def record(self, relative_to: Path | None = None) -> dict[str, Any]:
         """The artifact's part of a manifest engine entry: backend, precision, status, file
         (relative to `relative_to`, default the artifact's root), sha256 and size of a ready
-        engine's main file, and under "extra" every file, the session options and the facts."""
+        engine's main file, under "files" the hash and size of every file a ready engine
+        reads (its sidecar included: it holds the options the session applies), and under
+        "extra" every file, the session options and the facts."""
         base = Path(relative_to) if relative_to is not None else self.root
         files = [os.path.relpath(self.root / f, base).replace(os.sep, "/") for f in self.files]
         entry: dict[str, Any] = {"backend": self.backend, "precision": self.precision, "status": self.status,
@@ -146,6 +153,7 @@ class Artifact:
         if self.status == "ready":
             entry["sha256"] = sha256_file(self.path)
             entry["size"] = self.path.stat().st_size
+            entry["files"] = [file_record(p, base) for p in [*self.paths(), self.sidecar]]
         return entry
 
     def verify(self) -> None:
@@ -321,14 +329,6 @@ def open_artifact(artifact: "Artifact | str | os.PathLike", **overrides: Any) ->
 # --------------------------------------------------------------------------- files
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def digest_array(array: np.ndarray | None) -> str | None:
     if array is None:
         return None
@@ -344,7 +344,7 @@ class Staging:
     def __init__(self, out_dir: Path):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.dir = Path(tempfile.mkdtemp(prefix=".adaexport-compile-", dir=self.out_dir))
+        self.dir = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.out_dir))
 
     def __enter__(self) -> "Staging":
         return self

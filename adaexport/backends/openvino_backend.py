@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import collections
 import io
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,7 @@ class OpenVinoBackend(Backend):
             facts["quantization"] = quant
         with Staging(options.out_dir) as stage:
             ov.save_model(model, str(stage.path(xml)), compress_to_fp16=precision == "fp16")
+            canonical_layer_names(stage.path(xml))
             stage.commit([weights, xml])       # the .bin before the .xml that reads it
         runtime: dict[str, Any] = {"device": str(settings.get("device", "CPU")),
                                    "PERFORMANCE_HINT": str(settings.get("performance_hint", "LATENCY")),
@@ -122,6 +125,25 @@ class OpenVinoBackend(Backend):
     def open(self, artifact, **overrides: Any) -> "OvSession":
         art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
         return OvSession(art.path, {**art.runtime, **overrides}, art.root)
+
+
+# A name OpenVINO made up for a node it created (convert_model, compression, NNCF): the node
+# type and a number from a process-wide counter, e.g. "Constant_172194", and what a pass
+# appended to such a name ("Constant_172194_compressed").
+_GENERATED_NAME = re.compile(rb'(<layer id="(\d+)" name=")([A-Za-z][A-Za-z0-9]*)_\d+((?:_[A-Za-z]+)*")')
+
+
+def canonical_layer_names(xml_path: Path) -> None:
+    """Make an IR file's bytes depend on the model alone. OpenVINO numbers the nodes it
+    creates from a counter that runs for the whole process, so the same model converted
+    after another one gets other names, and a build (or a resumed one) never gives the same
+    bytes twice. Such a name becomes its type and the layer's id in the file ("Constant_15",
+    "Constant_15_compressed"),
+    which is unique in the file and stable; names from the ONNX model are kept. Layers are
+    joined by id, and nothing at run time uses these names."""
+    path = Path(xml_path)
+    text = path.read_bytes()
+    path.write_bytes(_GENERATED_NAME.sub(lambda m: m[1] + m[3] + b"_" + m[2] + m[4], text))
 
 
 def _quantize(model, onnx_path: Path, calibration: np.ndarray | None):
@@ -165,7 +187,9 @@ class OvSession(Session):
             self._compiled = core.compile_model(os.fspath(xml_path), str(runtime.get("device", "CPU")), config)
         except Exception as exc:  # noqa: BLE001
             raise BackendError(f"openvino could not compile {Path(xml_path).name}: {exc}") from None
-        self._request = self._compiled.create_infer_request()
+        # One infer request runs one inference at a time: each call takes an idle one (a new
+        # one when all are busy), so threads never share a request or its output buffers.
+        self._idle: collections.deque = collections.deque([self._compiled.create_infer_request()])
         self.input_names = [p.get_any_name() for p in self._compiled.inputs]
         self.output_names = [p.get_any_name() for p in self._compiled.outputs]
         try:
@@ -183,9 +207,16 @@ class OvSession(Session):
 
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         _check_feed(self, inputs)
-        results = self._request.infer(inputs)
-        return [np.array(results[port], copy=True) for port in self._compiled.outputs]
+        try:
+            request = self._idle.pop()
+        except IndexError:
+            request = self._compiled.create_infer_request()
+        try:
+            results = request.infer(inputs)
+            return [np.array(results[port], copy=True) for port in self._compiled.outputs]
+        finally:
+            self._idle.append(request)
 
     def close(self) -> None:
-        self._request = None
+        self._idle.clear()
         self._compiled = None

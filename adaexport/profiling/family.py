@@ -137,10 +137,13 @@ def profile_manifest(directory: Path, manifest: dict, target, *, device: str, mo
                      root=None) -> tuple[dict[str, dict], list[str]]:
     """Measure the engines of a manifest on this machine as `device` in `mode` and merge
     the numbers into `manifest` (in memory). Returns (id -> profile, skipped reasons)."""
+    from ..backends import verify_engines
+
     engines, skipped = select_engines(manifest, wanted)
     if not engines:
         raise ProfilingError(f"{directory}: no engine can be profiled here"
                              + (f" ({skipped[0]}{' ...' if len(skipped) > 1 else ''})" if skipped else ""))
+    verify_engines(directory, engines)      # no profile is ever recorded for bytes that were not built
     energy = Energy.measure(target, settings, root)
     results = run_measurements(Path(directory), manifest, engines, target, settings, energy, reporter)
     merge(manifest, device, mode, results,

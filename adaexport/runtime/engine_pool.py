@@ -1,8 +1,11 @@
 """Opening a family's engines: verified once, opened eagerly or on first use, weights shared.
 
-* Every engine file is checked against the manifest's size and sha256 before anything
-  opens it (and a compiled engine's other files against its sidecar); an engine that
-  fails is recorded with the reason and never opened, the others serve.
+* Every file an engine reads (``files`` in its manifest entry: main file, the backend's
+  other files, the sidecar, the shared weights) is checked against the manifest's size
+  and sha256 at start-up and again just before the engine opens (a lazy engine may open
+  long after start-up; an unchanged file costs a ``stat`` then, see adaexport.hashing).
+  The shared weights buffer is hashed as read, so the bytes served are the bytes checked.
+  An engine that fails is recorded with the reason and never opened, the others serve.
 * The ONNX Runtime fp32 engines are the family's ``onnx/*.onnx`` files, whose large
   tensors live in the shared ``weights.bin``. With ``share_weights`` the pool reads that
   file once into one buffer and hands each session its MatMul/Gemm/Conv weights as
@@ -26,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from ..backends.base import Artifact, BackendError, open_artifact
-from ..manifest import ManifestError, safe_relative_path, sha256_file
+from ..hashing import sha256_bytes
+from ..manifest import ManifestError, check_file_record, safe_relative_path, verify_engine_files
 from .onnx_tensors import shareable_tensors
 
 _BACKEND_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
@@ -45,9 +49,12 @@ def is_family_onnx(entry: dict) -> bool:
 class SharedWeights:
     """The family's weights file in one buffer, and one OrtValue per distinct tensor view."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, sha256: str | None = None):
         self.path = Path(path)
         self.buffer = np.fromfile(self.path, dtype=np.uint8)
+        if sha256 is not None and sha256_bytes(self.buffer) != sha256:
+            raise EngineUnavailable(f"the shared weights file {self.path.name} does not match the manifest's "
+                                    "sha256 (modified?)")
         self._values: dict[tuple, Any] = {}
         self._lock = threading.Lock()
 
@@ -135,27 +142,17 @@ class EnginePool:
         self._weights_lock = threading.Lock()
         self.engines: dict[str, EngineState] = {}
         weights_problem = self._check_weights()
-        hashes: dict[Path, str] = {}
         for entry in manifest.get("engines", []):
             state = EngineState(entry["id"], entry)
-            state.problem = self._check_engine(entry, backends, weights_problem, hashes)
+            state.problem = self._check_engine(entry, backends, weights_problem)
             self.engines[entry["id"]] = state
 
     # ---------------------------------------------------------------- verification
 
     def _check_weights(self) -> str | None:
-        weights = self.manifest.get("weights") or {}
-        try:
-            path = safe_relative_path(self.directory, weights.get("file"))
-        except ManifestError as exc:
-            return f"weights: {exc}"
-        if not path.is_file():
-            return f"the shared weights file {weights.get('file')} is missing"
-        if path.stat().st_size != weights.get("size") or sha256_file(path) != weights.get("sha256"):
-            return f"the shared weights file {weights.get('file')} does not match the manifest's sha256 (modified?)"
-        return None
+        return check_file_record(self.directory, self.manifest.get("weights") or {}, "the shared weights")
 
-    def _check_engine(self, entry: dict, backends, weights_problem, hashes) -> str | None:
+    def _check_engine(self, entry: dict, backends, weights_problem) -> str | None:
         if entry.get("status", "ready") != "ready":
             return f"the engine is {entry.get('status')} (build it on the device: adaexport compile)"
         backend = entry.get("backend")
@@ -164,23 +161,18 @@ class EnginePool:
         module = _BACKEND_MODULES.get(backend)
         if module is not None and importlib.util.find_spec(module) is None:
             return f"backend {backend} is not installed here"
-        try:
-            path = safe_relative_path(self.directory, entry.get("file"))
-        except ManifestError as exc:
-            return str(exc)
-        if not path.is_file():
-            return f"file {entry.get('file')} is missing"
-        if path.stat().st_size != entry.get("size"):
-            return f"file {entry.get('file')} has {path.stat().st_size} bytes, the manifest says {entry.get('size')}"
-        if path not in hashes:
-            hashes[path] = sha256_file(path)
-        if hashes[path] != entry.get("sha256"):
-            return f"file {entry.get('file')} does not match the manifest's sha256 (modified?)"
+        return self._check_files(entry, weights_problem)
+
+    def _check_files(self, entry: dict, weights_problem: str | None = None) -> str | None:
+        """Why the engine's files are not the ones its manifest entry recorded (None: they are)."""
+        problem = verify_engine_files(self.directory, entry)
+        if problem:
+            return problem
         if is_family_onnx(entry):
             return weights_problem
         try:
-            Artifact.load(path).verify()
-        except BackendError as exc:
+            Artifact.load(safe_relative_path(self.directory, entry["file"])).verify()
+        except (BackendError, ManifestError) as exc:
             return str(exc)
         return None
 
@@ -198,7 +190,7 @@ class EnginePool:
         with self._weights_lock:
             if self._weights is None:
                 weights = self.manifest["weights"]
-                self._weights = SharedWeights(safe_relative_path(self.directory, weights["file"]))
+                self._weights = SharedWeights(safe_relative_path(self.directory, weights["file"]), weights["sha256"])
             return self._weights
 
     def get(self, engine_id: str):
@@ -213,6 +205,9 @@ class EnginePool:
             if state.session is None and state.problem is None:
                 start = self._clock()
                 try:
+                    problem = self._check_files(state.entry, None)   # again: a lazy open comes later
+                    if problem:
+                        raise EngineUnavailable(problem)
                     session = self._open(state.entry)
                     self._warm_up(session)
                     state.session = session
