@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from adaexport.runtime import Limits, Runtime
-from adaexport.runtime.engine_pool import FamilyOnnxSession
+from adaexport.backends.onnxruntime_backend import OrtSession
 
 from .runtime_support import copy_family, measured_copy, small_family, write_measurements
 
@@ -87,7 +87,7 @@ def test_shared_weights_are_one_buffer_and_give_the_same_outputs(family, inputs)
         before = {e: shared.pool.get(e).run({"image": x})[0] for e in ids}
         for e in ids:
             session = shared.pool.get(e)
-            assert isinstance(session, FamilyOnnxSession) and session.shared
+            assert isinstance(session, OrtSession) and session.shared and session.options["shared_weights"]
             np.testing.assert_allclose(before[e], plain.pool.get(e).run({"image": x})[0], rtol=1e-5, atol=1e-5)
         weights = shared.pool.weights()
         assert weights.views <= sum(len(shared.pool.get(e).shared) for e in ids)

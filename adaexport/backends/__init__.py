@@ -44,7 +44,7 @@ __all__ = [
     "BackendError", "BackendUnavailable", "CompileOptions", "EngineChoice", "EngineIntegrityError", "PlanMismatch",
     "Session",
     "available_backends", "backend_names", "backend_versions", "compile_engine", "compile_or_defer",
-    "engine_choices", "finish_pending", "get_backend", "lint_engine", "open_artifact", "open_engine",
+    "engine_choices", "finish_pending", "get_backend", "is_family_onnx", "lint_engine", "open_artifact", "open_engine",
     "pending_engine", "verify_engines",
 ]
 
@@ -54,28 +54,40 @@ THREAD_OPTIONS = {"onnxruntime": "intra_op_num_threads", "openvino": "INFERENCE_
 
 
 def open_engine(directory: str | os.PathLike, entry: dict, threads: int | None = None,
-                providers: list[str] | None = None) -> Session:
-    """A session over one engine of a build's manifest. The ONNX Runtime fp32 engine is the
-    family's ``.onnx`` itself (it keeps the shared weights file, and has no sidecar); every
-    other engine opens through its artifact's sidecar. ``threads``: None keeps each
-    engine's own default (the family ONNX one intra-op thread, as the build's parity check
-    runs it; compiled engines their sidecar's); a number (0: the backend's default) pins
-    the intra-op threads of either kind.
+                providers: list[str] | None = None, weights=None) -> Session:
+    """The one way to open an engine of a build's manifest: build parity, eval, profiling,
+    `adaexport compile` and the runtime all come here, so what is measured is what serves.
+
+    The ONNX Runtime fp32 engine is the family's ``.onnx`` itself (it keeps the shared
+    weights file, and has no sidecar); every other engine opens through its artifact's
+    sidecar. ``threads``: None keeps each engine's own default (the family ONNX one intra-op
+    thread, as the build's parity check runs it; compiled engines their sidecar's); a number
+    (0: the backend's default) pins the intra-op threads of either kind. ``weights``: the
+    family's ``onnxruntime_backend.SharedWeights``, shared by family ONNX sessions. The
+    session's ``options`` say what it runs with.
 
     Every file the engine reads is first checked against the manifest entry's sha256 and
     size (EngineIntegrityError when one differs): what is measured is what was built."""
     verify_engines(directory, [entry])
     path = Path(directory) / entry["file"]
-    if entry["backend"] == "onnxruntime" and entry["precision"] == "fp32":
+    if is_family_onnx(entry):
         from .onnxruntime_backend import OrtSession
 
         return OrtSession(path, {"intra_op_num_threads": 1 if threads is None else threads,
                                  "graph_optimization_level": "all",
-                                 "providers": providers or ["CPUExecutionProvider"]})
+                                 "providers": providers or ["CPUExecutionProvider"]}, weights)
     overrides: dict[str, Any] = {}
-    if threads and entry["backend"] in THREAD_OPTIONS:
+    if threads is not None and entry["backend"] in THREAD_OPTIONS:
         overrides[THREAD_OPTIONS[entry["backend"]]] = threads
+    if providers and entry["backend"] == "onnxruntime":
+        overrides["providers"] = providers
     return open_artifact(path, **overrides)
+
+
+def is_family_onnx(entry: dict) -> bool:
+    """The ONNX Runtime fp32 engine that is the exported .onnx itself (no sidecar)."""
+    return entry.get("backend") == "onnxruntime" and entry.get("precision") == "fp32" \
+        and str(entry.get("file", "")).endswith(".onnx") and "extra" not in entry
 
 
 def verify_engines(directory: str | os.PathLike, entries: list[dict]) -> None:

@@ -203,6 +203,10 @@ class Session(abc.ABC):
 
     input_names: list[str]
     output_names: list[str]
+    # The options the session runs with (threads, providers, shared weights, precision):
+    # recorded with every profile, so the runtime can tell whether a profile is of the
+    # session it would serve with.
+    options: dict[str, Any] = {}
 
     @abc.abstractmethod
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -24,6 +24,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from .base import (
     Backend,
     BackendError,
     CompileOptions,
+    EngineIntegrityError,
     Session,
     Staging,
     _check_feed,
@@ -52,6 +54,24 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(
               "tensor(double)": "float64"}
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
            "all": "ORT_ENABLE_ALL"}
+
+
+def _share_initializers(options, path: Path, weights: SharedWeights) -> list[str]:
+    """Hand the session the family's tensors from ``weights``; the names shared."""
+    from .onnx_tensors import shareable_tensors
+
+    try:
+        tensors = shareable_tensors(path)
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"{path.name}: cannot read its tensor table ({exc})") from None
+    shared = []
+    for tensor in tensors:
+        if tensor.location == weights.path.name:
+            options.add_initializer(tensor.name, weights.value(tensor))
+            shared.append(tensor.name)
+    if shared:
+        options.add_session_config_entry("session.disable_prepacking", "1")
+    return shared
 
 
 def _level(ort, name: str):
@@ -222,17 +242,62 @@ class OnnxRuntimeBackend(Backend):
         return OrtSession(art.path, {**art.runtime, **overrides})
 
 
+class SharedWeights:
+    """A family's weights file in one buffer, and one OrtValue per distinct tensor view: the
+    family ONNX files' MatMul/Gemm/Conv weights handed to every session
+    (``SessionOptions.add_initializer``), so N sessions hold one copy. A narrower width reads
+    a prefix of the same bytes. The buffer is hashed as read: what serves is what was checked."""
+
+    def __init__(self, path: Path, sha256: str | None = None):
+        from ..hashing import sha256_bytes
+
+        self.path = Path(path)
+        self.buffer = np.fromfile(self.path, dtype=np.uint8)
+        if sha256 is not None and sha256_bytes(self.buffer) != sha256:
+            raise EngineIntegrityError(f"the shared weights file {self.path.name} does not match the manifest's "
+                                       "sha256 (modified?)")
+        self._values: dict[tuple, Any] = {}
+        self._lock = threading.Lock()
+
+    def value(self, tensor) -> Any:
+        import onnxruntime as ort
+
+        key = (tensor.offset, tensor.length, tensor.dtype, tensor.shape)
+        with self._lock:
+            found = self._values.get(key)
+            if found is None:
+                dtype = np.dtype(tensor.dtype)
+                if tensor.offset + tensor.length > self.buffer.size or tensor.length % dtype.itemsize:
+                    raise BackendError(f"tensor {tensor.name} lies outside {self.path.name}")
+                view = np.frombuffer(self.buffer, dtype=dtype, count=tensor.length // dtype.itemsize,
+                                     offset=tensor.offset).reshape(tensor.shape)
+                found = self._values[key] = (ort.OrtValue.ortvalue_from_numpy(view), view)
+            return found[0]
+
+    @property
+    def views(self) -> int:
+        return len(self._values)
+
+
 class OrtSession(Session):
-    def __init__(self, path: Path, runtime: dict[str, Any]):
+    """An ONNX Runtime session. ``weights``: the family's SharedWeights, for a family ONNX
+    whose large tensors live in that file (its sessions then share them, without MLAS
+    prepacking: a prepacked copy per session is what sharing avoids)."""
+
+    def __init__(self, path: Path, runtime: dict[str, Any], weights: SharedWeights | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         threads = int(runtime.get("intra_op_num_threads", 0) or 0)
+        level = str(runtime.get("graph_optimization_level", "all"))
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = _level(ort, str(runtime.get("graph_optimization_level", "all")))
+        options.graph_optimization_level = _level(ort, level)
         options.log_severity_level = 3
+        self.shared: list[str] = []
+        if weights is not None:
+            self.shared = _share_initializers(options, Path(path), weights)
         have = ort.get_available_providers()
         providers = [p for p in runtime.get("providers", ["CPUExecutionProvider"]) if p in have]
         try:
@@ -243,6 +308,9 @@ class OrtSession(Session):
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
         self.providers = self._session.get_providers()
+        self.options = {"backend": "onnxruntime", "threads": threads, "providers": list(self.providers),
+                        "graph_optimization_level": level, "shared_weights": bool(self.shared),
+                        "prepacking": not self.shared}
 
     def io(self) -> tuple[list[dict], list[dict]]:
         ins, outs = self._session.get_inputs(), self._session.get_outputs()

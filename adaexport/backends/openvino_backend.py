@@ -197,6 +197,10 @@ class OvSession(Session):
             self.execution_precision = hint.to_string() if hasattr(hint, "to_string") else str(hint)
         except Exception:  # noqa: BLE001 - not every device reports it
             self.execution_precision = None
+        self.options = {"backend": "openvino", "threads": int(config.get("INFERENCE_NUM_THREADS", 0) or 0),
+                        "device": str(runtime.get("device", "CPU")),
+                        "performance_hint": config.get("PERFORMANCE_HINT"),
+                        "inference_precision": self.execution_precision}
 
     def io(self) -> tuple[list[dict], list[dict]]:
         def spec(ports):

@@ -103,6 +103,7 @@ class _State:
     rss_source: str = ""
     backend_bytes: int | None = None
     backend_source: str = ""
+    session_options: dict = dataclasses.field(default_factory=dict)
     attempts: list[_Attempt] = dataclasses.field(default_factory=list)
     warnings: list[str] = dataclasses.field(default_factory=list)
 
@@ -115,6 +116,7 @@ def _load(state: _State) -> None:
     before, source = resident_bytes()
     start = time.perf_counter_ns()
     state.session = state.candidate.open()
+    state.session_options = dict(getattr(state.session, "options", None) or {})
     state.session.run(state.candidate.feeds)
     state.load_ms = (time.perf_counter_ns() - start) / 1e6
     after, _ = resident_bytes()
@@ -192,6 +194,7 @@ def _entry(state: _State, settings: ProfilingSettings, meter, idle_w, reason) ->
         "throughput_ips": len(ms) * state.candidate.batch / best.window_s if best.window_s else None,
         "iterations": len(ms), "duration_s": best.window_s, "rounds": best.rounds, "batch": state.candidate.batch,
         "threads": state.candidate.threads, "load_ms": state.load_ms,
+        "session": state.session_options,
         "memory": {"rss_bytes": state.rss_bytes, "rss_source": state.rss_source,
                    "backend_bytes": state.backend_bytes, "backend_source": state.backend_source},
         "energy": _energy(state, meter, idle_w, reason),

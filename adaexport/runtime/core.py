@@ -29,7 +29,8 @@ import numpy as np
 
 from ..manifest import read_manifest
 from ..measurements import DEFAULT_MODE, FLOPS_FRONT, accuracy_of, default_device, front_key, profile_of
-from .engine_pool import EnginePool, EngineUnavailable
+from ..backends import is_family_onnx
+from .engine_pool import EnginePool, EngineUnavailable, SessionArgs
 from .loop import Controller, LoopSettings
 from .policy import CASCADE_CHAINS, Candidate, Decision, Limits, cascade_stages
 
@@ -55,6 +56,7 @@ class Status:
     slowdown: float
     switches: int
     problems: dict[str, str]        # engine id -> why it cannot serve
+    untrusted: dict[str, str] = dataclasses.field(default_factory=dict)   # engine id -> why its profile is not used
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,13 +82,46 @@ def current_mode() -> str:
         return DEFAULT_MODE
 
 
-def candidates_for(manifest: dict, engine_ids: Sequence[str], device: str | None, mode: str) -> list[Candidate]:
-    """The policy's view of each engine at ``device`` in power mode ``mode``."""
+def untrusted_profiles(manifest: dict, args: dict[str, SessionArgs], device: str | None, mode: str) -> dict[str, str]:
+    """Engines whose profile at ``device``/``mode`` was measured with other session options
+    than the runtime opens them with (threads, shared weights, provider): engine id -> what
+    differs. Their numbers would judge a session that never ran, so they are not used."""
+    out = {}
+    for entry in manifest.get("engines", []):
+        recorded = ((profile_of(entry, device, mode) or {}).get("session") or {}) if device else {}
+        differs = args[entry["id"]].differs_from(recorded) if recorded and entry["id"] in args else []
+        if differs:
+            out[entry["id"]] = "profiled with other session options (" + ", ".join(differs) + \
+                "): its numbers are not used; the closed loop measures it as it serves"
+    return out
+
+
+def session_args(manifest: dict, device: str | None, mode: str, share_weights: bool | None,
+                 threads: int | None) -> dict[str, SessionArgs]:
+    """How to open each engine: as its profile at ``device``/``mode`` was measured (threads,
+    shared weights), unless the app says otherwise; unprofiled, with the target's threads
+    and the family's weights shared."""
+    facts = (manifest.get("device") or {}).get("target_facts") or {}
+    default_threads = facts.get("threads") if isinstance(facts.get("threads"), int) else 0
+    out = {}
+    for entry in manifest.get("engines", []):
+        recorded = ((profile_of(entry, device, mode) or {}).get("session") or {}) if device else {}
+        share = share_weights if share_weights is not None else bool(recorded.get("shared_weights", not recorded))
+        out[entry["id"]] = SessionArgs(
+            threads=threads if threads is not None else int(recorded.get("threads", default_threads) or 0),
+            share_weights=share and is_family_onnx(entry))
+    return out
+
+
+def candidates_for(manifest: dict, engine_ids: Sequence[str], device: str | None, mode: str,
+                   untrusted: dict[str, str] | None = None) -> list[Candidate]:
+    """The policy's view of each engine at ``device`` in power mode ``mode`` (the measured
+    numbers of ``untrusted`` engines left out)."""
     by_id = {e["id"]: e for e in manifest.get("engines", [])}
     out = []
     for eid in engine_ids:
         entry = by_id[eid]
-        profile = profile_of(entry, device, mode) if device else None
+        profile = profile_of(entry, device, mode) if device and eid not in (untrusted or {}) else None
         profile = profile or {}
         energy = profile.get("energy") or {}
         memory = profile.get("memory") or {}
@@ -112,7 +147,7 @@ def softmax_top1(logits: np.ndarray) -> np.ndarray:
 class Runtime:
     def __init__(self, directory: str | Path, *, limits: Limits | None = None, device: str | None = None,
                  power_mode: str | None = None, preload: str = "pareto", backends: Sequence[str] | None = None,
-                 share_weights: bool = True, loop: LoopSettings | None = None, policy: str = "best",
+                 share_weights: bool | None = None, loop: LoopSettings | None = None, policy: str = "best",
                  cascade_threshold: float = 0.9, cascade_chain: str = "two-stage", threads: int | None = None,
                  clock: Callable[[], float] = time.monotonic):
         if preload not in PRELOAD:
@@ -131,8 +166,9 @@ class Runtime:
         self._clock = clock
         self._lock = threading.RLock()
         self._subscribers: list[Callable[[Status], None]] = []
+        self.session_args = session_args(self.manifest, self.device, self.mode, share_weights, threads)
         self.pool = EnginePool(self.directory, self.manifest, backends=list(backends) if backends else None,
-                               share_weights=share_weights, threads=threads)
+                               args=self.session_args)
         for eid, why in self.pool.problems().items():
             log.warning("adaexport runtime: engine %s skipped: %s", eid, why)
         spec = self.manifest["model"]["input"]
@@ -145,7 +181,12 @@ class Runtime:
     # ---------------------------------------------------------------- state
 
     def _candidates(self) -> list[Candidate]:
-        return candidates_for(self.manifest, self.pool.usable(), self.device, self.mode)
+        return candidates_for(self.manifest, self.pool.usable(), self.device, self.mode, self.untrusted)
+
+    @property
+    def untrusted(self) -> dict[str, str]:
+        """Engines whose profile at the current device and mode is of another kind of session."""
+        return untrusted_profiles(self.manifest, self.session_args, self.device, self.mode)
 
     def _front(self) -> list[str]:
         pareto = self.manifest.get("pareto") or {}
@@ -181,7 +222,7 @@ class Runtime:
             c = self._controller
             return Status(engine=c.decision.engine, fits=c.decision.fits, reason=c.decision.reason,
                           limits=c.limits, device=self.device, mode=self.mode, slowdown=c.slowdown,
-                          switches=c.switches, problems=self.pool.problems())
+                          switches=c.switches, problems=self.pool.problems(), untrusted=self.untrusted)
 
     @property
     def decision(self) -> Decision:

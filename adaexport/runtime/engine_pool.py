@@ -8,13 +8,12 @@
   An engine that fails is recorded with the reason and never opened, the others serve.
 * The ONNX Runtime fp32 engines are the family's ``onnx/*.onnx`` files, whose large
   tensors live in the shared ``weights.bin``. With ``share_weights`` the pool reads that
-  file once into one buffer and hands each session its MatMul/Gemm/Conv weights as
-  OrtValues viewing that buffer (``SessionOptions.add_initializer``); a narrower width
-  reads a prefix of the same bytes, so every point views the same memory. MLAS
-  prepacking is switched off for those sessions, since a prepacked copy per session is
-  what sharing avoids (the benchmark measures what that costs in latency).
-* Compiled engines open through ``adaexport.backends.open_artifact`` (their sidecar says
-  how), importing only their own backend.
+  file once into one buffer (``onnxruntime_backend.SharedWeights``) and every family
+  session views it; MLAS prepacking is off for those sessions, since a prepacked copy per
+  session is what sharing avoids (the benchmark measures what that costs in latency).
+* Every engine opens through ``adaexport.backends.open_engine``, the one factory parity,
+  eval and profiling use too, with the SessionArgs the runtime chose for it (by default
+  the options its profile was measured with), importing only its own backend.
 """
 
 from __future__ import annotations
@@ -28,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.base import Artifact, BackendError, open_artifact
-from ..hashing import sha256_bytes
+from ..backends import is_family_onnx, open_engine
+from ..backends.base import Artifact, BackendError
+from ..backends.onnxruntime_backend import SharedWeights
 from ..manifest import ManifestError, check_file_record, safe_relative_path, verify_engine_files
-from .onnx_tensors import shareable_tensors
 
 _BACKEND_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
 
@@ -40,82 +39,24 @@ class EngineUnavailable(RuntimeError):
     """An engine that cannot serve (bad file, missing backend, failed to open); one line."""
 
 
-def is_family_onnx(entry: dict) -> bool:
-    """The ONNX Runtime fp32 engine that is the exported .onnx itself (no sidecar)."""
-    return entry.get("backend") == "onnxruntime" and entry.get("precision") == "fp32" \
-        and str(entry.get("file", "")).endswith(".onnx") and "extra" not in entry
+@dataclasses.dataclass(frozen=True)
+class SessionArgs:
+    """How the pool opens one engine (``backends.open_engine``'s arguments)."""
+    threads: int | None = None          # None: the engine's own default
+    providers: tuple[str, ...] | None = None
+    share_weights: bool = False         # a family ONNX: its tensors from the one shared buffer
 
-
-class SharedWeights:
-    """The family's weights file in one buffer, and one OrtValue per distinct tensor view."""
-
-    def __init__(self, path: Path, sha256: str | None = None):
-        self.path = Path(path)
-        self.buffer = np.fromfile(self.path, dtype=np.uint8)
-        if sha256 is not None and sha256_bytes(self.buffer) != sha256:
-            raise EngineUnavailable(f"the shared weights file {self.path.name} does not match the manifest's "
-                                    "sha256 (modified?)")
-        self._values: dict[tuple, Any] = {}
-        self._lock = threading.Lock()
-
-    def value(self, tensor) -> Any:
-        import onnxruntime as ort
-
-        key = (tensor.offset, tensor.length, tensor.dtype, tensor.shape)
-        with self._lock:
-            found = self._values.get(key)
-            if found is None:
-                dtype = np.dtype(tensor.dtype)
-                if tensor.offset + tensor.length > self.buffer.size or tensor.length % dtype.itemsize:
-                    raise EngineUnavailable(f"tensor {tensor.name} lies outside {self.path.name}")
-                view = np.frombuffer(self.buffer, dtype=dtype, count=tensor.length // dtype.itemsize,
-                                     offset=tensor.offset).reshape(tensor.shape)
-                found = self._values[key] = (ort.OrtValue.ortvalue_from_numpy(view), view)
-            return found[0]
-
-    @property
-    def views(self) -> int:
-        return len(self._values)
-
-
-class FamilyOnnxSession:
-    """An ONNX Runtime session over a family .onnx, its weights optionally shared."""
-
-    def __init__(self, path: Path, weights: SharedWeights | None, threads: int = 0):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads or 0)
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        self.shared: list[str] = []
-        if weights is not None:
-            try:
-                tensors = shareable_tensors(path)
-            except (OSError, ValueError) as exc:
-                raise EngineUnavailable(f"{path.name}: cannot read its tensor table ({exc})") from None
-            for tensor in tensors:
-                if tensor.location != weights.path.name:
-                    continue
-                options.add_initializer(tensor.name, weights.value(tensor))
-                self.shared.append(tensor.name)
-            if self.shared:
-                options.add_session_config_entry("session.disable_prepacking", "1")
-        try:
-            self._session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - ORT raises its own types
-            raise EngineUnavailable(f"onnxruntime could not open {path.name}: {exc}") from None
-        self.input_names = [i.name for i in self._session.get_inputs()]
-        self.output_names = [o.name for o in self._session.get_outputs()]
-        self.input_shape = list(self._session.get_inputs()[0].shape)
-
-    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self._session.run(self.output_names, inputs)
-
-    def close(self) -> None:
-        self._session = None
+    def differs_from(self, recorded: dict) -> list[str]:
+        """What differs between these arguments and a profile's recorded session options."""
+        out = []
+        if self.threads is not None and recorded.get("threads") is not None \
+                and int(recorded["threads"]) != self.threads:
+            out.append(f"threads {recorded['threads']} -> {self.threads}")
+        if "shared_weights" in recorded and bool(recorded["shared_weights"]) != self.share_weights:
+            out.append(f"shared weights {bool(recorded['shared_weights'])} -> {self.share_weights}")
+        if self.providers and recorded.get("providers") and list(recorded["providers"][:1]) != list(self.providers[:1]):
+            out.append(f"provider {recorded['providers'][0]} -> {self.providers[0]}")
+        return out
 
 
 @dataclasses.dataclass
@@ -129,14 +70,15 @@ class EngineState:
 
 
 class EnginePool:
+    """``args``: engine id -> SessionArgs (how to open it; default: the engine's own)."""
+
     def __init__(self, directory: Path, manifest: dict, *, backends: list[str] | None = None,
-                 share_weights: bool = True, threads: int | None = None, clock=None):
+                 args: dict[str, SessionArgs] | None = None, clock=None):
         import time
 
         self.directory = Path(directory)
         self.manifest = manifest
-        self.share_weights = share_weights
-        self.threads = threads if threads is not None else _target_threads(manifest)
+        self.args = dict(args or {})
         self._clock = clock or time.perf_counter
         self._weights: SharedWeights | None = None
         self._weights_lock = threading.Lock()
@@ -184,9 +126,8 @@ class EnginePool:
     def problems(self) -> dict[str, str]:
         return {eid: s.problem for eid, s in self.engines.items() if s.problem is not None}
 
-    def weights(self) -> SharedWeights | None:
-        if not self.share_weights:
-            return None
+    def weights(self) -> SharedWeights:
+        """The family's shared weights buffer, read (and hashed) once, on first use."""
         with self._weights_lock:
             if self._weights is None:
                 weights = self.manifest["weights"]
@@ -232,10 +173,10 @@ class EnginePool:
             raise EngineUnavailable(f"the engine fails on a test input ({exc})") from None
 
     def _open(self, entry: dict):
-        path = safe_relative_path(self.directory, entry["file"])
-        if is_family_onnx(entry):
-            return FamilyOnnxSession(path, self.weights(), self.threads)
-        return open_artifact(path)
+        args = self.args.get(entry["id"], SessionArgs())
+        weights = self.weights() if args.share_weights and is_family_onnx(entry) else None
+        return open_engine(self.directory, entry, threads=args.threads,
+                           providers=list(args.providers) if args.providers else None, weights=weights)
 
     def is_open(self, engine_id: str) -> bool:
         return self.engines[engine_id].session is not None
@@ -245,9 +186,3 @@ class EnginePool:
             session, state.session = state.session, None
             if session is not None:
                 session.close()
-
-
-def _target_threads(manifest: dict) -> int:
-    facts = (manifest.get("device") or {}).get("target_facts") or {}
-    threads = facts.get("threads")
-    return int(threads) if isinstance(threads, int) and threads > 0 else 0
