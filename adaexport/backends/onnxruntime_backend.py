@@ -99,15 +99,27 @@ def convert_fp16(src: Path, dst: Path) -> dict[str, Any]:
     return {"conversion": "onnxruntime.transformers.float16 (keep_io_types)"}
 
 
-def quantize_qdq(src: Path, dst: Path, calibration: np.ndarray, *, symmetric_activations: bool) -> dict[str, Any]:
+# What TensorRT's explicit quantization parses (onnx-tensorrt docs/operators.md: DequantizeLinear
+# takes INT8 (10.x: also FP8/INT4) input with zero points of 0; an INT32 bias DequantizeLinear is
+# rejected: "only activation types allowed as input to this layer"). The options are those of
+# TensorRT Model Optimizer's trt_guided_options: biases stay float, every weight gets its own
+# QuantizeLinear -> DequantizeLinear pair, every consumer its own activation pair.
+TENSORRT_QDQ_OPTIONS = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                        "AddQDQPairToWeight": True, "DedicatedQDQPair": True}
+
+
+def quantize_qdq(src: Path, dst: Path, calibration: np.ndarray, *, symmetric_activations: bool,
+                 tensorrt: bool = False) -> dict[str, Any]:
     """Static QDQ quantization of src into dst (weights embedded), calibrated on real samples.
 
-    symmetric_activations=True gives int8 activations with zero points of 0, the form
-    TensorRT's explicit quantization needs; False gives ONNX Runtime's preferred CPU
-    form (uint8 activations, int8 weights)."""
+    symmetric_activations=True gives int8 activations with zero points of 0; False gives
+    ONNX Runtime's preferred CPU form (uint8 activations, int8 weights). tensorrt=True
+    (implies symmetric activations) lays the model out as TensorRT parses it
+    (TENSORRT_QDQ_OPTIONS: float biases, a Q/DQ pair per weight)."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
         quantize_static
 
+    symmetric_activations = symmetric_activations or tensorrt
     name, batch = model_batch(src)
     batches = calibration_batches(calibration, batch, CALIBRATION_LIMIT)
 
@@ -128,18 +140,22 @@ def quantize_qdq(src: Path, dst: Path, calibration: np.ndarray, *, symmetric_act
 
     reader = Reader()
     activation = QuantType.QInt8 if symmetric_activations else QuantType.QUInt8
+    extra = dict(TENSORRT_QDQ_OPTIONS) if tensorrt else {"ActivationSymmetric": symmetric_activations,
+                                                         "WeightSymmetric": True}
     with _quiet_logging():
         quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
                         activation_type=activation, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True})
+                        calibrate_method=CalibrationMethod.MinMax, extra_options=extra)
     samples = sum(len(b) for b in batches)
-    return {"quantization": {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
-                             "ops": list(QUANTIZED_OPS), "per_channel": True, "calibration": "MinMax",
-                             "activations": "int8 symmetric" if symmetric_activations else "uint8",
-                             "weights": "int8 symmetric", "calibration_samples": samples,
-                             "calibration_sha256": digest_array(calibration[:samples])}}
+    facts = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
+             "ops": list(QUANTIZED_OPS), "per_channel": True, "calibration": "MinMax",
+             "activations": "int8 symmetric" if symmetric_activations else "uint8",
+             "weights": "int8 symmetric", "calibration_samples": samples,
+             "calibration_sha256": digest_array(calibration[:samples])}
+    if tensorrt:
+        facts.update(layout="tensorrt", bias="float (not quantized)", extra_options=extra)
+    return {"quantization": facts}
 
 
 def _embedded_bytes(path: Path) -> bytes:
