@@ -74,8 +74,9 @@ def nvml_process_bytes(pid: int | None = None) -> int:
 
 
 def device_memory_reader(target, root=None) -> DeviceMemory:
-    """How this process's device memory is read on `target` (jetson: nvmap, gpu: NVML)."""
-    kind = getattr(target, "kind", None)
+    """How this process's device memory is read on `target` (a Target or its kind; jetson:
+    nvmap, gpu: NVML)."""
+    kind = target if isinstance(target, str) else getattr(target, "kind", None)
     if kind == "jetson":
         try:
             nvmap_bytes(root=root)

@@ -189,6 +189,8 @@ class Target:
             "threads": self.threads,
             "engines": [{"backend": e.backend, "precisions": list(e.precisions)} for e in self.engines],
             "power_modes": [m.name for m in self.power_modes],
+            **({"power_modes_by_module": {m.compatible: [p.name for p in self.power_modes_for(m.compatible)]
+                                          for m in self.modules}} if self.modules else {}),
             "power_sensors": [s.name for s in self.power_sensors],
             **({"modules": [m.compatible for m in self.modules]} if self.modules else {}),
         }
