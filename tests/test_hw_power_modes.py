@@ -2,6 +2,8 @@
 NVIDIA's layout (tests/jetson_fixtures.py), a stand-in nvpmodel that asks for a reboot when a
 mode changes the GPU's TPC power-gating mask, and the targets' mode names checked against them."""
 
+import sys
+
 import pytest
 
 from adaexport.errors import UsageError
@@ -103,3 +105,12 @@ def test_a_switch_at_run_time_is_read_back(tmp_path, monkeypatch):
     seen = []
     walk_power_modes(["MAXN", "15W", "10W"], seen.append, euid=0, on_skip=lambda name, why: seen.append(f"-{name}"))
     assert seen == ["-MAXN", "15W", "10W"] and current_power_mode() == "10W"    # restored
+
+
+def test_nvpm_error_on_stdout_fails_the_switch_even_with_exit_status_0(tmp_path, monkeypatch):
+    jetson_root(tmp_path, monkeypatch, "p3767_0000", "15W")
+    script = tmp_path / "erring.py"
+    script.write_text("print('NVPM ERROR: failed to set power mode')\n")
+    monkeypatch.setenv("ADAEXPORT_NVPMODEL", f"{sys.executable} {script}")
+    with pytest.raises(PowerModeError, match="nvpmodel -m 1 .10W. failed: NVPM ERROR: failed to set power mode"):
+        set_power_mode("10W")

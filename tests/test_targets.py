@@ -113,6 +113,9 @@ def test_power_modes_per_module_and_jetpack():
     (*ORIN_NX_16GB, "jetson-orin-nx"),
     ("NVIDIA Jetson Orin NX 8GB", ["nvidia,p3768-0000+p3767-0001", "nvidia,tegra234"], "jetson-orin-nx"),
     (*AGX_ORIN_DEVKIT, "jetson-agx-orin"),
+    # JetPack 6.2 "super" devkits: the module's own entry may be missing, the super one must do
+    ("NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super",
+     ["nvidia,p3768-0000+p3767-0005-super", "nvidia,tegra234"], "jetson-orin-nano"),
     ("NVIDIA Jetson AGX Orin 64GB", ["nvidia,p3737-0000+p3701-0005", "nvidia,tegra234"], "jetson-agx-orin"),
     # a compatible string no table knows: the model string decides
     ("NVIDIA Jetson AGX Orin Industrial (custom carrier)", ["acme,carrier", "nvidia,tegra234"], "jetson-agx-orin"),

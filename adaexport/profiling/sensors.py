@@ -1,10 +1,10 @@
 """Energy and power readers, each tagged with its source; none is ever estimated.
 
-* Jetson: the INA3221 rail monitors through hwmon sysfs (JetPack 6:
+* Jetson: the INA3221 rail monitors through hwmon sysfs (Orin, JetPack 5 and 6:
   ``/sys/bus/i2c/drivers/ina3221/<i2c>/hwmon/hwmon*/in<N>_label``, bus voltage
   ``in<N>_input`` in mV, current ``curr<N>_input`` in mA; unconnected channels
   ("NC", no label, ``in<N>_enable`` 0) and the "Sum of ..." channels are skipped) or
-  the older iio layout (JetPack 5: ``ina3221x/<i2c>/iio:device*/rail_name_<k>``,
+  the older iio layout (JetPack 4 and earlier: ``ina3221x/<i2c>/iio:device*/rail_name_<k>``,
   ``in_power<k>_input`` in mW). Power is sampled in a background thread and
   integrated over the window. The module total is the target's ``total = true`` rail
   (VDD_IN, the module input, on Orin Nano/NX); AGX Orin has no module-input rail, so its
