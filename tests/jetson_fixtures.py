@@ -72,10 +72,11 @@ def conf_text(key: str) -> str:
 
 
 # A stand-in for nvpmodel: -q prints the mode; -m ID switches. A mode whose TPC mask differs
-# from the GPU's (sys/devices/gpu.0/tpc_pg_mask) needs a reboot: it prints nvpmodel's prompt, reads
-# the answer from stdin (none: no reboot) and, as FAKE_ON_DECLINE says, leaves the mode as it was
-# ("keep") or records the new mode while the mask stays ("relabel", the case the audit could not
-# rule out). Every call is logged to calls.log.
+# from the GPU's (sys/devices/gpu.0/tpc_pg_mask, else the current mode's), or one listed in
+# $FAKE_NEEDS_REBOOT (ids), needs a reboot: it prints nvpmodel's prompt, reads the answer from
+# stdin (none: no reboot) and, as $FAKE_ON_DECLINE says, leaves the mode as it was ("keep", the
+# default) or records the new mode while the mask stays ("relabel", the case the audit could not
+# rule out). Every call is logged to calls.log under the root.
 NVPMODEL = textwrap.dedent("""\
     import os, re, sys
     root = os.environ["ADAEXPORT_SYSFS_ROOT"]
@@ -102,21 +103,21 @@ NVPMODEL = textwrap.dedent("""\
         if wanted not in modes:
             print("NVPM ERROR: Invalid power mode id", file=sys.stderr)
             sys.exit(1)
-        gpu = int(open(mask_file).read())
-        if masks.get(wanted, gpu) != gpu:
+        gpu = int(open(mask_file).read()) if os.path.exists(mask_file) else masks.get(current)
+        forced = wanted in [int(x) for x in os.environ.get("FAKE_NEEDS_REBOOT", "").split(",") if x]
+        if forced or masks.get(wanted, gpu) != gpu:
             print("NVPM WARN: Reboot required for changing to this power mode: " + modes[wanted])
             print("NVPM WARN: DO YOU WANT TO REBOOT NOW? enter YES/yes to confirm:")
-            answer = sys.stdin.readline().strip()
-            if answer.lower() != "yes" and os.environ.get("FAKE_ON_DECLINE", "relabel") == "keep":
+            if sys.stdin.readline().strip().lower() != "yes" and os.environ.get("FAKE_ON_DECLINE", "keep") == "keep":
                 sys.exit(0)
         open(status, "w").write("pmode:%04d fmode:quiet\\n" % wanted)
 """)
 
 
-def jetson_root(tmp_path, monkeypatch, conf: str, current: str, gpu_mask: int | None = None):
-    """A Jetson filesystem under tmp_path/root in mode `current` of REAL_CONFS[conf], with the GPU's
-    TPC mask in sysfs (the current mode's unless given), the device tree and L4T release of the conf's
-    module, and the stand-in nvpmodel on $ADAEXPORT_NVPMODEL."""
+def jetson_root(tmp_path, monkeypatch, conf: str, current: str):
+    """A Jetson filesystem under tmp_path/root in mode `current` of REAL_CONFS[conf], with that mode's
+    GPU TPC mask in sysfs, the device tree and L4T release of the conf's module, and the stand-in
+    nvpmodel on $ADAEXPORT_NVPMODEL."""
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     (root / "etc/nvpmodel.conf").write_text(conf_text(conf))
@@ -124,7 +125,7 @@ def jetson_root(tmp_path, monkeypatch, conf: str, current: str, gpu_mask: int | 
     (root / "var/lib/nvpmodel").mkdir(parents=True)
     (root / "var/lib/nvpmodel/status").write_text(f"pmode:{ident:04d} fmode:quiet\n")
     (root / "sys/devices/gpu.0").mkdir(parents=True)
-    (root / "sys/devices/gpu.0/tpc_pg_mask").write_text(f"{mask if gpu_mask is None else gpu_mask}\n")
+    (root / "sys/devices/gpu.0/tpc_pg_mask").write_text(f"{mask}\n")
     module, release = CONF_MODULES[conf]
     tree = root / "proc/device-tree"
     tree.mkdir(parents=True)

@@ -258,15 +258,6 @@ def test_tensorrt_cross_build_records_pending_engines(family, tmp_path):
         finish_pending(compile_engine(onnx_path, tmp_path, "x86-cpu", "onnxruntime", "fp32"))
 
 
-@pytest.fixture(scope="module")
-def tensorrt():
-    trt = pytest.importorskip("tensorrt")
-    state = get_backend("tensorrt").available()
-    if not state:
-        pytest.skip(state.reason)
-    return trt
-
-
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_tensorrt_engines(tensorrt, family, tmp_path, precision):
     point = POINTS[0]

@@ -90,6 +90,7 @@ def test_walk_skips_reboot_modes_and_never_records_them(tmp_path, monkeypatch):
 def test_a_switch_whose_mask_did_not_take_is_refused(tmp_path, monkeypatch):
     root = jetson_root(tmp_path, monkeypatch, "p3767_0003", "15W")
     # nvpmodel relabels the mode but the GPU keeps its mask (reboot declined): read back, refused
+    monkeypatch.setenv("FAKE_ON_DECLINE", "relabel")
     with pytest.raises(PowerModeError, match="reports 7W, but the GPU TPC mask in force is 240 .* not the mode's 252"):
         set_power_mode("7W")
     assert switches(root) == ["-m 1"]

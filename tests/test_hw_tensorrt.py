@@ -305,15 +305,6 @@ def test_concurrent_writers_merge_into_the_file(tmp_path):
 # --------------------------------------------------------------------------- with TensorRT
 
 
-@pytest.fixture(scope="module")
-def tensorrt():
-    trt = pytest.importorskip("tensorrt")
-    state = get_backend("tensorrt").available()
-    if not state:
-        pytest.skip(state.reason)
-    return trt
-
-
 def test_real_tensorrt_builds_over_a_corrupt_timing_cache(tensorrt, tmp_path):
     from adaexport.backends import compile_engine
 
