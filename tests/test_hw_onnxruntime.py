@@ -37,7 +37,8 @@ def test_vnni_is_read_from_cpuinfo(tmp_path, monkeypatch):
     cpuinfo(tmp_path, monkeypatch, WITH_VNNI)
     assert cpu_has_vnni() is True and reduce_range_for(x86, "x86_64") == (False, "x86 CPU with VNNI")
     assert reduce_range_for(load_target("arm64-cpu"), "aarch64")[0] is False
-    pinned = parse_target(x86.source.replace("[backends.onnxruntime]\n", "[backends.onnxruntime]\nreduce_range = true\n"))
+    section = "[backends.onnxruntime]\n"
+    pinned = parse_target(x86.source.replace(section, section + "reduce_range = true\n"))
     assert reduce_range_for(pinned, "x86_64") == (True, "the target's reduce_range = true")
 
 
