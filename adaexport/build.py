@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -300,7 +301,8 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
     _prune(onnx_dir, {out / r["file"] for r in export_records.values()} | {onnx_dir / WEIGHTS_NAME})
     if (out / ENGINES_DIR).is_dir():
         keep = {out / f for e in engines for f in e.get("extra", {}).get("files", [])}
-        _prune(out / ENGINES_DIR, keep | {p.with_name(p.name + ".json") for p in keep}, every_file=True)
+        kept = {p for e in engines for p in _beside(out / ENGINES_DIR, e, "support_files", "shared_files")}
+        _prune(out / ENGINES_DIR, keep | kept | {p.with_name(p.name + ".json") for p in keep}, every_file=True)
     return BuildResult(manifest=manifest, directory=out, exported=exported, parity_runs=parity_runs,
                        failures=failures)
 
@@ -389,10 +391,11 @@ def _lint(out: Path, onnx_record: dict, backend: str, precision: str) -> list[st
 def _compiled_engine(out: Path, cache: Cache, base: dict, target, onnx_record: dict, backend: str,
                      precision: str, calibration: np.ndarray, reporter) -> dict:
     """Compile (or record as pending) one engine from a point's ONNX, cached by content."""
-    from .backends import compile_or_defer
+    from .backends import compile_or_defer, get_backend
 
+    recipe = get_backend(backend).recipe
     key = _digest({**base, "stage": "compile", "entry": 2, "onnx_sha256": onnx_record["sha256"], "backend": backend,
-                   "precision": precision, "target": target.source,
+                   **({"recipe": recipe} if recipe else {}), "precision": precision, "target": target.source,
                    "calibration": hashlib.sha256(calibration.tobytes()).hexdigest() if precision == "int8" else None})
     record = cache.get("compile", key)
     if record is not None and all(_valid(out, f) for f in record["files"]):
@@ -409,7 +412,8 @@ def _compiled_engine(out: Path, cache: Cache, base: dict, target, onnx_record: d
         reporter.info(f"trtexec equivalent: {artifact.facts['trtexec']}")
     entry = artifact.record(out)
     entry["lint"] = problems
-    files = [_file_record(out, p) for p in [*artifact.paths(), artifact.sidecar] if p.is_file()]
+    support = sorted(_beside(engines_dir, entry, "support_files"))
+    files = [_file_record(out, p) for p in [*artifact.paths(), artifact.sidecar, *support] if p.is_file()]
     cache.put("compile", key, {"entry": entry, "files": files})
     return entry
 
@@ -469,6 +473,13 @@ def _remove_leftovers(out: Path) -> None:
     cache = out / CACHE_DIR
     stages = [p for p in cache.iterdir() if p.is_dir()] if cache.is_dir() else []
     remove_leftovers([out, out / ONNX_DIR, out / ENGINES_DIR, *stages])
+
+
+def _beside(root: Path, entry: dict, *kinds: str) -> set[Path]:
+    """Files a backend keeps beside an engine (facts "support_files": what it is built from, e.g.
+    a pending TensorRT engine's QDQ model; "shared_files": caches the family shares)."""
+    facts = entry.get("extra", {}).get("facts", {})
+    return {Path(os.path.normpath(root / f)) for kind in kinds for f in facts.get(kind, [])}
 
 
 def _prune(directory: Path, keep: set[Path], every_file: bool = False) -> None:

@@ -274,7 +274,7 @@ def compile(
 
 @app.command()
 @user_errors
-def targets() -> None:
+def targets(json_out: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
     """List the known device targets, their engines, power modes and sensors."""
     from .backends import available_backends
     from .targets import detect_target, get_target, list_targets
@@ -284,6 +284,13 @@ def targets() -> None:
     except USER_ERRORS:
         here = None
     available = available_backends()
+    if json_out:
+        import json
+
+        print(json.dumps({"this_machine": here, "targets": [
+            {**get_target(n).describe(), "available_here": {b: bool(available.get(b)) for b in get_target(n).backends}}
+            for n in list_targets()]}, indent=1))
+        return
     table = Table(title="device targets" + (f" (this machine: {here})" if here else ""))
     for col in ("target", "engines (in order of preference)", "power modes", "power sensors", "threads"):
         table.add_column(col)
@@ -295,6 +302,29 @@ def targets() -> None:
                       ", ".join(m.name for m in target.power_modes), ", ".join(s.name for s in target.power_sensors),
                       str(target.threads or "default"))
     console.print(table)
+
+
+@app.command()
+@user_errors
+def doctor(
+    json_out: bool = typer.Option(False, "--json", help="Print the report as one JSON document."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON report to this file (attach it to a "
+                                                           "bug report)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Compare with this target (default: detected)."),
+) -> None:
+    """On the device: what it really has (TensorRT and its DLA, nvpmodel modes and which need a
+    reboot, power rails, energy counters, device memory) next to what its target assumes."""
+    import json
+
+    from .doctor import format_report, run_checks
+
+    report = run_checks(device)
+    if out is not None:
+        out.write_text(json.dumps(report, indent=1) + "\n")
+    if json_out:
+        print(json.dumps(report, indent=1))
+    else:
+        console.print(format_report(report), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

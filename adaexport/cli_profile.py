@@ -70,6 +70,11 @@ def profile(
     reporter = make_reporter(json_out, err_console)
     done: dict[str, list[str]] = {}
     skipped: list[str] = []
+    skipped_modes: dict[str, str] = {}     # power modes not profiled, and why (a reboot, a switch that did not take)
+
+    def skip_mode(name: str, why: str) -> None:
+        skipped_modes[name] = why
+        reporter.warn(f"power mode {name} not profiled: {why}")
 
     def run(mode: str) -> None:
         results, skipped[:] = profile_manifest(directory, manifest, target, device=target.name, mode=mode,
@@ -79,15 +84,19 @@ def profile(
 
     try:
         if switch:
-            walk_power_modes(modes, run, on_switch=lambda name: reporter.info(f"nvpmodel: switched to {name}"))
+            walk_power_modes(modes, run, on_switch=lambda name: reporter.info(f"nvpmodel: switched to {name} "
+                                                                              "(read back)"),
+                             on_skip=skip_mode)
         else:
             for mode in modes:
                 run(mode)
     finally:
         reporter.close()
+    if not done and skipped_modes:
+        fail("no power mode profiled: " + "; ".join(f"{m}: {why}" for m, why in skipped_modes.items()))
     if json_out:
         print(json.dumps({"manifest": str(Path(directory) / "manifest.json"), "device": target.name,
-                          "modes": list(done), "skipped": skipped,
+                          "modes": list(done), "skipped_modes": skipped_modes, "skipped": skipped,
                           "engines": {e["id"]: {m: e["profile"][target.name][m] for m in done if e["id"] in done[m]}
                                       for e in manifest["engines"] if any(e["id"] in ids for ids in done.values())}},
                          indent=1))

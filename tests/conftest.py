@@ -33,3 +33,15 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     return subprocess.run([sys.executable, "-m", "adaexport", *args], capture_output=True, text=True,
                           cwd=cwd, env=full_env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tensorrt():
+    """The tensorrt module where TensorRT and a GPU are usable; the test skips with the reason elsewhere."""
+    from adaexport.backends import get_backend
+
+    trt = pytest.importorskip("tensorrt")
+    state = get_backend("tensorrt").available()
+    if not state:
+        pytest.skip(state.reason)
+    return trt

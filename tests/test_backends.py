@@ -258,12 +258,19 @@ def test_build_settings_map_target_and_precision_to_builder_options():
 
 
 def test_trtexec_command_lines():
-    s = build_settings(NX, "int8", CAPS_10, "engines/p.qdq.onnx", timing_cache="engines/nx.cache", dla_core=0,
-                       module="p3767-0000")
+    s = build_settings(NX, "int8", CAPS_10, "engines/p.qdq.onnx", timing_cache="engines/nx.cache")
     assert trtexec_command(s, "engines/p.plan") == [
         "trtexec", "--onnx=engines/p.qdq.onnx", "--saveEngine=engines/p.plan", "--fp16", "--int8",
         "--memPoolSize=workspace:2048M", "--builderOptimizationLevel=3", "--timingCacheFile=engines/nx.cache",
-        "--useDLACore=0", "--allowGPUFallback", "--skipInference"]
+        "--skipInference"]
+    # int8 on the DLA: the model without Q/DQ nodes and the scales as a calibration cache (qdq-translator's way)
+    s = build_settings(NX, "int8", CAPS_10, "onnx/p.onnx", timing_cache="engines/nx.cache", dla_core=0,
+                       module="p3767-0000", calibration_cache="engines/p.calib.cache")
+    assert s.source_kind == "calib" and s.calibration_cache == "engines/p.calib.cache" and s.tensorrt == "10.3.0"
+    assert trtexec_command(s, "engines/p.plan") == [
+        "trtexec", "--onnx=onnx/p.onnx", "--saveEngine=engines/p.plan", "--fp16", "--int8",
+        "--calib=engines/p.calib.cache", "--memPoolSize=workspace:2048M", "--builderOptimizationLevel=3",
+        "--timingCacheFile=engines/nx.cache", "--useDLACore=0", "--allowGPUFallback", "--skipInference"]
     s = build_settings(GPU, "fp32", CAPS_10, "my dir/p.onnx")
     assert trtexec_command_line(s, "p.plan", trtexec="/usr/src/tensorrt/bin/trtexec") == (
         "/usr/src/tensorrt/bin/trtexec '--onnx=my dir/p.onnx' --saveEngine=p.plan --noTF32 "

@@ -28,12 +28,14 @@ from adaexport.backends import (
     pending_engine,
 )
 from adaexport.backends.lint import lint_onnx
+from adaexport.backends.trt_timing_cache import cache_name
 from adaexport.datasets import model_inputs
 from adaexport.export import export_family
 from adaexport.space import ConfigPoint
 from adaexport.targets import load_target
 
 from .conftest import ROOT
+from .test_hw_tensorrt import dequantize_inputs
 
 torch.set_num_threads(1)
 
@@ -239,6 +241,7 @@ def test_tensorrt_cross_build_records_pending_engines(family, tmp_path):
     assert "tensorrt" in art.facts["pending_reason"]
     qdq = tmp_path / art.facts["source"]
     assert lint_onnx(qdq, "tensorrt") == []          # symmetric: zero points of 0
+    assert set(dequantize_inputs(qdq).values()) == {"INT8"}   # the demo's Conv and Gemm biases stay float
     # the quantized model the device will build computes what the fp32 one does
     session = ort.InferenceSession(str(qdq), providers=["CPUExecutionProvider"])
     got = np.concatenate([session.run(None, {"image": x[None]})[0] for x in family["evaluation"]])
@@ -255,21 +258,12 @@ def test_tensorrt_cross_build_records_pending_engines(family, tmp_path):
         finish_pending(compile_engine(onnx_path, tmp_path, "x86-cpu", "onnxruntime", "fp32"))
 
 
-@pytest.fixture(scope="module")
-def tensorrt():
-    trt = pytest.importorskip("tensorrt")
-    state = get_backend("tensorrt").available()
-    if not state:
-        pytest.skip(state.reason)
-    return trt
-
-
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_tensorrt_engines(tensorrt, family, tmp_path, precision):
     point = POINTS[0]
     art = compile_engine(family["onnx"][point], tmp_path, "nvidia-gpu", "tensorrt", precision,
                          calibration_inputs=family["calibration"])
-    assert art.path.suffix == ".plan" and (tmp_path / "tensorrt-nvidia-gpu.timing-cache").is_file()
+    assert art.path.suffix == ".plan" and (tmp_path / cache_name("nvidia-gpu", tensorrt.__version__)).is_file()
     assert art.facts["system"]["tensorrt"] == tensorrt.__version__
     check_parity(precision, family["reference"][point], run_all(art.path, family["evaluation"]))
     # a plan from another TensorRT is refused with one line

@@ -17,6 +17,7 @@ import torch
 from adaexport.manifest import read_manifest, verify_files
 
 from .conftest import CONFORMANCE, DATA, run_cli
+from .test_hw_tensorrt import dequantize_inputs
 
 FP32 = ["--profile", str(DATA / "profiles" / "ort-fp32.toml")]  # the pipeline's own tests: one engine per point
 SMALL = ["--tokens", "8,32", "--width", "32,64", "--depth", "2", *FP32]
@@ -259,5 +260,9 @@ def test_cross_building_for_jetson_leaves_tensorrt_engines_pending(tmp_path):
     pending = [e for e in manifest["engines"] if e["backend"] == "tensorrt"]
     assert {e["precision"] for e in pending} == {"fp16", "int8"}
     assert all(e["status"] == "pending" and e["parity"] is None and "sha256" not in e for e in pending)
+    # the int8 engine's QDQ model, written at build time, is one TensorRT parses: no INT32 (bias) input
+    int8 = next(e for e in pending if e["precision"] == "int8")
+    qdq = out / "engines" / int8["extra"]["facts"]["source"]
+    assert qdq.name.endswith(".qdq.onnx") and set(dequantize_inputs(qdq).values()) == {"INT8"}
     assert manifest["device"]["target"] == "jetson-orin-nx"
     assert verify_files(out, manifest) == []

@@ -12,6 +12,7 @@ from adaexport.manifest import read_manifest
 from adaexport.profiles import load_profile
 
 from .conftest import DATA, run_cli
+from .jetson_fixtures import jetson_root, switches
 from .test_profiling_power_modes import CONF, SCRIPT
 from .test_profiling_sensors import orin_nx_tree
 
@@ -147,6 +148,24 @@ def test_power_mode_all_walks_the_modes_with_energy_and_restores(built, tmp_path
     # the current mode alone, read by name
     report = cli_json("profile", str(out), "--device", "jetson-orin-nx", "--engines", one, *TINY, env=env)
     assert report["modes"] == ["15W"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="walking power modes needs root")
+def test_power_mode_all_on_agx_orin_profiles_what_switches_and_says_why_not_the_rest(built, tmp_path, monkeypatch):
+    out = copy(built, tmp_path)
+    root = jetson_root(tmp_path, monkeypatch, "p3701_0000", "MODE_30W")     # GPU mask 240 in force
+    one = read_manifest(out)["engines"][0]["id"]
+    report = cli_json("profile", str(out), "--device", "jetson-agx-orin", "--power-mode", "all", "--engines", one,
+                      *TINY)
+    assert report["modes"] == ["MODE_30W"]
+    assert sorted(report["skipped_modes"]) == ["MAXN", "MODE_15W", "MODE_50W"]
+    assert all("needs a reboot" in why for why in report["skipped_modes"].values())
+    assert switches(root) == []
+    profile = next(e for e in read_manifest(out)["engines"] if e["id"] == one)["profile"]["jetson-agx-orin"]
+    assert list(profile) == ["MODE_30W"]
+    # one mode that needs a reboot, asked for alone: nothing profiled, one line, exit 2
+    result = run_cli("profile", str(out), "--device", "jetson-agx-orin", "--power-mode", "MODE_15W", *TINY)
+    assert result.returncode == 2 and "no power mode profiled: MODE_15W: needs a reboot" in result.stderr
 
 
 @pytest.mark.parametrize("args, words", [

@@ -2,7 +2,6 @@
 like it: reads /etc/nvpmodel.conf, keeps the mode in /var/lib/nvpmodel/status."""
 
 import sys
-import textwrap
 
 import pytest
 
@@ -14,6 +13,8 @@ from adaexport.profiling.power_modes import (
     set_power_mode,
     walk_power_modes,
 )
+
+from .jetson_fixtures import NVPMODEL
 
 CONF = """\
 # nvpmodel.conf (Orin NX 16GB, trimmed)
@@ -28,29 +29,7 @@ CPU_ONLINE CORE_0 1
 < PM_CONFIG DEFAULT=2 >
 """
 
-SCRIPT = textwrap.dedent("""\
-    import os, re, sys
-    root = os.environ["ADAEXPORT_SYSFS_ROOT"]
-    conf = open(os.path.join(root, "etc/nvpmodel.conf")).read()
-    modes = {int(i): n for i, n in re.findall(r"POWER_MODEL ID=(\\d+) NAME=(\\S+)", conf)}
-    status = os.path.join(root, "var/lib/nvpmodel/status")
-    with open(os.path.join(root, "calls.log"), "a") as log:
-        log.write(" ".join(sys.argv[1:]) + "\\n")
-    current = int(re.search(r"pmode:(\\d+)", open(status).read()).group(1))
-    if sys.argv[1:] == ["-q"]:
-        print("NV Power Mode: " + modes[current])
-        print(current)
-    elif sys.argv[1] == "-m":
-        wanted = int(sys.argv[2])
-        if wanted in [int(x) for x in os.environ.get("FAKE_NEEDS_REBOOT", "").split(",") if x]:
-            print("NVPM WARN: Reboot required for changing to this power mode: " + modes[wanted])
-            print("NVPM WARN: DO YOU WANT TO REBOOT NOW? enter YES/yes to confirm:")
-            sys.exit(0)
-        if wanted not in modes:
-            print("NVPM ERROR: Invalid power mode id", file=sys.stderr)
-            sys.exit(1)
-        open(status, "w").write("pmode:%04d fmode:quiet\\n" % wanted)
-""")
+SCRIPT = NVPMODEL     # the stand-in nvpmodel (tests/jetson_fixtures.py)
 
 
 @pytest.fixture

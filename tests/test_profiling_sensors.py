@@ -88,14 +88,26 @@ def test_orin_nx_meter_uses_vdd_in_and_integrates_over_the_window(tmp_path):
     assert joules == pytest.approx(6.0 * meter.window_s, rel=1e-9)
 
 
-def test_agx_orin_total_is_the_sum_of_the_first_monitor(tmp_path):
-    ina3221_hwmon(tmp_path, "1-0040", {1: ("VDD_GPU_SOC", 5000, 1000, True), 2: ("VDD_CPU_CV", 5000, 400, True),
-                                       3: ("VIN_SYS_5V0", 5000, 600, True)})
-    ina3221_hwmon(tmp_path, "1-0041", {1: ("NC", 0, 0, False), 2: ("VDDQ_VDD2_1V8AO", 5000, 200, True),
-                                       3: ("NC", 0, 0, False)}, hwmon="hwmon4")
+def agx_orin_tree(root):
+    """AGX Orin's two monitors as the mainline device tree (tegra234-p3701) lays them out."""
+    ina3221_hwmon(root, "1-0040", {1: ("VDD_GPU_SOC", 5000, 1000, True), 2: ("VDD_CPU_CV", 5000, 400, True),
+                                   3: ("VIN_SYS_5V0", 5000, 600, True)})
+    ina3221_hwmon(root, "1-0041", {1: ("NC", 0, 0, False), 2: ("VDDQ_VDD2_1V8AO", 5000, 200, True),
+                                   3: ("NC", 0, 0, False)}, hwmon="hwmon4")
+
+
+def test_agx_orin_total_is_every_rail_of_both_monitors_as_jetson_stats_reports(tmp_path):
+    agx_orin_tree(tmp_path)
     meter = ina3221_meter(load_target("jetson-agx-orin").power_sensors, root=tmp_path)
-    assert meter.source == "ina3221:VDD_GPU_SOC+VDD_CPU_CV+VIN_SYS_5V0 (1-0040)"
-    assert meter.read_w() == pytest.approx(5.0 + 2.0 + 3.0)   # DRAM (1-0041) is fed from VIN_SYS_5V0: not added
+    assert meter.rails == ("VDD_GPU_SOC (1-0040)", "VDD_CPU_CV (1-0040)", "VIN_SYS_5V0 (1-0040)",
+                           "VDDQ_VDD2_1V8AO (1-0041)")
+    assert meter.source.startswith("ina3221:VDD_GPU_SOC+VDD_CPU_CV+VIN_SYS_5V0 (1-0040) + VDDQ_VDD2_1V8AO (1-0041): "
+                                   "sum of all rails")
+    assert "not the module input" in meter.source
+    assert meter.read_w() == pytest.approx(5.0 + 2.0 + 3.0 + 1.0)   # jtop's total_power: the sum of all rails
+    nx_tree = tmp_path / "nx"
+    orin_nx_tree(nx_tree)
+    assert ina3221_meter(load_target("jetson-orin-nx").power_sensors, root=nx_tree).rails == ("VDD_IN (1-0040)",)
 
 
 def test_missing_rail_names_what_is_there(tmp_path):

@@ -91,13 +91,14 @@ def test_power_modes_per_module_and_jetpack():
     names = lambda modes: [m.name for m in modes]  # noqa: E731
     assert names(nano.power_modes_for("p3767-0005", "36.3.0")) == ["15W", "7W"]
     assert names(nano.power_modes_for("p3767-0005", "36.4.3")) == ["15W", "7W", "25W", "MAXN_SUPER"]
-    assert names(nano.power_modes_for("p3767-0004", "35.4.1")) == ["10W", "7W"]
+    assert names(nano.power_modes_for("p3767-0004", "35.4.1")) == ["10W", "7W_AI", "7W_CPU"]
     nx = load_target("jetson-orin-nx")
     assert names(nx.power_modes_for("p3767-0000", "36.3.0")) == ["MAXN", "10W", "15W", "25W"]
-    assert names(nx.power_modes_for("p3767-0001", "36.4.3")) == ["MAXN_SUPER", "10W", "15W", "20W", "40W"]
-    agx = load_target("jetson-agx-orin")
-    assert names(agx.power_modes_for("p3701-0005")) == ["MAXN", "15W", "30W", "50W"]
-    assert names(agx.power_modes_for("p3701-0004")) == ["MAXN", "15W", "30W", "40W"]
+    # JetPack 6.2: the regular conf (MAXN) or the super one (MAXN_SUPER, 40W), as flashed
+    assert names(nx.power_modes_for("p3767-0001", "36.4.3")) == ["MAXN", "MAXN_SUPER", "10W", "15W", "20W", "40W"]
+    agx = load_target("jetson-agx-orin")   # nvpmodel's names: MODE_30W, not 30W
+    assert names(agx.power_modes_for("p3701-0005")) == ["MAXN", "MODE_15W", "MODE_30W", "MODE_50W"]
+    assert names(agx.power_modes_for("p3701-0004")) == ["MAXN", "MODE_15W", "MODE_30W", "MODE_40W"]
     assert nano.power_mode("MAXN_SUPER").budget_w is None and nano.power_mode("7W").budget_w == 7
     with pytest.raises(UsageError, match="no power mode 'MAXN'"):
         nano.power_mode("MAXN")
@@ -112,6 +113,9 @@ def test_power_modes_per_module_and_jetpack():
     (*ORIN_NX_16GB, "jetson-orin-nx"),
     ("NVIDIA Jetson Orin NX 8GB", ["nvidia,p3768-0000+p3767-0001", "nvidia,tegra234"], "jetson-orin-nx"),
     (*AGX_ORIN_DEVKIT, "jetson-agx-orin"),
+    # JetPack 6.2 "super" devkits: the module's own entry may be missing, the super one must do
+    ("NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super",
+     ["nvidia,p3768-0000+p3767-0005-super", "nvidia,tegra234"], "jetson-orin-nano"),
     ("NVIDIA Jetson AGX Orin 64GB", ["nvidia,p3737-0000+p3701-0005", "nvidia,tegra234"], "jetson-agx-orin"),
     # a compatible string no table knows: the model string decides
     ("NVIDIA Jetson AGX Orin Industrial (custom carrier)", ["acme,carrier", "nvidia,tegra234"], "jetson-agx-orin"),

@@ -237,6 +237,7 @@ class Backend(abc.ABC):
     runtime_modules: tuple[str, ...] = ()
     precisions: tuple[str, ...] = PRECISIONS
     extension: str = ""
+    recipe: str | None = None       # bumped when the same inputs compile differently (build cache keys)
 
     # -- both sides
     @abc.abstractmethod

@@ -10,7 +10,9 @@ own documentation:
   LayerNormalization is parsed natively from 8.6 on). Restrictions checked: static
   input shapes (we build no optimisation profiles), LayerNormalization's extra
   outputs unsupported, `axes`/`K` inputs that must be constants, Q/DQ zero points
-  that must be zero.
+  that must be zero, DequantizeLinear inputs that must be INT8 (FP8/INT4 from 10.x):
+  an INT32 input (a quantized bias) or a UINT8 one is rejected by the parser ("only
+  activation types allowed as input to this layer").
 * OpenVINO: the ONNX frontend's supported-operations table
   (src/frontends/onnx/docs/supported_ops.md).
 * ONNX Runtime: every default-domain operator up to its opset (ORT >= 1.17 reads
@@ -152,6 +154,32 @@ def _qualified(node) -> str:
     return node.op_type if node.domain in DEFAULT_DOMAINS else f"{node.domain}.{node.op_type}"
 
 
+# DequantizeLinear input types the TensorRT parser rejects (onnx-tensorrt docs/operators.md:
+# "DequantizeLinear | INT8, FP8, INT4"; 8.6 lists INT8 only).
+_TRT_BAD_DQ_INPUTS = {6: ("INT32", "a quantized bias: keep biases float (QuantizeBias off)"),
+                      2: ("UINT8", "uint8 activations: quantize to symmetric int8")}   # onnx.TensorProto types
+
+
+def _tensor_types(graph) -> dict[str, int]:
+    """Element type (onnx.TensorProto enum) of the tensors whose type the graph states: initializers,
+    typed values, Constant outputs and QuantizeLinear outputs (the zero point's type, else the
+    output_dtype attribute, else UINT8, as the operator defines)."""
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.value_info, *graph.output]
+             if v.type.tensor_type.elem_type}
+    types.update({t.name: t.data_type for t in graph.initializer})
+    for node in graph.node:
+        if node.op_type == "Constant":
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            if value is not None:
+                types[node.output[0]] = value.data_type
+    for node in graph.node:
+        if node.op_type == "QuantizeLinear":
+            zero = node.input[2] if len(node.input) > 2 and node.input[2] else None
+            attr = next((a.i for a in node.attribute if a.name == "output_dtype" and a.i), None)
+            types[node.output[0]] = types.get(zero) or attr or 2
+    return types
+
+
 def lint_model(proto, backend: str, version: str | None = None, *, precision: str | None = None,
                dla: bool = False) -> list[str]:
     """Problems of an in-memory onnx.ModelProto for `backend` (empty: it fits)."""
@@ -170,6 +198,7 @@ def lint_model(proto, backend: str, version: str | None = None, *, precision: st
                 problems.append(f"input {value.name}: dynamic shape (the engine is built without "
                                 "optimisation profiles; export with a fixed batch)")
         used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        types = _tensor_types(graph)
         seen = set()
         for node in graph.node:
             label = f"{node.op_type} {node.name or node.output[0]}"
@@ -184,6 +213,10 @@ def lint_model(proto, backend: str, version: str | None = None, *, precision: st
                 zero = initializers.get(node.input[2])
                 if zero is not None and numpy_helper.to_array(zero).any():
                     problems.append(f"{label}: TensorRT needs zero points of 0 (symmetric quantization)")
+            bad = _TRT_BAD_DQ_INPUTS.get(types.get(node.input[0])) if node.op_type == "DequantizeLinear" else None
+            if bad:
+                problems.append(f"{label}: input {node.input[0]} is {bad[0]}, TensorRT's DequantizeLinear takes "
+                                f"INT8 ({bad[1]})")
         if dla and precision == "fp32":
             problems.append("DLA runs fp16 and int8 layers only; an fp32 engine cannot use the DLA")
     return problems

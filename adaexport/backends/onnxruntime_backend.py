@@ -12,7 +12,12 @@ the target's thread count.
   and returns float32.
 * int8: static quantization in the QDQ format (onnxruntime.quantization.
   quantize_static) of the Conv/MatMul/Gemm weights (int8, per channel) and their
-  activations, calibrated (MinMax) on real preprocessed samples.
+  activations (uint8), calibrated (MinMax) on real preprocessed samples. On an x86 CPU
+  without VNNI, u8s8 dot products can saturate (ONNX Runtime's quantization docs; the
+  same hardware issue as OpenVINO's "Saturation (overflow) Issue Workaround"), so the
+  weights are quantized to 7 bits there (``reduce_range``): the target's
+  ``[backends.onnxruntime] reduce_range`` (true/false), or "auto" (default): when the
+  building x86 host's /proc/cpuinfo has neither avx512_vnni nor avx_vnni.
 
 Toolchain side: compile() imports onnx and onnxruntime's tools. Runtime side: open()
 imports onnxruntime only.
@@ -119,15 +124,55 @@ def convert_fp16(src: Path, dst: Path) -> dict[str, Any]:
     return {"conversion": "onnxruntime.transformers.float16 (keep_io_types)"}
 
 
-def quantize_qdq(src: Path, dst: Path, calibration: np.ndarray, *, symmetric_activations: bool) -> dict[str, Any]:
+# What TensorRT's explicit quantization parses (onnx-tensorrt docs/operators.md: DequantizeLinear
+# takes INT8 (10.x: also FP8/INT4) input with zero points of 0; an INT32 bias DequantizeLinear is
+# rejected: "only activation types allowed as input to this layer"). The options are those of
+# TensorRT Model Optimizer's trt_guided_options: biases stay float, every weight gets its own
+# QuantizeLinear -> DequantizeLinear pair, every consumer its own activation pair.
+TENSORRT_QDQ_OPTIONS = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                        "AddQDQPairToWeight": True, "DedicatedQDQPair": True}
+
+
+def cpu_has_vnni(root: str | os.PathLike | None = None) -> bool | None:
+    """Whether the CPU has 8-bit VNNI dot products (avx512_vnni / avx_vnni in /proc/cpuinfo under
+    `root`, default $ADAEXPORT_SYSFS_ROOT or "/"); None where cpuinfo cannot be read."""
+    base = Path(root if root is not None else os.environ.get("ADAEXPORT_SYSFS_ROOT", "/"))
+    try:
+        flags = set((base / "proc/cpuinfo").read_text().split())
+    except OSError:
+        return None
+    return bool(flags & {"avx512_vnni", "avx_vnni"})
+
+
+def reduce_range_for(target, machine: str | None = None) -> tuple[bool, str]:
+    """(quantize weights to 7 bits?, why) for ONNX Runtime int8 engines of `target`."""
+    import platform
+
+    setting = target.options("onnxruntime").get("reduce_range", "auto")
+    if isinstance(setting, bool):
+        return setting, f"the target's reduce_range = {str(setting).lower()}"
+    arch = (machine or platform.machine()).lower()
+    if arch not in ("x86_64", "amd64") or target.arch not in (None, "x86_64"):
+        return False, f"not an x86 CPU ({arch})"
+    vnni = cpu_has_vnni()
+    if vnni is None:
+        return True, "x86 CPU whose VNNI support cannot be read: 7-bit weights to avoid u8s8 saturation"
+    return (False, "x86 CPU with VNNI") if vnni else (True, "x86 CPU without VNNI: 7-bit weights avoid u8s8 saturation")
+
+
+def quantize_qdq(src: Path, dst: Path, calibration: np.ndarray, *, symmetric_activations: bool,
+                 tensorrt: bool = False, reduce_range: bool = False) -> dict[str, Any]:
     """Static QDQ quantization of src into dst (weights embedded), calibrated on real samples.
 
-    symmetric_activations=True gives int8 activations with zero points of 0, the form
-    TensorRT's explicit quantization needs; False gives ONNX Runtime's preferred CPU
-    form (uint8 activations, int8 weights)."""
+    symmetric_activations=True gives int8 activations with zero points of 0; False gives
+    ONNX Runtime's preferred CPU form (uint8 activations, int8 weights). tensorrt=True
+    (implies symmetric activations) lays the model out as TensorRT parses it
+    (TENSORRT_QDQ_OPTIONS: float biases, a Q/DQ pair per weight). reduce_range quantizes
+    the weights to 7 bits."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
         quantize_static
 
+    symmetric_activations = symmetric_activations or tensorrt
     name, batch = model_batch(src)
     batches = calibration_batches(calibration, batch, CALIBRATION_LIMIT)
 
@@ -148,18 +193,23 @@ def quantize_qdq(src: Path, dst: Path, calibration: np.ndarray, *, symmetric_act
 
     reader = Reader()
     activation = QuantType.QInt8 if symmetric_activations else QuantType.QUInt8
+    extra = dict(TENSORRT_QDQ_OPTIONS) if tensorrt else {"ActivationSymmetric": symmetric_activations,
+                                                         "WeightSymmetric": True}
     with _quiet_logging():
         quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
-                        activation_type=activation, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True})
+                        activation_type=activation, weight_type=QuantType.QInt8, reduce_range=reduce_range,
+                        calibrate_method=CalibrationMethod.MinMax, extra_options=extra)
     samples = sum(len(b) for b in batches)
-    return {"quantization": {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
-                             "ops": list(QUANTIZED_OPS), "per_channel": True, "calibration": "MinMax",
-                             "activations": "int8 symmetric" if symmetric_activations else "uint8",
-                             "weights": "int8 symmetric", "calibration_samples": samples,
-                             "calibration_sha256": digest_array(calibration[:samples])}}
+    facts = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
+             "ops": list(QUANTIZED_OPS), "per_channel": True, "calibration": "MinMax",
+             "activations": "int8 symmetric" if symmetric_activations else "uint8",
+             "weights": "int8 symmetric" + (", 7-bit range" if reduce_range else ""),
+             "reduce_range": reduce_range, "calibration_samples": samples,
+             "calibration_sha256": digest_array(calibration[:samples])}
+    if tensorrt:
+        facts.update(layout="tensorrt", bias="float (not quantized)", extra_options=extra)
+    return {"quantization": facts}
 
 
 def _embedded_bytes(path: Path) -> bytes:
@@ -177,6 +227,11 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     runtime_modules = ("onnxruntime",)
     extension = ".onnx"
+
+    @property
+    def recipe(self) -> str:
+        """int8 engines depend on the building CPU (reduce_range "auto"): it keys the build cache."""
+        return f"vnni={cpu_has_vnni()}"
 
     def available(self, precision: str | None = None) -> Availability:
         if precision is not None and precision not in self.precisions:
@@ -213,7 +268,10 @@ class OnnxRuntimeBackend(Backend):
                 facts.update(convert_fp16(onnx_path, source))
             elif precision == "int8":
                 source = stage.path("int8.onnx")
-                facts.update(quantize_qdq(onnx_path, source, options.calibration, symmetric_activations=False))
+                reduce_range, why = reduce_range_for(target)
+                facts.update(quantize_qdq(onnx_path, source, options.calibration, symmetric_activations=False,
+                                          reduce_range=reduce_range))
+                facts["quantization"]["reduce_range_reason"] = why
             session_options = ort.SessionOptions()
             session_options.graph_optimization_level = _level(ort, level)
             session_options.optimized_model_filepath = str(stage.path(main))

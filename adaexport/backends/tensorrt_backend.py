@@ -11,11 +11,12 @@ Written against TensorRT's Python API as documented for 8.6 and 10.x:
 * ``builder.create_builder_config()``: ``set_memory_pool_limit(MemoryPoolType.WORKSPACE,
   bytes)``, ``builder_optimization_level``, ``BuilderFlag.FP16 / INT8`` (when the
   module has them), ``BuilderFlag.TF32`` cleared for fp32 engines (TF32 rounds matmul
-  inputs to 10-bit mantissas), a timing cache (``create_timing_cache``,
-  ``set_timing_cache(cache, ignore_mismatch=False)``, serialised back after each
-  build: one file per target, reused across the family), DLA
-  (``default_device_type = DeviceType.DLA``, ``DLA_core``, ``BuilderFlag.GPU_FALLBACK``)
-  with the layers that fall back to the GPU reported (``can_run_on_DLA(layer)``);
+  inputs to 10-bit mantissas), a timing cache (`trt_timing_cache`: one file per target
+  and TensorRT version, a cache that cannot be loaded is a miss, concurrent builds merge
+  into the file under a lock), DLA (``default_device_type = DeviceType.DLA``,
+  ``DLA_core``, ``BuilderFlag.GPU_FALLBACK``; none on TensorRT 11, whose DLA support is
+  absent in 11.0-11.3) with the layers that run on the DLA after fusion reported from the
+  builder log and the engine inspector (`trt_dla.placement_report`);
 * ``builder.build_serialized_network(network, config)``.
 
 Precision:
@@ -24,10 +25,14 @@ Precision:
   a float16 copy of the ONNX (float32 IO) in a strongly typed network.
 * int8: explicit quantization. The ONNX is quantized to QDQ form on the toolchain side
   (onnxruntime.quantization, symmetric int8 activations and per-channel int8 weights,
-  calibrated on real samples: TensorRT needs zero points of 0), then built with
-  ``BuilderFlag.INT8`` (+ FP16 for the layers left unquantized); strongly typed where
-  the flags are gone. The implicit-calibration API (IInt8Calibrator) is deprecated
-  since 10.1 and not used, so a device needs no calibration data.
+  calibrated on real samples, laid out as TensorRT parses it: zero points of 0, float
+  biases, a Q/DQ pair per weight; see onnxruntime_backend.TENSORRT_QDQ_OPTIONS), then
+  built with ``BuilderFlag.INT8`` (+ FP16 for the layers left unquantized); strongly
+  typed where the flags are gone. A device needs no calibration data.
+* int8 on the DLA: TensorRT 8.6/10.x does not place Q/DQ networks on the DLA, so, as
+  NVIDIA's qdq-translator does, the exported fp32 ONNX is built with INT8 + FP16 and the
+  QDQ model's activation scales as a calibration cache (`trt_dla`; the calibrator only
+  reads the cache, it never runs samples).
 
 A plan only runs on the TensorRT version, GPU compute capability and Jetson Linux
 (L4T) release it was built with. Those are stored in the plan's JSON sidecar
@@ -59,11 +64,13 @@ import importlib.util
 import os
 import platform
 import shlex
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from . import trt_dla, trt_timing_cache
 from .base import (
     Artifact,
     Availability,
@@ -78,7 +85,6 @@ from .base import (
     finalize,
     io_spec,
     sha256_file,
-    write_bytes_atomic,
     write_sidecar,
 )
 
@@ -105,9 +111,16 @@ class TrtCaps:
     def major(self) -> int:
         return _version_tuple(self.version)[0] if self.version else 0
 
+    @property
+    def dla(self) -> bool:
+        """Builds for the DLA: TensorRT 8.x and 10.x (11.0-11.3 have no DLA support)."""
+        return self.major < 11
+
 
 # Typical capabilities per TensorRT generation, for settings computed before the device's
 # TensorRT is known (pending engines) and for tests.
+CAPS_8_5 = TrtCaps("8.5.2", fp16_flag=True, int8_flag=True, strongly_typed=False, explicit_batch_flag=True,
+                   optimization_level=False)
 CAPS_8_6 = TrtCaps("8.6.2", fp16_flag=True, int8_flag=True, strongly_typed=False, explicit_batch_flag=True)
 CAPS_10 = TrtCaps("10.3.0", fp16_flag=True, int8_flag=True, strongly_typed=True, explicit_batch_flag=False)
 CAPS_11 = TrtCaps("11.0.0", fp16_flag=False, int8_flag=False, strongly_typed=True, explicit_batch_flag=False)
@@ -136,6 +149,8 @@ class BuildSettings:
     optimization_level: int
     timing_cache: str | None
     dla_core: int | None
+    calibration_cache: str | None = None   # DLA int8: activation scales (trtexec --calib)
+    tensorrt: str | None = None            # the TensorRT version these settings are for
 
     @property
     def strongly_typed(self) -> bool:
@@ -145,11 +160,12 @@ class BuildSettings:
         return dataclasses.asdict(self)
 
 
-def needed_source(precision: str, caps: TrtCaps) -> str:
+def needed_source(precision: str, caps: TrtCaps, dla: bool = False) -> str:
     """Which ONNX a build at `precision` parses: fp32 (the exported model), fp16 (a float16
-    copy, for strongly typed builds) or qdq (the quantized model)."""
+    copy, for strongly typed builds), qdq (the quantized model) or calib (the exported
+    model with the quantized model's scales as a calibration cache: int8 on the DLA)."""
     if precision == "int8":
-        return "qdq"
+        return "calib" if dla else "qdq"
     if precision == "fp16" and not caps.fp16_flag:
         return "fp16"
     return "fp32"
@@ -158,14 +174,17 @@ def needed_source(precision: str, caps: TrtCaps) -> str:
 def build_settings(target, precision: str, caps: TrtCaps, source: str | os.PathLike, *,
                    workspace_mb: int | None = None, optimization_level: int | None = None,
                    timing_cache: str | os.PathLike | None = None, dla_core: int | None = None,
-                   module: str | None = None) -> BuildSettings:
+                   module: str | None = None, calibration_cache: str | os.PathLike | None = None) -> BuildSettings:
     """The builder settings for `precision` on `target` with TensorRT `caps`, parsing
     `source` (see `needed_source`). Raises BackendError for impossible combinations."""
     if precision not in ("fp32", "fp16", "int8"):
         raise BackendError(f"tensorrt builds fp32, fp16 and int8 engines, not {precision!r}")
     options = target.options("tensorrt")
-    kind = needed_source(precision, caps)
+    kind = needed_source(precision, caps, dla_core is not None)
     if dla_core is not None:
+        if not caps.dla:
+            raise BackendError(f"TensorRT {caps.version} has no DLA support (none in TensorRT 11.0-11.3); "
+                               "build for the GPU, or with TensorRT 10 (JetPack 6)")
         cores = target.dla_cores(module)
         if cores <= 0:
             raise BackendError(f"{target.name}{' ' + module if module else ''} has no DLA; build for the GPU")
@@ -173,6 +192,8 @@ def build_settings(target, precision: str, caps: TrtCaps, source: str | os.PathL
             raise BackendError(f"DLA core {dla_core} does not exist on {target.name} (it has {cores})")
         if precision == "fp32":
             raise BackendError("the DLA runs fp16 and int8 only; an fp32 engine cannot use it")
+        if kind == "calib" and calibration_cache is None:
+            raise BackendError("int8 on the DLA is built from a calibration cache (the QDQ model's scales); none given")
     network: list[str] = []
     if caps.explicit_batch_flag:
         network.append("EXPLICIT_BATCH")
@@ -201,11 +222,16 @@ def build_settings(target, precision: str, caps: TrtCaps, source: str | os.PathL
                                                                                    DEFAULT_WORKSPACE_MB)),
         optimization_level=int(optimization_level if optimization_level is not None
                                else options.get("builder_optimization_level", DEFAULT_OPTIMIZATION_LEVEL)),
-        timing_cache=os.fspath(timing_cache) if timing_cache is not None else None, dla_core=dla_core)
+        timing_cache=os.fspath(timing_cache) if timing_cache is not None else None, dla_core=dla_core,
+        calibration_cache=os.fspath(calibration_cache) if kind == "calib" else None, tensorrt=caps.version)
 
 
 def trtexec_command(settings: BuildSettings, plan: str | os.PathLike, *, trtexec: str = "trtexec") -> list[str]:
-    """The trtexec command line that builds the same engine as `settings`."""
+    """The trtexec command line that builds the same engine as `settings`, with the options
+    the trtexec of `settings.tensorrt` has (sampleOptions.cpp: 8.5 has neither
+    --builderOptimizationLevel nor --skipInference, but --buildOnly; --stronglyTyped
+    from 10)."""
+    since_8_6 = _version_tuple(settings.tensorrt or "10")[:2] >= (8, 6)
     cmd = [trtexec, f"--onnx={os.fspath(settings.source)}", f"--saveEngine={os.fspath(plan)}"]
     if settings.strongly_typed:
         cmd.append("--stronglyTyped")
@@ -213,17 +239,20 @@ def trtexec_command(settings: BuildSettings, plan: str | os.PathLike, *, trtexec
         cmd.append("--fp16")
     if "INT8" in settings.builder_flags:
         cmd.append("--int8")
+    if settings.calibration_cache:
+        cmd.append(f"--calib={settings.calibration_cache}")
     if "TF32" in settings.cleared_flags:
         cmd.append("--noTF32")
     cmd.append(f"--memPoolSize=workspace:{settings.workspace_mb}M")
-    cmd.append(f"--builderOptimizationLevel={settings.optimization_level}")
+    if since_8_6:
+        cmd.append(f"--builderOptimizationLevel={settings.optimization_level}")
     if settings.timing_cache:
         cmd.append(f"--timingCacheFile={settings.timing_cache}")
     if settings.dla_core is not None:
         cmd.append(f"--useDLACore={settings.dla_core}")
         if "GPU_FALLBACK" in settings.builder_flags:
             cmd.append("--allowGPUFallback")
-    cmd.append("--skipInference")
+    cmd.append("--skipInference" if since_8_6 else "--buildOnly")
     return cmd
 
 
@@ -232,7 +261,8 @@ def trtexec_command_line(settings: BuildSettings, plan: str | os.PathLike, **kw)
 
 
 def format_dla_fallback(fallback: Sequence[dict[str, Any]], total_layers: int, dla_core: int | None) -> str:
-    """One paragraph for the build log: which layers could not run on the DLA."""
+    """One paragraph for the build log: which network layers TensorRT says cannot run on the
+    DLA, asked layer by layer *before* fusion (trt_dla.placement_report says where they ran)."""
     if dla_core is None:
         return "GPU engine (no DLA)"
     if not fallback:
@@ -441,42 +471,65 @@ def _has_qdq(onnx_path: Path) -> bool:
 
 
 def prepare_source(onnx_path: Path, out_dir: Path, precision: str, calibration: np.ndarray | None,
-                   kind: str, name: str) -> tuple[Path, dict[str, Any]]:
-    """The ONNX a TensorRT build parses (toolchain side): the exported model itself (fp32),
-    or a float16 copy / a QDQ-quantized copy written into out_dir as `name`."""
+                   kind: str, stem: str) -> tuple[Path, dict[str, Any]]:
+    """The ONNX a TensorRT build parses (toolchain side), written into out_dir next to the
+    plan `stem`: the exported model itself (fp32), a float16 copy (`stem`.fp16.onnx), a
+    QDQ-quantized copy (`stem`.qdq.onnx), or, for int8 on the DLA (calib), the exported
+    model with the QDQ copy's activation scales as `stem`.calib.cache (facts
+    "calibration_cache")."""
     onnx_path = Path(onnx_path)
-    if kind == "fp32" or (kind == "qdq" and _has_qdq(onnx_path)):
+    has_qdq = kind in ("qdq", "calib") and _has_qdq(onnx_path)
+    if kind == "fp32" or (kind == "qdq" and has_qdq):
         return onnx_path, {}
+    if has_qdq:
+        raise BackendError(f"{onnx_path.name} is already quantized (Q/DQ nodes), which the DLA does not take; "
+                           "strip it with NVIDIA's qdq-translator, or build int8 for the GPU")
     try:
         from .onnxruntime_backend import convert_fp16, quantize_qdq
         import onnxruntime.quantization  # noqa: F401 - the tool the QDQ / float16 model is made with
     except ImportError as exc:
         raise BackendUnavailable(f"a {kind} ONNX for TensorRT is made with onnxruntime's tools, which cannot be "
                                  f"imported here ({exc}); prepare it on the workstation (pending_engine)") from None
+    if kind not in ("fp16", "qdq", "calib"):
+        raise BackendError(f"unknown TensorRT source kind {kind!r}")
+    name = f"{stem}.{'fp16' if kind == 'fp16' else 'qdq'}.onnx"
     with Staging(out_dir) as stage:
         if kind == "fp16":
             facts = convert_fp16(onnx_path, stage.path(name))
-        elif kind == "qdq":
-            facts = quantize_qdq(onnx_path, stage.path(name), calibration, symmetric_activations=True)
         else:
-            raise BackendError(f"unknown TensorRT source kind {kind!r}")
+            facts = quantize_qdq(onnx_path, stage.path(name), calibration, symmetric_activations=True, tensorrt=True)
         stage.commit([name])
-    return Path(out_dir) / name, facts
+    if kind != "calib":
+        return Path(out_dir) / name, facts
+    cache = f"{stem}.calib.cache"
+    scales = trt_dla.activation_scales(Path(out_dir) / name)
+    trt_dla.write_cache(Path(out_dir) / cache, scales, CAPS_10.version)   # rewritten for the device's TensorRT
+    return onnx_path, {**facts, "calibration_cache": cache, "calibration_tensors": len(scales),
+                       "calibration_from": name}
 
 
-def default_timing_cache(out_dir: Path, target) -> Path:
-    """One timing cache per target, shared by every engine of the family."""
-    return Path(out_dir) / f"tensorrt-{target.name}.timing-cache"
+def default_timing_cache(out_dir: Path, target, tensorrt_version: str | None) -> Path:
+    """One timing cache per target and TensorRT version, shared by every engine of the family."""
+    return Path(out_dir) / trt_timing_cache.cache_name(target.name, tensorrt_version)
 
 
 def _relative(path: Path, base: Path) -> str:
     return os.path.relpath(Path(path).resolve(), Path(base).resolve()).replace(os.sep, "/")
 
 
+def _files_beside(settings: BuildSettings, facts: dict[str, Any]) -> dict[str, list[str]]:
+    """The files (relative to the engine's folder) a build keeps beside the plan: what it is
+    built from (the QDQ/fp16 model, the calibration cache) and the family's timing cache."""
+    support = [settings.source, settings.calibration_cache, facts.get("calibration_from")]
+    timing = [settings.timing_cache, f"{settings.timing_cache}.lock"] if settings.timing_cache else []
+    return {"support_files": [f for f in support if f and "/" not in f], "shared_files": timing}
+
+
 class TensorRtBackend(Backend):
     name = "tensorrt"
     runtime_modules = ("tensorrt",)
     extension = PLAN_SUFFIX
+    recipe = "2: TensorRT QDQ layout, DLA int8 from a calibration cache, versioned timing cache"
 
     def available(self, precision: str | None = None) -> Availability:
         if precision is not None and precision not in self.precisions:
@@ -520,9 +573,9 @@ class TensorRtBackend(Backend):
         caps = caps_of(trt)
         out_dir = Path(options.out_dir)
         plan = self.plan_name(onnx_path, precision, options)
-        kind = needed_source(precision, caps)
+        kind = needed_source(precision, caps, options.dla_core is not None)
         source, facts = prepare_source(Path(onnx_path), out_dir, precision, options.calibration, kind,
-                                       plan[:-len(PLAN_SUFFIX)] + f".{kind}.onnx")
+                                       plan[:-len(PLAN_SUFFIX)])
         return self._build(trt, caps, Path(onnx_path), source, facts, target, precision, options, plan)
 
     def _build(self, trt, caps: TrtCaps, onnx_path: Path, source: Path, facts: dict[str, Any], target,
@@ -531,45 +584,55 @@ class TensorRtBackend(Backend):
 
         out_dir = Path(options.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        timing = Path(options.timing_cache) if options.timing_cache else default_timing_cache(out_dir, target)
-        module = _module_here()
+        timing = Path(options.timing_cache) if options.timing_cache else \
+            default_timing_cache(out_dir, target, caps.version)
+        calibration = out_dir / facts["calibration_cache"] if facts.get("calibration_cache") else None
         settings = build_settings(target, precision, caps, source, workspace_mb=options.workspace_mb,
                                   optimization_level=options.optimization_level, timing_cache=timing,
-                                  dla_core=options.dla_core, module=module)
+                                  dla_core=options.dla_core, module=_module_here(), calibration_cache=calibration)
         problems = lint_onnx(source, "tensorrt", caps.version, precision=precision, dla=options.dla_core is not None)
         if problems:
             raise BackendError(f"{source.name} does not fit TensorRT {caps.version}: {'; '.join(problems)}")
+        calibration_bytes = None
+        if calibration is not None:     # the header names the TensorRT that reads it
+            calibration_bytes = trt_dla.write_cache(calibration, trt_dla.read_cache(calibration.read_text()),
+                                                    caps.version)
         logger = _Logger(trt)
         with Staging(out_dir) as stage:
-            report = _build_plan(trt, logger, settings, stage.path(plan), timing)
+            report = _build_plan(trt, logger, settings, stage.path(plan), timing, calibration_bytes)
             stage.commit([plan])
         threads = options.threads if options.threads is not None else target.threads
         recorded = dataclasses.replace(settings, source=_relative(source, out_dir),
-                                       timing_cache=_relative(timing, out_dir))
+                                       timing_cache=_relative(timing, out_dir),
+                                       calibration_cache=_relative(calibration, out_dir) if calibration else None)
         artifact = Artifact(
             backend=self.name, precision=precision, files=[plan], root=out_dir,
             runtime={"dla_core": settings.dla_core, "output_order": _output_names(source)},
             facts={**facts, "source": _relative(source, out_dir), "exported_onnx": Path(onnx_path).name,
                    "source_sha256": sha256_file(source), "settings": recorded.as_dict(),
                    "trtexec": trtexec_command_line(recorded, plan), "system": system_key(caps.version).as_dict(),
-                   "dla": report, "target": target.name, "threads": threads,
+                   "dla": report, "target": target.name, "threads": threads, **_files_beside(recorded, facts),
                    "finish": f"adaexport compile DIR --device {target.name}", "build_log": logger.tail()})
         session = TrtSession(artifact.path, artifact.runtime, SystemKey.from_dict(artifact.facts["system"]))
         return finalize(artifact, session, options.check)
 
     def pending(self, onnx_path: Path, target, precision: str, options: CompileOptions) -> Artifact:
         """Record an engine to be built on the device (this machine has no TensorRT): prepare
-        the ONNX it will parse, write its sidecar with status "pending"."""
+        the ONNX it will parse, write its sidecar with status "pending". The settings and the
+        trtexec line are for CAPS_10 (TensorRT 10.3, JetPack 6); the device's own TensorRT
+        decides when `adaexport compile` builds it."""
         self.check_precision(precision)
         out_dir = Path(options.out_dir)
         plan = self.plan_name(onnx_path, precision, options)
-        kind = needed_source(precision, CAPS_10)
+        kind = needed_source(precision, CAPS_10, options.dla_core is not None)
         source, facts = prepare_source(Path(onnx_path), out_dir, precision, options.calibration, kind,
-                                       plan[:-len(PLAN_SUFFIX)] + f".{kind}.onnx")
-        timing = Path(options.timing_cache) if options.timing_cache else default_timing_cache(out_dir, target)
+                                       plan[:-len(PLAN_SUFFIX)])
+        timing = Path(options.timing_cache) if options.timing_cache else \
+            default_timing_cache(out_dir, target, CAPS_10.version)
         settings = build_settings(target, precision, CAPS_10, _relative(source, out_dir),
                                   workspace_mb=options.workspace_mb, optimization_level=options.optimization_level,
-                                  timing_cache=_relative(timing, out_dir), dla_core=options.dla_core)
+                                  timing_cache=_relative(timing, out_dir), dla_core=options.dla_core,
+                                  calibration_cache=facts.get("calibration_cache"))
         finish = f"adaexport compile DIR --device {target.name}"
         artifact = Artifact(
             backend=self.name, precision=precision, files=[plan], root=out_dir, status="pending",
@@ -577,7 +640,8 @@ class TensorRtBackend(Backend):
             facts={**facts, "source": _relative(source, out_dir), "exported_onnx": Path(onnx_path).name,
                    "source_sha256": sha256_file(source), "settings": settings.as_dict(),
                    "trtexec": trtexec_command_line(settings, plan), "target": target.name, "finish": finish,
-                   "dla_core": options.dla_core, "pending_reason": self.available().reason})
+                   "dla_core": options.dla_core, "pending_reason": self.available().reason,
+                   **_files_beside(settings, facts)})
         write_sidecar(artifact)
         return artifact
 
@@ -594,10 +658,11 @@ class TensorRtBackend(Backend):
         caps = caps_of(trt)
         source = (art.root / art.facts["source"]).resolve()
         onnx_path = art.root / art.facts.get("exported_onnx", source.name)
-        facts = {k: v for k, v in art.facts.items() if k in ("quantization", "conversion")}
+        facts = {k: v for k, v in art.facts.items()
+                 if k in ("quantization", "conversion", "calibration_cache", "calibration_tensors", "calibration_from")}
         if needed_source(art.precision, caps) == "fp16" and art.facts["settings"]["source_kind"] != "fp16":
-            fp16_name = art.files[0][:-len(PLAN_SUFFIX)] + ".fp16.onnx"
-            source, facts = prepare_source(source, art.root, art.precision, None, "fp16", fp16_name)
+            stem = art.files[0][:-len(PLAN_SUFFIX)]
+            source, facts = prepare_source(source, art.root, art.precision, None, "fp16", stem)
         opts = options or CompileOptions(out_dir=art.root)
         opts = dataclasses.replace(opts, out_dir=art.root, dla_core=art.facts.get("dla_core", opts.dla_core))
         return self._build(trt, caps, onnx_path, source, facts, target, art.precision, opts, art.files[0])
@@ -627,17 +692,21 @@ def _module_here() -> str | None:
 
 
 def _Logger(trt):
-    """A TensorRT logger (a trt.ILogger subclass) that keeps the last warnings and errors."""
+    """A TensorRT logger (a trt.ILogger subclass) that keeps the last warnings and errors,
+    and the builder's layer placement lines ([DlaLayer] / [GpuLayer], logged as INFO)."""
 
     class Logger(trt.ILogger):
         def __init__(self):
             trt.ILogger.__init__(self)
             self.messages: list[str] = []
+            self.placement: list[str] = []
 
         def log(self, severity, msg):
             if int(severity) <= int(trt.ILogger.Severity.WARNING):
                 self.messages.append(f"{getattr(severity, 'name', severity)}: {msg}")
                 del self.messages[:-50]
+            elif "[DlaLayer]" in msg or "[GpuLayer]" in msg:
+                self.placement.append(msg)
 
         def tail(self, n: int = 10) -> list[str]:
             return self.messages[-n:]
@@ -645,8 +714,46 @@ def _Logger(trt):
     return Logger()
 
 
-def _build_plan(trt, logger, settings: BuildSettings, plan_path: Path, timing_path: Path) -> dict[str, Any]:
-    """Build one plan with the TensorRT API; returns the DLA report."""
+def _calibrator(trt, cache: bytes):
+    """An int8 calibrator that only hands TensorRT a calibration cache (as trtexec --calib
+    does): it has no batches, so nothing is calibrated on the device."""
+
+    class CacheCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self):
+            trt.IInt8EntropyCalibrator2.__init__(self)
+
+        def get_batch_size(self):
+            return 1
+
+        def get_batch(self, names):
+            return None
+
+        def read_calibration_cache(self):
+            return cache
+
+        def write_calibration_cache(self, data):
+            return None
+
+    return CacheCalibrator()
+
+
+def _engine_layers(trt, logger, plan_path: Path, dla_core: int) -> list[dict[str, Any]] | None:
+    """The built engine's layers from the engine inspector (None when it cannot be read)."""
+    try:
+        runtime = trt.Runtime(logger)
+        runtime.DLA_core = dla_core
+        engine = runtime.deserialize_cuda_engine(Path(plan_path).read_bytes())
+        inspector = engine.create_engine_inspector() if engine is not None else None
+        return trt_dla.engine_layers(inspector.get_engine_information(trt.LayerInformationFormat.JSON)) \
+            if inspector is not None else None
+    except Exception as exc:  # noqa: BLE001 - the report then rests on the builder log alone
+        logger.messages.append(f"WARNING: engine inspector unavailable ({exc})")
+        return None
+
+
+def _build_plan(trt, logger, settings: BuildSettings, plan_path: Path, timing_path: Path,
+                calibration: bytes | None = None) -> dict[str, Any]:
+    """Build one plan with the TensorRT API; returns the DLA placement report."""
     builder = trt.Builder(logger)
     flags = 0
     for name in settings.network_flags:
@@ -665,36 +772,40 @@ def _build_plan(trt, logger, settings: BuildSettings, plan_path: Path, timing_pa
     for name in settings.cleared_flags:
         if hasattr(trt.BuilderFlag, name):
             config.clear_flag(getattr(trt.BuilderFlag, name))
-    report: dict[str, Any] = {"dla_core": settings.dla_core, "fallback": [], "layers": network.num_layers}
+    if calibration is not None:
+        config.int8_calibrator = _calibrator(trt, calibration)
+    unsupported = []
     if settings.dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = settings.dla_core
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED     # layer types in the inspector
         for i in range(network.num_layers):
             layer = network.get_layer(i)
             if not config.can_run_on_DLA(layer):
                 kind = getattr(layer.type, "name", str(layer.type))
-                report["fallback"].append({"index": i, "name": layer.name, "type": kind})
-    report["summary"] = format_dla_fallback(report["fallback"], network.num_layers, settings.dla_core)
-    cache_bytes = b""
-    if timing_path.is_file():
-        cache_bytes = timing_path.read_bytes()
-    cache = config.create_timing_cache(cache_bytes)
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
-        cache = config.create_timing_cache(b"")    # a cache from another device or version: start afresh
-        config.set_timing_cache(cache, ignore_mismatch=False)
+                unsupported.append({"index": i, "name": layer.name, "type": kind})
+    cache, miss = trt_timing_cache.load(config, timing_path)     # set on the config, kept alive for the build
+    if miss:
+        logger.messages.append(f"WARNING: {miss}")
     serialized = builder.build_serialized_network(network, config)
+    del cache
     if serialized is None:
         raise BackendError(f"TensorRT could not build {plan_path.name}: {' | '.join(logger.tail(3)) or 'no log'}")
     with open(plan_path, "wb") as f:
         f.write(memoryview(serialized))
     updated = config.get_timing_cache()
     if updated is not None:
-        write_bytes_atomic(timing_path, bytes(memoryview(updated.serialize())))
+        trt_timing_cache.save(config, updated, timing_path)
+    layers = _engine_layers(trt, logger, plan_path, settings.dla_core) if settings.dla_core is not None else None
+    report = trt_dla.placement_report(settings.dla_core, logger.placement, layers, unsupported)
+    report["before_fusion"] = format_dla_fallback(unsupported, network.num_layers, settings.dla_core)
     return report
 
 
 class TrtSession(Session):
-    """A deserialised plan with device buffers for its (static) inputs and outputs."""
+    """A deserialised plan with device buffers for its (static) inputs and outputs. One
+    execution context and one set of buffers: TensorRT documents a context as usable by one
+    thread at a time, so concurrent run() calls take turns (a lock), never sharing buffers."""
 
     def __init__(self, plan_path: Path, runtime: dict[str, Any], built: SystemKey, *, finish: str | None = None):
         import tensorrt as trt
@@ -713,6 +824,7 @@ class TrtSession(Session):
             raise BackendError(f"TensorRT could not deserialise {Path(plan_path).name}: "
                                f"{' | '.join(self._logger.tail(3)) or 'no log'}")
         self._context = self._engine.create_execution_context()
+        self._lock = threading.Lock()
         self._stream = self._cuda.stream()
         self._buffers: dict[str, int] = {}
         self._specs: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
@@ -733,6 +845,7 @@ class TrtSession(Session):
         order = list(runtime.get("output_order") or [])
         if order and sorted(order) == sorted(self.output_names):
             self.output_names = order
+        self.options = {"backend": "tensorrt", "dla_core": runtime.get("dla_core")}
 
     def io(self) -> tuple[list[dict], list[dict]]:
         def spec(names):
@@ -742,6 +855,10 @@ class TrtSession(Session):
 
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         _check_feed(self, inputs)
+        with self._lock:
+            return self._run(inputs)
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         keep = []
         for name in self.input_names:
             shape, dtype = self._specs[name]

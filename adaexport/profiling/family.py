@@ -112,7 +112,8 @@ def device_section(manifest: dict, device: str, target, settings: ProfilingSetti
     versions = {name: str(facts.get(name, "unknown")) for name, facts in backend_versions(sorted(backends)).items()}
     modes = dict(old.get("modes") or {})
     modes[mode] = {"profiled": utc_now(), "idle_power_w": energy.idle_w,
-                   "power_source": energy.meter.source if energy.meter else None, "energy_reason": energy.reason}
+                   "power_source": energy.meter.source if energy.meter else None, "energy_reason": energy.reason,
+                   "power_rails": list(energy.meter.rails) if energy.meter else []}
     return {"target": target.name, "host": host_info(), "backends": {**(old.get("backends") or {}), **versions},
             "settings": settings.as_dict(), "threads": {b: threads_for(target, b) for b in sorted(backends)},
             "modes": modes}
@@ -166,9 +167,12 @@ def run_measurements(directory: Path, manifest: dict, engines: list[dict], targe
             reporter.advance(ident, f"p50 {lat['p50']:.3f} ms (p99 {lat['p99']:.3f}, min..max {lat['min']:.3f}.."
                                     f"{lat['max']:.3f}), cv {entry['cv']:.1f}%, load {entry['load_ms']:.0f} ms")
 
+    from .device_memory import device_memory_reader
+
     try:
         return measure_engines(candidates_for(directory, manifest, engines, target), settings, meter=energy.meter,
-                               idle_w=energy.idle_w, energy_reason=energy.reason, on_done=done)
+                               idle_w=energy.idle_w, energy_reason=energy.reason, on_done=done,
+                               device_memory=device_memory_reader(target))
     finally:
         if reporter:
             reporter.end_stage()

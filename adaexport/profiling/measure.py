@@ -15,8 +15,15 @@ For a group of engines (``settings.group`` at a time, loaded together):
    measurement with the lowest CV is kept and a warning records every CV seen.
 
 Each run is timed alone with ``time.perf_counter_ns``; Python's garbage collector runs
-once before a group and is off while the group is loaded and measured. Energy comes from a ``sensors.Meter`` over each engine's measured windows,
-less the idle power measured once beforehand.
+once before a group and is off while the group is loaded and measured. Energy comes from a
+``sensors.Meter`` over each engine's measured windows, less the idle power measured once
+beforehand; a window is never shorter than the meter's ``min_window_s`` (NVML: 1 s), the
+round running longer instead.
+
+Memory: the resident-set growth over loading an engine, what the backend reports
+(TensorRT: the engine's device memory), and the device memory this process gained where
+the resident set cannot see it (`device_memory`: nvmap on Jetson, NVML on a GPU), each
+with its source.
 """
 
 from __future__ import annotations
@@ -59,11 +66,13 @@ def resident_bytes() -> tuple[int | None, str]:
 
 
 def backend_memory(session: Any) -> tuple[int | None, str]:
-    """What the backend itself reports about the engine's memory, and where from."""
+    """What the backend itself reports about the engine's memory, and where from (TensorRT
+    10.1+: device_memory_size_v2; device_memory_size, deprecated since, before that)."""
     engine = getattr(session, "_engine", None)
-    size = getattr(engine, "device_memory_size", None)
-    if isinstance(size, int):
-        return size, "tensorrt ICudaEngine.device_memory_size (activation memory)"
+    for attribute in ("device_memory_size_v2", "device_memory_size"):
+        size = getattr(engine, attribute, None) if engine is not None and hasattr(engine, attribute) else None
+        if isinstance(size, int):
+            return size, f"tensorrt ICudaEngine.{attribute} (device memory for activations)"
     name = type(session).__module__.rsplit(".", 1)[-1].replace("_backend", "")
     return None, f"{name} reports no per-engine memory figure; see rss_bytes"
 
@@ -104,6 +113,8 @@ class _State:
     backend_bytes: int | None = None
     backend_source: str = ""
     session_options: dict = dataclasses.field(default_factory=dict)
+    device_bytes: int | None = None
+    device_source: str = ""
     attempts: list[_Attempt] = dataclasses.field(default_factory=list)
     warnings: list[str] = dataclasses.field(default_factory=list)
 
@@ -112,17 +123,27 @@ class _State:
         return min(self.attempts, key=lambda a: a.cv)
 
 
-def _load(state: _State) -> None:
+def _growth(before: int | None, after: int | None) -> int | None:
+    return max(after - before, 0) if before is not None and after is not None else None
+
+
+def _load(state: _State, device_memory) -> None:
     before, source = resident_bytes()
+    device_before = device_memory.read() if device_memory else None
     start = time.perf_counter_ns()
     state.session = state.candidate.open()
     state.session_options = dict(getattr(state.session, "options", None) or {})
     state.session.run(state.candidate.feeds)
     state.load_ms = (time.perf_counter_ns() - start) / 1e6
     after, _ = resident_bytes()
-    state.rss_bytes = max(after - before, 0) if before is not None and after is not None else None
+    state.rss_bytes = _growth(before, after)
     state.rss_source = f"growth of {source} over session creation + first inference"
     state.backend_bytes, state.backend_source = backend_memory(state.session)
+    if device_memory:
+        state.device_bytes = _growth(device_before, device_memory.read())
+        state.device_source = f"growth of {device_memory.source} over session creation + first inference"
+    else:
+        state.device_source = "not measured" if device_memory is None else device_memory.source
 
 
 def _run_until(state: _State, iterations: int, seconds: float, samples: list[int] | None) -> None:
@@ -143,7 +164,7 @@ def _run_until(state: _State, iterations: int, seconds: float, samples: list[int
 def _rounds(states: list[_State], settings: ProfilingSettings, meter) -> None:
     """One attempt for every state: settings.rounds interleaved rounds."""
     per_round_n = math.ceil(settings.min_iterations / settings.rounds)
-    per_round_s = settings.min_duration_s / settings.rounds
+    per_round_s = max(settings.min_duration_s / settings.rounds, getattr(meter, "min_window_s", 0.0))
     attempts = {id(s): _Attempt() for s in states}
     for r in range(settings.rounds):
         order = states[r % len(states):] + states[:r % len(states)]
@@ -174,7 +195,8 @@ def _energy(state: _State, meter, idle_w: float | None, reason: str | None) -> d
         per = (active_w - idle_w) * best.meter_s / len(best.samples_ns) * 1e3
     return {"per_inference_mj": per, "active_power_w": active_w, "idle_power_w": idle_w, "source": meter.source,
             "reason": None if per is not None else "no idle baseline (idle_s = 0): nothing to subtract",
-            "window_s": best.meter_s,
+            "window_s": best.meter_s, "windows": best.rounds, "min_window_s": meter.min_window_s,
+            "rails": list(meter.rails),
             "note": "energy of one run (batch) above idle: (active - idle power) x window / runs"}
 
 
@@ -196,16 +218,18 @@ def _entry(state: _State, settings: ProfilingSettings, meter, idle_w, reason) ->
         "threads": state.candidate.threads, "load_ms": state.load_ms,
         "session": state.session_options,
         "memory": {"rss_bytes": state.rss_bytes, "rss_source": state.rss_source,
-                   "backend_bytes": state.backend_bytes, "backend_source": state.backend_source},
+                   "backend_bytes": state.backend_bytes, "backend_source": state.backend_source,
+                   "device_bytes": state.device_bytes, "device_source": state.device_source},
         "energy": _energy(state, meter, idle_w, reason),
         "warnings": warnings, "measured": utc_now(),
     }
 
 
 def measure_engines(candidates: list[Candidate], settings: ProfilingSettings, *, meter=None,
-                    idle_w: float | None = None, energy_reason: str | None = None,
+                    idle_w: float | None = None, energy_reason: str | None = None, device_memory=None,
                     on_done: Callable[[str, dict], None] | None = None) -> dict[str, dict]:
-    """Profile every candidate (groups of settings.group, interleaved); id -> profile entry."""
+    """Profile every candidate (groups of settings.group, interleaved); id -> profile entry.
+    `device_memory` is a device_memory.DeviceMemory (None: not measured)."""
     results: dict[str, dict] = {}
     for start in range(0, len(candidates), settings.group):
         states = [_State(c) for c in candidates[start:start + settings.group]]
@@ -215,7 +239,7 @@ def measure_engines(candidates: list[Candidate], settings: ProfilingSettings, *,
         gc.disable()
         try:
             for state in states:
-                _load(state)
+                _load(state, device_memory)
             for state in states:
                 _run_until(state, 1, settings.warmup_s, None)
             _rounds(states, settings, meter)

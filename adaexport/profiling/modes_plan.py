@@ -8,8 +8,12 @@ from .power_modes import current_power_mode, mode_ids
 
 def plan_modes(target, asked: str | None, root=None) -> tuple[list[str], bool]:
     """(mode names to profile, whether nvpmodel must switch modes) for --power-mode
-    `asked` (None: the current mode; "all": every mode of the target on this module).
-    Unknown names raise the target's one-line UsageError."""
+    `asked` (None: the current mode; "all": every mode of this module).
+
+    The device's nvpmodel.conf is the truth where there is one: "all" is every mode it
+    lists (in its order, including modes the target does not name, e.g. a Nano 4GB's
+    7W_AI), and a name is checked against it. Without one, the target's modes for the
+    module and Jetson Linux release. Unknown names raise a one-line UsageError."""
     if target.kind != "jetson":
         if asked not in (None, "all"):
             target.power_mode(asked)          # "default" passes; anything else is unknown
@@ -17,14 +21,19 @@ def plan_modes(target, asked: str | None, root=None) -> tuple[list[str], bool]:
     current = current_power_mode(target, root)
     if asked is None:
         return [current or DEFAULT_MODE], False
+    on_device = mode_ids(root)
     if asked == "all":
+        if on_device:
+            return list(on_device), True
         from ..targets import l4t_release, read_jetson
 
         module = read_jetson(root or "/")
-        names = [m.name for m in target.power_modes_for(module.sku if module else None, l4t_release(root or "/"))]
-        on_device = mode_ids(root)
-        if on_device:
-            names = [n for n in names if n in on_device]
-        return names, True
-    target.power_mode(asked)
+        modes = target.power_modes_for(module.sku if module else None, l4t_release(root or "/"))
+        return [m.name for m in modes], True
+    if on_device and asked not in on_device:
+        from ..errors import UsageError
+
+        raise UsageError(f"this device has no power mode {asked!r} (nvpmodel.conf lists: {', '.join(on_device)})")
+    if not on_device:
+        target.power_mode(asked)
     return [asked], asked != current

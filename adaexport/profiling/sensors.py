@@ -1,17 +1,24 @@
 """Energy and power readers, each tagged with its source; none is ever estimated.
 
-* Jetson: the INA3221 rail monitors through hwmon sysfs (JetPack 6:
+* Jetson: the INA3221 rail monitors through hwmon sysfs (Orin, JetPack 5 and 6:
   ``/sys/bus/i2c/drivers/ina3221/<i2c>/hwmon/hwmon*/in<N>_label``, bus voltage
   ``in<N>_input`` in mV, current ``curr<N>_input`` in mA; unconnected channels
   ("NC", no label, ``in<N>_enable`` 0) and the "Sum of ..." channels are skipped) or
-  the older iio layout (JetPack 5: ``ina3221x/<i2c>/iio:device*/rail_name_<k>``,
+  the older iio layout (JetPack 4 and earlier: ``ina3221x/<i2c>/iio:device*/rail_name_<k>``,
   ``in_power<k>_input`` in mW). Power is sampled in a background thread and
   integrated over the window. The module total is the target's ``total = true`` rail
-  (VDD_IN on Orin Nano/NX); AGX Orin has no module-input rail, so its total is the sum
-  of the rails on the first monitor (VDD_GPU_SOC + VDD_CPU_CV + VIN_SYS_5V0).
+  (VDD_IN, the module input, on Orin Nano/NX); AGX Orin has no module-input rail, so its
+  total is the sum of every rail of every monitor the target names (1-0040:
+  VDD_GPU_SOC + VDD_CPU_CV + VIN_SYS_5V0, 1-0041: VDDQ_VDD2_1V8AO), which is what
+  jetson-stats reports as the total (jtop/core/power.py). Those rails are measured at
+  the regulator outputs, so the sum reads below a meter at the module's input; the
+  meter's ``rails`` and ``source`` say what was summed.
 * Intel (and AMD) CPUs: the RAPL powercap counter ``energy_uj``, which wraps at
   ``max_energy_range_uj``; since Linux 5.10 it is readable only by root.
 * NVIDIA GPUs: NVML's total-energy counter (millijoules, Volta and later) via pynvml.
+  Its power sensor updates coarsely (on A100/H100 it samples a fraction of the time;
+  arXiv 2312.02741), so an NVML window is at least ``NVML_MIN_WINDOW_S`` (the meter's
+  ``min_window_s``, which the measurement loop honours).
 
 ``open_meter(target)`` returns (meter, None) or (None, the reason there is none).
 Every reader takes the filesystem root (tests use fixture trees) and an ``opener``
@@ -32,6 +39,7 @@ from typing import Callable, Iterable
 RAPL_DEFAULT = "/sys/class/powercap/intel-rapl:0/energy_uj"
 ROOT_ENV = "ADAEXPORT_SYSFS_ROOT"   # where /sys (and /etc/nvpmodel.conf) are read; "/" by default
 SAMPLE_INTERVAL_S = 0.005
+NVML_MIN_WINDOW_S = 1.0
 
 Opener = Callable[..., object]
 
@@ -69,6 +77,8 @@ class Meter(abc.ABC):
 
     source: str = ""
     window_s: float = 0.0     # the span the last end() covered, by the meter's own clock
+    min_window_s: float = 0.0  # shorter windows are not trustworthy for this sensor
+    rails: tuple[str, ...] = ()  # the rails (or counters) a total is made of
 
     @abc.abstractmethod
     def begin(self) -> None:
@@ -82,10 +92,10 @@ class Meter(abc.ABC):
         pass
 
     def idle_power(self, seconds: float) -> float:
-        """Average power in watts while this process sleeps for `seconds`."""
+        """Average power in watts while this process sleeps for `seconds` (at least min_window_s)."""
         self.begin()
         start = time.perf_counter()
-        time.sleep(seconds)
+        time.sleep(max(seconds, self.min_window_s))
         joules = self.end()
         return joules / max(self.window_s or time.perf_counter() - start, 1e-9)
 
@@ -227,30 +237,34 @@ def ina3221_rails(i2c: str, root: str | os.PathLike | None = None, opener: Opene
 
 def ina3221_meter(sensors: Iterable, root: str | os.PathLike | None = None, opener: Opener = open,
                   interval: float = SAMPLE_INTERVAL_S) -> SampledMeter:
-    """The module's total power from a target's ina3221 sensors: the `total` one, else
-    the sum of the rails on the first monitor."""
+    """The module's total power from a target's ina3221 sensors: the `total` one (the module
+    input), else the sum of every rail of every monitor the target names (each named rail
+    must be there), as jetson-stats totals a module without an input rail."""
     sensors = [s for s in sensors if s.driver == "ina3221"]
     if not sensors:
         raise SensorUnavailable("the target names no INA3221 rail")
-    total = [s for s in sensors if s.total]
-    chosen = total[:1] or [s for s in sensors if s.i2c == sensors[0].i2c]
-    readers = []
-    found: dict[str, dict[str, Callable[[], float]]] = {}
-    for sensor in chosen:
-        rails = found.setdefault(sensor.i2c, ina3221_rails(sensor.i2c, root, opener))
-        if sensor.name not in rails:
+    total = next((s for s in sensors if s.total), None)
+    monitors = [total.i2c] if total else list(dict.fromkeys(s.i2c for s in sensors))
+    found = {i2c: ina3221_rails(i2c, root, opener) for i2c in monitors}
+    for sensor in [total] if total else sensors:
+        if sensor.name not in found[sensor.i2c]:
             raise SensorUnavailable(f"no INA3221 rail {sensor.name} at {sensor.i2c} (found: "
-                                    f"{', '.join(rails) or 'no ina3221 hwmon/iio device'})")
-        readers.append(rails[sensor.name])
+                                    f"{', '.join(found[sensor.i2c]) or 'no ina3221 hwmon/iio device'})")
+    chosen = [(total.i2c, total.name)] if total else [(i2c, label) for i2c in monitors for label in found[i2c]]
+    readers = [found[i2c][label] for i2c, label in chosen]
     try:
         for read in readers:
             read()
     except PermissionError:
-        raise SensorUnavailable(f"the INA3221 files at {chosen[0].i2c} are not readable by this user") from None
+        raise SensorUnavailable(f"the INA3221 files at {', '.join(monitors)} are not readable by this user") from None
     except (OSError, ValueError) as exc:
-        raise SensorUnavailable(f"INA3221 at {chosen[0].i2c}: cannot read ({exc})") from None
-    names = "+".join(s.name for s in chosen)
-    return SampledMeter(lambda: sum(read() for read in readers), f"ina3221:{names} ({chosen[0].i2c})", interval)
+        raise SensorUnavailable(f"INA3221 at {', '.join(monitors)}: cannot read ({exc})") from None
+    groups = " + ".join(f"{'+'.join(label for i, label in chosen if i == i2c)} ({i2c})" for i2c in monitors)
+    source = f"ina3221:{groups}" + ("" if total else ": sum of all rails, as jetson-stats totals them "
+                                                     "(regulator outputs, not the module input)")
+    meter = SampledMeter(lambda: sum(read() for read in readers), source, interval)
+    meter.rails = tuple(f"{label} ({i2c})" for i2c, label in chosen)
+    return meter
 
 
 # --------------------------------------------------------------------------- NVML
@@ -270,8 +284,11 @@ def nvml_meter(index: int = 0) -> CounterMeter:
     except Exception as exc:  # noqa: BLE001 - NVMLError subclasses, by status
         raise SensorUnavailable(f"NVML energy counter of GPU {index} unavailable ({exc})") from None
     name = name.decode() if isinstance(name, bytes) else str(name)
-    return CounterMeter(lambda: float(pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)), 1e-3, None,
-                        f"nvml:GPU {index} ({name}) total energy")
+    meter = CounterMeter(lambda: float(pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)), 1e-3, None,
+                         f"nvml:GPU {index} ({name}) total energy")
+    meter.min_window_s = NVML_MIN_WINDOW_S
+    meter.rails = (f"GPU {index} total energy counter",)
+    return meter
 
 
 # --------------------------------------------------------------------------- choice

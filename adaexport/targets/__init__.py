@@ -189,6 +189,8 @@ class Target:
             "threads": self.threads,
             "engines": [{"backend": e.backend, "precisions": list(e.precisions)} for e in self.engines],
             "power_modes": [m.name for m in self.power_modes],
+            **({"power_modes_by_module": {m.compatible: [p.name for p in self.power_modes_for(m.compatible)]
+                                          for m in self.modules}} if self.modules else {}),
             "power_sensors": [s.name for s in self.power_sensors],
             **({"modules": [m.compatible for m in self.modules]} if self.modules else {}),
         }
@@ -352,8 +354,10 @@ def read_jetson(root: str | os.PathLike = "/") -> JetsonModule | None:
         return None
     sku = None
     for entry in compatible:
-        # "nvidia,p3767-0005" or the carrier+module form "nvidia,p3768-0000+p3767-0005"
+        # "nvidia,p3767-0005", the carrier+module form "nvidia,p3768-0000+p3767-0005", or JetPack
+        # 6.2's "nvidia,p3768-0000+p3767-0005-super"
         for part in entry.split(",", 1)[-1].split("+"):
+            part = part.removesuffix("-super")
             if part in JETSON_MODULES:
                 sku = part
     target = JETSON_MODULES.get(sku) if sku else None
