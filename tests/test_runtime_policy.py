@@ -88,14 +88,25 @@ def test_bad_limits_are_refused(kwargs):
 def test_cascade_stages_are_the_cheaper_front_engines_that_fit_then_the_choice():
     front = ["small", "mid", "big"]
     assert cascade_stages(FAMILY, front, Limits(), "big", chain="front") == ["small", "mid", "big"]
-    assert cascade_stages(FAMILY, front, Limits(latency_ms=2.5), "mid", chain="front") == ["small", "mid"]
+    assert cascade_stages(FAMILY, front, Limits(latency_ms=3.0), "mid", chain="front") == ["small", "mid"]
     assert cascade_stages(FAMILY, front, Limits(), "small", chain="front") == ["small"]
+
+
+def test_the_latency_limit_holds_for_the_sum_of_the_cascade_stages():
+    """An uncertain input runs every stage: p90s 1 (small) + 2 (mid) + 4 (big)."""
+    front = ["small", "mid", "big"]
+    assert cascade_stages(FAMILY, front, Limits(latency_ms=7.0), "big", chain="front") == ["small", "mid", "big"]
+    assert cascade_stages(FAMILY, front, Limits(latency_ms=6.5), "big", chain="front") == ["small", "big"]
+    assert cascade_stages(FAMILY, front, Limits(latency_ms=4.5), "big", chain="front") == ["big"]
+    assert cascade_stages(FAMILY, front, Limits(latency_ms=2.5), "mid") == ["mid"]
+    assert cascade_stages(FAMILY, front, Limits(latency_ms=6.0, percentile="p50"), "big") == ["small", "big"]
+    assert cascade_stages(FAMILY, front, Limits(latency_ms=1.0), "big") == ["big"]    # nothing fits: no extra stage
 
 
 def test_two_stage_cascade_is_the_cheapest_fitting_front_engine_then_the_choice():
     front = ["small", "mid", "big"]
     assert cascade_stages(FAMILY, front, Limits(), "big") == ["small", "big"]
-    assert cascade_stages(FAMILY, front, Limits(latency_ms=2.5), "mid") == ["small", "mid"]
+    assert cascade_stages(FAMILY, front, Limits(latency_ms=3.0), "mid") == ["small", "mid"]
     assert cascade_stages(FAMILY, front, Limits(), "small") == ["small"]
     with pytest.raises(ValueError):
         cascade_stages(FAMILY, front, Limits(), "big", chain="all")

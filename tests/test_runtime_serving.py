@@ -252,3 +252,24 @@ def test_power_mode_selects_that_modes_profile(family, tmp_path):
         assert rt.status.engine == pick(fast) != pick({k: 3 * v for k, v in fast.items()})
         rt.set_power_mode("unprofiled")                 # no numbers for that mode: the fastest, flagged
         assert not rt.status.fits
+
+
+def test_the_memory_limit_counts_every_engine_the_runtime_keeps_loaded(family, tmp_path, inputs):
+    import json
+
+    directory = copy_family(family, tmp_path / "fam")
+    ordered = [e["id"] for e in sorted(json.loads((directory / "manifest.json").read_text())["engines"],
+                                       key=lambda e: e["flops"])]                     # 4 engines
+    latency = {e: 1.0 + i for i, e in enumerate(ordered)}
+    write_measurements(directory, latency_p90=latency, accuracy={e: 0.8 + 0.01 * i for i, e in enumerate(ordered)},
+                       rss={e: 50 << 20 for e in ordered})
+    with Runtime(directory, preload="all", limits=Limits(memory_bytes=150 << 20)) as rt:
+        assert not rt.status.fits                                     # 4 x 50 MiB are held
+        assert all("memory 200.0 MiB" in why for e, why in rt.decision.rejected.items())
+    with Runtime(directory, preload="lazy", limits=Limits(memory_bytes=120 << 20)) as rt:
+        assert rt.infer(inputs[0]).engine == ordered[-1] and rt.status.fits          # 50 MiB
+        rt.set_limits(latency_ms=latency[ordered[-2]])
+        assert rt.infer(inputs[0]).engine == ordered[-2] and rt.status.fits          # 100 MiB held
+        rt.set_limits(latency_ms=latency[ordered[-3]])                               # a third would be 150 MiB
+        assert not rt.status.fits
+        assert "memory 150.0 MiB > 120.0 MiB" in rt.decision.rejected.get(ordered[-3], rt.decision.reason)

@@ -113,23 +113,36 @@ def session_args(manifest: dict, device: str | None, mode: str, share_weights: b
     return out
 
 
+def engine_memory(profile: dict | None) -> int | None:
+    """What one engine holds: its resident-set growth, plus the device memory the resident
+    set cannot see (Jetson nvmap, a GPU's) where the profile has it; None when unmeasured."""
+    memory = (profile or {}).get("memory") or {}
+    rss = _num(memory.get("rss_bytes"))
+    return None if rss is None else int(rss + (_num(memory.get("device_bytes")) or 0))
+
+
 def candidates_for(manifest: dict, engine_ids: Sequence[str], device: str | None, mode: str,
-                   untrusted: dict[str, str] | None = None) -> list[Candidate]:
+                   untrusted: dict[str, str] | None = None, loaded: Sequence[str] = ()) -> list[Candidate]:
     """The policy's view of each engine at ``device`` in power mode ``mode`` (the measured
-    numbers of ``untrusted`` engines left out)."""
+    numbers of ``untrusted`` engines left out). An engine's memory is what serving with it
+    holds: its own plus that of every other engine the runtime keeps ``loaded``."""
     by_id = {e["id"]: e for e in manifest.get("engines", [])}
+
+    def profile(eid):
+        return (profile_of(by_id[eid], device, mode) if device and eid not in (untrusted or {}) else None) or {}
+
+    held = {eid: engine_memory(profile(eid)) for eid in loaded}
     out = []
     for eid in engine_ids:
-        entry = by_id[eid]
-        profile = profile_of(entry, device, mode) if device and eid not in (untrusted or {}) else None
-        profile = profile or {}
-        energy = profile.get("energy") or {}
-        memory = profile.get("memory") or {}
-        latency = {k: float(v) for k, v in (profile.get("latency_ms") or {}).items() if isinstance(v, (int, float))}
+        entry, measured = by_id[eid], profile(eid)
+        energy = measured.get("energy") or {}
+        latency = {k: float(v) for k, v in (measured.get("latency_ms") or {}).items() if isinstance(v, (int, float))}
+        others = [v for k, v in held.items() if k != eid]
+        own = engine_memory(measured)
+        memory = None if own is None or None in others else own + sum(others)
         out.append(Candidate(id=eid, flops=float(entry.get("flops") or 0), accuracy=accuracy_of(entry),
                              latency_ms=latency or None, energy_mj=_num(energy.get("per_inference_mj")),
-                             idle_power_w=_num(energy.get("idle_power_w")),
-                             memory_bytes=_num(memory.get("rss_bytes"))))
+                             idle_power_w=_num(energy.get("idle_power_w")), memory_bytes=memory))
     return out
 
 
@@ -181,7 +194,8 @@ class Runtime:
     # ---------------------------------------------------------------- state
 
     def _candidates(self) -> list[Candidate]:
-        return candidates_for(self.manifest, self.pool.usable(), self.device, self.mode, self.untrusted)
+        loaded = [e for e in self.pool.usable() if self.pool.is_open(e)]
+        return candidates_for(self.manifest, self.pool.usable(), self.device, self.mode, self.untrusted, loaded)
 
     @property
     def untrusted(self) -> dict[str, str]:
@@ -213,8 +227,8 @@ class Runtime:
                 self.pool.get(eid)
             except EngineUnavailable as exc:
                 log.warning("adaexport runtime: %s", exc)
-        if any(e not in self.pool.usable() for e in ids):  # some failed to open: choose without them
-            self._reset(self._controller.limits)
+        # choose again: without engines that failed to open, counting the memory of those loaded
+        self._reset(self._controller.limits)
 
     @property
     def status(self) -> Status:
@@ -329,7 +343,7 @@ class Runtime:
     def _run_stages(self, stages: Sequence[str], x: np.ndarray) -> InferenceResult:
         ran = []
         for i, engine in enumerate(stages):
-            session = self.pool.get(engine)
+            session = self.pool.get(engine) if self.pool.is_open(engine) else self._open_lazily(engine)
             start = time.perf_counter()
             outputs = session.run({self.input_name: x})
             latency = (time.perf_counter() - start) * 1000.0
@@ -339,6 +353,17 @@ class Runtime:
             if last or float(softmax_top1(outputs[0]).min()) >= self.cascade_threshold:
                 return InferenceResult(outputs=list(outputs), engine=engine, latency_ms=latency, stages=tuple(ran))
         raise AssertionError("unreachable")
+
+    def _open_lazily(self, engine: str):
+        """Open an engine on first use; the memory the runtime holds grew, so the numbers
+        every choice is made on are renewed (and, under a memory limit, the choice too)."""
+        session = self.pool.get(engine)
+        with self._lock:
+            if self._controller.limits.memory_bytes is not None:
+                self._reset(self._controller.limits)
+            else:
+                self._controller.update(self._candidates())
+        return session
 
     def _observe(self, engine: str, latency_ms: float) -> None:
         with self._lock:

@@ -83,6 +83,12 @@ class Controller:
         self._hold.clear()
         return self._switch(self._choose(limits), now)
 
+    def update(self, candidates: Sequence[Candidate]) -> None:
+        """New numbers for the same engines (e.g. another engine was loaded): used from the
+        next choice on; the loop's state and the current decision stay."""
+        self.candidates = list(candidates)
+        self._by_id = {c.id: c for c in self.candidates}
+
     def observe(self, engine_id: str, latency_ms: float, now: float) -> Decision:
         """One finished inference: update the estimates, maybe step down or up."""
         s = self.settings
