@@ -107,6 +107,39 @@ def overhead(directory: Path, repeats: int, calls: int = 200) -> dict:
                                                 for i in rounds])}
 
 
+def own_overhead(directory: Path, repeats: int, calls: int = 20000) -> dict:
+    """What ``Runtime.infer`` itself costs per call: the same loop with every session replaced
+    by a stand-in that returns a fixed output at once, against calling that stand-in
+    directly (choice, locks, closed loop, result; no inference to hide behind)."""
+    from adaexport.runtime import Runtime
+
+    out = [np.zeros((1, 10), np.float32)]
+
+    class Instant:
+        options: dict = {}
+
+        def run(self, feed):
+            return out
+
+        def close(self):
+            pass
+
+    with Runtime(directory, preload="all", threads=1) as rt:
+        for state in rt.pool.engines.values():
+            if state.session is not None:
+                state.session = Instant()
+        x = np.zeros(rt.input_shape, np.float32)
+        direct, feed = Instant(), {rt.input_name: x}
+        per_call = {"runtime": [], "direct": []}
+        for _ in range(repeats):
+            for name, fn in (("runtime", lambda: rt.infer(x)), ("direct", lambda: direct.run(feed))):
+                start = time.perf_counter_ns()
+                for _ in range(calls):
+                    fn()
+                per_call[name].append((time.perf_counter_ns() - start) / calls / 1e3)
+    return {"runtime_own_us": _rows_stat([r - d for r, d in zip(per_call["runtime"], per_call["direct"])])}
+
+
 def switch_time(directory: Path, repeats: int) -> dict:
     from adaexport.runtime import Limits, Runtime
 
@@ -216,6 +249,7 @@ def cascade(directory: Path, samples: int, thresholds=(0.5, 0.7, 0.8, 0.9, 0.95)
 
 def report(directory: Path, repeats: int, samples: int) -> dict:
     return {"directory": str(directory), "overhead": overhead(directory, repeats),
+            "own_overhead": own_overhead(directory, repeats),
             "switch_ms": switch_time(directory, repeats), "memory_mib": memory(directory, repeats),
             "cascade": cascade(directory, samples)}
 
@@ -227,10 +261,13 @@ def run(ctx) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="adaexport-bench-runtime-") as tmp:
         directory = build_small(Path(tmp) / "fam")
         over = overhead(directory, ctx.repeats)
+        own = own_overhead(directory, ctx.repeats)
         switch = switch_time(directory, ctx.repeats)
         mem = memory(directory, 1)
     return [ratio_row(NAME, "infer / plain session", over["runtime_over_plain"]["values"], note=over["engine"]),
             ratio_row(NAME, "shared-weights session / unshared", over["shared_over_unshared"]["values"]),
+            time_row(NAME, "infer's own cost per call", [v / 1e6 for v in own["runtime_own_us"]["values"]],
+                     note="sessions replaced by an instant stand-in"),
             time_row(NAME, "switch preloaded", [v / 1e3 for v in switch["all"]["values"]]),
             time_row(NAME, "switch lazy", [v / 1e3 for v in switch["lazy"]["values"]]),
             ratio_row(NAME, "RSS separate / shared (all engines)",
