@@ -51,7 +51,7 @@ def profile(
     power mode, never touching another device's numbers."""
     from .manifest import read_manifest, write_manifest
     from .profiles import ProfileError, load_profile
-    from .profiling.family import profile_manifest
+    from .profiling.family import device_key, profile_manifest
     from .profiling.modes_plan import plan_modes
     from .profiling.power_modes import walk_power_modes
     from .progress import make_reporter
@@ -76,8 +76,10 @@ def profile(
         skipped_modes[name] = why
         reporter.warn(f"power mode {name} not profiled: {why}")
 
+    device_id, _ = device_key(target)
+
     def run(mode: str) -> None:
-        results, skipped[:] = profile_manifest(directory, manifest, target, device=target.name, mode=mode,
+        results, skipped[:] = profile_manifest(directory, manifest, target, device=device_id, mode=mode,
                                                settings=settings, wanted=wanted, reporter=reporter)
         write_manifest(directory, manifest)       # each mode is kept as soon as it is measured
         done[mode] = list(results)
@@ -95,16 +97,17 @@ def profile(
     if not done and skipped_modes:
         fail("no power mode profiled: " + "; ".join(f"{m}: {why}" for m, why in skipped_modes.items()))
     if json_out:
-        print(json.dumps({"manifest": str(Path(directory) / "manifest.json"), "device": target.name,
+        print(json.dumps({"manifest": str(Path(directory) / "manifest.json"), "device": device_id,
+                          "target": target.name,
                           "modes": list(done), "skipped_modes": skipped_modes, "skipped": skipped,
-                          "engines": {e["id"]: {m: e["profile"][target.name][m] for m in done if e["id"] in done[m]}
+                          "engines": {e["id"]: {m: e["profile"][device_id][m] for m in done if e["id"] in done[m]}
                                       for e in manifest["engines"] if any(e["id"] in ids for ids in done.values())}},
                          indent=1))
         return
     for reason in skipped:
         err_console.print(f"[yellow]not profiled:[/] {reason}", highlight=False)
     for mode, ids in done.items():
-        console.print(_table(manifest, target.name, mode, ids))
-    console.print(f"manifest: {Path(directory) / 'manifest.json'} (profile[{target.name!r}]"
+        console.print(_table(manifest, device_id, mode, ids))
+    console.print(f"manifest: {Path(directory) / 'manifest.json'} (profile[{device_id!r}]"
                   f"[{', '.join(map(repr, done))}] of {sum(len(v) for v in done.values())} engine run(s))",
                   highlight=False)

@@ -3,8 +3,10 @@
 Where the numbers live (docs/DESIGN.md, "Measurements in the manifest"):
 
 * ``engine["profile"][<device>][<power mode>]``: latency statistics, load time, memory
-  and energy of one engine measured on one device (a target name such as ``x86-cpu``
-  or ``jetson-orin-nx``) in one power mode (``default`` where the device has none);
+  and energy of one engine measured on one device (an identity key such as
+  ``x86-cpu:amd-epyc-7b13-64-core-processor:1a2b3c4d``, see adaexport.device_identity; a
+  bare target name such as ``x86-cpu`` in manifests from before it) in one power mode
+  (``default`` where the device has none);
 * ``manifest["profiling"][<device>]``: how and where that device was profiled;
 * ``engine["accuracy"]``: top-1/top-5 on a dataset, next to PyTorch's at the same point;
 * ``manifest["pareto"]["<device>/<mode>"]`` and ``manifest["pareto"]["flops"]``: the
@@ -62,11 +64,23 @@ def profiled_modes(manifest: dict, device: str) -> list[str]:
     return list(seen)
 
 
+def target_of(device: str) -> str:
+    """The target class of a profile key (``x86-cpu:<model>:<hash>`` or ``x86-cpu``)."""
+    return device.split(":", 1)[0]
+
+
 def default_device(manifest: dict) -> str | None:
-    """The device whose numbers apply by default: the manifest's own target when it was
-    profiled there, else the only profiled device, else None."""
+    """The device whose numbers apply by default: the first profiled device of the
+    manifest's own target, else the only profiled device, else None."""
     devices = profiled_devices(manifest)
     own = (manifest.get("device") or {}).get("target")
-    if own in devices:
-        return own
+    mine = [d for d in devices if target_of(d) == own]
+    if mine:
+        return mine[0]
     return devices[0] if len(devices) == 1 else None
+
+
+def device_identities(manifest: dict) -> dict[str, dict | None]:
+    """Every profiled device and the identity facts recorded with it (None: none recorded)."""
+    sections = manifest.get("profiling") or {}
+    return {d: (sections.get(d) or {}).get("identity") for d in profiled_devices(manifest)}

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from adaexport.manifest import read_manifest
+from adaexport.measurements import target_of
 from adaexport.profiles import load_profile
 
 from .conftest import DATA, run_cli
@@ -49,6 +50,12 @@ def built(tmp_path_factory, grid):
     return out
 
 
+def key(manifest: dict, target: str) -> str:
+    """The profile key `adaexport profile` wrote for `target`: this machine's identity as one."""
+    (found,) = [d for d in manifest["profiling"] if target_of(d) == target]
+    return found
+
+
 def copy(built, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(built, out)
@@ -58,13 +65,14 @@ def copy(built, tmp_path):
 def test_build_profiles_every_engine_with_energy_null_and_the_reason(built, profile_file):
     manifest = read_manifest(built)     # schema-checked, the profile subtree included
     assert manifest["device"]["target"] == "x86-cpu"
-    section = manifest["profiling"]["x86-cpu"]
+    section = manifest["profiling"][key(manifest, "x86-cpu")]
+    assert section["identity"]["target"] == "x86-cpu" and section["identity"]["cpu"]
     assert section["target"] == "x86-cpu"
     assert section["settings"] == load_profile(str(profile_file)).profiling.as_dict()
     assert list(section["modes"]) == ["default"]
     assert section["modes"]["default"]["power_source"] is None and section["modes"]["default"]["energy_reason"]
     for engine in manifest["engines"]:
-        p = engine["profile"]["x86-cpu"]["default"]
+        p = engine["profile"][key(manifest, "x86-cpu")]["default"]
         assert p["iterations"] >= 5 and p["duration_s"] >= 0.01 - 1e-9 and p["rounds"] == 2
         assert p["latency_ms"]["p50"] <= p["latency_ms"]["p99"] <= p["latency_ms"]["max"]
         assert p["load_ms"] > 0 and p["memory"]["rss_bytes"] is not None and p["memory"]["backend_source"]
@@ -84,8 +92,9 @@ def test_rebuild_reuses_the_profiles(built, grid, profile_file, tmp_path):
     faster.write_text(profile_file.read_text().replace("min_iterations = 5", "min_iterations = 7"))
     summary = cli_json("build", "--out", str(out), *grid[:-2], "--profile", str(faster))
     assert summary["parity_runs"] == 0
-    assert all(e["profile"]["x86-cpu"]["default"]["iterations"] >= 7 for e in summary["engines"])
-    assert read_manifest(out)["profiling"]["x86-cpu"]["settings"]["min_iterations"] == 7
+    here = key(read_manifest(out), "x86-cpu")
+    assert all(e["profile"][here]["default"]["iterations"] >= 7 for e in summary["engines"])
+    assert read_manifest(out)["profiling"][here]["settings"]["min_iterations"] == 7
 
 
 def test_no_profile_skips_the_stage(profile_file, tmp_path):
@@ -97,25 +106,28 @@ def test_no_profile_skips_the_stage(profile_file, tmp_path):
 
 def test_a_second_device_adds_its_section_and_never_overwrites(built, grid, tmp_path):
     out = copy(built, tmp_path)
-    own = {e["id"]: e["profile"]["x86-cpu"] for e in read_manifest(out)["engines"]}
+    mine = key(read_manifest(out), "x86-cpu")
+    own = {e["id"]: e["profile"][mine] for e in read_manifest(out)["engines"]}
     one = next(iter(own))
     report = cli_json("profile", str(out), "--device", "jetson-orin-nx", "--engines", one, *TINY)
-    assert report["device"] == "jetson-orin-nx" and report["modes"] == ["default"] and list(report["engines"]) == [one]
+    assert report["target"] == "jetson-orin-nx" and report["modes"] == ["default"] and list(report["engines"]) == [one]
     manifest = read_manifest(out)
-    assert sorted(manifest["profiling"]) == ["jetson-orin-nx", "x86-cpu"]
+    orin = report["device"]
+    assert sorted(target_of(d) for d in manifest["profiling"]) == ["jetson-orin-nx", "x86-cpu"]
+    assert key(manifest, "jetson-orin-nx") == orin and orin.startswith("jetson-orin-nx:")
     for engine in manifest["engines"]:
-        assert engine["profile"]["x86-cpu"] == own[engine["id"]]        # untouched
-    theirs = next(e for e in manifest["engines"] if e["id"] == one)["profile"]["jetson-orin-nx"]["default"]
+        assert engine["profile"][mine] == own[engine["id"]]        # untouched
+    theirs = next(e for e in manifest["engines"] if e["id"] == one)["profile"][orin]["default"]
     assert theirs["threads"] == 6                                       # the Jetson target's ONNX Runtime threads
     # the device's own numbers again: only x86-cpu changes
     cli_json("profile", str(out), *TINY)
     again = read_manifest(out)
-    assert next(e for e in again["engines"] if e["id"] == one)["profile"]["jetson-orin-nx"]["default"] == theirs
+    assert next(e for e in again["engines"] if e["id"] == one)["profile"][orin]["default"] == theirs
     # and a rebuild keeps the other device's numbers
     cli_json("build", "--out", str(out), *grid)
     rebuilt = read_manifest(out)
-    assert next(e for e in rebuilt["engines"] if e["id"] == one)["profile"]["jetson-orin-nx"]["default"] == theirs
-    assert "jetson-orin-nx" in rebuilt["profiling"]
+    assert next(e for e in rebuilt["engines"] if e["id"] == one)["profile"][orin]["default"] == theirs
+    assert orin in rebuilt["profiling"]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="walking power modes needs root (the not-root message is tested "
@@ -137,14 +149,14 @@ def test_power_mode_all_walks_the_modes_with_energy_and_restores(built, tmp_path
     assert report["modes"] == ["MAXN", "10W", "15W", "25W"]
     assert (root / "var/lib/nvpmodel/status").read_text().startswith("pmode:0002")   # 15W again
     manifest = read_manifest(out)
-    profile = next(e for e in manifest["engines"] if e["id"] == one)["profile"]["jetson-orin-nx"]
+    profile = next(e for e in manifest["engines"] if e["id"] == one)["profile"][key(manifest, "jetson-orin-nx")]
     assert sorted(profile) == sorted(report["modes"])
     for mode in report["modes"]:
         energy = profile[mode]["energy"]
         assert energy["source"].startswith("ina3221:VDD_IN") and energy["reason"] is None
         assert energy["idle_power_w"] == pytest.approx(6.0) and energy["active_power_w"] == pytest.approx(6.0)
         assert energy["per_inference_mj"] == pytest.approx(0.0, abs=1e-6)   # constant rail: nothing above idle
-    assert sorted(manifest["profiling"]["jetson-orin-nx"]["modes"]) == sorted(report["modes"])
+    assert sorted(manifest["profiling"][key(manifest, "jetson-orin-nx")]["modes"]) == sorted(report["modes"])
     # the current mode alone, read by name
     report = cli_json("profile", str(out), "--device", "jetson-orin-nx", "--engines", one, *TINY, env=env)
     assert report["modes"] == ["15W"]
@@ -161,7 +173,8 @@ def test_power_mode_all_on_agx_orin_profiles_what_switches_and_says_why_not_the_
     assert sorted(report["skipped_modes"]) == ["MAXN", "MODE_15W", "MODE_50W"]
     assert all("needs a reboot" in why for why in report["skipped_modes"].values())
     assert switches(root) == []
-    profile = next(e for e in read_manifest(out)["engines"] if e["id"] == one)["profile"]["jetson-agx-orin"]
+    manifest = read_manifest(out)
+    profile = next(e for e in manifest["engines"] if e["id"] == one)["profile"][key(manifest, "jetson-agx-orin")]
     assert list(profile) == ["MODE_30W"]
     # one mode that needs a reboot, asked for alone: nothing profiled, one line, exit 2
     result = run_cli("profile", str(out), "--device", "jetson-agx-orin", "--power-mode", "MODE_15W", *TINY)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adaexport.manifest import read_manifest
-from adaexport.measurements import profile_of
+from adaexport.manifest import read_manifest, write_manifest
+from adaexport.measurements import profile_of, profiled_devices
 
 from .conftest import DATA, run_cli
 from .runtime_support import DEVICE, copy_family
@@ -29,9 +29,15 @@ def profiled(tmp_path_factory):
     return out
 
 
+def here(directory) -> str:
+    """The profile key `adaexport profile` used: this machine's identity."""
+    (key,) = profiled_devices(read_manifest(directory))
+    return key
+
+
 def test_every_profile_records_the_session_it_measured(profiled):
     for entry in read_manifest(profiled)["engines"]:
-        session = profile_of(entry, DEVICE)["session"]
+        session = profile_of(entry, here(profiled))["session"]
         assert session["backend"] == entry["backend"] and isinstance(session["threads"], int)
         if entry["backend"] == "onnxruntime":
             assert session["shared_weights"] is False and session["prepacking"] is True
@@ -42,10 +48,10 @@ def test_the_runtime_serves_with_the_sessions_that_were_profiled(profiled):
     from adaexport.runtime import Runtime
 
     manifest = read_manifest(profiled)
-    with Runtime(profiled, preload="all", device=DEVICE) as rt:
-        assert rt.status.untrusted == {}
+    with Runtime(profiled, preload="all") as rt:
+        assert rt.status.untrusted == {} and rt.status.device_match == "exact" and rt.device == here(profiled)
         for entry in manifest["engines"]:
-            recorded = profile_of(entry, DEVICE)["session"]
+            recorded = profile_of(entry, rt.device)["session"]
             served = rt.pool.get(entry["id"]).options
             assert served == recorded, entry["id"]
             direct = open_engine(profiled, entry, threads=recorded["threads"])     # the factory itself
@@ -60,7 +66,7 @@ def test_a_profile_of_another_session_kind_is_not_used_silently(profiled, tmp_pa
 
     directory = copy_family(profiled, tmp_path / "fam")
     family = [e["id"] for e in read_manifest(directory)["engines"] if "extra" not in e]
-    with Runtime(directory, preload="lazy", device=DEVICE, share_weights=True,
+    with Runtime(directory, preload="lazy", share_weights=True,
                  limits=Limits(latency_ms=1e6)) as rt:
         untrusted = rt.status.untrusted
         assert set(untrusted) == set(family)
@@ -68,7 +74,34 @@ def test_a_profile_of_another_session_kind_is_not_used_silently(profiled, tmp_pa
         candidates = {c.id: c for c in rt._candidates()}
         assert all(candidates[e].latency_ms is None for e in family)            # its numbers are not used
         assert all(candidates[e].latency_ms for e in candidates if e not in family)
-    with Runtime(directory, preload="lazy", device=DEVICE, threads=1) as rt:
-        profiled_threads = {e["id"]: profile_of(e, DEVICE)["session"]["threads"]
+    with Runtime(directory, preload="lazy", threads=1) as rt:
+        profiled_threads = {e["id"]: profile_of(e, rt.device)["session"]["threads"]
                             for e in read_manifest(directory)["engines"]}
         assert set(rt.status.untrusted) == {e for e, t in profiled_threads.items() if t != 1}
+
+
+def test_a_profile_from_another_machine_is_not_used_silently(profiled, tmp_path):
+    """The same target, another CPU: the runtime takes those numbers only as the target
+    class's, and says so; an exact match wins when both are there."""
+    from adaexport.device_identity import identity_key
+    from adaexport.runtime import Runtime
+
+    directory = copy_family(profiled, tmp_path / "fam")
+    manifest = read_manifest(directory)
+    mine = here(directory)
+    facts = dict(manifest["profiling"][mine]["identity"], cpu="Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz",
+                 isa=["amx_tile", "avx2", "avx512_vnni", "fma"])
+    other = identity_key(facts)
+    manifest["profiling"][other] = {**manifest["profiling"].pop(mine), "identity": facts}
+    for engine in manifest["engines"]:
+        engine["profile"] = {other: engine["profile"].pop(mine)}
+    manifest.pop("pareto", None)
+    write_manifest(directory, manifest)
+    with Runtime(directory, preload="lazy") as rt:
+        assert rt.device == other and rt.status.device_match == "target class"
+    manifest["profiling"][mine] = read_manifest(profiled)["profiling"][mine]
+    for engine, original in zip(manifest["engines"], read_manifest(profiled)["engines"]):
+        engine["profile"][mine] = original["profile"][mine]
+    write_manifest(directory, manifest)
+    with Runtime(directory, preload="lazy") as rt:
+        assert rt.device == mine and rt.status.device_match == "exact"

@@ -3,7 +3,10 @@
 
 Results go to ``engines[i].profile[<device>][<mode>]`` and
 ``manifest.profiling[<device>]``; other devices' and other modes' numbers are never
-touched. ``<device>`` is a target name, ``<mode>`` the nvpmodel mode name or
+touched. ``<device>`` is this machine's identity key (``adaexport.device_identity``:
+the target, the CPU/GPU/module and a hash of every fact that changes kernels, e.g.
+``x86-cpu:amd-epyc-7b13-64-core-processor:1a2b3c4d``), whose facts are kept in
+``manifest.profiling[<device>].identity``; ``<mode>`` the nvpmodel mode name or
 ``default`` where the device has none.
 """
 
@@ -102,6 +105,14 @@ def candidates_for(directory: Path, manifest: dict, engines: list[dict], target)
                       threads=threads_for(target, e["backend"])) for e in engines]
 
 
+def device_key(target) -> tuple[str, dict]:
+    """The profile key of this machine as a device of ``target``, and its identity facts."""
+    from ..device_identity import identity, identity_key
+
+    facts = identity(target.name)
+    return identity_key(facts), facts
+
+
 def device_section(manifest: dict, device: str, target, settings: ProfilingSettings, mode: str, energy: Energy,
                    backends: list[str]) -> dict:
     """manifest.profiling[device] with `mode`'s entry added or replaced (other modes kept)."""
@@ -114,7 +125,7 @@ def device_section(manifest: dict, device: str, target, settings: ProfilingSetti
     modes[mode] = {"profiled": utc_now(), "idle_power_w": energy.idle_w,
                    "power_source": energy.meter.source if energy.meter else None, "energy_reason": energy.reason,
                    "power_rails": list(energy.meter.rails) if energy.meter else []}
-    return {"target": target.name, "host": host_info(), "backends": {**(old.get("backends") or {}), **versions},
+    return {"target": target.name, "identity": device_key(target)[1], "host": host_info(), "backends": {**(old.get("backends") or {}), **versions},
             "settings": settings.as_dict(), "threads": {b: threads_for(target, b) for b in sorted(backends)},
             "modes": modes}
 
@@ -201,7 +212,7 @@ def profile_build_stage(out: Path, manifest: dict, target, settings: ProfilingSe
     device, the mode and the host are unchanged; merge into `manifest` in place."""
     from ..manifest import host_info
 
-    device, mode = target.name, mode_of(target)
+    (device, _), mode = device_key(target), mode_of(target)
     engines, skipped = select_engines(manifest, None)
     for reason in skipped:
         if reporter:

@@ -28,7 +28,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..manifest import read_manifest
-from ..measurements import DEFAULT_MODE, FLOPS_FRONT, accuracy_of, default_device, front_key, profile_of
+from ..measurements import DEFAULT_MODE, FLOPS_FRONT, accuracy_of, default_device, device_identities, front_key, \
+    profile_of
 from ..backends import is_family_onnx
 from .engine_pool import EnginePool, EngineUnavailable, SessionArgs
 from .loop import Controller, LoopSettings
@@ -57,6 +58,7 @@ class Status:
     switches: int
     problems: dict[str, str]        # engine id -> why it cannot serve
     untrusted: dict[str, str] = dataclasses.field(default_factory=dict)   # engine id -> why its profile is not used
+    device_match: str = "given"     # how `device` fits this machine: exact, same model, target class, other, none
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +70,19 @@ class InferenceResult:
 
     def __iter__(self):              # outputs, engine = rt.infer(x)
         return iter((self.outputs, self.engine))
+
+
+def match_device(manifest: dict) -> tuple[str | None, str]:
+    """The profiled device whose numbers fit this machine, and how well (``exact``, ``same
+    model``, ``target class``: another machine of the target, ``other``: only another
+    target's numbers, ``none``), from the identities recorded with each profile."""
+    from ..device_identity import identity, match
+
+    target = (manifest.get("device") or {}).get("target") or ""
+    key, how = match(device_identities(manifest), identity(target))
+    if key is None and default_device(manifest) is not None:
+        return default_device(manifest), "other"
+    return key, how
 
 
 def current_mode() -> str:
@@ -169,7 +184,9 @@ class Runtime:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
         self.directory = Path(directory)
         self.manifest = read_manifest(self.directory)          # ManifestError: the only fatal load error
-        self.device = device or default_device(self.manifest)
+        # "target class"/"other": another machine's numbers (status.device_match says so; the
+        # closed loop corrects the latencies as it observes them)
+        self.device, self.device_match = (device, "given") if device else match_device(self.manifest)
         self.mode = power_mode or current_mode()
         self.policy = policy
         self.cascade_threshold = float(cascade_threshold)
@@ -236,7 +253,8 @@ class Runtime:
             c = self._controller
             return Status(engine=c.decision.engine, fits=c.decision.fits, reason=c.decision.reason,
                           limits=c.limits, device=self.device, mode=self.mode, slowdown=c.slowdown,
-                          switches=c.switches, problems=self.pool.problems(), untrusted=self.untrusted)
+                          switches=c.switches, problems=self.pool.problems(), untrusted=self.untrusted,
+                          device_match=self.device_match)
 
     @property
     def decision(self) -> Decision:

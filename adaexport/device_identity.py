@@ -1,0 +1,165 @@
+"""Which machine a measurement was taken on, precisely enough that two machines that would
+measure differently never share a key (standard library only: the runtime uses it).
+
+A target (``x86-cpu``, ``jetson-orin-nx``) is a class of devices: an AMD EPYC without VNNI
+and a Xeon with AMX are both ``x86-cpu``, yet their latencies and even their int8
+accuracies differ. The identity adds what changes the kernels a backend runs:
+
+* the CPU model and the ISA features that select kernels (x86: AVX2, FMA, AVX-512, VNNI,
+  BF16, AMX; Arm: NEON/ASIMD, dot product, i8mm, BF16, SVE);
+* the GPU's name and compute capability (NVIDIA driver's /proc entries; NVML when installed);
+* on a Jetson, the module (device tree) and the Jetson Linux release;
+* the versions of the installed inference backends (read from package metadata, without
+  importing them).
+
+Profiles are stored under ``identity_key`` (``<target>:<cpu or module>:<hash>``), with the
+facts beside them (``manifest.profiling[key].identity``), and ``match`` finds the section
+that fits the machine the runtime runs on: the exact identity, else the same CPU/GPU model,
+else the same target class (which the runtime reports as a warning).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from .measurements import target_of
+
+KERNEL_FLAGS = (
+    # x86 (/proc/cpuinfo "flags")
+    "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8",
+    "amx_bf16",
+    # Arm (/proc/cpuinfo "Features")
+    "asimd", "asimddp", "asimdhp", "i8mm", "bf16", "sve", "sve2",
+)
+BACKEND_PACKAGES = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "openvino": ("openvino",),
+                    "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu11")}
+HARDWARE = ("target", "cpu", "isa", "gpu", "jetson_module", "l4t")
+ROOT_ENV = "ADAEXPORT_SYSFS_ROOT"     # where /proc, /sys and /etc are read (fixture trees in tests); "/" by default
+
+
+def system_root(root: str | os.PathLike | None = None) -> Path:
+    """``root``, else $ADAEXPORT_SYSFS_ROOT, else "/"."""
+    return Path(root if root is not None else os.environ.get(ROOT_ENV, "/"))
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def cpu_facts(root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The CPU model and its kernel-selecting ISA features, from /proc/cpuinfo ("isa" is None
+    where cpuinfo cannot be read)."""
+    import platform
+
+    text = _read(system_root(root) / "proc" / "cpuinfo")
+    if text is None:
+        return {"cpu": platform.processor() or platform.machine(), "isa": None}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:
+            fields[key.strip()] = value.strip()
+    model = fields.get("model name") or fields.get("Hardware") or ""
+    if not model and fields.get("CPU implementer"):
+        model = f"arm implementer {fields['CPU implementer']} part {fields.get('CPU part', '?')}"
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    return {"cpu": model or platform.processor() or platform.machine(),
+            "isa": sorted(f for f in KERNEL_FLAGS if f in flags)}
+
+
+def gpu_facts(root: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """The first NVIDIA GPU's name and compute capability, or None without one."""
+    root = system_root(root)
+    gpus = root / "proc" / "driver" / "nvidia" / "gpus"
+    name = None
+    try:
+        for entry in sorted(gpus.iterdir()) if gpus.is_dir() else []:
+            match = re.search(r"^Model:\s*(.+)$", _read(entry / "information") or "", re.M)
+            if match:
+                name = match.group(1).strip()
+                break
+    except OSError:
+        pass
+    if name is None:
+        return None
+    capability = None
+    if Path(root).resolve() == Path("/"):
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(pynvml.nvmlDeviceGetHandleByIndex(0))
+            capability = f"{major}.{minor}"
+        except Exception:  # noqa: BLE001 - NVML missing or failing: the name alone
+            capability = None
+    return {"name": name, "compute_capability": capability}
+
+
+def backend_versions() -> dict[str, str]:
+    """The installed inference backends and their versions (package metadata, no import)."""
+    from importlib import metadata
+
+    out = {}
+    for backend, packages in BACKEND_PACKAGES.items():
+        for package in packages:
+            try:
+                out[backend] = metadata.version(package)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return out
+
+
+def identity(target: str, root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """This machine as a device of ``target``."""
+    from .targets import l4t_release, read_jetson
+
+    root = system_root(root)
+    jetson = read_jetson(root)
+    return {"target": target, **cpu_facts(root), "gpu": gpu_facts(root),
+            "jetson_module": (jetson.sku or jetson.model) if jetson else None,
+            "l4t": l4t_release(root) if jetson else None, "backends": backend_versions()}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "unknown"
+
+
+def identity_key(facts: dict[str, Any]) -> str:
+    """``<target>:<module or GPU or CPU>:<8 hex of every fact>``: readable, and different for
+    any two identities."""
+    digest = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:8]
+    label = facts.get("jetson_module") or (facts.get("gpu") or {}).get("name") or facts.get("cpu") or "unknown"
+    return f"{facts['target']}:{_slug(str(label))}:{digest}"
+
+
+def match(sections: dict[str, dict | None], here: dict[str, Any]) -> tuple[str | None, str]:
+    """The profile key whose identity fits ``here`` best, and how: ``exact`` (same hardware,
+    and the backends installed here at the versions profiled), ``same model`` (the same
+    CPU, GPU and Jetson module and release, other backend versions), ``target class`` (only
+    the target is the same: numbers from another machine); (None, "none") otherwise.
+    ``sections``: key -> the identity facts recorded with it (None for a bare target key)."""
+    same_class = [k for k in sections if target_of(k) == here["target"]]
+    hardware = {k: here.get(k) for k in HARDWARE}
+    for key in same_class:
+        facts = sections[key] or {}
+        if facts and {k: facts.get(k) for k in HARDWARE} == hardware:
+            recorded = facts.get("backends") or {}
+            if all(recorded.get(b) == v for b, v in (here.get("backends") or {}).items() if b in recorded):
+                return key, "exact"
+    for key in same_class:
+        facts = sections[key] or {}
+        if facts and (facts.get("cpu"), facts.get("gpu"), facts.get("jetson_module"), facts.get("l4t")) == \
+                (here.get("cpu"), here.get("gpu"), here.get("jetson_module"), here.get("l4t")):
+            return key, "same model"
+    if same_class:
+        return same_class[0], "target class"
+    return None, "none"
