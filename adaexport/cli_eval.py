@@ -8,8 +8,9 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from .cli import app, console, err_console, fail, user_errors  # noqa: F401  (commands register on app)
+from .cli import app, console, err_console, fail, tagged, user_errors  # noqa: F401  (commands register on app)
 
 DATASET_HELP = "demo, fashion-mnist:DIR, npz:FILE (arrays x, y) or imagefolder:DIR (one folder per class)."
 
@@ -96,14 +97,14 @@ def check(
             change = "-" if v.change_points is None else f"{v.change_points:+.2f}"
             style = "red" if v.failed else ("green" if v.verdict == "pass" else "")
             table.add_row(v.id, _pct(v.baseline), _pct(v.now), change,
-                          f"[{style}]{v.verdict}[/]" if style else v.verdict)
+                          Text(v.verdict, style=style))
         console.print(table)
         if failed:
-            console.print(f"[bold red]FAILED[/]: {len(failed)} of {len(verdicts)} configuration(s): "
-                          + ", ".join(f"{v.id} ({v.verdict})" for v in failed[:10])
-                          + (" ..." if len(failed) > 10 else ""), highlight=False)
+            console.print(tagged("FAILED:", "bold red", f"{len(failed)} of {len(verdicts)} configuration(s): "
+                                 + ", ".join(f"{v.id} ({v.verdict})" for v in failed[:10])
+                                 + (" ..." if len(failed) > 10 else "")), highlight=False)
         else:
-            console.print(f"[bold green]passed[/]: {len(verdicts)} configuration(s)", highlight=False)
+            console.print(tagged("passed:", "bold green", f"{len(verdicts)} configuration(s)"), highlight=False)
     if failed:
         raise typer.Exit(1)
 
@@ -152,8 +153,8 @@ def report(
         rich_table.add_row(*table_cells(r, axis), style="bold" if r.on_front else None)
     console.print(rich_table)
     if not any(r.top1 is not None for r in table):
-        err_console.print("[yellow]warning:[/] no engine has an accuracy yet (run `adaexport eval`): "
-                          "the plot is empty and there is no front", highlight=False)
+        err_console.print(tagged("warning:", "yellow", "no engine has an accuracy yet (run `adaexport eval`): "
+                                 "the plot is empty and there is no front"), highlight=False)
 
     image, note = None, None
     if matplotlib_available():
@@ -161,7 +162,7 @@ def report(
                          f"{'latency' if axis.profiled else 'FLOPs'}", width, height)
     else:
         note = "matplotlib is not installed (pip install 'adaexport[report]'): no plot, the table only"
-        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+        err_console.print(tagged("note:", "yellow", note), highlight=False)
     if image is not None and png is not None:
         write_bytes_atomic(png, image)
         console.print(f"wrote {png}", highlight=False)

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .cli import app, console, err_console, fail, user_errors  # noqa: F401  (commands register on app)
+from .cli import app, console, err_console, fail, tagged, user_errors  # noqa: F401  (commands register on app)
 
 
 def _table(manifest: dict, device: str, mode: str, ids: list[str]) -> Table:
@@ -93,7 +93,7 @@ def profile(
                          indent=1))
         return
     for reason in skipped:
-        err_console.print(f"[yellow]not profiled:[/] {reason}", highlight=False)
+        err_console.print(tagged("not profiled:", "yellow", reason), highlight=False)
     for mode, ids in done.items():
         console.print(_table(manifest, target.name, mode, ids))
     console.print(f"manifest: {Path(directory) / 'manifest.json'} (profile[{target.name!r}]"

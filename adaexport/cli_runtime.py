@@ -8,8 +8,9 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from .cli import app, console, err_console, fail, user_errors  # noqa: F401  (commands register on app)
+from .cli import app, console, err_console, fail, tagged, user_errors  # noqa: F401  (commands register on app)
 from .errors import UsageError
 
 DIR_ARG = typer.Argument(..., help="Build directory (holds manifest.json).")
@@ -82,8 +83,8 @@ def select(
                                      "rate_hz": rate_hz, "percentile": percentile},
                           "engines": rows}, indent=2))
         return
-    console.print(f"device {status.device or '(not profiled)'}, power mode {status.mode}: "
-                  f"[bold]{status.engine}[/] ({status.reason})", highlight=False)
+    console.print(Text.assemble(f"device {status.device or '(not profiled)'}, power mode {status.mode}: ",
+                                (str(status.engine), "bold"), f" ({status.reason})"), highlight=False)
     table = Table()
     for col in ("engine", "", f"{percentile} ms", "top-1", "FLOPs", "why"):
         table.add_column(col, justify="right" if col in (f"{percentile} ms", "top-1", "FLOPs") else "left")
@@ -135,4 +136,4 @@ def run(
         console.print(f"{c['name']}  {100 * c['probability']:.1f}%  (class {c['class']}, engine {result.engine})",
                       highlight=False)
     if not rt.status.fits:
-        err_console.print(f"[yellow]warning:[/] {rt.status.reason}", highlight=False)
+        err_console.print(tagged("warning:", "yellow", rt.status.reason), highlight=False)
