@@ -164,11 +164,11 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
     target = get_target(request.target)
     loaded = load_checkpoint(request.model if request.model is not None else DEMO_MODEL)
     cfg, model = loaded.config, loaded.model
-    attention = request.attention or cfg.default_attention
+    attention = request.attention if request.attention is not None else cfg.default_attention
     if attention not in ATTENTION_MODES:
         raise UsageError(f"--attention: attention must be one of {', '.join(ATTENTION_MODES)}, got {attention!r}")
     explicit = any(v is not None for v in (request.tokens, request.widths, request.depths))
-    preset = request.grid if (request.grid or explicit) else profile.grid_preset
+    preset = request.grid if (request.grid is not None or explicit) else profile.grid_preset
     points, warnings = build_grid(cfg, preset, request.tokens, request.widths, request.depths)
     for w in warnings:
         reporter.warn(w)

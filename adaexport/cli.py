@@ -110,14 +110,9 @@ def resolve_model(model: Optional[Path]):
 
 
 def grid_from_options(cfg, grid: Optional[str], tokens: Optional[str], width: Optional[str], depth: Optional[str]):
-    from .space import build_grid, parse_int_list
+    from .space import build_grid, knob_lists
 
-    return build_grid(
-        cfg, preset=grid,
-        tokens=parse_int_list(tokens, "tokens") if tokens else None,
-        widths=parse_int_list(width, "width") if width else None,
-        depths=parse_int_list(depth, "depth") if depth else None,
-    )
+    return build_grid(cfg, preset=grid, **knob_lists(tokens, width, depth))
 
 
 def _si(value: float) -> str:
@@ -176,7 +171,7 @@ def inspect(
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
-    if grid or tokens or width or depth:
+    if any(v is not None for v in (grid, tokens, width, depth)):
         points, warnings = grid_from_options(cfg, grid, tokens, width, depth)
         for w in warnings:
             err_console.print(tagged("warning:", "yellow", w), highlight=False)
@@ -226,14 +221,12 @@ def _run_build(parity: bool, model, out, device, grid, tokens, width, depth, att
 
     from .build import BuildRequest, run_build
     from .progress import make_reporter
-    from .space import parse_int_list
+    from .space import knob_lists
     from .targets import resolve_target
 
     request = BuildRequest(
         out=out, model=model, target=resolve_target(device), profile=profile, grid=grid,
-        tokens=parse_int_list(tokens, "tokens") if tokens else None,
-        widths=parse_int_list(width, "width") if width else None,
-        depths=parse_int_list(depth, "depth") if depth else None,
+        **knob_lists(tokens, width, depth),
         attention=attention, batch=batch, dataset=dataset, parity=parity, measure=measure)
     reporter = make_reporter(json_out, err_console)
     try:

@@ -65,7 +65,7 @@ def profile(
         settings = load_profile("default").profiling
     settings = settings.replace(min_iterations=min_iterations, min_duration_s=min_duration, warmup_s=warmup,
                                 rounds=rounds, max_cv=max_cv)
-    wanted = [e.strip() for e in engines.split(",") if e.strip()] if engines else None
+    wanted = [e.strip() for e in engines.split(",") if e.strip()] if engines is not None else None
     modes, switch = plan_modes(target, power_mode)
     reporter = make_reporter(json_out, err_console)
     done: dict[str, list[str]] = {}
