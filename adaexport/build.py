@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -183,11 +184,10 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
         inputs, labels, calibration, digest = parity_inputs(loaded, request.dataset, profile.parity_samples,
                                                             request.batch)
 
+    # every input is checked: only now is anything created
     out = Path(request.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a directory")
     onnx_dir = out / ONNX_DIR
-    onnx_dir.mkdir(parents=True, exist_ok=True)
+    _make_out(out, onnx_dir)
     cache = Cache(out)
     versions = _versions()
     base = {"tool": __version__, "model": loaded.sha256, "attention": attention, "batch": request.batch,
@@ -301,6 +301,19 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
         _prune(out / ENGINES_DIR, keep | {p.with_name(p.name + ".json") for p in keep}, every_file=True)
     return BuildResult(manifest=manifest, directory=out, exported=exported, parity_runs=parity_runs,
                        failures=failures)
+
+
+def _make_out(out: Path, onnx_dir: Path) -> None:
+    """Create the build directory, or say in one line why it cannot be (a file in the way,
+    /proc, no permission, an immutable or read-only folder)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    try:
+        onnx_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):  # writable? (an unnamed file where the system allows)
+            pass
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write the build directory there ({exc.strerror or exc})") from None
 
 
 def _profile_stage(out: Path, cache: Cache, manifest: dict, target, profile: BuildProfile, reporter) -> None:

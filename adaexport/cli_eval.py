@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from .cli import app, console, err_console, fail, tagged, user_errors  # noqa: F401  (commands register on app)
+from .cli import (app, check_output_file, console, err_console, fail, tagged, user_errors,  # noqa: F401
+                  write_output_file)  # the commands register on app
 
 DATASET_HELP = "demo, fashion-mnist:DIR, npz:FILE (arrays x, y) or imagefolder:DIR (one folder per class)."
 
@@ -73,18 +74,17 @@ def check(
 ) -> None:
     """The CI gate: exit 1 if any configuration lost more than --max-drop points of top-1
     against the baseline, or is missing or not evaluated."""
-    from .atomic import write_bytes_atomic
     from .errors import UsageError
     from .gate import check as run_check, junit_xml
 
     if max_drop < 0:
         raise UsageError(f"--max-drop must be >= 0, got {max_drop}")
+    if junit is not None:
+        check_output_file(junit, "--junit")
     verdicts = run_check(directory, baseline, max_drop)
     failed = [v for v in verdicts if v.failed]
     if junit is not None:
-        if not junit.parent.is_dir():
-            raise UsageError(f"--junit {junit}: no such directory {junit.parent}")
-        write_bytes_atomic(junit, junit_xml(verdicts))
+        write_output_file(junit, junit_xml(verdicts), "--junit")
     if json_out:
         print(json.dumps({"passed": not failed, "max_drop": max_drop, "build": str(directory),
                           "baseline": str(baseline), "failures": len(failed),
@@ -127,7 +127,6 @@ def report(
 ) -> None:
     """Accuracy against latency (FLOPs where not profiled) with the Pareto front: a PNG plot,
     an HTML page with the plot and the full table, and the table here."""
-    from .atomic import write_bytes_atomic
     from .errors import UsageError
     from .manifest import read_manifest
     from .report import choose_axis, html_page, matplotlib_available, plot_png, rows, table_cells, table_columns
@@ -142,9 +141,9 @@ def report(
     prefix = out if out is not None else directory / "report"
     if png is None and html_path is None:
         png, html_path = prefix.with_name(prefix.name + ".png"), prefix.with_name(prefix.name + ".html")
-    for path in (png, html_path):
-        if path is not None and not path.parent.is_dir():
-            raise UsageError(f"{path}: no such directory {path.parent}")
+    for path, option in ((png, "--png"), (html_path, "--html")):
+        if path is not None:
+            check_output_file(path, option)
 
     rich_table = Table(title=f"{manifest['model']['name']}: {len(table)} engine(s); x axis: {axis.label}")
     for col in table_columns(axis):
@@ -164,10 +163,10 @@ def report(
         note = "matplotlib is not installed (pip install 'adaexport[report]'): no plot, the table only"
         err_console.print(tagged("note:", "yellow", note), highlight=False)
     if image is not None and png is not None:
-        write_bytes_atomic(png, image)
+        write_output_file(png, image, "--png")
         console.print(f"wrote {png}", highlight=False)
     if html_path is not None:
-        write_bytes_atomic(html_path, html_page(manifest, table, axis, image, note))
+        write_output_file(html_path, html_page(manifest, table, axis, image, note), "--html")
         console.print(f"wrote {html_path}", highlight=False)
     console.print(f"Pareto front ({axis.front_name}): "
                   + (", ".join(r.id for r in sorted((r for r in table if r.on_front), key=lambda r: r.cost))
