@@ -10,6 +10,7 @@ from adaexport.model import AdaPerceiverConfig
 from adaexport.validate import Parity, compare
 from adaexport.profiles import Tolerance
 
+from .bad_inputs_support import png_claiming
 from .conftest import CONFORMANCE
 
 
@@ -196,21 +197,6 @@ def test_npz_error_paths(tmp_path):
         model_inputs(f"npz:{tmp_path / 'rgb.npz'}", cfg)
 
 
-def _png_claiming(width, height):
-    """A tiny PNG whose header says width x height."""
-    import io
-    import zlib
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("L", (1, 1)).save(buffer, "PNG")
-    data = bytearray(buffer.getvalue())
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
-
-
 def test_corrupt_gzip_and_absurd_idx_headers_are_dataset_errors(tmp_path):
     images = np.zeros((2, 3, 4), np.uint8)
     write_idx(tmp_path / "a.gz", images)
@@ -238,7 +224,7 @@ def test_decompression_bombs_are_refused_in_one_line(tmp_path, size):
     from adaexport.runtime.preprocess import InputError, load_image
 
     (tmp_path / "Bag").mkdir()
-    (tmp_path / "Bag" / "x.png").write_bytes(_png_claiming(*size))
+    (tmp_path / "Bag" / "x.png").write_bytes(png_claiming(*size))
     with pytest.raises(DatasetError, match="x.png: refused, too many pixels") as info:
         model_inputs(f"imagefolder:{tmp_path}", demo_config())
     assert "\n" not in str(info.value)
