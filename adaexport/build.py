@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -165,11 +166,11 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
     target = get_target(request.target)
     loaded = load_checkpoint(request.model if request.model is not None else DEMO_MODEL)
     cfg, model = loaded.config, loaded.model
-    attention = request.attention or cfg.default_attention
+    attention = request.attention if request.attention is not None else cfg.default_attention
     if attention not in ATTENTION_MODES:
         raise UsageError(f"--attention: attention must be one of {', '.join(ATTENTION_MODES)}, got {attention!r}")
     explicit = any(v is not None for v in (request.tokens, request.widths, request.depths))
-    preset = request.grid if (request.grid or explicit) else profile.grid_preset
+    preset = request.grid if (request.grid is not None or explicit) else profile.grid_preset
     points, warnings = build_grid(cfg, preset, request.tokens, request.widths, request.depths)
     for w in warnings:
         reporter.warn(w)
@@ -184,12 +185,11 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
         inputs, labels, calibration, digest = parity_inputs(loaded, request.dataset, profile.parity_samples,
                                                             request.batch)
 
+    # every input is checked: only now is anything created
     out = Path(request.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a directory")
-    _remove_leftovers(out)
     onnx_dir = out / ONNX_DIR
-    onnx_dir.mkdir(parents=True, exist_ok=True)
+    _make_out(out, onnx_dir)
+    _remove_leftovers(out)
     cache = Cache(out)
     versions = _versions()
     base = {"tool": __version__, "model": loaded.sha256, "attention": attention, "batch": request.batch,
@@ -305,6 +305,19 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
         _prune(out / ENGINES_DIR, keep | kept | {p.with_name(p.name + ".json") for p in keep}, every_file=True)
     return BuildResult(manifest=manifest, directory=out, exported=exported, parity_runs=parity_runs,
                        failures=failures)
+
+
+def _make_out(out: Path, onnx_dir: Path) -> None:
+    """Create the build directory, or say in one line why it cannot be (a file in the way,
+    /proc, no permission, an immutable or read-only folder)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    try:
+        onnx_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):  # writable? (an unnamed file where the system allows)
+            pass
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write the build directory there ({exc.strerror or exc})") from None
 
 
 def _profile_stage(out: Path, cache: Cache, manifest: dict, target, profile: BuildProfile, reporter) -> None:

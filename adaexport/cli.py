@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -11,21 +12,73 @@ from typing import Callable, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
 from . import __version__
 from .errors import USER_ERRORS
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Export an adaptive AdaPerceiver into a family of static edge engines.")
-# Off a terminal (pipes, CI logs) rich would assume 80 columns and squeeze the tables.
-console = Console() if sys.stdout.isatty() else Console(width=int(os.environ.get("COLUMNS", 160)))
-err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=int(os.environ.get("COLUMNS", 160)))
+
+def _one_line(message: object) -> str:
+    """A message on one line (an exception's text may hold several)."""
+    return " ".join(line.strip() for line in str(message).strip().splitlines() if line.strip())
+
+
+def tagged(tag: str, style: str, message: object) -> Text:
+    """'error: <message>' with the tag styled and the message printed literally: paths, model
+    names and engine ids are user text, never rich markup."""
+    return Text.assemble((tag, style), " ", _one_line(message))
+
+
+def _console(stderr: bool = False) -> Console:
+    # Off a terminal (pipes, CI logs) rich would assume 80 columns and squeeze the tables.
+    # markup=False: every string printed (table cells and titles too) is shown as written;
+    # styled output is built from Text objects (see tagged()).
+    tty = (sys.stderr if stderr else sys.stdout).isatty()
+    return Console(stderr=stderr, markup=False, width=None if tty else int(os.environ.get("COLUMNS", 160)))
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> None:
     """Print a one-line error and exit (no traceback)."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(tagged("error:", "bold red", message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _usage_errors_as_one_line():
+    try:  # recent typer carries its own copy of click
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    except ImportError:  # pragma: no cover - older typer on click
+        from click.exceptions import ClickException, NoArgsIsHelpError
+    try:
+        yield
+    except NoArgsIsHelpError:  # `adaexport` alone: the help, as asked by no_args_is_help
+        raise
+    except ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        fail(exc.format_message() + (f" (see `{ctx.command_path} --help`)" if ctx is not None else ""), exc.exit_code)
+
+
+class _OneLineUsageErrors(TyperGroup):
+    """Command-line usage errors (an unknown option, a value that is not a number, a missing
+    argument) as one line and exit 2, like every other bad input; typer would print a
+    usage block and a boxed message."""
+
+    def make_context(self, *args, **kwargs):
+        with _usage_errors_as_one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _usage_errors_as_one_line():
+            return super().invoke(ctx)
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, cls=_OneLineUsageErrors,
+                  help="Export an adaptive AdaPerceiver into a family of static edge engines.")
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -43,9 +96,33 @@ def user_errors(fn: Callable) -> Callable:
         except Exception as exc:  # a bug: still one line unless debugging
             if os.environ.get("ADAEXPORT_DEBUG"):
                 raise
-            fail(f"internal error: {type(exc).__name__}: {exc} (set ADAEXPORT_DEBUG=1 for the traceback)", 1)
+            fail(f"internal error: {type(exc).__name__}: {_one_line(exc)} "
+                 "(set ADAEXPORT_DEBUG=1 for the traceback)", 1)
 
     return wrapper
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Refuse, before any work, a file the command could not write (a directory, a missing
+    folder, a file in place of a folder)."""
+    from .errors import UsageError
+
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a directory, not a file")
+    if not path.parent.is_dir():
+        raise UsageError(f"{option} {path}: no such directory {path.parent}")
+
+
+def write_output_file(path: Path, data: bytes, option: str) -> None:
+    """Write a result file atomically; what the system refuses (permissions, an immutable
+    or read-only folder, a full disk) is one line and exit 2."""
+    from .atomic import write_bytes_atomic
+    from .errors import UsageError
+
+    try:
+        write_bytes_atomic(path, data)
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write ({exc.strerror or exc})") from None
 
 
 def resolve_model(model: Optional[Path]):
@@ -56,14 +133,9 @@ def resolve_model(model: Optional[Path]):
 
 
 def grid_from_options(cfg, grid: Optional[str], tokens: Optional[str], width: Optional[str], depth: Optional[str]):
-    from .space import build_grid, parse_int_list
+    from .space import build_grid, knob_lists
 
-    return build_grid(
-        cfg, preset=grid,
-        tokens=parse_int_list(tokens, "tokens") if tokens else None,
-        widths=parse_int_list(width, "width") if width else None,
-        depths=parse_int_list(depth, "depth") if depth else None,
-    )
+    return build_grid(cfg, preset=grid, **knob_lists(tokens, width, depth))
 
 
 def _si(value: float) -> str:
@@ -122,10 +194,10 @@ def inspect(
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
-    if grid or tokens or width or depth:
+    if any(v is not None for v in (grid, tokens, width, depth)):
         points, warnings = grid_from_options(cfg, grid, tokens, width, depth)
         for w in warnings:
-            err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+            err_console.print(tagged("warning:", "yellow", w), highlight=False)
         pt = Table(title="points")
         for col in ("point", "tokens", "width", "depth", "FLOPs", "params"):
             pt.add_column(col, justify="right" if col != "point" else "left")
@@ -172,14 +244,12 @@ def _run_build(parity: bool, model, out, device, grid, tokens, width, depth, att
 
     from .build import BuildRequest, run_build
     from .progress import make_reporter
-    from .space import parse_int_list
+    from .space import knob_lists
     from .targets import resolve_target
 
     request = BuildRequest(
         out=out, model=model, target=resolve_target(device), profile=profile, grid=grid,
-        tokens=parse_int_list(tokens, "tokens") if tokens else None,
-        widths=parse_int_list(width, "width") if width else None,
-        depths=parse_int_list(depth, "depth") if depth else None,
+        **knob_lists(tokens, width, depth),
         attention=attention, batch=batch, dataset=dataset, parity=parity, measure=measure)
     reporter = make_reporter(json_out, err_console)
     try:
@@ -205,7 +275,7 @@ def _run_build(parity: bool, model, out, device, grid, tokens, width, depth, att
                           f"Finish them on the device with: {finish}", highlight=False)
     if result.failures:
         for message in result.failures:
-            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            err_console.print(tagged("error:", "bold red", message), highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 

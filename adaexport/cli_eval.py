@@ -8,8 +8,10 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from .cli import app, console, err_console, fail, user_errors  # noqa: F401  (commands register on app)
+from .cli import (app, check_output_file, console, err_console, fail, tagged, user_errors,  # noqa: F401
+                  write_output_file)  # the commands register on app
 
 DATASET_HELP = "demo, fashion-mnist:DIR, npz:FILE (arrays x, y) or imagefolder:DIR (one folder per class)."
 
@@ -72,7 +74,6 @@ def check(
 ) -> None:
     """The CI gate: exit 1 if any configuration lost more than --max-drop points of top-1
     against the baseline, or is missing or not evaluated."""
-    from .atomic import write_bytes_atomic
     from .errors import UsageError
     from .gate import check as run_check, junit_xml, max_drop_points
 
@@ -80,12 +81,12 @@ def check(
         max_drop = max_drop_points(max_drop)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if junit is not None:
+        check_output_file(junit, "--junit")
     verdicts = run_check(directory, baseline, max_drop)
     failed = [v for v in verdicts if v.failed]
     if junit is not None:
-        if not junit.parent.is_dir():
-            raise UsageError(f"--junit {junit}: no such directory {junit.parent}")
-        write_bytes_atomic(junit, junit_xml(verdicts))
+        write_output_file(junit, junit_xml(verdicts), "--junit")
     if json_out:
         print(json.dumps({"passed": not failed, "max_drop": max_drop, "build": str(directory),
                           "baseline": str(baseline), "failures": len(failed),
@@ -98,14 +99,14 @@ def check(
             change = "-" if v.change_points is None else f"{v.change_points:+.2f}"
             style = "red" if v.failed else ("green" if v.verdict == "pass" else "")
             table.add_row(v.id, _pct(v.baseline), _pct(v.now), change,
-                          f"[{style}]{v.verdict}[/]" if style else v.verdict)
+                          Text(v.verdict, style=style))
         console.print(table)
         if failed:
-            console.print(f"[bold red]FAILED[/]: {len(failed)} of {len(verdicts)} configuration(s): "
-                          + ", ".join(f"{v.id} ({v.verdict})" for v in failed[:10])
-                          + (" ..." if len(failed) > 10 else ""), highlight=False)
+            console.print(tagged("FAILED:", "bold red", f"{len(failed)} of {len(verdicts)} configuration(s): "
+                                 + ", ".join(f"{v.id} ({v.verdict})" for v in failed[:10])
+                                 + (" ..." if len(failed) > 10 else "")), highlight=False)
         else:
-            console.print(f"[bold green]passed[/]: {len(verdicts)} configuration(s)", highlight=False)
+            console.print(tagged("passed:", "bold green", f"{len(verdicts)} configuration(s)"), highlight=False)
     if failed:
         raise typer.Exit(1)
 
@@ -128,7 +129,6 @@ def report(
 ) -> None:
     """Accuracy against latency (FLOPs where not profiled) with the Pareto front: a PNG plot,
     an HTML page with the plot and the full table, and the table here."""
-    from .atomic import write_bytes_atomic
     from .errors import UsageError
     from .manifest import read_manifest
     from .report import choose_axis, html_page, matplotlib_available, plot_png, rows, table_cells, table_columns
@@ -143,9 +143,9 @@ def report(
     prefix = out if out is not None else directory / "report"
     if png is None and html_path is None:
         png, html_path = prefix.with_name(prefix.name + ".png"), prefix.with_name(prefix.name + ".html")
-    for path in (png, html_path):
-        if path is not None and not path.parent.is_dir():
-            raise UsageError(f"{path}: no such directory {path.parent}")
+    for path, option in ((png, "--png"), (html_path, "--html")):
+        if path is not None:
+            check_output_file(path, option)
 
     rich_table = Table(title=f"{manifest['model']['name']}: {len(table)} engine(s); x axis: {axis.label}")
     for col in table_columns(axis):
@@ -154,8 +154,8 @@ def report(
         rich_table.add_row(*table_cells(r, axis), style="bold" if r.on_front else None)
     console.print(rich_table)
     if not any(r.top1 is not None for r in table):
-        err_console.print("[yellow]warning:[/] no engine has an accuracy yet (run `adaexport eval`): "
-                          "the plot is empty and there is no front", highlight=False)
+        err_console.print(tagged("warning:", "yellow", "no engine has an accuracy yet (run `adaexport eval`): "
+                                 "the plot is empty and there is no front"), highlight=False)
 
     image, note = None, None
     if matplotlib_available():
@@ -163,12 +163,12 @@ def report(
                          f"{'latency' if axis.profiled else 'FLOPs'}", width, height)
     else:
         note = "matplotlib is not installed (pip install 'adaexport[report]'): no plot, the table only"
-        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+        err_console.print(tagged("note:", "yellow", note), highlight=False)
     if image is not None and png is not None:
-        write_bytes_atomic(png, image)
+        write_output_file(png, image, "--png")
         console.print(f"wrote {png}", highlight=False)
     if html_path is not None:
-        write_bytes_atomic(html_path, html_page(manifest, table, axis, image, note))
+        write_output_file(html_path, html_page(manifest, table, axis, image, note), "--html")
         console.print(f"wrote {html_path}", highlight=False)
     console.print(f"Pareto front ({axis.front_name}): "
                   + (", ".join(r.id for r in sorted((r for r in table if r.on_front), key=lambda r: r.cost))

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .cli import app, console, err_console, fail, user_errors  # noqa: F401  (commands register on app)
+from .cli import app, console, err_console, fail, tagged, user_errors  # noqa: F401  (commands register on app)
 
 
 def _table(manifest: dict, device: str, mode: str, ids: list[str]) -> Table:
@@ -65,7 +65,7 @@ def profile(
         settings = load_profile("default").profiling
     settings = settings.replace(min_iterations=min_iterations, min_duration_s=min_duration, warmup_s=warmup,
                                 rounds=rounds, max_cv=max_cv)
-    wanted = [e.strip() for e in engines.split(",") if e.strip()] if engines else None
+    wanted = [e.strip() for e in engines.split(",") if e.strip()] if engines is not None else None
     modes, switch = plan_modes(target, power_mode)
     reporter = make_reporter(json_out, err_console)
     done: dict[str, list[str]] = {}
@@ -105,7 +105,7 @@ def profile(
                          indent=1))
         return
     for reason in skipped:
-        err_console.print(f"[yellow]not profiled:[/] {reason}", highlight=False)
+        err_console.print(tagged("not profiled:", "yellow", reason), highlight=False)
     for mode, ids in done.items():
         console.print(_table(manifest, device_id, mode, ids))
     console.print(f"manifest: {Path(directory) / 'manifest.json'} (profile[{device_id!r}]"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import math
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
+_IDX_MAX_DIMS = 4  # labels have 1, images 3 (4 with channels)
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -27,15 +30,19 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # a corrupt gzip stream raises zlib.error
         raise DatasetError(f"{path}: cannot read ({exc})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise DatasetError(f"{path}: not an IDX file")
     ndim = raw[3]
+    if not 1 <= ndim <= _IDX_MAX_DIMS:
+        raise DatasetError(f"{path}: the IDX header claims {ndim} dimensions (a dataset has 1 to {_IDX_MAX_DIMS})")
     header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DatasetError(f"{path}: truncated IDX header")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    count = int(np.prod(shape))
+    count = math.prod(shape)  # Python integers: a huge claimed shape cannot overflow
     if len(raw) - header != count * dtype.itemsize:
         raise DatasetError(f"{path}: truncated IDX file (header says shape {shape})")
     return np.frombuffer(raw, dtype=dtype, count=count, offset=header).reshape(shape)
@@ -120,25 +127,22 @@ def image_folder_files(directory: Path, class_names=None) -> tuple[list[Path], n
 def decode_image(path: Path, channels: int, size: int, spec: dict) -> np.ndarray:
     """One image file -> uint8 (H, W, channels), resized (short side) with Pillow to the
     spec's `resize` and centre-cropped to its `crop` (normalisation follows in `preprocess`)."""
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise DatasetError("imagefolder datasets need Pillow: pip install 'adaexport[datasets]'") from None
+    from .images import open_image
+
     resize, crop = int(spec.get("resize", size)), int(spec.get("crop", size))
-    filters = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
-    try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-            w, h = image.size
-            scale = resize / min(w, h)
-            new = (max(resize, round(w * scale)), max(resize, round(h * scale)))
-            if new != (w, h):
-                image = image.resize(new, filters.get(spec.get("interpolation", "bilinear"), Image.BILINEAR))
-            left, top = (new[0] - crop) // 2, (new[1] - crop) // 2
-            image = image.crop((left, top, left + crop, top + crop))
-            array = np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise DatasetError(f"{path}: unreadable image ({exc})") from None
+    with open_image(path, DatasetError, "imagefolder datasets need Pillow: pip install 'adaexport[datasets]'") as image:
+        from PIL import Image  # there: open_image needed it
+
+        filters = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+        image = image.convert("L" if channels == 1 else "RGB")
+        w, h = image.size
+        scale = resize / min(w, h)
+        new = (max(resize, round(w * scale)), max(resize, round(h * scale)))
+        if new != (w, h):
+            image = image.resize(new, filters.get(spec.get("interpolation", "bilinear"), Image.BILINEAR))
+        left, top = (new[0] - crop) // 2, (new[1] - crop) // 2
+        image = image.crop((left, top, left + crop, top + crop))
+        array = np.asarray(image, dtype=np.uint8)
     return array[..., None] if array.ndim == 2 else array
 
 
@@ -180,12 +184,15 @@ def preprocess(images: np.ndarray, spec: dict, channels: int, size: int) -> np.n
     Resize (short side) and centre crop follow the checkpoint's preprocessing spec.
     """
     if images.dtype != np.uint8:
-        if images.ndim == 4 and images.shape[1:] == (channels, size, size):
-            return images.astype(np.float32, copy=False)
+        if images.ndim == 4 and images.shape[1:] == (channels, size, size) and images.dtype.kind in "fiu":
+            x = images.astype(np.float32, copy=False)
+            if not np.isfinite(x).all():
+                raise DatasetError("the images hold NaN or infinite values")
+            return x
         raise DatasetError(f"float images must already be model input of shape (N, {channels}, {size}, {size}), "
-                           f"got {images.shape}")
+                           f"got {images.dtype} {images.shape}")
     x = images[..., None] if images.ndim == 3 else images
-    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+    if x.ndim != 4 or x.shape[-1] not in (1, 3) or 0 in x.shape[1:3]:
         raise DatasetError(f"expected images (N, H, W) or (N, H, W, C), got shape {images.shape}")
     if x.shape[-1] != channels:
         if channels == 3 and x.shape[-1] == 1:

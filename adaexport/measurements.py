@@ -84,3 +84,12 @@ def device_identities(manifest: dict) -> dict[str, dict | None]:
     """Every profiled device and the identity facts recorded with it (None: none recorded)."""
     sections = manifest.get("profiling") or {}
     return {d: (sections.get(d) or {}).get("identity") for d in profiled_devices(manifest)}
+
+
+def resolve_device(manifest: dict, name: str) -> str | None:
+    """A profiled device by its key, or by its target's name (the first profiled machine
+    of that target); None when neither is profiled."""
+    devices = profiled_devices(manifest)
+    if name in devices:
+        return name
+    return next((d for d in devices if target_of(d) == name), None)

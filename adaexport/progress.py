@@ -54,8 +54,10 @@ class RichReporter(PlainReporter):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.console = console
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("{task.fields[item]}"), console=console)
+        # item names (engine ids, from a manifest) are user text: never rich markup
+        self.progress = Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TextColumn("{task.fields[item]}", markup=False), console=console)
         self.progress.start()
         self._task = None
 
@@ -69,10 +71,12 @@ class RichReporter(PlainReporter):
         self.progress.update(self._task, item="done")
 
     def info(self, text: str) -> None:
-        self.progress.console.print(text, highlight=False)
+        self.progress.console.print(text, markup=False, highlight=False)
 
     def warn(self, text: str) -> None:
-        self.progress.console.print(f"[yellow]warning:[/] {text}", highlight=False)
+        from rich.text import Text
+
+        self.progress.console.print(Text.assemble(("warning:", "yellow"), " ", text), highlight=False)
 
     def close(self) -> None:
         self.progress.stop()

@@ -15,6 +15,7 @@ import io
 
 from .errors import UsageError
 from .measurements import DEFAULT_MODE, accuracy_of, default_device, front_key, latency_ms, profiled_devices, \
+    resolve_device, \
     profiled_modes
 from .pareto import front
 
@@ -70,7 +71,9 @@ def choose_axis(manifest: dict, device: str | None = None, mode: str | None = No
         device = default_device(manifest) or (devices[0] if devices else None)
         if device is None:
             return Axis(None, None)
-    elif device not in devices:
+    elif resolve_device(manifest, device) is not None:
+        device = resolve_device(manifest, device)
+    else:
         raise UsageError(f"--device {device}: not profiled in this build"
                          + (f" (profiled: {', '.join(devices)})" if devices else " (nothing is profiled; "
                             "run `adaexport profile`)"))

@@ -31,11 +31,26 @@ class ConfigPoint:
         return cls(cfg.max_latent_tokens, cfg.embed_dim, cfg.depth)
 
 
+# Beyond max_latent_tokens the rotary positions are interpolated (as the reference does,
+# and the conformance cases check up to 1.25x); the block mask and the attention grow with
+# the square of the token count, so a count far beyond is refused before anything is
+# allocated (--tokens 50000 would ask for a 10 GB mask).
+MAX_TOKENS_FACTOR = 4
+
+
+def max_tokens(cfg: AdaPerceiverConfig) -> int:
+    """The largest token count a point may have."""
+    return MAX_TOKENS_FACTOR * cfg.max_latent_tokens
+
+
 def validate_point(cfg: AdaPerceiverConfig, point: ConfigPoint) -> list[str]:
     """Raise SpaceError for a point the model cannot run; return warnings for points
     it can run but was not trained on (accuracy there is not known to hold)."""
     if point.tokens < 1:
         raise SpaceError(f"{point.id}: tokens must be >= 1, got {point.tokens}")
+    if point.tokens > max_tokens(cfg):
+        raise SpaceError(f"{point.id}: tokens must be <= {max_tokens(cfg)} ({MAX_TOKENS_FACTOR} x max_latent_tokens "
+                         f"{cfg.max_latent_tokens}), got {point.tokens}")
     if not 1 <= point.width <= cfg.embed_dim:
         raise SpaceError(f"{point.id}: width must lie in 1..{cfg.embed_dim} (embed_dim), got {point.width}")
     if ffn_hidden(point.width, cfg.ffn_ratio) < 1:
@@ -75,15 +90,24 @@ PRESETS = {
 
 
 def parse_int_list(text: str, knob: str) -> list[int]:
-    """'32,64' -> [32, 64], with a one-line error naming the knob."""
+    """'32,64' -> [32, 64], with a one-line error naming the knob ('' is an error, not
+    'every value')."""
     values = []
     for part in text.split(","):
         part = part.strip()
         try:
             values.append(int(part))
         except ValueError:
-            raise SpaceError(f"--{knob}: {part!r} is not an integer (expected a list like 32,64)") from None
+            what = "an empty value" if not part else f"{part!r} is not an integer"
+            raise SpaceError(f"--{knob}: {what} (expected a list like 32,64)") from None
     return values
+
+
+def knob_lists(tokens: str | None, widths: str | None, depths: str | None) -> dict[str, list[int] | None]:
+    """The --tokens/--width/--depth options as lists (None: the option was not given)."""
+    return {name: None if text is None else parse_int_list(text, knob)
+            for name, knob, text in (("tokens", "tokens", tokens), ("widths", "width", widths),
+                                     ("depths", "depth", depths))}
 
 
 def build_grid(cfg: AdaPerceiverConfig, preset: str | None = None,

@@ -131,3 +131,49 @@ def test_loading_never_touches_the_network(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"embed_dim": 0}, "embed_dim must be >= 1, got 0"),
+    ({"num_heads": -2}, "num_heads must be >= 1, got -2"),
+    ({"patch_size": 0}, "patch_size must be >= 1, got 0"),
+    ({"depth": "4"}, "depth must be a whole number, got '4'"),
+    ({"mask_token_grans": ["16", "32"]}, "mask_token_grans[0] must be a whole number, got '16'"),
+    ({"mask_token_grans": [16.5]}, "mask_token_grans[0] must be a whole number, got 16.5"),
+    ({"mask_token_grans": "16,32"}, "mask_token_grans must be a non-empty list"),
+    ({"ffn_ratio": float("nan")}, "ffn_ratio must be a finite number, got nan"),
+    ({"rope_theta": float("inf")}, "rope_theta must be a finite number, got inf"),
+    ({"qkv_bias": "yes"}, "qkv_bias must be true or false"),
+])
+def test_config_values_are_checked_before_use(tmp_path, change, words):
+    """Zero, negative, NaN or mistyped fields were ZeroDivisionErrors and TypeErrors (issue 16)."""
+    shutil.copy(SRC / "model.safetensors", tmp_path / "model.safetensors")
+    config = json.loads((SRC / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, **change}))  # NaN/Infinity as JSON allows
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(tmp_path)
+    assert f"config.json: invalid config: {words}" in str(err.value)
+
+
+def test_a_config_that_is_not_utf8_is_a_checkpoint_error(tmp_path):
+    shutil.copy(SRC / "model.safetensors", tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_bytes((SRC / "config.json").read_bytes().replace(b'"gelu"', b'"g\xe9lu"'))
+    with pytest.raises(CheckpointError, match="config.json: not UTF-8 text"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_huge_config_is_refused_by_shapes_before_anything_is_allocated(tmp_path):
+    shutil.copy(SRC / "model.safetensors", tmp_path / "model.safetensors")
+    config = json.loads((SRC / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "embed_dim": 1 << 22, "mat_dims": [32]}))
+    with pytest.raises(CheckpointError, match="weights do not match config"):  # 2**44 parameters, never made
+        load_checkpoint(tmp_path)
+
+
+def test_weights_holding_nan_are_refused(tmp_path, reference):
+    shutil.copy(SRC / "config.json", tmp_path / "config.json")
+    state = {k: v.clone() for k, v in reference.model.state_dict().items()}
+    state["write_head.cattn.v.bias"][0] = float("nan")
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(CheckpointError, match="write_head.cattn.v.bias holds NaN or infinite values"):
+        load_checkpoint(tmp_path / "w.pt")

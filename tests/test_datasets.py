@@ -1,4 +1,5 @@
 import gzip
+import re
 import struct
 
 import numpy as np
@@ -9,6 +10,7 @@ from adaexport.model import AdaPerceiverConfig
 from adaexport.validate import Parity, compare
 from adaexport.profiles import Tolerance
 
+from .bad_inputs_support import png_claiming
 from .conftest import CONFORMANCE
 
 
@@ -193,3 +195,67 @@ def test_npz_error_paths(tmp_path):
     np.savez(tmp_path / "rgb.npz", x=np.zeros((2, 28, 28, 3), np.uint8), y=np.zeros(2))
     with pytest.raises(DatasetError, match="the model takes 1 channel"):
         model_inputs(f"npz:{tmp_path / 'rgb.npz'}", cfg)
+
+
+def test_corrupt_gzip_and_absurd_idx_headers_are_dataset_errors(tmp_path):
+    images = np.zeros((2, 3, 4), np.uint8)
+    write_idx(tmp_path / "a.gz", images)
+    body = (tmp_path / "a.gz").read_bytes()
+    (tmp_path / "corrupt.gz").write_bytes(body[:10] + b"\xff" * 32 + body[42:])  # zlib.error, not OSError
+    with pytest.raises(DatasetError, match="corrupt.gz: cannot read"):
+        read_idx(tmp_path / "corrupt.gz")
+    for name, header in [("dims255", bytes([0, 0, 8, 255]) + b"\0" * 16),
+                         ("dims255long", bytes([0, 0, 8, 255]) + struct.pack(">255I", *[1] * 255) + b"\0"),
+                         ("dims0", bytes([0, 0, 8, 0]))]:
+        (tmp_path / name).write_bytes(header)
+        with pytest.raises(DatasetError, match="the IDX header claims"):
+            read_idx(tmp_path / name)
+    (tmp_path / "short").write_bytes(bytes([0, 0, 8, 3]) + b"\0" * 4)
+    with pytest.raises(DatasetError, match="truncated IDX header"):
+        read_idx(tmp_path / "short")
+    (tmp_path / "huge").write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">3I", 2**32 - 1, 2**32 - 1, 2**32 - 1))
+    with pytest.raises(DatasetError, match="truncated IDX file"):
+        read_idx(tmp_path / "huge")
+
+
+@pytest.mark.parametrize("size", [(20000, 20000), (10000, 10000)])  # Pillow's error, and its warning
+def test_decompression_bombs_are_refused_in_one_line(tmp_path, size):
+    pytest.importorskip("PIL")
+    from adaexport.runtime.preprocess import InputError, load_image
+
+    (tmp_path / "Bag").mkdir()
+    (tmp_path / "Bag" / "x.png").write_bytes(png_claiming(*size))
+    with pytest.raises(DatasetError, match="x.png: refused, too many pixels") as info:
+        model_inputs(f"imagefolder:{tmp_path}", demo_config())
+    assert "\n" not in str(info.value)
+    with pytest.raises(InputError, match="x.png: refused, too many pixels"):
+        load_image(tmp_path / "Bag" / "x.png", 1)
+
+
+@pytest.mark.parametrize("x", [np.full((2, 1, 28, 28), np.nan, np.float32), np.full((2, 1, 28, 28), np.inf),
+                               np.zeros((2, 1, 28, 28), np.complex64), np.zeros((2, 0, 0), np.uint8)])
+def test_arrays_that_are_not_images_are_refused(tmp_path, x):
+    np.savez(tmp_path / "d.npz", x=x, y=np.zeros(2, np.int64))
+    with pytest.raises(DatasetError, match="NaN or infinite|must already be model input|expected images"):
+        model_inputs(f"npz:{tmp_path / 'd.npz'}", demo_config())
+
+
+@pytest.mark.parametrize("array, words", [
+    (np.array(["a", "b"]), "holds <U1 values"),
+    (np.zeros((0, 0), np.uint8), "got shape (0, 0, 1)"),
+    (np.ones((28, 28), bool), "holds bool values"),
+])
+def test_npy_inputs_that_are_not_images(tmp_path, array, words):
+    from adaexport.runtime.preprocess import InputError, load_image
+
+    np.save(tmp_path / "x.npy", array)
+    with pytest.raises(InputError, match=re.escape(words)):
+        load_image(tmp_path / "x.npy", 1)
+
+
+def test_an_all_nan_input_is_refused_not_classified():
+    from adaexport.runtime.preprocess import InputError, to_model_input
+
+    spec = {"shape": [1, 1, 28, 28]}
+    with pytest.raises(InputError, match="NaN or infinite"):
+        to_model_input(np.full((1, 28, 28), np.nan, np.float32), spec)

@@ -250,3 +250,12 @@ def test_power_limit_follows_the_observed_request_rate(name, segments, expected_
     distinct = runs(served)
     assert distinct[0] == "p1"            # back-to-back rate before any observation
     assert distinct[1:] == expected_runs, distinct
+
+
+@pytest.mark.parametrize("kwargs", [{"latency_ms": float("inf")}, {"latency_ms": float("nan")},
+                                    {"power_w": float("inf")}, {"memory_bytes": float("inf")},
+                                    {"rate_hz": float("nan")}, {"rate_hz": float("inf")}])
+def test_limits_must_be_finite(kwargs):
+    """An infinite limit is no limit: pass None (issue 16)."""
+    with pytest.raises(ValueError, match="must be a finite number"):
+        Limits(**kwargs)

@@ -81,3 +81,26 @@ def test_corners_preset(cfg):
     assert ConfigPoint.full(cfg) in points
     assert ConfigPoint(cfg.mask_token_grans[0], cfg.mat_dims[0], cfg.depth // 2) in points
     assert len(points) == 8
+
+
+def test_token_counts_are_capped_before_anything_is_allocated(cfg):
+    """Beyond max_latent_tokens positions are interpolated (the conformance cases go to
+    1.25x); far beyond, the block mask alone would take gigabytes: refused (issue 16)."""
+    assert validate_point(cfg, ConfigPoint(4 * cfg.max_latent_tokens, 64, 1))  # allowed, with a warning
+    for tokens in (4 * cfg.max_latent_tokens + 1, 50000, 10**20):
+        with pytest.raises(SpaceError, match=f"tokens must be <= {4 * cfg.max_latent_tokens}"):
+            validate_point(cfg, ConfigPoint(tokens, 64, 1))
+
+
+@pytest.mark.parametrize("text", ["", ",", "16,,32", " "])
+def test_an_empty_knob_list_is_an_error_not_every_value(text):
+    with pytest.raises(SpaceError, match="--tokens: an empty value"):
+        parse_int_list(text, "tokens")
+
+
+def test_knob_lists_keep_options_not_given_apart_from_empty_ones():
+    from adaexport.space import knob_lists
+
+    assert knob_lists("8,16", None, "2") == {"tokens": [8, 16], "widths": None, "depths": [2]}
+    with pytest.raises(SpaceError, match="--width: an empty value"):
+        knob_lists(None, "", None)

@@ -185,3 +185,24 @@ def test_target_files_are_validated(tmp_path):
     nano = load_target("jetson-orin-nano").source
     with pytest.raises(TargetFileError, match="unknown modules"):
         parse_target(nano.replace('modules = ["p3767-0004"]', 'modules = ["p9999-0000"]'))
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda t: t + '\n[[power_modes]]\nname = "LOW"\nbudget_w = nan\n', "budget_w must be a finite number"),
+    (lambda t: t + '\n[[power_modes]]\nname = "LOW"\nbudget_w = inf\n', "budget_w must be a finite number"),
+    (lambda t: t + '\n[[power_modes]]\nname = "LOW"\nbudget_w = -5\n', "budget_w must be > 0"),
+    (lambda t: t.replace("threads = 0", "threads = inf", 1), "threads must be a finite number, got inf"),
+    (lambda t: t.replace("[[engines]]", "[[engines]", 1), "box.toml: invalid TOML"),
+    (lambda t: 'name = "t"\nkind = "cpu"\n[engines]\nbackend = "onnxruntime"\n', "'engines' must be list"),
+    (lambda t: 'name = "t"\nkind = "cpu"\npower_modes = 3\n[[engines]]\nbackend = "onnxruntime"\n'
+               'precisions = ["fp32"]\n', "box.toml: not a usable target file"),
+])
+def test_a_users_target_file_is_bad_input(tmp_path, change, words):
+    """A --device FILE.toml is the user's: its problems are UsageErrors (exit 2), not packaging bugs."""
+    path = tmp_path / "box.toml"
+    path.write_text(change(load_target("x86-cpu").source))
+    with pytest.raises(UsageError, match=words):
+        load_target(str(path))
+    path.write_bytes(b'name = "caf\xe9"\n')
+    with pytest.raises(UsageError, match="box.toml: not UTF-8 text"):
+        load_target(str(path))

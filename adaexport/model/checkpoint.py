@@ -89,6 +89,9 @@ def check_state_dict(model: AdaPerceiver, state: dict[str, torch.Tensor]) -> Non
     for key in state:
         if key not in expected:
             raise CheckpointError(f"weights do not match config: unexpected key {key} of shape {tuple(state[key].shape)}")
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"weights: {key} holds NaN or infinite values")
 
 
 def load_checkpoint(path: str | os.PathLike) -> LoadedModel:
@@ -125,8 +128,10 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedModel:
         hashed = [config_path, weights_path]
     else:
         raise CheckpointError(f"{weights_path}: no {CONFIG_NAME} beside it and no config inside it")
+    with torch.device("meta"):  # shapes only: a config that does not fit its weights allocates nothing
+        skeleton = AdaPerceiver(config)
+    check_state_dict(skeleton, state)
     model = AdaPerceiver(config)
-    check_state_dict(model, state)
     model.load_state_dict({k: v.float() for k, v in state.items()})
     model.eval()
     return LoadedModel(model=model, name=name, path=path, sha256=_hash_files(*hashed))

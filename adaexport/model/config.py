@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..checks import checked_number, optional_number, read_utf8
+
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded; the message is one line meant for a user."""
@@ -49,10 +51,7 @@ class AdaPerceiverConfig:
     class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mask_token_grans", tuple(int(g) for g in self.mask_token_grans))
-        object.__setattr__(self, "mat_dims", tuple(int(m) for m in self.mat_dims))
-        if self.class_names is not None:
-            object.__setattr__(self, "class_names", tuple(self.class_names))
+        self._check_values()
         problems = []
         if self.embed_dim % self.num_heads:
             problems.append(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
@@ -73,6 +72,47 @@ class AdaPerceiverConfig:
             problems.append(f"unsupported process_token_init {self.process_token_init!r}")
         if problems:
             raise CheckpointError("invalid config: " + "; ".join(problems))
+
+    def _check_values(self) -> None:
+        """Types and ranges of every field, before anything computes with them: a config
+        file is user input (a zero dimension, NaN, a string for a number)."""
+
+        def error(message: str) -> CheckpointError:
+            return CheckpointError(f"invalid config: {message}")
+
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        for name in _DIMENSIONS:
+            put(name, checked_number(getattr(self, name), name, error, integer=True, minimum=1))
+        put("output_feat_dim", optional_number(self.output_feat_dim, "output_feat_dim", error, integer=True,
+                                               minimum=1))
+        for name in ("mask_token_grans", "mat_dims"):
+            values = getattr(self, name)
+            if not isinstance(values, (list, tuple)) or not values:
+                raise error(f"{name} must be a non-empty list of whole numbers, got {values!r}")
+            put(name, tuple(checked_number(v, f"{name}[{i}]", error, integer=True, minimum=1)
+                            for i, v in enumerate(values)))
+        put("ffn_ratio", float(checked_number(self.ffn_ratio, "ffn_ratio", error, above=0)))
+        put("rope_theta", float(checked_number(self.rope_theta, "rope_theta", error, above=0)))
+        put("ls_init_values", optional_number(self.ls_init_values, "ls_init_values", error))
+        for name in ("attn_drop", "proj_drop", "drop_path", "head_drop"):
+            put(name, float(checked_number(getattr(self, name), name, error, minimum=0, maximum=1)))
+        for name in ("qkv_bias", "proj_bias", "use_embed_ffn", "use_output_ffn"):
+            if not isinstance(getattr(self, name), bool):
+                raise error(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("attn_layer", "block_mask", "act_layer", "norm_layer", "ffn_layer", "process_token_init"):
+            if not isinstance(getattr(self, name), str):
+                raise error(f"{name} must be a string, got {getattr(self, name)!r}")
+        if self.class_names is not None:
+            names = self.class_names
+            if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+                raise error(f"class_names must be a list of strings, got {names!r}")
+            if len(names) != self.num_classes:
+                raise error(f"{len(names)} class_names for num_classes {self.num_classes}")
+            put("class_names", tuple(names))
+        if self.preprocessing is not None:
+            _check_preprocessing(self.preprocessing, self.in_channels, error)
 
     @property
     def head_dim(self) -> int:
@@ -117,13 +157,17 @@ class AdaPerceiverConfig:
 
     @classmethod
     def from_file(cls, path: Path) -> "AdaPerceiverConfig":
+        text = read_utf8(path, CheckpointError)
         try:
-            raw = json.loads(Path(path).read_text())
+            raw = json.loads(text)
         except json.JSONDecodeError as exc:
             raise CheckpointError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
         if not isinstance(raw, dict):
             raise CheckpointError(f"{path}: expected a JSON object")
-        return cls.from_dict(raw)
+        try:
+            return cls.from_dict(raw)
+        except CheckpointError as exc:  # name the file: a build may read several
+            raise CheckpointError(f"{path}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -150,6 +194,30 @@ class AdaPerceiverConfig:
             "std": list(CLIP_STD[: self.in_channels]) if self.in_channels == 3 else [0.5] * self.in_channels,
             "interpolation": "bicubic",
         }
+
+
+_DIMENSIONS = ("embed_dim", "num_heads", "depth", "max_latent_tokens", "img_size", "patch_size", "in_channels",
+               "num_classes")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
+def _check_preprocessing(spec: Any, channels: int, error) -> None:
+    """A config's `preprocessing` table: sizes in pixels, per-channel mean and std."""
+    if not isinstance(spec, dict):
+        raise error(f"preprocessing must be an object, got {spec!r}")
+    for key in ("resize", "crop"):
+        if key in spec:
+            checked_number(spec[key], f"preprocessing.{key}", error, integer=True, minimum=1)
+    for key, above in (("mean", None), ("std", 0)):
+        if key in spec:
+            values = spec[key]
+            if not isinstance(values, (list, tuple)) or len(values) != channels:
+                raise error(f"preprocessing.{key} must be a list of {channels} number(s), got {values!r}")
+            for i, v in enumerate(values):
+                checked_number(v, f"preprocessing.{key}[{i}]", error, above=above)
+    if spec.get("interpolation", "bilinear") not in INTERPOLATIONS:
+        raise error(f"preprocessing.interpolation must be one of {', '.join(INTERPOLATIONS)}, "
+                    f"got {spec['interpolation']!r}")
 
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -12,6 +12,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from ..checks import checked_number, optional_number, read_utf8
 from ..profiling.errors import ProfilingError
 from ..profiling.settings import ProfilingSettings
 
@@ -66,42 +67,62 @@ def available_profiles() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files(__name__).iterdir() if p.name.endswith(".toml"))
 
 
+def _table(raw: dict, key: str, name: str) -> dict:
+    """A top-level table of the profile ({} when absent)."""
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise ProfileError(f"profile {name}: {key} must be a table ([{key}]), got {value!r}")
+    return value
+
+
+def _tolerance(precision: str, table: object, name: str) -> Tolerance:
+    where = f"profile {name}: parity.{precision}"
+    if not isinstance(table, dict):
+        raise ProfileError(f"{where} must be a table ([parity.{precision}]), got {table!r}")
+    unknown = sorted(set(table) - {"max_abs", "min_top1_agreement", "max_accuracy_drop"})
+    if unknown:
+        raise ProfileError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    if "min_top1_agreement" not in table:
+        raise ProfileError(f"{where} lacks min_top1_agreement")
+
+    def number(key: str, **bounds):
+        return optional_number(table.get(key), f"{where}.{key}", ProfileError, **bounds)
+
+    return Tolerance(number("max_abs", minimum=0), number("min_top1_agreement", minimum=0, maximum=1),
+                     number("max_accuracy_drop", minimum=0))
+
+
 def load_profile(name_or_path: str = "default") -> BuildProfile:
     path = Path(name_or_path)
     if name_or_path.endswith(".toml"):
         if not path.is_file():
             raise ProfileError(f"{path}: no such profile file")
-        text, name = path.read_text(), path.stem
+        text, name = read_utf8(path, ProfileError), path.stem
     else:
         resource = resources.files(__name__) / f"{name_or_path}.toml"
         if not resource.is_file():
             raise ProfileError(f"unknown build profile {name_or_path!r} (known: {', '.join(available_profiles())})")
-        text, name = resource.read_text(), name_or_path
+        text, name = resource.read_text(encoding="utf-8"), name_or_path
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"profile {name}: invalid TOML ({exc})") from None
-    try:
-        parity = raw.get("parity", {})
-        tolerances = {
-            precision: Tolerance(float(v["max_abs"]) if "max_abs" in v else None, float(v["min_top1_agreement"]),
-                                 float(v["max_accuracy_drop"]) if "max_accuracy_drop" in v else None)
-            for precision, v in parity.items() if isinstance(v, dict)
-        }
-        samples = int(parity.get("samples", 256))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ProfileError(f"profile {name}: bad [parity] section ({exc})") from None
-    if samples < 1:
-        raise ProfileError(f"profile {name}: parity.samples must be >= 1")
-    engines = raw.get("build", {}).get("engines")
+    parity = _table(raw, "parity", name)
+    tolerances = {precision: _tolerance(precision, v, name) for precision, v in parity.items()
+                  if precision != "samples"}
+    samples = checked_number(parity.get("samples", 256), f"profile {name}: parity.samples", ProfileError,
+                             integer=True, minimum=1)
+    engines = _table(raw, "build", name).get("engines")
     if engines is not None and (not isinstance(engines, list) or not all(
             isinstance(e, str) and e.count(":") == 1 for e in engines)):
         raise ProfileError(f"profile {name}: build.engines must be a list of \"backend:precision\" strings")
+    preset = _table(raw, "grid", name).get("preset")
+    if preset is not None and not isinstance(preset, str):
+        raise ProfileError(f"profile {name}: grid.preset must be a string, got {preset!r}")
     try:
-        profiling = ProfilingSettings.from_table(raw.get("profiling"), f"profile {name}: [profiling]")
+        profiling = ProfilingSettings.from_table(_table(raw, "profiling", name), f"profile {name}: [profiling]")
     except ProfilingError as exc:
         raise ProfileError(str(exc)) from None
-    return BuildProfile(name=name, description=str(raw.get("description", "")),
-                        grid_preset=raw.get("grid", {}).get("preset"), parity_samples=samples,
-                        tolerances=tolerances, source=text, engines=tuple(engines) if engines else None,
-                        profiling=profiling)
+    return BuildProfile(name=name, description=str(raw.get("description", "")), grid_preset=preset,
+                        parity_samples=samples, tolerances=tolerances, source=text,
+                        engines=tuple(engines) if engines else None, profiling=profiling)

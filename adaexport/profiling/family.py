@@ -78,7 +78,9 @@ def select_engines(manifest: dict, wanted: list[str] | None) -> tuple[list[dict]
     from ..backends import available_backends
 
     engines = manifest.get("engines", [])
-    if wanted:
+    if wanted is not None:
+        if not wanted:
+            raise ProfilingError("--engines: no engine id given (expected ids, comma-separated)")
         known = {e["id"] for e in engines}
         unknown = [w for w in wanted if w not in known]
         if unknown:

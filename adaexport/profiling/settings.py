@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ..checks import checked_number
 from .errors import ProfilingError
 
 
@@ -31,8 +32,12 @@ class ProfilingSettings:
 
     FIELDS = ("warmup_s", "min_iterations", "min_duration_s", "rounds", "max_cv", "remeasure", "idle_s", "group",
               "enabled")
+    COUNTS = ("min_iterations", "rounds", "remeasure", "group")
 
     def __post_init__(self):
+        for name in self.FIELDS[:-1]:  # every number, finite (inf would measure forever)
+            checked_number(getattr(self, name), f"profiling setting {name}", ProfilingError,
+                           integer=name in self.COUNTS)
         checks = [("warmup_s", self.warmup_s >= 0), ("min_iterations", self.min_iterations >= 1),
                   ("min_duration_s", self.min_duration_s >= 0), ("rounds", self.rounds >= 1),
                   ("max_cv", self.max_cv > 0), ("remeasure", self.remeasure >= 0), ("idle_s", self.idle_s >= 0),
@@ -57,10 +62,13 @@ class ProfilingSettings:
             if kind is bool and not isinstance(raw, bool) or kind is not bool and isinstance(raw, bool) \
                     or not isinstance(raw, (int, float, bool)):
                 raise ProfilingError(f"{where}: {field.name} must be a {kind.__name__}, got {raw!r}")
-            if kind is int and raw != int(raw):
-                raise ProfilingError(f"{where}: {field.name} must be a whole number, got {raw!r}")
+            if kind is not bool:
+                raw = checked_number(raw, f"{where}: {field.name}", ProfilingError, integer=kind is int)
             values[field.name] = kind(raw)
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ProfilingError as exc:  # a value out of range: say where it came from
+            raise ProfilingError(f"{where}: {exc}") from None
 
     def replace(self, **changes: Any) -> "ProfilingSettings":
         """A copy with the given (non-None) settings changed."""

@@ -72,13 +72,14 @@ class InferenceResult:
         return iter((self.outputs, self.engine))
 
 
-def match_device(manifest: dict) -> tuple[str | None, str]:
-    """The profiled device whose numbers fit this machine, and how well (``exact``, ``same
-    model``, ``target class``: another machine of the target, ``other``: only another
-    target's numbers, ``none``), from the identities recorded with each profile."""
+def match_device(manifest: dict, target: str | None = None) -> tuple[str | None, str]:
+    """The profiled device of ``target`` (default: the manifest's) whose numbers fit this
+    machine, and how well (``exact``, ``same model``, ``target class``: another machine of
+    the target, ``other``: only another target's numbers, ``none``), from the identities
+    recorded with each profile."""
     from ..device_identity import identity, match
 
-    target = (manifest.get("device") or {}).get("target") or ""
+    target = target or (manifest.get("device") or {}).get("target") or ""
     key, how = match(device_identities(manifest), identity(target))
     if key is None and default_device(manifest) is not None:
         return default_device(manifest), "other"
@@ -186,7 +187,11 @@ class Runtime:
         self.manifest = read_manifest(self.directory)          # ManifestError: the only fatal load error
         # "target class"/"other": another machine's numbers (status.device_match says so; the
         # closed loop corrects the latencies as it observes them)
-        self.device, self.device_match = (device, "given") if device else match_device(self.manifest)
+        if device and device not in device_identities(self.manifest):   # a target's name: its best section
+            found, how = match_device(self.manifest, device)
+            self.device, self.device_match = (found, how) if found and how != "other" else (device, "given")
+        else:
+            self.device, self.device_match = (device, "given") if device else match_device(self.manifest)
         self.mode = power_mode or current_mode()
         self.policy = policy
         self.cascade_threshold = float(cascade_threshold)

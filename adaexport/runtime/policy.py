@@ -23,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterable, Sequence
 
+from ..checks import optional_number
+
 PERCENTILES = ("p50", "p90", "p95", "p99", "mean", "max")
 
 
@@ -38,10 +40,8 @@ class Limits:
     def __post_init__(self):
         if self.percentile not in PERCENTILES:
             raise ValueError(f"percentile must be one of {', '.join(PERCENTILES)}, got {self.percentile!r}")
-        for name in ("latency_ms", "power_w", "memory_bytes", "rate_hz"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value!r}")
+        for name in ("latency_ms", "power_w", "memory_bytes", "rate_hz"):  # NaN and infinities too
+            optional_number(getattr(self, name), name, ValueError, above=0)
 
     def scaled_latency(self, factor: float) -> "Limits":
         """The same limits with the latency limit multiplied by ``factor``."""

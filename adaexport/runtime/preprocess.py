@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..images import open_image, pillow
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
@@ -18,12 +20,11 @@ class InputError(ValueError):
     """An input the runtime cannot turn into model input; one line for a user."""
 
 
+NEEDS_PILLOW = "reading PNG/JPEG needs Pillow (pip install pillow); or pass a .npy array"
+
+
 def _pillow():
-    try:
-        from PIL import Image
-    except ImportError:
-        raise InputError("reading PNG/JPEG needs Pillow (pip install pillow); or pass a .npy array") from None
-    return Image
+    return pillow(InputError, NEEDS_PILLOW)
 
 
 def load_image(path: str | Path, channels: int) -> np.ndarray:
@@ -38,20 +39,18 @@ def load_image(path: str | Path, channels: int) -> np.ndarray:
         except (OSError, ValueError) as exc:
             raise InputError(f"{path}: not a readable .npy array ({exc})") from None
         if array.dtype != np.uint8:
-            return array.astype(np.float32)
+            if array.dtype.kind not in "fiu":  # text, objects, booleans, complex numbers
+                raise InputError(f"{path}: holds {array.dtype} values; expected uint8 pixels or float32 model input")
+            return array.astype(np.float32)  # to_model_input checks its shape and values
         if array.ndim == 2:
             array = array[..., None]
-        if array.ndim != 3:
+        if array.ndim != 3 or 0 in array.shape:
             raise InputError(f"{path}: expected an image (H, W) or (H, W, C), got shape {array.shape}")
         return _channels(array, channels, path)
     if suffix in IMAGE_SUFFIXES:
-        Image = _pillow()
-        try:
-            with Image.open(path) as image:
-                image = image.convert("L" if channels == 1 else "RGB")
-                return np.asarray(image, dtype=np.uint8).reshape(image.height, image.width, channels)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: not a readable image ({exc})") from None
+        with open_image(path, InputError, NEEDS_PILLOW) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            return np.asarray(image, dtype=np.uint8).reshape(image.height, image.width, channels)
     raise InputError(f"{path}: unsupported input {suffix or '(no suffix)'} (use .png, .jpg or .npy)")
 
 
@@ -74,6 +73,8 @@ def to_model_input(pixels: np.ndarray, input_spec: dict) -> np.ndarray:
         x = pixels.reshape((1,) + pixels.shape) if pixels.ndim == len(shape) - 1 else pixels
         if tuple(x.shape) != shape:
             raise InputError(f"a prepared input must have shape {shape[1:]} or {shape}, got {pixels.shape}")
+        if not np.isfinite(x).all():
+            raise InputError("the input holds NaN or infinite values")
         return np.ascontiguousarray(x, dtype=np.float32)
     spec = input_spec.get("preprocessing") or {}
     size = shape[-1]

@@ -32,6 +32,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..checks import checked_number, optional_number, read_utf8
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -231,9 +233,7 @@ def parse_target(text: str, where: str = "target") -> Target:
     kind = _need(raw, "kind", str, where)
     if kind not in KINDS:
         raise TargetFileError(f"{where}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    threads = int(raw.get("threads", 0))
-    if threads < 0:
-        raise TargetFileError(f"{where}: threads must be >= 0")
+    threads = checked_number(raw.get("threads", 0), f"{where}: threads", TargetFileError, integer=True, minimum=0)
     engines = []
     for i, e in enumerate(_need(raw, "engines", list, where)):
         backend = _need(e, "backend", str, f"{where} engines[{i}]")
@@ -250,7 +250,7 @@ def parse_target(text: str, where: str = "target") -> Target:
         mode_name = _need(m, "name", str, f"{where} power_modes[{i}]").strip()
         if not mode_name or mode_name.isdigit():
             raise TargetFileError(f"{where} power_modes[{i}]: a power mode needs a name, not an id ({mode_name!r})")
-        budget = m.get("budget_w")
+        budget = optional_number(m.get("budget_w"), f"{where} power_modes[{i}]: budget_w", TargetFileError, above=0)
         modes.append(PowerMode(name=mode_name, budget_w=float(budget) if budget is not None else None,
                                description=str(m.get("description", "")), modules=tuple(m.get("modules", ())),
                                min_l4t=m.get("min_l4t"), before_l4t=m.get("before_l4t")))
@@ -264,7 +264,9 @@ def parse_target(text: str, where: str = "target") -> Target:
                                    channel=s.get("channel"), path=s.get("path"), total=bool(s.get("total", False))))
     jetson = raw.get("jetson", {})
     modules = tuple(JetsonModuleInfo(compatible=_need(m, "compatible", str, f"{where} jetson.modules"),
-                                     name=str(m.get("name", m["compatible"])), dla_cores=int(m.get("dla_cores", 0)))
+                                     name=str(m.get("name", m["compatible"])),
+                                     dla_cores=checked_number(m.get("dla_cores", 0), f"{where} jetson.modules: "
+                                                              "dla_cores", TargetFileError, integer=True, minimum=0))
                     for m in jetson.get("modules", []))
     if kind == "jetson" and not modules:
         raise TargetFileError(f"{where}: a jetson target lists its modules")
@@ -286,7 +288,13 @@ def load_target(name: str, *, root: str | os.PathLike = "/") -> Target:
         path = Path(name)
         if not path.is_file():
             raise _usage_error(f"{path}: no such target file")
-        return parse_target(path.read_text(), str(path))
+        text = read_utf8(path, _usage_error)
+        try:  # the user's file: its problems are bad input, not a packaging bug
+            return parse_target(text, str(path))
+        except TargetFileError as exc:  # names the file
+            raise _usage_error(str(exc)) from None
+        except (AttributeError, TypeError) as exc:  # a table where a list was expected, ...
+            raise _usage_error(f"{path}: not a usable target file ({exc})") from None
     canonical = _canonical(name, root)
     return parse_target(_files()[canonical].read_text(), f"{canonical}.toml")
 
