@@ -129,6 +129,23 @@ def test_rapl_counts_across_the_wrap_around(tmp_path):
     assert meter.end() == pytest.approx(0.25)
 
 
+def test_rapl_sums_every_cpu_package_of_a_multi_socket_machine(tmp_path):
+    rapl_tree(tmp_path, 1_000_000)
+    second = RAPL.replace("intel-rapl:0", "intel-rapl:1")
+    write(tmp_path / second / "name", "package-1")
+    write(tmp_path / second / "energy_uj", 5_000_000)
+    write(tmp_path / second / "max_energy_range_uj", 262143328850)
+    write(tmp_path / RAPL.replace("intel-rapl:0", "intel-rapl:0:0") / "energy_uj", 7)   # a subzone: not a package
+    meter = rapl_meter(root=tmp_path)
+    assert meter.rails == ("package-0", "package-1")
+    meter.begin()
+    write(tmp_path / RAPL / "energy_uj", 1_500_000)
+    write(tmp_path / second / "energy_uj", 5_250_000)
+    assert meter.end() == pytest.approx(0.75)                    # 0.5 J + 0.25 J
+    alone = rapl_meter("/" + second + "/energy_uj", root=tmp_path)            # a path of its own: that zone alone
+    assert alone.rails == ("package-1",)
+
+
 def test_counter_without_a_known_range_refuses_to_guess():
     values = iter([10.0, 5.0])
     meter = CounterMeter(lambda: next(values), 1.0, None, "test counter")

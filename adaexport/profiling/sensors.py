@@ -173,8 +173,8 @@ class SampledMeter(Meter):
 # --------------------------------------------------------------------------- RAPL
 
 
-def rapl_meter(path: str = RAPL_DEFAULT, root: str | os.PathLike | None = None, opener: Opener = open) -> CounterMeter:
-    """Intel RAPL powercap counter at `path` (energy_uj; max_energy_range_uj beside it)."""
+def _rapl_counter(path: str, root, opener: Opener) -> CounterMeter:
+    """One RAPL powercap counter at `path` (energy_uj; max_energy_range_uj beside it)."""
     energy = _under(sysfs_root(root), path)
     domain = energy.parent
     if not energy.exists():
@@ -192,7 +192,45 @@ def rapl_meter(path: str = RAPL_DEFAULT, root: str | os.PathLike | None = None, 
         wrap = _read_number(domain / "max_energy_range_uj", opener)
     except (OSError, ValueError):
         wrap = None
-    return CounterMeter(lambda: _read_number(energy, opener), 1e-6, wrap, f"rapl:{name} ({path})")
+    meter = CounterMeter(lambda: _read_number(energy, opener), 1e-6, wrap, f"rapl:{name} ({path})")
+    meter.rails = (name,)
+    return meter
+
+
+class SumMeter(Meter):
+    """Several counters read as one (every CPU package of a multi-socket machine)."""
+
+    def __init__(self, meters: list[Meter]):
+        self.meters = meters
+        self.source = " + ".join(m.source for m in meters)
+        self.rails = tuple(r for m in meters for r in m.rails)
+        self.min_window_s = max(m.min_window_s for m in meters)
+
+    def begin(self) -> None:
+        for meter in self.meters:
+            meter.begin()
+
+    def end(self) -> float:
+        joules = sum(meter.end() for meter in self.meters)
+        self.window_s = max(meter.window_s for meter in self.meters)
+        return joules
+
+
+_PACKAGE_ZONE = re.compile(r"^intel-rapl:\d+$")
+
+
+def rapl_meter(path: str = RAPL_DEFAULT, root: str | os.PathLike | None = None, opener: Opener = open) -> Meter:
+    """Intel RAPL powercap energy. The default path (package 0) stands for the whole CPU: on a
+    machine with several sockets every package zone (``intel-rapl:<N>``) is summed; another
+    path is read alone."""
+    counter = _rapl_counter(path, root, opener)
+    if path != RAPL_DEFAULT:
+        return counter
+    zones = Path(RAPL_DEFAULT).parent.parent
+    found = sorted((p.name for p in _under(sysfs_root(root), str(zones)).iterdir() if _PACKAGE_ZONE.match(p.name)),
+                   key=lambda n: int(n.rsplit(":", 1)[1]))
+    others = [_rapl_counter(str(zones / name / "energy_uj"), root, opener) for name in found if name != "intel-rapl:0"]
+    return SumMeter([counter, *others]) if others else counter
 
 
 # --------------------------------------------------------------------------- INA3221
