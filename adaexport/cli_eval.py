@@ -168,10 +168,9 @@ def _search_report(path: Path, from_build: bool, out: Optional[Path], png: Optio
                    html_path: Optional[Path], width: int, height: int) -> None:
     """`adaexport report FILE.json` or `report DIR --search`: every configuration of a search,
     its front, and (from a build) the configurations built."""
-    from .atomic import write_bytes_atomic
     from .errors import UsageError
     from .manifest import read_manifest
-    from .report import matplotlib_available, plot_search_png, search_html, search_intro, search_rows
+    from .report import plot_search_png, search_html, search_intro, search_rows
     from .search import SEARCH_FILE, read_search
 
     built = None
@@ -183,18 +182,35 @@ def _search_report(path: Path, from_build: bool, out: Optional[Path], png: Optio
         path = path / SEARCH_FILE
     doc = read_search(path)
     table = search_rows(doc, built)
-    prefix = out if out is not None else path.with_suffix("")
-    if png is None and html_path is None:
-        png, html_path = prefix.with_name(prefix.name + ".png"), prefix.with_name(prefix.name + ".html")
-    for target in (png, html_path):
-        if target is not None and not target.parent.is_dir():
-            raise UsageError(f"{target}: no such directory {target.parent}")
+    png, html_path = _output_paths(out if out is not None else path.with_suffix(""), png, html_path)
     console.print(_search_table(doc, table, everything=False))
     console.print(search_intro(doc), highlight=False, soft_wrap=True)
+    _write_outputs(png, html_path, lambda: plot_search_png(
+        table, f"{doc['model']['name']}: top-1 on {doc['dataset']['spec']} against FLOPs", width, height),
+        lambda image, note: search_html(doc, table, image, note))
+
+
+def _output_paths(prefix: Path, png: Optional[Path], html_path: Optional[Path]):
+    """PREFIX.png and PREFIX.html unless --png/--html name them; their folders must exist."""
+    from .errors import UsageError
+
+    if png is None and html_path is None:
+        png, html_path = prefix.with_name(prefix.name + ".png"), prefix.with_name(prefix.name + ".html")
+    for path in (png, html_path):
+        if path is not None and not path.parent.is_dir():
+            raise UsageError(f"{path}: no such directory {path.parent}")
+    return png, html_path
+
+
+def _write_outputs(png: Optional[Path], html_path: Optional[Path], plot, page) -> None:
+    """The PNG (`plot()`: its bytes; skipped, saying so, without matplotlib) and the HTML page
+    (`page(png bytes or None, note)`), each written atomically."""
+    from .atomic import write_bytes_atomic
+    from .report import matplotlib_available
+
     image, note = None, None
     if matplotlib_available():
-        image = plot_search_png(table, f"{doc['model']['name']}: top-1 on {doc['dataset']['spec']} against FLOPs",
-                                width, height)
+        image = plot()
     else:
         note = "matplotlib is not installed (pip install 'adaexport[report]'): no plot, the table only"
         err_console.print(f"[yellow]note:[/] {note}", highlight=False)
@@ -202,7 +218,7 @@ def _search_report(path: Path, from_build: bool, out: Optional[Path], png: Optio
         write_bytes_atomic(png, image)
         console.print(f"wrote {png}", highlight=False)
     if html_path is not None:
-        write_bytes_atomic(html_path, search_html(doc, table, image, note))
+        write_bytes_atomic(html_path, page(image, note))
         console.print(f"wrote {html_path}", highlight=False)
 
 
@@ -228,10 +244,9 @@ def report(
     """Accuracy against latency (FLOPs where not profiled) with the Pareto front: a PNG plot,
     an HTML page with the plot and the full table, and the table here. Given a search result
     (or --search), every trained configuration against FLOPs instead."""
-    from .atomic import write_bytes_atomic
     from .errors import UsageError
     from .manifest import read_manifest
-    from .report import choose_axis, html_page, matplotlib_available, plot_png, rows, table_cells, table_columns
+    from .report import choose_axis, html_page, plot_png, rows, table_cells, table_columns
 
     if out is not None and (png is not None or html_path is not None):
         raise UsageError("pass either --out PREFIX or --png/--html, not both")
@@ -244,12 +259,7 @@ def report(
     manifest = read_manifest(directory)
     axis = choose_axis(manifest, device, mode, flops)
     table = rows(manifest, axis)
-    prefix = out if out is not None else directory / "report"
-    if png is None and html_path is None:
-        png, html_path = prefix.with_name(prefix.name + ".png"), prefix.with_name(prefix.name + ".html")
-    for path in (png, html_path):
-        if path is not None and not path.parent.is_dir():
-            raise UsageError(f"{path}: no such directory {path.parent}")
+    png, html_path = _output_paths(out if out is not None else directory / "report", png, html_path)
 
     rich_table = Table(title=f"{manifest['model']['name']}: {len(table)} engine(s); x axis: {axis.label}")
     for col in table_columns(axis):
@@ -261,19 +271,9 @@ def report(
         err_console.print("[yellow]warning:[/] no engine has an accuracy yet (run `adaexport eval`): "
                           "the plot is empty and there is no front", highlight=False)
 
-    image, note = None, None
-    if matplotlib_available():
-        image = plot_png(table, axis, f"{manifest['model']['name']}: accuracy against "
-                         f"{'latency' if axis.profiled else 'FLOPs'}", width, height)
-    else:
-        note = "matplotlib is not installed (pip install 'adaexport[report]'): no plot, the table only"
-        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
-    if image is not None and png is not None:
-        write_bytes_atomic(png, image)
-        console.print(f"wrote {png}", highlight=False)
-    if html_path is not None:
-        write_bytes_atomic(html_path, html_page(manifest, table, axis, image, note))
-        console.print(f"wrote {html_path}", highlight=False)
+    _write_outputs(png, html_path, lambda: plot_png(table, axis, f"{manifest['model']['name']}: accuracy against "
+                                                    f"{'latency' if axis.profiled else 'FLOPs'}", width, height),
+                   lambda image, note: html_page(manifest, table, axis, image, note))
     console.print(f"Pareto front ({axis.front_name}): "
                   + (", ".join(r.id for r in sorted((r for r in table if r.on_front), key=lambda r: r.cost))
                      or "none"), highlight=False, soft_wrap=True)

@@ -28,8 +28,9 @@ PUBLISHED = AdaPerceiverConfig(embed_dim=832, num_heads=13, depth=21, max_latent
                                patch_size=14, in_channels=3, num_classes=1000, ffn_ratio=2.57)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread():
+    """One torch thread: two contend with each other on a loaded 2-core machine."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -47,7 +48,7 @@ def trained_plan(cfg, attention):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("attention", ["block", "full"])
-def test_search_equals_single_configuration_pytorch_on_every_demo_point(demo, attention, one_thread):
+def test_search_equals_single_configuration_pytorch_on_every_demo_point(demo, attention):
     """Every one of the demo's 36 points, on the 2,000 held-out images: the predicted class of
     every image, and so top-1/top-5, equal those of eval's PyTorch reference (the static
     module at that single point, same inputs and chunks); logits within 1e-5."""
