@@ -30,7 +30,7 @@ from .manifest import MANIFEST_NAME, SCHEMA_ID, host_info, sha256_file, utc_now,
 from .model import ATTENTION_MODES, AdaPerceiverConfig, LoadedModel, load_checkpoint
 from .model.flops import count_flops, count_params
 from .profiles import BuildProfile, load_profile
-from .space import ConfigPoint, build_grid
+from .space import ConfigPoint, build_grid, is_front_preset
 from .validate import Parity, compare, run_batched, torch_reference
 
 ONNX_DIR = "onnx"
@@ -54,7 +54,8 @@ class BuildRequest:
     model: Path | None = None           # None: the bundled demo
     target: str = "x86-cpu"
     profile: str = "default"
-    grid: str | None = None
+    grid: str | None = None             # a preset; front / front:K are chosen from a search
+    search: Path | None = None          # --search FILE for --grid front[:K] (None: search the dataset)
     tokens: list[int] | None = None
     widths: list[int] | None = None
     depths: list[int] | None = None
@@ -169,9 +170,22 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
     attention = request.attention if request.attention is not None else cfg.default_attention
     if attention not in ATTENTION_MODES:
         raise UsageError(f"--attention: attention must be one of {', '.join(ATTENTION_MODES)}, got {attention!r}")
+    out = Path(request.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
     explicit = any(v is not None for v in (request.tokens, request.widths, request.depths))
     preset = request.grid if (request.grid is not None or explicit) else profile.grid_preset
-    points, warnings = build_grid(cfg, preset, request.tokens, request.widths, request.depths)
+    selection = None
+    if is_front_preset(preset) and not explicit:
+        from .search import front_grid
+
+        points, selection = front_grid(loaded, attention, preset, request.search, request.dataset, out, Cache(out),
+                                       reporter)
+        warnings = []
+    else:
+        if request.search is not None:
+            raise UsageError("--search FILE goes with --grid front or --grid front:K")
+        points, warnings = build_grid(cfg, preset, request.tokens, request.widths, request.depths)
     for w in warnings:
         reporter.warn(w)
     choices = [("onnxruntime", "fp32")]  # `export`: the ONNX family alone
@@ -185,8 +199,7 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
         inputs, labels, calibration, digest = parity_inputs(loaded, request.dataset, profile.parity_samples,
                                                             request.batch)
 
-    # every input is checked: only now is anything created
-    out = Path(request.out)
+    # every input is checked: only now is anything created (but a search's cache)
     onnx_dir = out / ONNX_DIR
     _make_out(out, onnx_dir)
     _remove_leftovers(out)
@@ -287,7 +300,8 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
                    "toolchain": {"torch": versions["torch"], "onnx": versions["onnx"]},
                    "target_facts": target.describe()},
         "build": {"profile": profile.name, "dataset": request.dataset if request.parity else None,
-                  "batch": request.batch, "exporter": EXPORTER},
+                  "batch": request.batch, "exporter": EXPORTER,
+                  **({"selection": selection} if selection else {})},
         "weights": {k: weights_record[k] for k in ("file", "sha256", "size")},
         "engines": engines,
     }

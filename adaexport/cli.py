@@ -209,7 +209,10 @@ def inspect(
 
 MODEL_ARG = typer.Argument(None, help="Checkpoint directory or file; none for the bundled demo.")
 OUT_OPT = typer.Option(..., "--out", "-o", help="Build directory (created; re-runs reuse its cache).")
-GRID_OPT = typer.Option(None, "--grid", help="Grid preset: trained, full or corners (default: the profile's).")
+GRID_OPT = typer.Option(None, "--grid", help="Grid preset: trained, full, corners, or front / front:K (the "
+                        "accuracy/FLOPs front of a search, or K points spread along it; default: the profile's).")
+SEARCH_OPT = typer.Option(None, "--search", help="With --grid front[:K]: the `adaexport search` result to choose from "
+                          "(default: search the build's --dataset).")
 TOKENS_OPT = typer.Option(None, "--tokens", help="Token counts, e.g. 32,64 (cartesian product with the others).")
 WIDTH_OPT = typer.Option(None, "--width", help="FFN widths (mat_dim), e.g. 416,832.")
 DEPTH_OPT = typer.Option(None, "--depth", help="Depths, e.g. 12,21.")
@@ -239,7 +242,7 @@ def _summary_table(manifest: dict) -> Table:
 
 
 def _run_build(parity: bool, model, out, device, grid, tokens, width, depth, attention, batch, profile,
-               dataset, json_out, measure: bool = True) -> None:
+               dataset, json_out, measure: bool = True, search: Optional[Path] = None) -> None:
     import json as json_module
 
     from .build import BuildRequest, run_build
@@ -250,7 +253,7 @@ def _run_build(parity: bool, model, out, device, grid, tokens, width, depth, att
     request = BuildRequest(
         out=out, model=model, target=resolve_target(device), profile=profile, grid=grid,
         **knob_lists(tokens, width, depth),
-        attention=attention, batch=batch, dataset=dataset, parity=parity, measure=measure)
+        attention=attention, batch=batch, dataset=dataset, parity=parity, measure=measure, search=search)
     reporter = make_reporter(json_out, err_console)
     try:
         result = run_build(request, reporter)
@@ -298,10 +301,11 @@ def export(
     model: Optional[Path] = MODEL_ARG, out: Path = OUT_OPT, grid: Optional[str] = GRID_OPT,
     tokens: Optional[str] = TOKENS_OPT, width: Optional[str] = WIDTH_OPT, depth: Optional[str] = DEPTH_OPT,
     attention: Optional[str] = ATTENTION_OPT, batch: int = BATCH_OPT, profile: str = PROFILE_OPT,
-    json_out: bool = JSON_OPT,
+    json_out: bool = JSON_OPT, search: Optional[Path] = SEARCH_OPT,
 ) -> None:
     """Export one static ONNX model per grid point (sharing one weights file) and the manifest."""
-    _run_build(False, model, out, None, grid, tokens, width, depth, attention, batch, profile, "demo", json_out)
+    _run_build(False, model, out, None, grid, tokens, width, depth, attention, batch, profile, "demo", json_out,
+               search=search)
 
 
 @app.command()
@@ -312,15 +316,16 @@ def build(
     grid: Optional[str] = GRID_OPT, tokens: Optional[str] = TOKENS_OPT, width: Optional[str] = WIDTH_OPT,
     depth: Optional[str] = DEPTH_OPT, attention: Optional[str] = ATTENTION_OPT, batch: int = BATCH_OPT,
     profile: str = PROFILE_OPT,
-    dataset: str = typer.Option("demo", "--dataset", help="Parity inputs: demo, fashion-mnist:DIR or npz:FILE."),
+    dataset: str = typer.Option("demo", "--dataset", help="Parity inputs (and what --grid front searches "
+                                 "without --search): demo, fashion-mnist:DIR or npz:FILE."),
     no_profile: bool = typer.Option(False, "--no-profile", help="Skip the profile stage (latency, load time, memory, "
                                                                "energy of every engine on this machine)."),
-    json_out: bool = JSON_OPT,
+    json_out: bool = JSON_OPT, search: Optional[Path] = SEARCH_OPT,
 ) -> None:
     """Export, compile and check a family of engines against PyTorch, profile them on this
     machine when it is the target; write the manifest."""
     _run_build(True, model, out, device, grid, tokens, width, depth, attention, batch, profile, dataset, json_out,
-               measure=not no_profile)
+               measure=not no_profile, search=search)
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""adaexport eval / check / report: accuracy per configuration, the CI gate, the Pareto report (issue 7)."""
+"""adaexport eval / check / report / search: accuracy per configuration, the CI gate, the Pareto
+report (issue 7), and the accuracy of every trained configuration before building (issue 12)."""
 
 from __future__ import annotations
 
@@ -111,10 +112,122 @@ def check(
         raise typer.Exit(1)
 
 
+SEARCH_TABLE_ALL = 60  # the search table lists every configuration up to this many, else the front
+
+
+def _search_table(doc: dict, table, everything: bool) -> Table:
+    from .report import search_cells, search_columns
+
+    shown = table if everything or len(table) <= SEARCH_TABLE_ALL else [r for r in table if r.on_front or r.built]
+    rich_table = Table(title=f"{doc['model']['name']} on {doc['dataset']['spec']} ({doc['dataset']['samples']} images, "
+                       f"{doc['attention']} attention): " + ("every configuration" if shown is table else
+                                                            f"the front of {len(table)} configurations"))
+    for col in search_columns(table):
+        rich_table.add_column(col, justify="left" if col == "configuration" else "right")
+    for r in shown:
+        rich_table.add_row(*search_cells(r), style="bold" if r.on_front else None)
+    return rich_table
+
+
+@app.command()
+@user_errors
+def search(
+    model: Optional[Path] = typer.Argument(None, help="Checkpoint directory or file; none for the bundled demo."),
+    dataset: str = typer.Option(..., "--dataset", help=DATASET_HELP),
+    attention: Optional[str] = typer.Option(None, "--attention", help="block (one pass per width scores every token "
+                                            "count and depth) or full (one pass per token count and width); "
+                                            "default: the checkpoint's own."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Score on the first N samples only."),
+    out: Path = typer.Option(Path("search.json"), "--out", help="Where to write the result (JSON; "
+                             "`adaexport build --grid front:K --search FILE` builds from it)."),
+    everything: bool = typer.Option(False, "--all", help=f"List every configuration (by default, every one up to "
+                                    f"{SEARCH_TABLE_ALL}, else the front)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON and no progress."),
+) -> None:
+    """Top-1 (and top-5) of every trained configuration on a dataset in a few forward passes
+    per image, with FLOPs, parameters and the accuracy/FLOPs front."""
+    from .progress import make_reporter
+    from .report import search_intro, search_rows
+    from .search import search as run, search_json, write_search
+
+    if not out.parent.is_dir():
+        fail(f"--out {out}: no such directory {out.parent}")
+    reporter = make_reporter(json_out, err_console)
+    try:
+        result = run(model, dataset, attention, limit, reporter)
+    finally:
+        reporter.close()
+    write_search(out, result.doc)
+    if json_out:
+        print(search_json(result.doc).decode(), end="")
+        return
+    console.print(_search_table(result.doc, search_rows(result.doc), everything))
+    console.print(search_intro(result.doc), highlight=False, soft_wrap=True)
+    console.print(f"front (cheapest first): {', '.join(result.doc['front'])}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {out}", highlight=False)
+
+
+def _search_report(path: Path, from_build: bool, out: Optional[Path], png: Optional[Path],
+                   html_path: Optional[Path], width: int, height: int) -> None:
+    """`adaexport report FILE.json` or `report DIR --search`: every configuration of a search,
+    its front, and (from a build) the configurations built."""
+    from .errors import UsageError
+    from .manifest import read_manifest
+    from .report import plot_search_png, search_html, search_intro, search_rows
+    from .search import SEARCH_FILE, read_search
+
+    built = None
+    if from_build:
+        manifest = read_manifest(path)
+        if not (path / SEARCH_FILE).is_file():
+            raise UsageError(f"{path}: no {SEARCH_FILE}: the build was not chosen from a search (--grid front[:K])")
+        built = {f"t{e['point']['tokens']}_w{e['point']['width']}_d{e['point']['depth']}" for e in manifest["engines"]}
+        path = path / SEARCH_FILE
+    doc = read_search(path)
+    table = search_rows(doc, built)
+    png, html_path = _output_paths(out if out is not None else path.with_suffix(""), png, html_path)
+    console.print(_search_table(doc, table, everything=False))
+    console.print(search_intro(doc), highlight=False, soft_wrap=True)
+    _write_outputs(png, html_path, lambda: plot_search_png(
+        table, f"{doc['model']['name']}: top-1 on {doc['dataset']['spec']} against FLOPs", width, height),
+        lambda image, note: search_html(doc, table, image, note))
+
+
+def _output_paths(prefix: Path, png: Optional[Path], html_path: Optional[Path]):
+    """PREFIX.png and PREFIX.html unless --png/--html name them; refused before any work
+    when they could not be written."""
+    if png is None and html_path is None:
+        png, html_path = prefix.with_name(prefix.name + ".png"), prefix.with_name(prefix.name + ".html")
+    for path, option in ((png, "--png"), (html_path, "--html")):
+        if path is not None:
+            check_output_file(path, option)
+    return png, html_path
+
+
+def _write_outputs(png: Optional[Path], html_path: Optional[Path], plot, page) -> None:
+    """The PNG (`plot()`: its bytes; skipped, saying so, without matplotlib) and the HTML page
+    (`page(png bytes or None, note)`), each written atomically."""
+    from .report import matplotlib_available
+
+    image, note = None, None
+    if matplotlib_available():
+        image = plot()
+    else:
+        note = "matplotlib is not installed (pip install 'adaexport[report]'): no plot, the table only"
+        err_console.print(tagged("note:", "yellow", note), highlight=False)
+    if image is not None and png is not None:
+        write_output_file(png, image, "--png")
+        console.print(f"wrote {png}", highlight=False)
+    if html_path is not None:
+        write_output_file(html_path, page(image, note), "--html")
+        console.print(f"wrote {html_path}", highlight=False)
+
+
 @app.command()
 @user_errors
 def report(
-    directory: Path = typer.Argument(..., help="A build directory (evaluated with `adaexport eval`)."),
+    directory: Path = typer.Argument(..., help="A build directory (evaluated with `adaexport eval`), or a search "
+                                     "result (`adaexport search --out FILE`)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output prefix: writes PREFIX.png and PREFIX.html "
                                        "(default: DIR/report)."),
     png: Optional[Path] = typer.Option(None, "--png", help="Where to write the PNG plot."),
@@ -126,26 +239,28 @@ def report(
                                "even when the build is profiled."),
     width: int = typer.Option(1200, "--width", help="PNG width in pixels."),
     height: int = typer.Option(800, "--height", help="PNG height in pixels."),
+    search_plot: bool = typer.Option(False, "--search", help="Plot the search the build was chosen from "
+                                     "(DIR/search.json: every configuration, the front, the ones built)."),
 ) -> None:
     """Accuracy against latency (FLOPs where not profiled) with the Pareto front: a PNG plot,
-    an HTML page with the plot and the full table, and the table here."""
+    an HTML page with the plot and the full table, and the table here. Given a search result
+    (or --search), every trained configuration against FLOPs instead."""
     from .errors import UsageError
     from .manifest import read_manifest
-    from .report import choose_axis, html_page, matplotlib_available, plot_png, rows, table_cells, table_columns
+    from .report import choose_axis, html_page, plot_png, rows, table_cells, table_columns
 
     if out is not None and (png is not None or html_path is not None):
         raise UsageError("pass either --out PREFIX or --png/--html, not both")
     if not (100 <= width <= 10000 and 100 <= height <= 10000):
         raise UsageError(f"--width/--height must be 100..10000 pixels, got {width}x{height}")
+    if directory.is_file() or search_plot:
+        if device is not None or mode is not None or flops:
+            raise UsageError("a search result is plotted against FLOPs: leave out --device/--mode/--flops")
+        return _search_report(directory, search_plot and not directory.is_file(), out, png, html_path, width, height)
     manifest = read_manifest(directory)
     axis = choose_axis(manifest, device, mode, flops)
     table = rows(manifest, axis)
-    prefix = out if out is not None else directory / "report"
-    if png is None and html_path is None:
-        png, html_path = prefix.with_name(prefix.name + ".png"), prefix.with_name(prefix.name + ".html")
-    for path, option in ((png, "--png"), (html_path, "--html")):
-        if path is not None:
-            check_output_file(path, option)
+    png, html_path = _output_paths(out if out is not None else directory / "report", png, html_path)
 
     rich_table = Table(title=f"{manifest['model']['name']}: {len(table)} engine(s); x axis: {axis.label}")
     for col in table_columns(axis):
@@ -157,19 +272,9 @@ def report(
         err_console.print(tagged("warning:", "yellow", "no engine has an accuracy yet (run `adaexport eval`): "
                                  "the plot is empty and there is no front"), highlight=False)
 
-    image, note = None, None
-    if matplotlib_available():
-        image = plot_png(table, axis, f"{manifest['model']['name']}: accuracy against "
-                         f"{'latency' if axis.profiled else 'FLOPs'}", width, height)
-    else:
-        note = "matplotlib is not installed (pip install 'adaexport[report]'): no plot, the table only"
-        err_console.print(tagged("note:", "yellow", note), highlight=False)
-    if image is not None and png is not None:
-        write_output_file(png, image, "--png")
-        console.print(f"wrote {png}", highlight=False)
-    if html_path is not None:
-        write_output_file(html_path, html_page(manifest, table, axis, image, note), "--html")
-        console.print(f"wrote {html_path}", highlight=False)
+    _write_outputs(png, html_path, lambda: plot_png(table, axis, f"{manifest['model']['name']}: accuracy against "
+                                                    f"{'latency' if axis.profiled else 'FLOPs'}", width, height),
+                   lambda image, note: html_page(manifest, table, axis, image, note))
     console.print(f"Pareto front ({axis.front_name}): "
                   + (", ".join(r.id for r in sorted((r for r in table if r.on_front), key=lambda r: r.cost))
                      or "none"), highlight=False, soft_wrap=True)

@@ -31,11 +31,16 @@ class EvalResult:
     samples: int
 
 
-def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
-    """Fraction of samples whose label is among the k highest logits."""
+def topk_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Per sample: whether its label is among the k highest logits."""
     k = min(k, logits.shape[1])
     top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
-    return float((top == labels[:, None]).any(axis=1).mean())
+    return (top == labels[:, None]).any(axis=1)
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Fraction of samples whose label is among the k highest logits."""
+    return float(topk_hits(logits, labels, k).mean())
 
 
 def scores(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float | None]:
@@ -75,16 +80,29 @@ def _load_model(manifest: dict, model_path: Path | None):
     return loaded
 
 
-def _check_demo_fits(dataset: str, cfg) -> None:
+def check_demo_fits(dataset: str, cfg) -> None:
     if dataset == "demo" and (cfg.in_channels, cfg.num_classes) != (1, 10):
         raise UsageError(f"the demo's evaluation data (Fashion-MNIST, 1 channel, 10 classes) does not fit this "
                          f"model ({cfg.in_channels} channels, {cfg.num_classes} classes); pass --dataset SPEC")
 
 
+REFERENCE_CHUNK = 64  # images per PyTorch forward (eval's reference and adaexport search)
+
+
+def reference_logits(model, point, attention: str, inputs: np.ndarray) -> np.ndarray:
+    """PyTorch's logits at one point: the static module, in chunks of REFERENCE_CHUNK."""
+    import torch
+
+    from .model.static import specialize
+
+    static = specialize(model, point, attention)
+    with torch.no_grad():
+        return np.concatenate([static(torch.from_numpy(inputs[start:start + REFERENCE_CHUNK]))[0].numpy()
+                               for start in range(0, len(inputs), REFERENCE_CHUNK)])
+
+
 class ReferenceAccuracy:
     """PyTorch's top-1/top-5 per point, computed once and cached in DIR/.adaexport/cache."""
-
-    CHUNK = 64
 
     def __init__(self, directory: Path, loaded, attention: str, inputs: np.ndarray, labels: np.ndarray):
         from .build import Cache
@@ -98,17 +116,10 @@ class ReferenceAccuracy:
                                          "data": self.data_digest}, sort_keys=True).encode()).hexdigest()
         record = self.cache.get("reference", key)
         if record is None:
-            import torch
-
-            from .model.static import specialize
             from .space import ConfigPoint
 
-            static = specialize(self.loaded.model, ConfigPoint(**point), self.attention)
-            logits = []
-            with torch.no_grad():
-                for start in range(0, len(self.inputs), self.CHUNK):
-                    logits.append(static(torch.from_numpy(self.inputs[start:start + self.CHUNK]))[0].numpy())
-            top1, top5 = scores(np.concatenate(logits), self.labels)
+            logits = reference_logits(self.loaded.model, ConfigPoint(**point), self.attention, self.inputs)
+            top1, top5 = scores(logits, self.labels)
             record = {"top1": top1, "top5": top5}
             self.cache.put("reference", key, record)
         return record["top1"], record["top5"]
@@ -124,7 +135,7 @@ def evaluate(directory: Path, dataset: str, limit: int | None, reporter, model_p
         raise UsageError(f"--limit must be >= 1, got {limit}")
     manifest = read_manifest(directory)
     loaded = _load_model(manifest, model_path)
-    _check_demo_fits(dataset, loaded.config)
+    check_demo_fits(dataset, loaded.config)
     try:
         inputs, labels = model_inputs(dataset, loaded.config, limit)
     except DatasetError as exc:

@@ -122,17 +122,46 @@ def matplotlib_available() -> bool:
     return True
 
 
-def plot_png(table: list[Row], axis: Axis, title: str, width: int = 1200, height: int = 800) -> bytes:
-    """The accuracy/cost scatter as PNG bytes of exactly width x height pixels: one marker
-    per engine kind, every engine labelled, the front joined by a line and ringed."""
+DPI = 100
+
+
+def _axes(width: int, height: int):
+    """A figure of exactly width x height pixels (figure size x dpi) and its axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    dpi = 100
-    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
-    ax = fig.add_subplot()
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+    return fig, fig.add_subplot()
+
+
+def _finish_png(fig, ax, xlabel: str, title: str, costs: list[float]) -> bytes:
+    """Log x axis over a wide cost range, labels, grid; the PNG bytes."""
+    if costs and max(costs) / max(min(costs), 1e-12) > 20:
+        ax.set_xscale("log")
+    ax.margins(x=0.12, y=0.08)  # room for the labels of the outermost points
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def _draw_front(ax, costs: list[float], top1: list[float]) -> None:
+    """The front joined by a line, its points ringed (top-1 as fractions)."""
+    ax.plot(costs, [100 * a for a in top1], color="black", lw=1.2, zorder=3, label="Pareto front")
+    ax.scatter(costs, [100 * a for a in top1], s=110, facecolors="none", edgecolors="black", linewidths=1.4,
+               zorder=4)
+
+
+def plot_png(table: list[Row], axis: Axis, title: str, width: int = 1200, height: int = 800) -> bytes:
+    """The accuracy/cost scatter as PNG bytes of exactly width x height pixels: one marker
+    per engine kind, every engine labelled, the front joined by a line and ringed."""
+    fig, ax = _axes(width, height)
     shown = [r for r in table if r.cost is not None and r.top1 is not None]
     scale = 1.0 if axis.profiled else 1e-6  # FLOPs are plotted in millions
     shown = [dataclasses.replace(r, cost=r.cost * scale) for r in shown]
@@ -143,10 +172,7 @@ def plot_png(table: list[Row], axis: Axis, title: str, width: int = 1200, height
                    alpha=0.75, label=kind, zorder=2)
     best = sorted((r for r in shown if r.on_front), key=lambda r: r.cost)
     if best:
-        ax.plot([r.cost for r in best], [100 * r.top1 for r in best], color="black", lw=1.2, zorder=3,
-                label="Pareto front")
-        ax.scatter([r.cost for r in best], [100 * r.top1 for r in best], s=110, facecolors="none",
-                   edgecolors="black", linewidths=1.4, zorder=4)
+        _draw_front(ax, [r.cost for r in best], [r.top1 for r in best])
     small = len(shown) > 40
     for r in shown:
         text = f"{r.point} {r.kind}"
@@ -154,21 +180,11 @@ def plot_png(table: list[Row], axis: Axis, title: str, width: int = 1200, height
                     fontsize=(6.5 if r.on_front else 4) if small else 7.5,
                     fontweight="bold" if r.on_front else "normal",
                     color="black" if r.on_front else "#555555", zorder=5)
-    if shown and max(r.cost for r in shown) / max(min(r.cost for r in shown), 1e-12) > 20:
-        ax.set_xscale("log")
-    ax.margins(x=0.12, y=0.08)  # room for the labels of the outermost engines
-    ax.set_xlabel(axis.label)
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
     if shown:
         ax.legend(loc="lower right", fontsize=8)
     else:
         ax.text(0.5, 0.5, "no engine has both an accuracy and a cost", ha="center", transform=ax.transAxes)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
+    return _finish_png(fig, ax, axis.label, title, [r.cost for r in shown])
 
 
 def _fmt_cost(axis: Axis, value: float | None) -> str:
@@ -193,23 +209,112 @@ def table_cells(row: Row, axis: Axis) -> list[str]:
 
 def html_page(manifest: dict, table: list[Row], axis: Axis, png: bytes | None, note: str | None = None) -> bytes:
     """A self-contained page: the plot embedded as base64 (when there is one) and the full table."""
-    esc = html.escape
     title = f"{manifest['model']['name']}: accuracy against {'latency' if axis.profiled else 'FLOPs'}"
+    front_ids = ", ".join(r.id for r in sorted((r for r in table if r.on_front), key=lambda r: r.cost)) or "none"
+    intro = (f"{len(table)} engine(s), target {manifest['device']['target']}, built {manifest['created']}; "
+             f"x axis: {axis.label}. Pareto front ({axis.front_name}): {front_ids}.")
+    return _html_document(title, intro, png, note, table_columns(axis),
+                          [(table_cells(r, axis), "front" if r.on_front else "") for r in table])
+
+
+def _html_document(title: str, intro: str, png: bytes | None, note: str | None, columns: list[str],
+                   body: list[tuple[list[str], str]]) -> bytes:
+    """The page: title, an intro paragraph, the plot (base64), a note, and a table whose rows
+    are (cells, css class); class `front` is bold."""
+    esc = html.escape
     parts = ["<!DOCTYPE html>", "<html><head><meta charset=\"utf-8\">", f"<title>{esc(title)}</title>",
              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
              "tr.front{font-weight:bold;background:#eef6ee}</style></head><body>", f"<h1>{esc(title)}</h1>",
-             f"<p>{len(table)} engine(s), target {esc(manifest['device']['target'])}, built {esc(manifest['created'])}; "
-             f"x axis: {esc(axis.label)}. Pareto front ({esc(axis.front_name)}): "
-             f"{esc(', '.join(r.id for r in sorted((r for r in table if r.on_front), key=lambda r: r.cost)) or 'none')}"
-             ".</p>"]
+             f"<p>{esc(intro)}</p>"]
     if png is not None:
         parts.append(f"<img alt=\"{esc(title)}\" src=\"data:image/png;base64,{base64.b64encode(png).decode()}\">")
     if note:
         parts.append(f"<p><em>{esc(note)}</em></p>")
-    parts.append("<table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in table_columns(axis)) + "</tr>")
-    for r in table:
-        cells = "".join(f"<td>{esc(c)}</td>" for c in table_cells(r, axis))
-        parts.append(f"<tr class=\"{'front' if r.on_front else ''}\">{cells}</tr>")
+    parts.append("<table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in columns) + "</tr>")
+    for cells, css in body:
+        parts.append(f"<tr class=\"{css}\">" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
     parts.append("</table></body></html>")
     return "\n".join(parts).encode("utf-8")
+
+
+# --- a search result (adaexport search): every trained configuration, its front, the ones built ---
+
+
+@dataclasses.dataclass
+class SearchRow:
+    id: str
+    tokens: int
+    width: int
+    depth: int
+    flops: int
+    params: int
+    top1: float
+    top5: float | None
+    on_front: bool
+    built: bool | None  # None: not plotted against a build
+
+
+def search_rows(doc: dict, built: set[str] | None = None) -> list[SearchRow]:
+    """Every configuration of a search, cheapest first, its front recomputed (pareto's rule)."""
+    from .search import front_of
+
+    on = set(front_of(doc["configurations"]))
+    rows_ = [SearchRow(c["id"], c["point"]["tokens"], c["point"]["width"], c["point"]["depth"], int(c["flops"]),
+                       int(c["params"]), c["top1"], c.get("top5"), c["id"] in on,
+                       None if built is None else c["id"] in built)
+             for c in doc["configurations"]]
+    return sorted(rows_, key=lambda r: (r.flops, -r.top1, r.id))
+
+
+def search_columns(table: list[SearchRow]) -> list[str]:
+    built = [] if table and table[0].built is None else ["built"]
+    return ["configuration", "tokens", "width", "depth", "FLOPs", "params", "top-1 %", "top-5 %", "front", *built]
+
+
+def search_cells(row: SearchRow) -> list[str]:
+    built = [] if row.built is None else ["yes" if row.built else ""]
+    return [row.id, str(row.tokens), str(row.width), str(row.depth), f"{row.flops / 1e6:.2f}M", f"{row.params:,}",
+            _pct(row.top1), _pct(row.top5), "yes" if row.on_front else "", *built]
+
+
+def search_intro(doc: dict) -> str:
+    cost, data = doc["cost"], doc["dataset"]
+    return (f"{len(doc['configurations'])} configurations of {doc['model']['name']} on {data['spec']} "
+            f"({data['samples']} images), {doc['attention']} attention: {doc['passes']['per_image']} pass(es) per "
+            f"image, {cost['full_forward_passes']:.2f}x the FLOPs of one full-configuration forward, "
+            f"{cost['seconds']:.1f} s ({1000 * cost['seconds_per_image']:.2f} ms per image, "
+            f"{cost['threads']} thread(s)).")
+
+
+def plot_search_png(table: list[SearchRow], title: str, width: int = 1200, height: int = 800) -> bytes:
+    """Top-1 against FLOPs of every configuration (colour: token count, marker: width), the
+    front joined and ringed, the built configurations starred; front and built labelled."""
+    fig, ax = _axes(width, height)
+    markers = dict(zip(sorted({r.width for r in table}), "o^sDvP*X"))
+    colours = dict(zip(sorted({r.tokens for r in table}),
+                       ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")))
+    for tokens, width_ in sorted({(r.tokens, r.width) for r in table}):
+        group = [r for r in table if (r.tokens, r.width) == (tokens, width_)]
+        ax.scatter([r.flops / 1e6 for r in group], [100 * r.top1 for r in group], marker=markers.get(width_, "o"),
+                   color=colours.get(tokens, "#17becf"), s=18, alpha=0.6, zorder=2,
+                   label=f"tokens {tokens}, width {width_}")
+    best = [r for r in table if r.on_front]
+    if best:
+        _draw_front(ax, [r.flops / 1e6 for r in best], [r.top1 for r in best])
+    built = [r for r in table if r.built]
+    if built:
+        ax.scatter([r.flops / 1e6 for r in built], [100 * r.top1 for r in built], marker="*", s=220, color="#d62728",
+                   edgecolors="black", linewidths=0.6, zorder=5, label="built")
+    for r in table:
+        if r.on_front or r.built:
+            ax.annotate(r.id, (r.flops / 1e6, 100 * r.top1), xytext=(4, -10), textcoords="offset points", fontsize=7,
+                        fontweight="bold" if r.built else "normal", zorder=6)
+    ax.legend(loc="lower right", fontsize=6, ncol=2 if len(markers) * len(colours) > 12 else 1)
+    return _finish_png(fig, ax, "MFLOPs per image", title, [r.flops / 1e6 for r in table])
+
+
+def search_html(doc: dict, table: list[SearchRow], png: bytes | None, note: str | None = None) -> bytes:
+    title = f"{doc['model']['name']}: every trained configuration, accuracy against FLOPs"
+    return _html_document(title, search_intro(doc), png, note, search_columns(table),
+                          [(search_cells(r), "front" if r.on_front else "") for r in table])

@@ -89,6 +89,25 @@ PRESETS = {
 }
 
 
+FRONT_PRESET = "front"
+
+
+def is_front_preset(preset: str | None) -> bool:
+    """`front` or `front:K`: the points on a search's accuracy/FLOPs front (adaexport.search)."""
+    return preset is not None and (preset == FRONT_PRESET or preset.startswith(FRONT_PRESET + ":"))
+
+
+def front_count(preset: str) -> int | None:
+    """K of `front:K` (at least 2: the cheapest and the most accurate), None for `front` (all of it)."""
+    if preset == FRONT_PRESET:
+        return None
+    text = preset[len(FRONT_PRESET) + 1:]
+    if not text.strip().isdigit() or int(text) < 2:
+        raise SpaceError(f"--grid {preset}: expected front or front:K with K >= 2 "
+                         "(the cheapest and the most accurate, and K-2 spread between)")
+    return int(text)
+
+
 def parse_int_list(text: str, knob: str) -> list[int]:
     """'32,64' -> [32, 64], with a one-line error naming the knob ('' is an error, not
     'every value')."""
@@ -119,8 +138,11 @@ def build_grid(cfg: AdaPerceiverConfig, preset: str | None = None,
     if preset is not None and explicit:
         raise SpaceError("give either a grid preset or --tokens/--width/--depth lists, not both")
     if preset is not None:
+        if is_front_preset(preset):
+            raise SpaceError(f"--grid {preset} is chosen from a search's accuracy (adaexport search): "
+                             "only `adaexport build` and `adaexport export` take it")
         if preset not in PRESETS:
-            raise SpaceError(f"unknown grid preset {preset!r} (known: {', '.join(PRESETS)})")
+            raise SpaceError(f"unknown grid preset {preset!r} (known: {', '.join(PRESETS)}, front, front:K)")
         points = PRESETS[preset](cfg)
     else:
         full = ConfigPoint.full(cfg)

@@ -89,7 +89,38 @@ def pos_embed_at(pos_embed: torch.Tensor, grid: int) -> torch.Tensor:
     return table.permute(0, 2, 3, 1).reshape(1, grid * grid, dim)
 
 
+def rope_for(cfg: AdaPerceiverConfig, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rotary cos/sin tables (tokens, head_dim) of a `tokens`-latent configuration."""
+    return rope_tables(tokens, cfg.head_dim, cfg.rope_theta, cfg.max_latent_tokens)
+
+
+def attention_bias_for(cfg: AdaPerceiverConfig, tokens: int, attention_mode: str) -> torch.Tensor | None:
+    """The additive mask of the blocks' self-attention: none in `full` mode, else block-causal."""
+    if attention_mode == "full":
+        return None
+    return additive_mask(block_causal_mask(tokens, cfg.mask_token_grans))
+
+
 # --- the computation, written once over explicit tensors so the static module reuses it ---
+
+
+def cross_keys(head: CrossAttentionHead, src: torch.Tensor, k_cos: torch.Tensor | None = None,
+               k_sin: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Key and value heads (B, H, Ns, d) of src (B, Ns, D); keys get RoPE when tables are given.
+
+    Row i of either depends on src row i only, so the keys of a prefix of src are a prefix
+    of these (adaexport search writes out over several token prefixes from one call)."""
+    attn = head.cattn
+    src = head.src_norm(src)
+    k = attn.heads(attn.k(src))
+    if k_cos is not None:
+        k = apply_rope(k, k_cos, k_sin)
+    return k, attn.heads(attn.v(src))
+
+
+def attend(head: CrossAttentionHead, q_heads: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Unmasked attention of query heads over key/value heads, projected: (B, Nq, D)."""
+    return head.cattn.proj(head.cattn.merge(attention(q_heads, k, v, None)))
 
 
 def cross_attend(head: CrossAttentionHead, q_heads: torch.Tensor, src: torch.Tensor,
@@ -98,13 +129,7 @@ def cross_attend(head: CrossAttentionHead, q_heads: torch.Tensor, src: torch.Ten
 
     Keys get RoPE when tables are given. Returns the projected output (B, Nq, D).
     """
-    attn = head.cattn
-    src = head.src_norm(src)
-    k = attn.heads(attn.k(src))
-    if k_cos is not None:
-        k = apply_rope(k, k_cos, k_sin)
-    v = attn.heads(attn.v(src))
-    return attn.proj(attn.merge(attention(q_heads, k, v, None)))
+    return attend(head, q_heads, *cross_keys(head, src, k_cos, k_sin))
 
 
 def query_heads(head: CrossAttentionHead, queries: torch.Tensor,
@@ -187,16 +212,13 @@ class AdaPerceiver(nn.Module):
         return tokens, width, depth, attention_mode
 
     def rope(self, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-        cfg = self.config
-        cos, sin = rope_tables(tokens, cfg.head_dim, cfg.rope_theta, cfg.max_latent_tokens)
+        cos, sin = rope_for(self.config, tokens)
         device = self.process_latents.token.device
         return cos.to(device), sin.to(device)
 
     def attention_bias(self, tokens: int, attention_mode: str) -> torch.Tensor | None:
-        if attention_mode == "full":
-            return None
-        mask = block_causal_mask(tokens, self.config.mask_token_grans)
-        return additive_mask(mask).to(self.process_latents.token.device)
+        bias = attention_bias_for(self.config, tokens, attention_mode)
+        return None if bias is None else bias.to(self.process_latents.token.device)
 
     def forward(self, image: torch.Tensor, tokens: int | None = None, width: int | None = None,
                 depth: int | None = None, attention: str | None = None) -> dict[str, torch.Tensor]:

@@ -22,25 +22,62 @@ def _adapter_macs(cfg: AdaPerceiverConfig, rows: int, out_dim: int, use_ffn: boo
     return rows * (d * cfg.hidden_dim + cfg.hidden_dim * out_dim) if use_ffn else rows * d * out_dim
 
 
+def _embed_macs(cfg: AdaPerceiverConfig, patches: int) -> int:
+    macs = patches * cfg.embed_dim * cfg.in_channels * cfg.patch_size**2   # patchify conv
+    if cfg.use_embed_ffn:
+        macs += patches * 2 * cfg.embed_dim * cfg.hidden_dim              # embedding MLP
+    return macs
+
+
+def _read_macs(cfg: AdaPerceiverConfig, n: int, patches: int) -> int:
+    d = cfg.embed_dim
+    return 2 * patches * d * d + 2 * n * patches * d + n * d * d          # read-in: k, v; scores, mix; proj
+
+
+def _block_macs(cfg: AdaPerceiverConfig, n: int, width: int, attention_scores: bool) -> int:
+    d = cfg.embed_dim
+    macs = 4 * n * d * d + 2 * n * d * ffn_hidden(width, cfg.ffn_ratio)  # projections, MLP
+    return macs + (2 * n * n * d if attention_scores else 0)             # ... and q k^T, weights x v
+
+
+def _write_keys_macs(cfg: AdaPerceiverConfig, n: int) -> int:
+    return 2 * n * cfg.embed_dim**2                                       # write-out: k, v of n latents
+
+
+def _write_query_macs(cfg: AdaPerceiverConfig, n: int) -> int:
+    d = cfg.embed_dim                                                     # write-out: scores, mix; proj
+    return 2 * n * d + d * d + _adapter_macs(cfg, 1, cfg.num_classes, cfg.use_output_ffn)  # + classifier
+
+
 def count_flops(cfg: AdaPerceiverConfig, point: ConfigPoint, image_size: int | None = None,
                 attention_scores: bool = True) -> int:
     """FLOPs for one image at `point` (and `image_size`, default the trained size)."""
-    d, n, layers = cfg.embed_dim, point.tokens, point.depth
+    d, n = cfg.embed_dim, point.tokens
     patches = ((image_size or cfg.img_size) // cfg.patch_size) ** 2
-    h = ffn_hidden(point.width, cfg.ffn_ratio)
-    macs = patches * d * cfg.in_channels * cfg.patch_size**2          # patchify conv
-    if cfg.use_embed_ffn:
-        macs += patches * 2 * d * cfg.hidden_dim                        # embedding MLP
-    macs += 2 * patches * d * d + 2 * n * patches * d + n * d * d       # read-in: k, v; scores, mix; proj
-    macs += layers * (4 * n * d * d + 2 * n * d * h)                    # process blocks: projections, MLP
-    if attention_scores:
-        macs += layers * 2 * n * n * d                                  # ... and q k^T, weights x v
-    macs += 2 * n * d * d + 2 * n * d + d * d                           # write-out: k, v; scores, mix; proj
-    macs += _adapter_macs(cfg, 1, cfg.num_classes, cfg.use_output_ffn)  # classifier
+    macs = _embed_macs(cfg, patches) + _read_macs(cfg, n, patches)
+    macs += point.depth * _block_macs(cfg, n, point.width, attention_scores)
+    macs += _write_keys_macs(cfg, n) + _write_query_macs(cfg, n)
     if cfg.distilled:
         macs += patches * d * d                                         # feature queries
         macs += 2 * patches * d * d + 2 * n * d * d + 2 * patches * n * d  # feature write-out
         macs += _adapter_macs(cfg, patches, cfg.output_feat_dim, True)
+    return 2 * macs
+
+
+def count_search_flops(cfg: AdaPerceiverConfig, runs: dict[int, list[int]], widths: list[int],
+                       depths: list[int], image_size: int | None = None) -> int:
+    """FLOPs for one image of adaexport search's shared passes (adaexport.model.shared_pass):
+    the patch embedding once; per pass token count n (the keys of `runs`, each scoring the
+    token counts it lists) the read-in once; per (n, width) the blocks up to the deepest
+    depth, and after each scored depth the write-out keys of the n latents once and a
+    write-out query and the classifier per scored token count. Logits only."""
+    patches = ((image_size or cfg.img_size) // cfg.patch_size) ** 2
+    macs = _embed_macs(cfg, patches)
+    for n, scored in runs.items():
+        macs += _read_macs(cfg, n, patches)
+        per_depth = _write_keys_macs(cfg, n) + sum(_write_query_macs(cfg, g) for g in scored)
+        macs += len(widths) * len(depths) * per_depth
+        macs += sum(max(depths) * _block_macs(cfg, n, w, True) for w in widths)
     return 2 * macs
 
 
