@@ -296,6 +296,19 @@ EVAL += [case("eval", name, "{build}", *args, words=words) for name, args, words
     ("model-config-not-utf8", ("--model", "{models}/not-utf8"), "not UTF-8"),
 ]]
 
+# `search` reads the same datasets: the eval cases that name no build, then its own options
+SEARCH = [case("search", p.id.removeprefix("eval-"), *[a for a in p.values[1] if a != "{build}"], "--out", "{out}",
+               words=p.values[2]) for p in EVAL if p.id.startswith("eval-dataset-")]
+SEARCH += [case("search", name, *args, words=words) for name, args, words in [
+    ("limit-0", ("--dataset", "demo", "--limit", "0", "--out", "{out}"), "--limit"),
+    ("attention-bogus", ("--dataset", "demo", "--attention", "bogus", "--out", "{out}"), "attention"),
+    ("model-missing", ("{tmp}/m", "--dataset", "demo", "--out", "{out}"), "no such file or directory"),
+    ("model-config-nan", ("{models}/ffn-ratio-nan", "--dataset", "demo", "--out", "{out}"),
+     "ffn_ratio must be a finite number"),
+    ("out-no-folder", ("--dataset", "demo", "--out", "{tmp}/no/such/s.json"), "no such directory"),
+    ("no-dataset", ("--out", "{out}"), "--dataset"),
+]]
+
 # --------------------------------------------------------------------------- check / report
 
 CHECK = [case("check", name, path, "--baseline", "{build}", words=words)
@@ -425,7 +438,8 @@ MARKUP = [
     case("compile", "markup-device", "{build}", "--device", "[/]", words="unknown device target '[/]'"),
 ]
 
-CASES = BUILD + EXPORT + INSPECT + TARGETS_CMD + COMPILE + PROFILE + EVAL + CHECK + REPORT + SELECT + RUN + MARKUP
+CASES = BUILD + EXPORT + INSPECT + TARGETS_CMD + COMPILE + PROFILE + EVAL + SEARCH + CHECK + REPORT + SELECT + RUN \
+    + MARKUP
 
 
 @pytest.mark.parametrize("command, args, words, code", CASES)
@@ -518,8 +532,8 @@ def test_the_corpus_covers_every_command():
     per_command = collections.Counter(p.values[0] for p in CASES)
     per_command["pytest plugin"] = len(PLUGIN)
     per_command.update(f"{n} (subprocess)" for n, _, _ in SUBPROCESS)
-    commands = {"build", "export", "compile", "targets", "inspect", "profile", "eval", "check", "report", "select",
-                "run", "pytest plugin"}
+    commands = {"build", "export", "compile", "targets", "inspect", "profile", "eval", "search", "check", "report",
+                "select", "run", "pytest plugin"}
     assert commands <= set(per_command)
     assert sum(per_command.values()) >= 200, per_command
     assert len({p.id for p in CASES}) == len(CASES), "duplicate case ids"
