@@ -376,7 +376,7 @@ def _carry_measurements(previous: Path, manifest: dict) -> None:
         before = by_id.get(engine["id"])
         if not before or before.get("sha256") != engine.get("sha256"):
             continue
-        for section in ("profile", "accuracy"):
+        for section in ("profile", "accuracy", "accuracies"):
             if before.get(section):
                 engine[section] = before[section]
     if old.get("profiling"):

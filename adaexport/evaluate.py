@@ -125,6 +125,13 @@ class ReferenceAccuracy:
         return record["top1"], record["top5"]
 
 
+def this_device(manifest: dict) -> str:
+    """This machine's identity key as a device of the build's target."""
+    from .device_identity import identity, identity_key
+
+    return identity_key(identity(manifest["device"]["target"]))
+
+
 def evaluate(directory: Path, dataset: str, limit: int | None, reporter, model_path: Path | None = None) -> EvalResult:
     """Evaluate every ready engine of a build, store the accuracies, recompute the Pareto
     fronts and write the manifest (atomically)."""
@@ -149,6 +156,7 @@ def evaluate(directory: Path, dataset: str, limit: int | None, reporter, model_p
     ready = [e for e in engines if e.get("status", "ready") == "ready"]
     skipped = [(e["id"], f"{e.get('status')}: not built yet") for e in engines if e not in ready]
     verify_engines(directory, ready)          # no accuracy is ever recorded for bytes that were not built
+    device = this_device(manifest)            # int8 kernels, and so accuracy, differ between CPUs
     for ident, why in skipped:
         reporter.warn(f"{ident}: skipped ({why})")
     evaluated = []
@@ -164,7 +172,9 @@ def evaluate(directory: Path, dataset: str, limit: int | None, reporter, model_p
                 close()
         top1, top5 = scores(logits, labels)
         entry["accuracy"] = {"dataset": dataset, "samples": int(len(labels)), "top1": top1, "top5": top5,
-                             "reference_top1": ref_top1, "reference_top5": ref_top5, "evaluated": utc_now()}
+                             "reference_top1": ref_top1, "reference_top5": ref_top5, "evaluated": utc_now(),
+                             "device": device}
+        entry["accuracies"] = {**(entry.get("accuracies") or {}), device: entry["accuracy"]}
         evaluated.append(entry["id"])
         reporter.advance(entry["id"], f"top-1 {top1:.4f} (PyTorch {ref_top1:.4f})")
     reporter.end_stage()

@@ -8,7 +8,9 @@ Where the numbers live (docs/DESIGN.md, "Measurements in the manifest"):
   bare target name such as ``x86-cpu`` in manifests from before it) in one power mode
   (``default`` where the device has none);
 * ``manifest["profiling"][<device>]``: how and where that device was profiled;
-* ``engine["accuracy"]``: top-1/top-5 on a dataset, next to PyTorch's at the same point;
+* ``engine["accuracy"]``: top-1/top-5 on a dataset, next to PyTorch's at the same point (the
+  latest evaluation, with the ``device`` it ran on), and ``engine["accuracies"][<device>]``
+  the latest on each device;
 * ``manifest["pareto"]["<device>/<mode>"]`` and ``manifest["pareto"]["flops"]``: the
   engine ids on the accuracy/cost front (see ``adaexport.pareto``).
 """
@@ -38,9 +40,12 @@ def latency_ms(engine: dict, device: str, mode: str = DEFAULT_MODE, statistic: s
     return float(value) if value is not None else None
 
 
-def accuracy_of(engine: dict) -> float | None:
-    """The engine's measured top-1 (0..1) from ``adaexport eval``, or None."""
-    value = (engine.get("accuracy") or {}).get("top1")
+def accuracy_of(engine: dict, device: str | None = None) -> float | None:
+    """The engine's measured top-1 (0..1) from ``adaexport eval``: as measured on ``device``
+    when it was evaluated there (``engine["accuracies"][device]``; int8 accuracy differs
+    between CPUs), else the latest evaluation; None when never evaluated."""
+    record = ((engine.get("accuracies") or {}).get(device) if device else None) or engine.get("accuracy") or {}
+    value = record.get("top1")
     return float(value) if value is not None else None
 
 

@@ -3,7 +3,9 @@
     python benchmarks/bench_runtime.py [DIR] [--repeats 5] [--samples 1000]
 
 DIR is a build directory with ONNX Runtime fp32 engines (default: a small family built
-into a temporary directory). Single-threaded sessions (intra_op_num_threads=1).
+into a temporary directory). Single-threaded sessions (intra_op_num_threads=1). With
+``--published DIR`` (a family of the published-size checkpoint), the latency and memory
+rows at that size (see ``published_size``).
 
 * overhead: ``Runtime.infer`` against a plain ``onnxruntime.InferenceSession.run`` on the
   same engine file, and the runtime's own session with and without shared weights (no
@@ -170,9 +172,9 @@ def rss():
 from adaexport.runtime import Runtime
 import onnxruntime
 mode, directory = sys.argv[1], sys.argv[2]
-x = np.zeros((1, 1, 28, 28), np.float32)
 before = rss()
 rt = Runtime(directory, preload="lazy", share_weights=(mode != "separate"), threads=1)
+x = np.zeros(rt.input_shape, np.float32)
 ids = rt.engines()[-1:] if mode == "one" else rt.engines()
 for eid in ids:
     rt.pool.get(eid).run({"image": x})
@@ -247,6 +249,51 @@ def cascade(directory: Path, samples: int, thresholds=(0.5, 0.7, 0.8, 0.9, 0.95)
     return result
 
 
+def published_size(directory: Path, repeats: int) -> dict:
+    """For a family of the published model (ONNX Runtime fp32 engines, exported with
+    `adaexport export`), 1 thread: per-call time of a plain session (prepacking on) and of the
+    shared-weights session (prepacking off) at the smallest and the largest point, and of
+    Runtime.infer against calling its own session directly at the largest point (the one it
+    serves unprofiled); rounds interleaved, ratios taken within a round; then resident
+    memory with one engine, all engines shared and all separate (fresh processes)."""
+    import onnxruntime as ort
+
+    from adaexport.runtime import Runtime
+
+    rt = Runtime(directory, preload="lazy", threads=1, share_weights=True)
+    entries = sorted((e for e in rt.manifest["engines"] if e["id"] in rt.engines()), key=lambda e: e["flops"])
+    x = np.zeros(rt.input_shape, np.float32)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    out: dict = {}
+    for label, entry, calls in (("smallest", entries[0], 5), ("largest", entries[-1], 2)):
+        plain = ort.InferenceSession(str(directory / entry["file"]), options, providers=["CPUExecutionProvider"])
+        shared = rt.pool.get(entry["id"])
+        fns = {"plain": lambda: plain.run(None, {"image": x}), "shared": lambda: shared.run({"image": x})}
+        if entry["id"] == rt.status.engine:
+            fns["runtime"] = lambda: rt.infer(x)
+        per_call = {k: [] for k in fns}
+        for r in range(repeats):
+            names = list(fns)[r % len(fns):] + list(fns)[:r % len(fns)]
+            for name in names:
+                fns[name]()                                   # warm
+                start = time.perf_counter()
+                for _ in range(calls):
+                    fns[name]()
+                per_call[name].append((time.perf_counter() - start) / calls * 1e3)
+        rounds = range(repeats)
+        out[label] = {"engine": entry["id"], "gflops": entry["flops"] / 1e9,
+                      **{f"{k}_ms": _rows_stat(v) for k, v in per_call.items()},
+                      "shared_over_plain": _rows_stat([per_call["shared"][i] / per_call["plain"][i] for i in rounds])}
+        if "runtime" in per_call:
+            out[label]["runtime_over_session"] = _rows_stat([per_call["runtime"][i] / per_call["shared"][i]
+                                                             for i in rounds])
+        del plain
+    rt.close()
+    out["memory_mib"] = memory(directory, 1)
+    return out
+
+
 def report(directory: Path, repeats: int, samples: int) -> dict:
     return {"directory": str(directory), "overhead": overhead(directory, repeats),
             "own_overhead": own_overhead(directory, repeats),
@@ -279,7 +326,15 @@ def main(argv=None) -> int:
     parser.add_argument("directory", nargs="?")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--published", action="store_true",
+                        help="DIR is a published-size family (adaexport export of benchmarks/published_model.py's "
+                             "checkpoint): latency of plain vs shared sessions and Runtime.infer, and memory")
     args = parser.parse_args(argv)
+    if args.published:
+        if not args.directory:
+            parser.error("--published needs DIR")
+        print(json.dumps(published_size(Path(args.directory), args.repeats), indent=1))
+        return 0
     if args.directory:
         print(json.dumps(report(Path(args.directory), args.repeats, args.samples), indent=1))
         return 0

@@ -61,7 +61,9 @@ def test_eval_stores_accuracy_per_engine_and_the_front(build):
     for e in engines:
         a = e["accuracy"]
         assert a["dataset"] == "demo" and a["samples"] == LIMIT
-        assert set(a) == {"dataset", "samples", "top1", "top5", "reference_top1", "reference_top5", "evaluated"}
+        assert set(a) == {"dataset", "samples", "top1", "top5", "reference_top1", "reference_top5", "evaluated",
+                          "device"}
+        assert a["device"].startswith("x86-cpu:") and e["accuracies"] == {a["device"]: a}   # keyed by this machine
         assert 0.5 < a["top1"] <= a["top5"] <= 1.0  # 10 classes: top-5 is reported
         # fp32 matches PyTorch to 1e-3 (parity), so it picks the same class on every sample
         assert a["top1"] == a["reference_top1"] and a["top5"] == a["reference_top5"]
@@ -72,7 +74,7 @@ def test_eval_stores_accuracy_per_engine_and_the_front(build):
 
     assert manifest["pareto"]["flops"] == front((e["id"], e["flops"], e["accuracy"]["top1"]) for e in engines)
     if "profile" in engines[0]:  # the build profiled on this machine: a latency front too
-        device = manifest["device"]["target"]
+        (device,) = engines[0]["profile"]
         assert manifest["pareto"][f"{device}/default"] == front(
             (e["id"], e["profile"][device]["default"]["latency_ms"]["p50"], e["accuracy"]["top1"]) for e in engines)
     # one cached PyTorch reference per point

@@ -105,3 +105,24 @@ def test_a_profile_from_another_machine_is_not_used_silently(profiled, tmp_path)
     write_manifest(directory, manifest)
     with Runtime(directory, preload="lazy") as rt:
         assert rt.device == mine and rt.status.device_match == "exact"
+
+
+def test_the_runtime_ranks_by_the_accuracy_measured_on_its_device(profiled, tmp_path):
+    """int8 accuracy differs between CPUs: the accuracy evaluated on the matched device wins
+    over one from another machine."""
+    from adaexport.runtime import Runtime
+
+    directory = copy_family(profiled, tmp_path / "fam")
+    manifest = read_manifest(directory)
+    mine = here(directory)
+    ids = sorted(e["id"] for e in manifest["engines"])
+    for i, engine in enumerate(manifest["engines"]):
+        rank = ids.index(engine["id"])
+        engine["accuracy"] = {"dataset": "demo", "samples": 10, "top1": 0.5 + 0.01 * rank, "device": "x86-cpu:other:0"}
+        engine["accuracies"] = {"x86-cpu:other:0": engine["accuracy"],
+                                mine: {**engine["accuracy"], "top1": 0.9 - 0.01 * rank, "device": mine}}
+    write_manifest(directory, manifest)
+    with Runtime(directory, preload="lazy") as rt:
+        assert rt.device == mine and rt.status.engine == ids[0]          # best here, worst on the other machine
+    with Runtime(directory, preload="lazy", device="x86-cpu:other:0") as rt:
+        assert rt.status.engine == ids[-1]

@@ -156,7 +156,7 @@ def candidates_for(manifest: dict, engine_ids: Sequence[str], device: str | None
         others = [v for k, v in held.items() if k != eid]
         own = engine_memory(measured)
         memory = None if own is None or None in others else own + sum(others)
-        out.append(Candidate(id=eid, flops=float(entry.get("flops") or 0), accuracy=accuracy_of(entry),
+        out.append(Candidate(id=eid, flops=float(entry.get("flops") or 0), accuracy=accuracy_of(entry, device),
                              latency_ms=latency or None, energy_mj=_num(energy.get("per_inference_mj")),
                              idle_power_w=_num(energy.get("idle_power_w")), memory_bytes=memory))
     return out
@@ -187,7 +187,7 @@ class Runtime:
         self.manifest = read_manifest(self.directory)          # ManifestError: the only fatal load error
         # "target class"/"other": another machine's numbers (status.device_match says so; the
         # closed loop corrects the latencies as it observes them)
-        if device and device not in device_identities(self.manifest):   # a target's name: its best section
+        if device and ":" not in device and device not in device_identities(self.manifest):   # a target's name
             found, how = match_device(self.manifest, device)
             self.device, self.device_match = (found, how) if found and how != "other" else (device, "given")
         else:
