@@ -316,8 +316,10 @@ def build(
     grid: Optional[str] = GRID_OPT, tokens: Optional[str] = TOKENS_OPT, width: Optional[str] = WIDTH_OPT,
     depth: Optional[str] = DEPTH_OPT, attention: Optional[str] = ATTENTION_OPT, batch: int = BATCH_OPT,
     profile: str = PROFILE_OPT,
-    dataset: str = typer.Option("demo", "--dataset", help="Parity inputs (and what --grid front searches "
-                                 "without --search): demo, fashion-mnist:DIR or npz:FILE."),
+    dataset: Optional[str] = typer.Option(
+        None, "--dataset", help="Parity inputs (and what --grid front searches without --search): demo, "
+        "fashion-mnist:DIR, npz:FILE, imagefolder:DIR, or none (fp32 engines checked on seeded random inputs, "
+        "reduced precisions not built). Default: demo where its data fits the model, else none."),
     no_profile: bool = typer.Option(False, "--no-profile", help="Skip the profile stage (latency, load time, memory, "
                                                                "energy of every engine on this machine)."),
     json_out: bool = JSON_OPT, search: Optional[Path] = SEARCH_OPT,

@@ -220,6 +220,18 @@ def preprocess(images: np.ndarray, spec: dict, channels: int, size: int) -> np.n
     return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
 
 
+NO_DATASET = "none"   # --dataset none: no images; fp32 parity on random_inputs
+RANDOM_SEED = 0       # the seed of random_inputs, recorded with every parity result on them
+
+
+def random_inputs(count: int, channels: int, size: int, seed: int = RANDOM_SEED) -> np.ndarray:
+    """Seeded random model input (count, channels, size, size) float32 for parity without a
+    dataset (as Polygraphy does): standard normal noise, i.e. values as they are *after* the
+    checkpoint's normalisation (mean 0, std 1 per channel). Enough to compare two
+    implementations of the same function; meaningless for accuracy or int8 calibration."""
+    return np.random.default_rng(seed).standard_normal((count, channels, size, size), dtype=np.float32)
+
+
 def model_inputs(spec: str, config, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(inputs float32 (N, C, H, W), labels) of a dataset, prepared for a model config."""
     images, labels = load_raw(spec, config)

@@ -1,13 +1,18 @@
 """Parity that scales (issue 11, item 4): the PyTorch reference of every depth of one
 (tokens, width) from one forward pass, and fp32 parity without a dataset."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from adaexport.build import _ReferenceFamily
+from adaexport.manifest import read_manifest, validate
 from adaexport.model.static import specialize
 from adaexport.space import ConfigPoint, build_grid
+
+from .conftest import CONFORMANCE, DATA, run_cli
 
 
 def _specialized(model, point, attention, inputs):
@@ -47,3 +52,75 @@ def test_distilled_reference_stays_per_point(conformance_models):
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w, rtol=0, atol=1e-5)
     assert family.passes == len(points)
+
+
+# --- no dataset: fp32 parity on seeded random inputs -------------------------------------
+
+CLASSIFICATION = CONFORMANCE / "classification"  # 32x32x3, 10 classes: the demo's data does not fit it
+ONE_POINT = ["--device", "x86-cpu", "--tokens", "64", "--width", "64", "--depth", "2,4", "--no-profile"]
+
+
+def _random_profile(tmp_path, extra=""):
+    source = (DATA / "profiles" / "ort-fp32.toml").read_text()
+    path = tmp_path / "random.toml"
+    path.write_text(source.replace("[parity]\n", "[parity]\n" + extra))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_build_without_dataset(tmp_path):
+    """A checkpoint the demo's data does not fit builds with no dataset: fp32 engines checked on
+    random inputs (recorded as such), every reduced precision skipped with the reason, exit 0."""
+    out = tmp_path / "build"
+    result = run_cli("build", str(CLASSIFICATION), *ONE_POINT, "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    assert "no dataset" in result.stderr
+    for engine in ("onnxruntime int8", "openvino fp16", "openvino int8"):
+        assert f"not building {engine}: " in result.stderr
+    manifest = read_manifest(out)
+    validate(manifest)
+    assert manifest["build"]["dataset"] == "none"
+    assert {(s["backend"], s["precision"]) for s in manifest["build"]["skipped"]} == {
+        ("onnxruntime", "int8"), ("openvino", "fp16"), ("openvino", "int8")}
+    assert all("has no dataset" in s["reason"] for s in manifest["build"]["skipped"])
+    engines = manifest["engines"]
+    assert {(e["backend"], e["precision"]) for e in engines} == {("onnxruntime", "fp32"), ("openvino", "fp32")}
+    for e in engines:
+        parity = e["parity"]
+        assert parity["passed"] and parity["inputs"] == "random" and parity["seed"] == 0
+        assert parity["samples"] == 16 and "top1" not in parity  # no labels: max_abs and agreement only
+    # a rebuild reuses every parity result (the random inputs are the same)
+    again = run_cli("build", str(CLASSIFICATION), *ONE_POINT, "--out", str(out), "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["parity_runs"] == 0
+
+
+def test_explicit_none_and_random_samples(tmp_path, demo):
+    """`--dataset none` works even where the demo data fits; the profile's random_samples sets the count."""
+    out = tmp_path / "build"
+    profile = _random_profile(tmp_path, "random_samples = 4\n")
+    cfg = demo.config
+    result = run_cli("build", "--dataset", "none", "--profile", profile, "--device", "x86-cpu", "--tokens",
+                     str(cfg.mask_token_grans[0]), "--width", str(cfg.mat_dims[0]), "--depth", "1",
+                     "--no-profile", "--batch", "3", "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    (engine,) = json.loads(result.stdout)["engines"]
+    assert engine["parity"]["samples"] == 6  # 4 rounded up to whole batches of 3
+    assert engine["parity"]["inputs"] == "random"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "demo"], "does not fit classification"),
+    (["--grid", "front"], "there is none: pass --dataset SPEC or --search FILE"),
+])
+def test_no_dataset_bad_input(tmp_path, args, message):
+    result = run_cli("build", str(CLASSIFICATION), "--device", "x86-cpu", *args, "--out", str(tmp_path / "b"))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_random_samples_must_be_positive(tmp_path):
+    result = run_cli("build", str(CLASSIFICATION), "--profile", _random_profile(tmp_path, "random_samples = 0\n"),
+                     "--out", str(tmp_path / "b"))
+    assert result.returncode == 2 and "parity.random_samples" in result.stderr, result.stderr
