@@ -23,7 +23,7 @@ import numpy as np
 
 from . import __version__
 from .atomic import remove_leftovers, write_bytes_atomic
-from .datasets import NO_DATASET, RANDOM_SEED, DatasetError, model_inputs, random_inputs
+from .datasets import CALIBRATION_SAMPLES, NO_DATASET, RANDOM_SEED, DatasetError, model_inputs, random_inputs
 from .errors import UsageError
 from .hashing import file_record
 from .manifest import MANIFEST_NAME, SCHEMA_ID, host_info, sha256_file, utc_now, write_manifest
@@ -122,9 +122,6 @@ def _file_record(directory: Path, path: Path, **extra) -> dict:
     return {**file_record(path, directory), **extra}
 
 
-CALIBRATION_SAMPLES = 128
-
-
 def parity_inputs(loaded: LoadedModel, dataset: str, samples: int, batch: int):
     """Real labelled inputs for parity (a multiple of the batch), int8 calibration samples
     (the next ones in the dataset, so engines are not checked on what calibrated them,
@@ -139,7 +136,7 @@ def parity_inputs(loaded: LoadedModel, dataset: str, samples: int, batch: int):
         digest = hashlib.sha256(f"random:{RANDOM_SEED}:".encode() + inputs.tobytes()).hexdigest()
         return inputs, None, inputs[:0], digest
     try:
-        inputs, labels = model_inputs(dataset, cfg, limit=samples + CALIBRATION_SAMPLES)
+        inputs, labels = model_inputs(dataset, cfg, limit=samples + CALIBRATION_SAMPLES, spread=True)
     except DatasetError as exc:
         raise DatasetError(f"parity data: {exc}") from None
     usable = min(samples, len(inputs)) - min(samples, len(inputs)) % batch

@@ -16,8 +16,20 @@ from .datasets import RANDOM_SEED
 from .manifest import read_manifest, write_manifest
 
 
+def _input_config(manifest: dict):
+    """What an image folder is read for (classes, channels, size, preprocessing), from the
+    manifest: compile has the build directory, not the checkpoint (nor torch)."""
+    import types
+
+    model = manifest["model"]
+    _, channels, size, _ = model["input"]["shape"]
+    return types.SimpleNamespace(class_names=model.get("class_names"), num_classes=model["outputs"][0]["shape"][1],
+                                 in_channels=channels, img_size=size,
+                                 preprocessing_spec=lambda: dict(model["input"]["preprocessing"]))
+
+
 def _reference_inputs(manifest: dict, samples: int, random_samples: int) -> tuple[np.ndarray, np.ndarray | None]:
-    from .datasets import NO_DATASET, load_raw, preprocess, random_inputs
+    from .datasets import CALIBRATION_SAMPLES, NO_DATASET, load_raw, preprocess, random_inputs
 
     spec = manifest["model"]["input"]
     _, channels, size, _ = spec["shape"]
@@ -25,7 +37,7 @@ def _reference_inputs(manifest: dict, samples: int, random_samples: int) -> tupl
     dataset = manifest.get("build", {}).get("dataset") or "demo"
     if dataset == NO_DATASET:  # the build's own random inputs
         return random_inputs(-(-random_samples // batch) * batch, channels, size), None
-    images, labels = load_raw(dataset)
+    images, labels = load_raw(dataset, _input_config(manifest), samples + CALIBRATION_SAMPLES)  # as the build read it
     n = min(samples, len(images)) // batch * batch
     return preprocess(images[:n], spec["preprocessing"], channels, size), labels[:n]
 

@@ -89,6 +89,11 @@ def test_build_without_dataset(tmp_path):
         parity = e["parity"]
         assert parity["passed"] and parity["inputs"] == "random" and parity["seed"] == 0
         assert parity["samples"] == 16 and "top1" not in parity  # no labels: max_abs and agreement only
+    from adaexport.datasets import random_inputs
+    from adaexport.device_compile import _reference_inputs
+
+    inputs, labels = _reference_inputs(manifest, 256, 16)  # what `adaexport compile` checks pending engines on
+    assert labels is None and np.array_equal(inputs, random_inputs(16, 3, 32))
     # a rebuild reuses every parity result (the random inputs are the same)
     again = run_cli("build", str(CLASSIFICATION), *ONE_POINT, "--out", str(out), "--json")
     assert again.returncode == 0, again.stderr
@@ -124,3 +129,58 @@ def test_random_samples_must_be_positive(tmp_path):
     result = run_cli("build", str(CLASSIFICATION), "--profile", _random_profile(tmp_path, "random_samples = 0\n"),
                      "--out", str(tmp_path / "b"))
     assert result.returncode == 2 and "parity.random_samples" in result.stderr, result.stderr
+
+
+# --- --dataset imagefolder:DIR in build, decoding only the samples -------------------------
+
+
+def _image_folder(root, classes=3, per_class=6, size=40):
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+def test_image_folder_sample_decodes_only_the_sample(tmp_path, monkeypatch, conformance_models):
+    pytest.importorskip("PIL")
+    from adaexport import datasets
+
+    folder = _image_folder(tmp_path / "images")
+    decoded = []
+    real = datasets.decode_image
+    monkeypatch.setattr(datasets, "decode_image", lambda path, *a: decoded.append(path) or real(path, *a))
+    cfg = conformance_models["classification"].config
+    inputs, labels = datasets.model_inputs(f"imagefolder:{folder}", cfg, limit=6, spread=True)
+    assert len(decoded) == 6 and inputs.shape == (6, 3, 32, 32)
+    assert set(labels.tolist()) == {0, 1, 2}  # spread over the classes, not the first folder's 6
+
+
+@pytest.mark.slow
+def test_build_with_image_folder(tmp_path):
+    pytest.importorskip("PIL")
+    folder = _image_folder(tmp_path / "images")
+    path = tmp_path / "folder.toml"
+    path.write_text((DATA / "profiles" / "ort-fp32.toml").read_text().replace("samples = 256", "samples = 8"))
+    result = run_cli("build", str(CLASSIFICATION), "--dataset", f"imagefolder:{folder}", "--profile", str(path),
+                     "--device", "x86-cpu", "--tokens", "64", "--width", "64", "--depth", "2", "--no-profile",
+                     "--out", str(tmp_path / "b"), "--json")
+    assert result.returncode == 0, result.stderr
+    (engine,) = json.loads(result.stdout)["engines"]
+    parity = engine["parity"]
+    assert parity["passed"] and parity["samples"] == 8 and "top1" in parity and "inputs" not in parity
+    manifest = read_manifest(tmp_path / "b")
+    assert manifest["build"]["dataset"] == f"imagefolder:{folder}"
+    # `adaexport compile` reads the same images from the manifest alone (no checkpoint)
+    from adaexport.datasets import model_inputs
+    from adaexport.device_compile import _reference_inputs
+    from adaexport.model import load_checkpoint
+
+    inputs, labels = _reference_inputs(manifest, 8, 16)
+    want, want_labels = model_inputs(f"imagefolder:{folder}", load_checkpoint(CLASSIFICATION).config, 8 + 128,
+                                     spread=True)
+    np.testing.assert_array_equal(inputs, want[:8])
+    np.testing.assert_array_equal(labels, want_labels[:8])
