@@ -275,7 +275,7 @@ def _run_build(parity: bool, model, out, device, grid, tokens, width, depth, att
             finish = pending[0].get("extra", {}).get("facts", {}).get("finish", "adaexport compile DIR")
             finish = finish.replace(" DIR ", f" {result.directory} ")
             console.print(f"{len(pending)} TensorRT engine(s) pending: TensorRT is not installed here. "
-                          f"Finish them on the device with: {finish}", highlight=False)
+                          f"Finish them on the device with: {finish}", highlight=False, soft_wrap=True)
     if result.failures:
         for message in result.failures:
             err_console.print(tagged("error:", "bold red", message), highlight=False, soft_wrap=True)
