@@ -218,7 +218,8 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
         for reason in unavailable:
             reporter.warn(f"{target.name}: not building {reason}")
         if dataset == NO_DATASET:
-            skipped = [{"backend": b, "precision": p, "reason": _no_dataset_reason(p)} for b, p in choices if p != "fp32"]
+            skipped = [{"backend": b, "precision": p, "reason": _no_dataset_reason(p)}
+                       for b, p in choices if p != "fp32"]
             choices = [(b, p) for b, p in choices if p == "fp32"]
         for _, precision in choices:
             profile.tolerance(precision)
