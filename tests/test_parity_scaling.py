@@ -75,16 +75,17 @@ def test_build_without_dataset(tmp_path):
     result = run_cli("build", str(CLASSIFICATION), *ONE_POINT, "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
     assert "no dataset" in result.stderr
-    for engine in ("onnxruntime int8", "openvino fp16", "openvino int8"):
-        assert f"not building {engine}: " in result.stderr
     manifest = read_manifest(out)
     validate(manifest)
     assert manifest["build"]["dataset"] == "none"
-    assert {(s["backend"], s["precision"]) for s in manifest["build"]["skipped"]} == {
-        ("onnxruntime", "int8"), ("openvino", "fp16"), ("openvino", "int8")}
+    skipped = {(s["backend"], s["precision"]) for s in manifest["build"]["skipped"]}
+    assert ("onnxruntime", "int8") in skipped and all(p != "fp32" for _, p in skipped)  # (+ OpenVINO's, where installed)
+    for backend, precision in skipped:
+        assert f"not building {backend} {precision}: " in result.stderr
     assert all("has no dataset" in s["reason"] for s in manifest["build"]["skipped"])
     engines = manifest["engines"]
-    assert {(e["backend"], e["precision"]) for e in engines} == {("onnxruntime", "fp32"), ("openvino", "fp32")}
+    assert {e["precision"] for e in engines} == {"fp32"} and len(engines) >= 2
+    assert {(e["backend"], e["precision"]) for e in engines} >= {("onnxruntime", "fp32")}
     for e in engines:
         parity = e["parity"]
         assert parity["passed"] and parity["inputs"] == "random" and parity["seed"] == 0
