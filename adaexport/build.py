@@ -23,7 +23,7 @@ import numpy as np
 
 from . import __version__
 from .atomic import remove_leftovers, write_bytes_atomic
-from .datasets import DatasetError, model_inputs
+from .datasets import CALIBRATION_SAMPLES, NO_DATASET, RANDOM_SEED, DatasetError, model_inputs, random_inputs
 from .errors import UsageError
 from .hashing import file_record
 from .manifest import MANIFEST_NAME, SCHEMA_ID, host_info, sha256_file, utc_now, write_manifest
@@ -61,7 +61,7 @@ class BuildRequest:
     depths: list[int] | None = None
     attention: str | None = None        # None: the checkpoint's own
     batch: int = 1
-    dataset: str = "demo"
+    dataset: str | None = None          # None: the demo's data where it fits the model, else "none"
     parity: bool = True                 # False for `adaexport export`
     measure: bool = True                # profile stage (on the device the build is for); --no-profile
 
@@ -122,16 +122,21 @@ def _file_record(directory: Path, path: Path, **extra) -> dict:
     return {**file_record(path, directory), **extra}
 
 
-CALIBRATION_SAMPLES = 128
-
-
 def parity_inputs(loaded: LoadedModel, dataset: str, samples: int, batch: int):
     """Real labelled inputs for parity (a multiple of the batch), int8 calibration samples
     (the next ones in the dataset, so engines are not checked on what calibrated them,
-    unless the dataset is too small), and a digest identifying both."""
+    unless the dataset is too small), and a digest identifying both.
+
+    With no dataset (`none`): `samples` seeded random inputs (rounded up to whole
+    batches), no labels and no calibration data."""
     cfg = loaded.config
+    if dataset == NO_DATASET:
+        count = -(-samples // batch) * batch
+        inputs = random_inputs(count, cfg.in_channels, cfg.img_size)
+        digest = hashlib.sha256(f"random:{RANDOM_SEED}:".encode() + inputs.tobytes()).hexdigest()
+        return inputs, None, inputs[:0], digest
     try:
-        inputs, labels = model_inputs(dataset, cfg, limit=samples + CALIBRATION_SAMPLES)
+        inputs, labels = model_inputs(dataset, cfg, limit=samples + CALIBRATION_SAMPLES, spread=True)
     except DatasetError as exc:
         raise DatasetError(f"parity data: {exc}") from None
     usable = min(samples, len(inputs)) - min(samples, len(inputs)) % batch
@@ -143,16 +148,30 @@ def parity_inputs(loaded: LoadedModel, dataset: str, samples: int, batch: int):
     return inputs, labels, np.ascontiguousarray(calibration), digest
 
 
-def _check_dataset_fits(loaded: LoadedModel, dataset: str) -> None:
-    if dataset == "demo":
-        from .demo import DEMO_MODEL
+def _demo_fits(loaded: LoadedModel) -> bool:
+    from .demo import DEMO_MODEL
 
-        demo_cfg = AdaPerceiverConfig.from_file(DEMO_MODEL / "config.json")
-        if (demo_cfg.in_channels, demo_cfg.num_classes) != (loaded.config.in_channels, loaded.config.num_classes):
-            raise UsageError(
-                f"the demo's evaluation data (Fashion-MNIST, 1 channel, 10 classes) does not fit {loaded.name} "
-                f"({loaded.config.in_channels} channels, {loaded.config.num_classes} classes); "
-                "pass --dataset npz:FILE or fashion-mnist:DIR")
+    demo_cfg = AdaPerceiverConfig.from_file(DEMO_MODEL / "config.json")
+    return (demo_cfg.in_channels, demo_cfg.num_classes) == (loaded.config.in_channels, loaded.config.num_classes)
+
+
+def resolve_dataset(loaded: LoadedModel, dataset: str | None) -> str:
+    """The build's dataset spec: as given (`demo` must fit the model), or without one the
+    demo's data where it fits the model and `none` (random inputs, fp32 only) where not."""
+    if dataset is None:
+        return "demo" if _demo_fits(loaded) else NO_DATASET
+    if dataset == "demo" and not _demo_fits(loaded):
+        raise UsageError(
+            f"the demo's evaluation data (Fashion-MNIST, 1 channel, 10 classes) does not fit {loaded.name} "
+            f"({loaded.config.in_channels} channels, {loaded.config.num_classes} classes); "
+            "pass --dataset npz:FILE, imagefolder:DIR or fashion-mnist:DIR, or --dataset none (fp32 only)")
+    return dataset
+
+
+def _no_dataset_reason(precision: str) -> str:
+    """Why an engine other than fp32 is not built without a dataset."""
+    why = "calibrates on real images" if precision == "int8" else "is judged by accuracy on labelled images"
+    return f"{precision} {why} and the build has no dataset; pass --dataset SPEC to build it"
 
 
 def run_build(request: BuildRequest, reporter) -> BuildResult:
@@ -173,13 +192,17 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
     out = Path(request.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
+    dataset = resolve_dataset(loaded, request.dataset) if request.parity else (request.dataset or "demo")
     explicit = any(v is not None for v in (request.tokens, request.widths, request.depths))
     preset = request.grid if (request.grid is not None or explicit) else profile.grid_preset
     selection = None
     if is_front_preset(preset) and not explicit:
         from .search import front_grid
 
-        points, selection = front_grid(loaded, attention, preset, request.search, request.dataset, out, Cache(out),
+        if request.search is None and dataset == NO_DATASET:
+            raise UsageError(f"--grid {preset} searches the build's dataset for its front, and there is none: "
+                             "pass --dataset SPEC or --search FILE")
+        points, selection = front_grid(loaded, attention, preset, request.search, dataset, out, Cache(out),
                                        reporter)
         warnings = []
     else:
@@ -189,15 +212,25 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
     for w in warnings:
         reporter.warn(w)
     choices = [("onnxruntime", "fp32")]  # `export`: the ONNX family alone
+    skipped: list[dict] = []
     if request.parity:  # bad data or a missing tolerance fails here, before any work
-        choices, skipped = _engine_choices(target, profile)
-        for reason in skipped:
+        choices, unavailable = _engine_choices(target, profile)
+        for reason in unavailable:
             reporter.warn(f"{target.name}: not building {reason}")
-        _check_dataset_fits(loaded, request.dataset)
+        if dataset == NO_DATASET:
+            skipped = [{"backend": b, "precision": p, "reason": _no_dataset_reason(p)}
+                       for b, p in choices if p != "fp32"]
+            choices = [(b, p) for b, p in choices if p == "fp32"]
         for _, precision in choices:
             profile.tolerance(precision)
-        inputs, labels, calibration, digest = parity_inputs(loaded, request.dataset, profile.parity_samples,
-                                                            request.batch)
+        if dataset == NO_DATASET and request.dataset is None:
+            reporter.info(f"no dataset: the demo's data (Fashion-MNIST, 1 channel, 10 classes) does not fit "
+                          f"{loaded.name}; fp32 parity on seeded random inputs, reduced precisions not built "
+                          "(pass --dataset SPEC for real images)")
+        for skip in skipped:
+            reporter.warn(f"{target.name}: not building {skip['backend']} {skip['precision']}: {skip['reason']}")
+        samples = profile.random_samples if dataset == NO_DATASET else profile.parity_samples
+        inputs, labels, calibration, digest = parity_inputs(loaded, dataset, samples, request.batch)
 
     # every input is checked: only now is anything created (but a search's cache)
     onnx_dir = out / ONNX_DIR
@@ -248,11 +281,12 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
     parity_runs = 0
     if request.parity:
         reporter.stage("engines", len(points) * len(choices))
+        references = _ReferenceFamily(model, points, attention, inputs)
     for point in points:
         record = export_records[point]
         base_entry = {"point": point.as_dict(), "flops": count_flops(cfg, point), "params": count_params(cfg, point),
                       "op_types": record["op_types"]}
-        reference = _LazyReference(model, point, attention, inputs if request.parity else None)
+        reference = _LazyReference(references, point) if request.parity else None
         for backend, precision in choices:
             engine_id = f"{point.id}-{backend}-{precision}"
             if backend == "onnxruntime" and precision == "fp32":
@@ -266,9 +300,12 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
             entry = {"id": engine_id, **base_entry, **entry, "parity": None}
             if request.parity and entry["status"] == "ready":
                 tol = profile.tolerance(precision)
-                result, ran = _parity(out, cache, base, entry, reference, inputs, labels, digest, request)
+                result, ran = _parity(out, cache, base, entry, reference, inputs, labels, digest, dataset,
+                                     request)
                 parity_runs += ran
                 entry["parity"] = result.record(tol)
+                if dataset == NO_DATASET:
+                    entry["parity"].update(inputs="random", seed=RANDOM_SEED)
                 if not result.passes(tol):
                     failures.append(result.failure_message(f"{point.id} ({backend} {precision})", tol))
                 reporter.advance(engine_id, f"max_abs {result.max_abs:.2g}, top-1 agreement {result.top1_agreement:.3f}")
@@ -299,8 +336,8 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
         "device": {"target": target.name, "host": host_info(), "backends": _backend_versions(choices),
                    "toolchain": {"torch": versions["torch"], "onnx": versions["onnx"]},
                    "target_facts": target.describe()},
-        "build": {"profile": profile.name, "dataset": request.dataset if request.parity else None,
-                  "batch": request.batch, "exporter": EXPORTER,
+        "build": {"profile": profile.name, "dataset": dataset if request.parity else None,
+                  "batch": request.batch, "exporter": EXPORTER, **({"skipped": skipped} if skipped else {}),
                   **({"selection": selection} if selection else {})},
         "weights": {k: weights_record[k] for k in ("file", "sha256", "size")},
         "engines": engines,
@@ -445,11 +482,11 @@ def _compiled_engine(out: Path, cache: Cache, base: dict, target, onnx_record: d
     return entry
 
 
-def _parity(out: Path, cache: Cache, base: dict, entry: dict, reference, inputs, labels, digest: str,
+def _parity(out: Path, cache: Cache, base: dict, entry: dict, reference, inputs, labels, digest: str, dataset: str,
             request: BuildRequest) -> tuple[Parity, int]:
     """Parity metrics of a ready engine (cached by the engine's hash and the inputs)."""
     key = _digest({**base, "stage": "parity", "engine_sha256": entry["sha256"], "backend": entry["backend"],
-                   "precision": entry["precision"], "inputs": digest, "dataset": request.dataset})
+                   "precision": entry["precision"], "inputs": digest, "dataset": dataset})
     metrics = cache.get("parity", key)
     ran = 0
     if metrics is None:
@@ -465,22 +502,68 @@ def _parity(out: Path, cache: Cache, base: dict, entry: dict, reference, inputs,
 
 class _LazyReference:
     """PyTorch's outputs at a point, computed once and only when a parity check runs
-    (a cached rebuild needs none). The static module takes any batch: chunks of 64."""
+    (a cached rebuild needs none); see `_ReferenceFamily` for how."""
 
-    CHUNK = 64
-
-    def __init__(self, model, point: ConfigPoint, attention: str, inputs: np.ndarray | None):
-        self.model, self.point, self.attention, self.inputs = model, point, attention, inputs
+    def __init__(self, family: "_ReferenceFamily", point: ConfigPoint):
+        self.family, self.point = family, point
         self._outputs = None
 
     def outputs(self) -> list[np.ndarray]:
         if self._outputs is None:
+            self._outputs = self.family.outputs(self.point)
+        return self._outputs
+
+
+class _ReferenceFamily:
+    """PyTorch's outputs for the build's points: every depth of one (tokens, width) comes
+    from one forward pass that writes out after each block (`model.shared_pass`), computed
+    the first time one of those points needs its reference and handed out once per point.
+    A distilled model (a features output besides the logits, which the shared pass does
+    not give) is run point by point through the static module. Either way the inputs go
+    in chunks of 64 (of 1 when the count is not a multiple of 64)."""
+
+    CHUNK = 64
+
+    def __init__(self, model, points: list[ConfigPoint], attention: str, inputs: np.ndarray | None):
+        self.model, self.attention, self.inputs = model, attention, inputs
+        self.depths: dict[tuple[int, int], set[int]] = {}
+        for p in points:
+            self.depths.setdefault((p.tokens, p.width), set()).add(p.depth)
+        self._ready: dict[ConfigPoint, list[np.ndarray]] = {}
+        self.passes = 0  # forward passes run (for the tests)
+
+    @property
+    def shared(self) -> bool:
+        return not self.model.config.distilled
+
+    def _chunk(self) -> int:
+        return self.CHUNK if len(self.inputs) % self.CHUNK == 0 else 1
+
+    def outputs(self, point: ConfigPoint) -> list[np.ndarray]:
+        if point in self._ready:
+            return self._ready.pop(point)
+        if not self.shared:
             from .model.static import specialize
 
-            static = specialize(self.model, self.point, self.attention)
-            chunk = self.CHUNK if len(self.inputs) % self.CHUNK == 0 else 1
-            self._outputs = torch_reference(static, self.inputs, chunk)
-        return self._outputs
+            self.passes += 1
+            return torch_reference(specialize(self.model, point, self.attention), self.inputs, self._chunk())
+        self._ready = self._shared_pass(point.tokens, point.width, self.depths.get((point.tokens, point.width),
+                                                                                   {point.depth}) | {point.depth})
+        return self._ready.pop(point)
+
+    def _shared_pass(self, tokens: int, width: int, depths: set[int]) -> dict[ConfigPoint, list[np.ndarray]]:
+        import torch
+
+        from .model.shared_pass import PassPlan, SharedPass
+
+        shared = SharedPass(self.model, PassPlan(self.attention, {tokens: (tokens,)}, (width,), tuple(sorted(depths))))
+        self.passes += 1
+        chunk = self._chunk()
+        logits: dict[ConfigPoint, list[np.ndarray]] = {}
+        for i in range(0, len(self.inputs), chunk):
+            for point, out in shared(torch.from_numpy(self.inputs[i:i + chunk])).items():
+                logits.setdefault(point, []).append(out.numpy())
+        return {point: [np.concatenate(parts)] for point, parts in logits.items()}
 
 
 def _keep_created(path: Path, manifest: dict) -> str:

@@ -275,7 +275,7 @@ def _run_build(parity: bool, model, out, device, grid, tokens, width, depth, att
             finish = pending[0].get("extra", {}).get("facts", {}).get("finish", "adaexport compile DIR")
             finish = finish.replace(" DIR ", f" {result.directory} ")
             console.print(f"{len(pending)} TensorRT engine(s) pending: TensorRT is not installed here. "
-                          f"Finish them on the device with: {finish}", highlight=False)
+                          f"Finish them on the device with: {finish}", highlight=False, soft_wrap=True)
     if result.failures:
         for message in result.failures:
             err_console.print(tagged("error:", "bold red", message), highlight=False, soft_wrap=True)
@@ -316,8 +316,10 @@ def build(
     grid: Optional[str] = GRID_OPT, tokens: Optional[str] = TOKENS_OPT, width: Optional[str] = WIDTH_OPT,
     depth: Optional[str] = DEPTH_OPT, attention: Optional[str] = ATTENTION_OPT, batch: int = BATCH_OPT,
     profile: str = PROFILE_OPT,
-    dataset: str = typer.Option("demo", "--dataset", help="Parity inputs (and what --grid front searches "
-                                 "without --search): demo, fashion-mnist:DIR or npz:FILE."),
+    dataset: Optional[str] = typer.Option(
+        None, "--dataset", help="Parity inputs (and what --grid front searches without --search): demo, "
+        "fashion-mnist:DIR, npz:FILE, imagefolder:DIR, or none (fp32 engines checked on seeded random inputs, "
+        "reduced precisions not built). Default: demo where its data fits the model, else none."),
     no_profile: bool = typer.Option(False, "--no-profile", help="Skip the profile stage (latency, load time, memory, "
                                                                "energy of every engine on this machine)."),
     json_out: bool = JSON_OPT, search: Optional[Path] = SEARCH_OPT,

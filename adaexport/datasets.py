@@ -146,21 +146,38 @@ def decode_image(path: Path, channels: int, size: int, spec: dict) -> np.ndarray
     return array[..., None] if array.ndim == 2 else array
 
 
-def load_image_folder(directory: Path, config) -> tuple[np.ndarray, np.ndarray]:
-    """Model input (N, C, crop, crop) float32, resized, cropped and normalised, and labels."""
+def spread_indices(total: int, count: int) -> np.ndarray:
+    """`count` of `total` indices spread evenly over the whole range (every class of a
+    class-ordered dataset), in a seeded shuffled order, so that any leading part of them
+    (the parity samples before the calibration ones) is spread too."""
+    if count >= total:
+        return np.arange(total)
+    chosen = np.linspace(0, total - 1, count).round().astype(np.int64)
+    return chosen[np.random.default_rng(RANDOM_SEED).permutation(count)]
+
+
+def load_image_folder(directory: Path, config, sample: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Model input (N, C, crop, crop) float32, resized, cropped and normalised, and labels.
+    With `sample`, only that many files (`spread_indices`) are decoded: memory holds the
+    sample, never the folder."""
     files, labels, folders = image_folder_files(directory, config.class_names)
     if not config.class_names and len(folders) > config.num_classes:
         raise DatasetError(f"{directory}: {len(folders)} class folders, the model has {config.num_classes} classes")
+    if sample is not None:
+        chosen = spread_indices(len(files), sample)
+        files, labels = [files[i] for i in chosen], labels[chosen]
     spec = config.preprocessing_spec()
     images = np.stack([decode_image(f, config.in_channels, config.img_size, spec) for f in files])
     crop = images.shape[1]
     return preprocess(images, {**spec, "resize": crop, "crop": crop}, config.in_channels, crop), labels
 
 
-def load_raw(spec: str, config=None) -> tuple[np.ndarray, np.ndarray]:
+def load_raw(spec: str, config=None, sample: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Images and labels for a dataset spec: `demo`, `fashion-mnist:DIR` (its test split),
     `npz:FILE` (arrays x and y) or `imagefolder:DIR` (one folder per class; needs the
-    model's config, whose class names and preprocessing it follows)."""
+    model's config, whose class names and preprocessing it follows). `sample`: an image
+    folder decodes only that many images, spread over its classes (`load_image_folder`);
+    the other formats are arrays read whole, and ignore it."""
     kind, _, arg = spec.partition(":")
     if kind == "demo" and not arg:
         from .demo import load_eval_subset
@@ -173,7 +190,7 @@ def load_raw(spec: str, config=None) -> tuple[np.ndarray, np.ndarray]:
     if kind == "imagefolder" and arg:
         if config is None:
             raise DatasetError("imagefolder datasets are read for a model (its classes and preprocessing)")
-        return load_image_folder(Path(arg), config)
+        return load_image_folder(Path(arg), config, sample)
     raise DatasetError(f"unknown dataset spec {spec!r} (use demo, fashion-mnist:DIR, npz:FILE or imagefolder:DIR)")
 
 
@@ -220,9 +237,24 @@ def preprocess(images: np.ndarray, spec: dict, channels: int, size: int) -> np.n
     return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
 
 
-def model_inputs(spec: str, config, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(inputs float32 (N, C, H, W), labels) of a dataset, prepared for a model config."""
-    images, labels = load_raw(spec, config)
+NO_DATASET = "none"   # --dataset none: no images; fp32 parity on random_inputs
+RANDOM_SEED = 0       # the seed of random_inputs, recorded with every parity result on them
+CALIBRATION_SAMPLES = 128  # the build's int8 calibration samples, read after the parity ones
+
+
+def random_inputs(count: int, channels: int, size: int, seed: int = RANDOM_SEED) -> np.ndarray:
+    """Seeded random model input (count, channels, size, size) float32 for parity without a
+    dataset (as Polygraphy does): standard normal noise, i.e. values as they are *after* the
+    checkpoint's normalisation (mean 0, std 1 per channel). Enough to compare two
+    implementations of the same function; meaningless for accuracy or int8 calibration."""
+    return np.random.default_rng(seed).standard_normal((count, channels, size, size), dtype=np.float32)
+
+
+def model_inputs(spec: str, config, limit: int | None = None, spread: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs float32 (N, C, H, W), labels) of a dataset, prepared for a model config: the
+    first `limit`, or with `spread` (the build's parity and calibration samples) an image
+    folder's `limit` images spread over its classes, the only ones it decodes."""
+    images, labels = load_raw(spec, config, limit if spread else None)
     if images.ndim < 1 or labels.ndim != 1:
         raise DatasetError(f"{spec}: expected labels of shape (N,), got {labels.shape}")
     if len(images) != len(labels):

@@ -12,16 +12,32 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import remove_leftovers
+from .datasets import RANDOM_SEED
 from .manifest import read_manifest, write_manifest
 
 
-def _reference_inputs(manifest: dict, samples: int) -> tuple[np.ndarray, np.ndarray]:
-    from .datasets import load_raw, preprocess
+def _input_config(manifest: dict):
+    """What an image folder is read for (classes, channels, size, preprocessing), from the
+    manifest: compile has the build directory, not the checkpoint (nor torch)."""
+    import types
+
+    model = manifest["model"]
+    _, channels, size, _ = model["input"]["shape"]
+    return types.SimpleNamespace(class_names=model.get("class_names"), num_classes=model["outputs"][0]["shape"][1],
+                                 in_channels=channels, img_size=size,
+                                 preprocessing_spec=lambda: dict(model["input"]["preprocessing"]))
+
+
+def _reference_inputs(manifest: dict, samples: int, random_samples: int) -> tuple[np.ndarray, np.ndarray | None]:
+    from .datasets import CALIBRATION_SAMPLES, NO_DATASET, load_raw, preprocess, random_inputs
 
     spec = manifest["model"]["input"]
     _, channels, size, _ = spec["shape"]
-    images, labels = load_raw(manifest.get("build", {}).get("dataset") or "demo")
     batch = spec["shape"][0]
+    dataset = manifest.get("build", {}).get("dataset") or "demo"
+    if dataset == NO_DATASET:  # the build's own random inputs
+        return random_inputs(-(-random_samples // batch) * batch, channels, size), None
+    images, labels = load_raw(dataset, _input_config(manifest), samples + CALIBRATION_SAMPLES)  # as the build read it
     n = min(samples, len(images)) // batch * batch
     return preprocess(images[:n], spec["preprocessing"], channels, size), labels[:n]
 
@@ -58,7 +74,7 @@ def finish_pending_engines(directory: Path, device: str | None, reporter) -> lis
         reference_entry = next(e for e in manifest["engines"] if e["point"] == entry["point"]
                                and e["backend"] == "onnxruntime" and e["precision"] == "fp32")
         if inputs is None:
-            inputs, labels = _reference_inputs(manifest, profile.parity_samples)
+            inputs, labels = _reference_inputs(manifest, profile.parity_samples, profile.random_samples)
         if reference_entry["id"] not in references:
             reference_session = open_engine(directory, reference_entry, threads=0)
             references[reference_entry["id"]] = run_batched(
@@ -69,6 +85,8 @@ def finish_pending_engines(directory: Path, device: str | None, reporter) -> lis
         tol = profile.tolerance(entry["precision"])
         parity = compare(reference, candidate, labels)
         entry["parity"] = parity.record(tol) | {"reference": reference_entry["id"]}
+        if labels is None:
+            entry["parity"].update(inputs="random", seed=RANDOM_SEED)
         finished.append(entry["id"])
         reporter.advance(entry["id"], f"top-1 agreement {parity.top1_agreement:.3f}")
     reporter.end_stage()

@@ -22,6 +22,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+RANDOM_SAMPLES = 16  # default [parity] random_samples: sized for a published-size build (see docs/DESIGN.md)
+
+
 class ProfileError(ValueError):
     """A profile that cannot be used; one line for the user."""
 
@@ -53,6 +56,7 @@ class BuildProfile:
     source: str  # the TOML text, hashed into cache keys
     engines: tuple[str, ...] | None = None  # "backend:precision" pairs to build (None: all the target names)
     profiling: ProfilingSettings = ProfilingSettings()  # how the build's profile stage measures
+    random_samples: int = RANDOM_SAMPLES  # parity inputs without a dataset (seeded random inputs)
 
     def wants(self, backend: str, precision: str) -> bool:
         return self.engines is None or f"{backend}:{precision}" in self.engines
@@ -109,9 +113,11 @@ def load_profile(name_or_path: str = "default") -> BuildProfile:
         raise ProfileError(f"profile {name}: invalid TOML ({exc})") from None
     parity = _table(raw, "parity", name)
     tolerances = {precision: _tolerance(precision, v, name) for precision, v in parity.items()
-                  if precision != "samples"}
+                  if precision not in ("samples", "random_samples")}
     samples = checked_number(parity.get("samples", 256), f"profile {name}: parity.samples", ProfileError,
                              integer=True, minimum=1)
+    random_samples = checked_number(parity.get("random_samples", RANDOM_SAMPLES),
+                                    f"profile {name}: parity.random_samples", ProfileError, integer=True, minimum=1)
     engines = _table(raw, "build", name).get("engines")
     if engines is not None and (not isinstance(engines, list) or not all(
             isinstance(e, str) and e.count(":") == 1 for e in engines)):
@@ -125,4 +131,5 @@ def load_profile(name_or_path: str = "default") -> BuildProfile:
         raise ProfileError(str(exc)) from None
     return BuildProfile(name=name, description=str(raw.get("description", "")), grid_preset=preset,
                         parity_samples=samples, tolerances=tolerances, source=text,
-                        engines=tuple(engines) if engines else None, profiling=profiling)
+                        engines=tuple(engines) if engines else None, profiling=profiling,
+                        random_samples=random_samples)
