@@ -125,6 +125,10 @@ BROKEN = [
 
 # Variants both validators must accept.
 ACCEPTED = [
+    ("parity checked on the device against an engine", lambda d: engine(d)["parity"].update(reference="t8-ort-fp32")),
+    ("every file an engine reads", lambda d: engine(d).update(files=[{"file": engine(d)["file"], "sha256": "ab" * 32,
+                                                                      "size": 1}])),
+    ("accuracy per device", lambda d: engine(d).update(accuracies={"x86-cpu:epyc:12345678": {"top1": 0.5}})),
     ("weights null", lambda d: d.update(weights=None)),
     ("parity null", lambda d: engine(d).update(parity=None)),
     ("status pending", lambda d: engine(d).update(status="pending")),
