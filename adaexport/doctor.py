@@ -17,13 +17,13 @@ profiler's readers use, so tests run it on fixture trees.
 from __future__ import annotations
 
 import glob
-import os
 import platform
 import time
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .device_identity import system_root
 from .profiling import power_modes, sensors
 from .profiling.device_memory import device_memory_reader
 from .targets import detect_target, get_target, jetpack_release, l4t_release, read_jetson
@@ -32,7 +32,7 @@ INA3221_SETTINGS = ("update_interval", "samples")      # hwmon: conversion perio
 
 
 def _root() -> str:
-    return os.environ.get(power_modes.ROOT_ENV, "/")
+    return str(system_root())
 
 
 def _jetson(root: str) -> dict[str, Any] | None:

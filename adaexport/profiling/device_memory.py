@@ -18,8 +18,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from pathlib import Path
 from typing import Callable
+
+from ..device_identity import system_root
 
 NVMAP_MAPS = "sys/kernel/debug/nvmap/iovmm/maps"
 _LINE = re.compile(r"^\s*(?P<user>\S+)\s+(?P<process>\S+)\s+(?P<pid>\d+)\s+(?P<size>\d+)(?P<unit>[KMG]?)B?\s*$", re.I)
@@ -38,8 +39,7 @@ class DeviceMemory:
         return self.reader is not None
 
 
-def _root(root) -> Path:
-    return Path(root if root is not None else os.environ.get("ADAEXPORT_SYSFS_ROOT", "/"))
+_root = system_root
 
 
 def parse_nvmap_maps(text: str) -> dict[int, int]:

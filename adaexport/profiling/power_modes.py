@@ -34,13 +34,12 @@ import re
 import shlex
 import shutil
 import subprocess
-from pathlib import Path
 from typing import Callable, Iterable
 
+from ..device_identity import system_root
 from .errors import ProfilingError
 
 NVPMODEL_ENV = "ADAEXPORT_NVPMODEL"
-ROOT_ENV = "ADAEXPORT_SYSFS_ROOT"
 CONF = "etc/nvpmodel.conf"
 STATUS = "var/lib/nvpmodel/status"
 TIMEOUT_S = 60
@@ -56,8 +55,7 @@ NOT_ROOT = ("switching power modes (nvpmodel -m) needs root: run it with sudo, "
             "or leave out --power-mode to profile the current mode")
 
 
-def _root(root) -> Path:
-    return Path(root if root is not None else os.environ.get(ROOT_ENV, "/"))
+_root = system_root
 
 
 def nvpmodel_command() -> list[str] | None:

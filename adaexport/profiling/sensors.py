@@ -36,16 +36,16 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ..device_identity import system_root
+
 RAPL_DEFAULT = "/sys/class/powercap/intel-rapl:0/energy_uj"
-ROOT_ENV = "ADAEXPORT_SYSFS_ROOT"   # where /sys (and /etc/nvpmodel.conf) are read; "/" by default
 SAMPLE_INTERVAL_S = 0.005
 NVML_MIN_WINDOW_S = 1.0
 
 Opener = Callable[..., object]
 
 
-def sysfs_root(root: str | os.PathLike | None = None) -> Path:
-    return Path(root if root is not None else os.environ.get(ROOT_ENV, "/"))
+sysfs_root = system_root    # where /sys (and /etc/nvpmodel.conf) are read: $ADAEXPORT_SYSFS_ROOT, "/" by default
 
 
 def _under(root: Path, absolute: str) -> Path:
