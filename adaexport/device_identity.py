@@ -129,6 +129,12 @@ def identity(target: str, root: str | os.PathLike | None = None) -> dict[str, An
             "l4t": l4t_release(root) if jetson else None, "backends": backend_versions()}
 
 
+def this_machine(target: str) -> tuple[str, dict[str, Any]]:
+    """This machine's profile key as a device of ``target``, and its identity facts."""
+    facts = identity(target)
+    return identity_key(facts), facts
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "unknown"
 

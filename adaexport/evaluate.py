@@ -125,17 +125,11 @@ class ReferenceAccuracy:
         return record["top1"], record["top5"]
 
 
-def this_device(manifest: dict) -> str:
-    """This machine's identity key as a device of the build's target."""
-    from .device_identity import identity, identity_key
-
-    return identity_key(identity(manifest["device"]["target"]))
-
-
 def evaluate(directory: Path, dataset: str, limit: int | None, reporter, model_path: Path | None = None) -> EvalResult:
     """Evaluate every ready engine of a build, store the accuracies, recompute the Pareto
     fronts and write the manifest (atomically)."""
     from .backends import open_engine, verify_engines
+    from .device_identity import this_machine
 
     directory = Path(directory)
     if limit is not None and limit < 1:
@@ -156,7 +150,7 @@ def evaluate(directory: Path, dataset: str, limit: int | None, reporter, model_p
     ready = [e for e in engines if e.get("status", "ready") == "ready"]
     skipped = [(e["id"], f"{e.get('status')}: not built yet") for e in engines if e not in ready]
     verify_engines(directory, ready)          # no accuracy is ever recorded for bytes that were not built
-    device = this_device(manifest)            # int8 kernels, and so accuracy, differ between CPUs
+    device, _ = this_machine(manifest["device"]["target"])   # int8 kernels, and so accuracy, differ by CPU
     for ident, why in skipped:
         reporter.warn(f"{ident}: skipped ({why})")
     evaluated = []

@@ -19,7 +19,6 @@ changes by exactly 0), while int8 kernels on another CPU may flip a sample or tw
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from xml.etree import ElementTree

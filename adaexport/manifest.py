@@ -13,7 +13,6 @@ import contextlib
 import copy
 import datetime
 import functools
-import hashlib
 import importlib.resources
 import json
 import math

@@ -108,11 +108,10 @@ def candidates_for(directory: Path, manifest: dict, engines: list[dict], target)
 
 
 def device_key(target) -> tuple[str, dict]:
-    """The profile key of this machine as a device of ``target``, and its identity facts."""
-    from ..device_identity import identity, identity_key
+    """The profile key of this machine as a device of ``target`` (a Target), and its facts."""
+    from ..device_identity import this_machine
 
-    facts = identity(target.name)
-    return identity_key(facts), facts
+    return this_machine(target.name)
 
 
 def device_section(manifest: dict, device: str, target, settings: ProfilingSettings, mode: str, energy: Energy,

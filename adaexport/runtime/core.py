@@ -100,7 +100,7 @@ def current_mode() -> str:
 
 def untrusted_profiles(manifest: dict, args: dict[str, SessionArgs], device: str | None, mode: str) -> dict[str, str]:
     """Engines whose profile at ``device``/``mode`` was measured with other session options
-    than the runtime opens them with (threads, shared weights, provider): engine id -> what
+    than the runtime opens them with (threads, shared weights): engine id -> what
     differs. Their numbers would judge a session that never ran, so they are not used."""
     out = {}
     for entry in manifest.get("engines", []):

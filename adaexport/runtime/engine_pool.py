@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,6 @@ class EngineUnavailable(RuntimeError):
 class SessionArgs:
     """How the pool opens one engine (``backends.open_engine``'s arguments)."""
     threads: int | None = None          # None: the engine's own default
-    providers: tuple[str, ...] | None = None
     share_weights: bool = False         # a family ONNX: its tensors from the one shared buffer
 
     def differs_from(self, recorded: dict) -> list[str]:
@@ -54,8 +52,6 @@ class SessionArgs:
             out.append(f"threads {recorded['threads']} -> {self.threads}")
         if "shared_weights" in recorded and bool(recorded["shared_weights"]) != self.share_weights:
             out.append(f"shared weights {bool(recorded['shared_weights'])} -> {self.share_weights}")
-        if self.providers and recorded.get("providers") and list(recorded["providers"][:1]) != list(self.providers[:1]):
-            out.append(f"provider {recorded['providers'][0]} -> {self.providers[0]}")
         return out
 
 
@@ -175,8 +171,7 @@ class EnginePool:
     def _open(self, entry: dict):
         args = self.args.get(entry["id"], SessionArgs())
         weights = self.weights() if args.share_weights and is_family_onnx(entry) else None
-        return open_engine(self.directory, entry, threads=args.threads,
-                           providers=list(args.providers) if args.providers else None, weights=weights)
+        return open_engine(self.directory, entry, threads=args.threads, weights=weights)
 
     def is_open(self, engine_id: str) -> bool:
         return self.engines[engine_id].session is not None
