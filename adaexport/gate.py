@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 from xml.etree import ElementTree
 
+from .checks import checked_number
 from .manifest import MANIFEST_NAME, ManifestError, parse_json, read_manifest, validate
 
 DEFAULT_MAX_DROP = 0.5
@@ -78,13 +79,7 @@ def max_drop_points(value, option: str = "--max-drop") -> float:
     """The gate's tolerance as given (``--max-drop``, ``--adaexport-max-drop``): a finite
     number of percentage points >= 0, or ValueError. NaN must never reach a comparison:
     every comparison with NaN is false, so no drop would ever fail the gate."""
-    try:
-        points = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{option} must be a number of percentage points, got {value!r}") from None
-    if not math.isfinite(points) or points < 0:
-        raise ValueError(f"{option} must be >= 0 and finite (percentage points), got {value}")
-    return points
+    return float(checked_number(value, option, ValueError, minimum=0))
 
 
 def _top1(engine: dict | None) -> float | None:

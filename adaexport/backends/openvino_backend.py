@@ -138,9 +138,8 @@ def canonical_layer_names(xml_path: Path) -> None:
     creates from a counter that runs for the whole process, so the same model converted
     after another one gets other names, and a build (or a resumed one) never gives the same
     bytes twice. Such a name becomes its type and the layer's id in the file ("Constant_15",
-    "Constant_15_compressed"),
-    which is unique in the file and stable; names from the ONNX model are kept. Layers are
-    joined by id, and nothing at run time uses these names."""
+    "Constant_15_compressed"), which is unique in the file and stable; names from the ONNX
+    model are kept. Layers are joined by id, and nothing at run time uses these names."""
     path = Path(xml_path)
     text = path.read_bytes()
     path.write_bytes(_GENERATED_NAME.sub(lambda m: m[1] + m[3] + b"_" + m[2] + m[4], text))
