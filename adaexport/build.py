@@ -336,7 +336,7 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
         "device": {"target": target.name, "host": host_info(), "backends": _backend_versions(choices),
                    "toolchain": {"torch": versions["torch"], "onnx": versions["onnx"]},
                    "target_facts": target.describe()},
-        "build": {"profile": profile.name, "dataset": dataset if request.parity else None,
+        "build": {"profile": profile.name, **profile.manifest_record(), "dataset": dataset if request.parity else None,
                   "batch": request.batch, "exporter": EXPORTER, **({"skipped": skipped} if skipped else {}),
                   **({"selection": selection} if selection else {})},
         "weights": {k: weights_record[k] for k in ("file", "sha256", "size")},

@@ -45,7 +45,7 @@ def _reference_inputs(manifest: dict, samples: int, random_samples: int) -> tupl
 def finish_pending_engines(directory: Path, device: str | None, reporter) -> list[str]:
     """Build every pending engine of DIR's manifest here; returns the ids finished."""
     from .backends import BackendUnavailable, finish_pending, get_backend, open_artifact, open_engine
-    from .profiles import load_profile
+    from .profiles import profile_of_manifest
     from .targets import get_target
     from .validate import compare, run_batched
 
@@ -62,7 +62,7 @@ def finish_pending_engines(directory: Path, device: str | None, reporter) -> lis
         state = get_backend(entry["backend"]).available(entry["precision"])
         if not state:
             raise BackendUnavailable(f"cannot finish {len(pending)} pending engine(s) on this machine: {state.reason}")
-    profile = load_profile(manifest.get("build", {}).get("profile", "default"))
+    profile = profile_of_manifest(manifest)  # the manifest's own copy: no file from the build host
     inputs = labels = None
     batch = manifest["model"]["input"]["shape"][0]
     references: dict[str, list[np.ndarray]] = {}  # per reference engine id: a point's engines share one

@@ -1,17 +1,49 @@
-"""The error types that mean 'bad input': the CLI turns them into one line and exit 2."""
+"""The errors a user sees, and the exit code each means (a leaf module: imports nothing).
 
-from .backends.base import BackendError
-from .datasets import DatasetError
-from .manifest import ManifestError
-from .model.config import CheckpointError
-from .profiles import ProfileError
-from .profiling.errors import ProfilingError
-from .space import SpaceError
+Every error a command reports as one line derives from `AdaexportError`; its class says
+the exit code, so the CLI recognises them without importing the modules that raise them
+(`adaexport --help` then loads neither torch nor numpy):
+
+    0   success
+    1   a check failed (parity, the CI gate)            CheckFailed
+    2   bad usage or input                               UsageError and most others
+    3   the environment cannot do it (a missing backend,
+        device, permission or optional dependency)      EnvironmentProblem
+    70  an internal error (a bug): one line, `--debug` for the traceback
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_USAGE = 2
+EXIT_ENVIRONMENT = 3
+EXIT_INTERNAL = 70  # EX_SOFTWARE in BSD's sysexits.h
 
 
-class UsageError(ValueError):
-    """A bad command-line argument combination."""
+class AdaexportError(Exception):
+    """An error meant for a user: its message is one line, `exit_code` says what kind."""
+
+    exit_code = EXIT_USAGE
 
 
-USER_ERRORS = (CheckpointError, SpaceError, DatasetError, ManifestError, ProfileError, UsageError, BackendError,
-               ProfilingError)
+class UsageError(AdaexportError, ValueError):
+    """A bad command-line argument combination or input."""
+
+
+class EnvironmentProblem(AdaexportError):
+    """This machine cannot do what was asked (a missing backend, device, permission or
+    optional dependency); the same command may work elsewhere."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+class CheckFailed(AdaexportError):
+    """The command ran and a check it makes failed (parity, the gate)."""
+
+    exit_code = EXIT_CHECK_FAILED
+
+
+def exit_code_of(exc: BaseException) -> int | None:
+    """The exit code of a user-facing error, None for anything else (a bug)."""
+    return exc.exit_code if isinstance(exc, AdaexportError) else None

@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
+from .errors import AdaexportError
 from .hashing import sha256_file  # noqa: F401 - the one file hasher, re-exported
 
 SCHEMA_ID = "adaexport.manifest/1"
@@ -33,7 +34,7 @@ _TMP_PREFIX = f".{MANIFEST_NAME}."
 _TMP_SUFFIX = ".tmp"
 
 
-class ManifestError(ValueError):
+class ManifestError(AdaexportError, ValueError):
     """A manifest that cannot be read, written or trusted; the message is one line meant for a user."""
 
 

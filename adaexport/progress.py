@@ -46,6 +46,13 @@ class QuietReporter(PlainReporter):
             super()._print(text)
 
 
+class SilentReporter(PlainReporter):
+    """For -q: nothing at all (errors are the command's, not the reporter's)."""
+
+    def _print(self, text: str) -> None:
+        pass
+
+
 class RichReporter(PlainReporter):
     """A progress bar per stage on a terminal."""
 
@@ -82,7 +89,9 @@ class RichReporter(PlainReporter):
         self.progress.stop()
 
 
-def make_reporter(json_mode: bool, console):
+def make_reporter(json_mode: bool, console, quiet: bool = False):
+    if quiet:
+        return SilentReporter()
     if json_mode:
         return QuietReporter()
     if console.is_terminal:

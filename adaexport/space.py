@@ -6,10 +6,11 @@ import dataclasses
 import itertools
 from typing import Iterable
 
+from .errors import AdaexportError
 from .model.config import AdaPerceiverConfig, ffn_hidden
 
 
-class SpaceError(ValueError):
+class SpaceError(AdaexportError, ValueError):
     """An impossible point or grid; the message is one line meant for a user."""
 
 

@@ -50,7 +50,7 @@ def _rows_stat(values):
 
 
 def build_small(out: Path) -> Path:
-    cmd = [sys.executable, "-m", "adaexport", "build", "--out", str(out), "--profile",
+    cmd = [sys.executable, "-m", "adaexport", "build", "--out", str(out), "--build-profile",
            str(ROOT / "tests/data/profiles/ort-fp32.toml"), "--tokens", "8,32", "--width", "32,64", "--depth", "1,4"]
     subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
     return out

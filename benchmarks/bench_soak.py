@@ -52,7 +52,7 @@ def rss_bytes() -> int | None:
 
 def build_mixed(out: Path) -> Path:
     """The demo's t8_w32 points at depths 1 and 2, every x86-cpu engine kind, profiled."""
-    cmd = [sys.executable, "-m", "adaexport", "build", "--out", str(out), "--profile", "quick",
+    cmd = [sys.executable, "-m", "adaexport", "build", "--out", str(out), "--build-profile", "quick",
            "--tokens", "8", "--width", "32", "--depth", "1,2"]
     subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
     return out

@@ -17,7 +17,7 @@ def evaluated_build(tmp_path_factory):
     if (out / "evaluated").is_file():
         return out
     shutil.rmtree(out, ignore_errors=True)
-    built = run_cli("build", "--out", str(out), "--profile", PROFILE, *GRID)
+    built = run_cli("build", "--out", str(out), "--build-profile", PROFILE, *GRID)
     assert built.returncode == 0, built.stderr
     evaluated = run_cli("eval", str(out), "--dataset", "demo", "--limit", str(LIMIT))
     assert evaluated.returncode == 0, evaluated.stderr

@@ -14,7 +14,7 @@ from .conftest import ROOT, run_cli
 
 DEVICE = "x86-cpu"
 # ONNX Runtime fp32 only: 4 points, ~10 s
-BUILD_ARGS = ("--profile", str(ROOT / "tests/data/profiles/ort-fp32.toml"),
+BUILD_ARGS = ("--build-profile", str(ROOT / "tests/data/profiles/ort-fp32.toml"),
               "--tokens", "8,32", "--width", "32", "--depth", "1,4")
 
 

@@ -26,7 +26,7 @@ from .bad_inputs_support import (CONFIGS, ORT_FP32, PROFILES, TARGETS, immutable
 from .conftest import run_cli
 
 runner = CliRunner()
-SMALL = ["--tokens", "8", "--width", "32", "--depth", "1,2", "--profile", str(ORT_FP32)]
+SMALL = ["--tokens", "8", "--width", "32", "--depth", "1,2", "--build-profile", str(ORT_FP32)]
 
 
 def invoke(*args) -> types.SimpleNamespace:
@@ -108,8 +108,8 @@ BUILD = [
     case("build", "batch-negative", *out("--batch", "-1"), words="--batch must be >= 1"),
     case("build", "batch-inf", *out("--batch", "inf"), words="Invalid value for '--batch'"),
     case("build", "batch-nan", *out("--batch", "nan"), words="Invalid value for '--batch'"),
-    case("build", "profile-unknown", *out("--profile", "fastest"), words="unknown build profile 'fastest'"),
-    case("build", "profile-missing-file", *out("--profile", "{tmp}/none.toml"), words="no such profile file"),
+    case("build", "profile-unknown", *out("--build-profile", "fastest"), words="unknown build profile 'fastest'"),
+    case("build", "profile-missing-file", *out("--build-profile", "{tmp}/none.toml"), words="no such profile file"),
     case("build", "device-unknown", *out("--device", "toaster"), words="unknown device target 'toaster'"),
     case("build", "device-missing-file", *out("--device", "{tmp}/t.toml"), words="no such target file"),
     case("build", "dataset-unknown", *out(*SMALL, "--dataset", "mnist"), words="unknown dataset spec 'mnist'"),
@@ -128,9 +128,9 @@ BUILD = [
     case("build", "model-garbage-weights", "{models}/garbage-weights", *out(), words="not a readable safetensors"),
     case("build", "model-nan-weights", "{models}/nan-weights", *out(), words="holds NaN or infinite values"),
 ]
-BUILD += [case("build", f"profile-{name}", *out(*SMALL[:6], "--profile", f"{{profiles}}/{name}.toml"),
+BUILD += [case("build", f"profile-{name}", *out(*SMALL[:6], "--build-profile", f"{{profiles}}/{name}.toml"),
                words=f"profile {name}") for name in PROFILES]
-BUILD += [case("build", "profile-not-utf8", *out(*SMALL[:6], "--profile", "{profiles}/not-utf8.toml"),
+BUILD += [case("build", "profile-not-utf8", *out(*SMALL[:6], "--build-profile", "{profiles}/not-utf8.toml"),
                words="not-utf8.toml: not UTF-8 text (byte 0xe9")]
 BUILD += [case("build", f"config-{name}", f"{{models}}/{name}", *out(*SMALL), words="invalid config")
           for name in ("embed-dim-0", "depth-negative", "grans-text", "ffn-ratio-nan", "embed-dim-1e999",
@@ -168,10 +168,10 @@ EXPORT = [
     case("export", "batch-0", *out("--batch", "0"), words="--batch must be >= 1"),
     case("export", "attention-unknown", *out("--attention", "x"), words="attention must be one of"),
     case("export", "dataset-not-an-option", *out("--dataset", "demo"), words="No such option: --dataset"),
-    case("export", "profile-not-utf8", *out("--profile", "{profiles}/not-utf8.toml"), words="not UTF-8"),
-    case("export", "profile-parity-number", *out("--profile", "{profiles}/parity-number.toml"),
+    case("export", "profile-not-utf8", *out("--build-profile", "{profiles}/not-utf8.toml"), words="not UTF-8"),
+    case("export", "profile-parity-number", *out("--build-profile", "{profiles}/parity-number.toml"),
          words="parity must be a table"),
-    case("export", "profile-min-duration-inf", *out("--profile", "{profiles}/min-duration-inf.toml"),
+    case("export", "profile-min-duration-inf", *out("--build-profile", "{profiles}/min-duration-inf.toml"),
          words="finite"),
     case("export", "config-not-utf8", "{models}/not-utf8", *out(), words="not UTF-8"),
     case("export", "config-grans-string", "{models}/grans-string", *out(), words="mask_token_grans"),
@@ -419,7 +419,7 @@ MARKUP = [
     case("inspect", "markup-missing-path", "{tmp}/x[/]y", words="x[/]y: no such file"),
     case("inspect", "markup-bad-checkpoint", "{models}/m[/]odel[bold]", words="m[/]odel[bold]"),
     case("build", "markup-bad-checkpoint", "{models}/m[/]odel[bold]", *out(*SMALL), words="invalid config"),
-    case("build", "markup-profile", *out("--profile", "{tmp}/p[/]x[red].toml"), words="p[/]x[red].toml"),
+    case("build", "markup-profile", *out("--build-profile", "{tmp}/p[/]x[red].toml"), words="p[/]x[red].toml"),
     case("export", "markup-out-under-a-file", "--out", "{places}/a-file/[/]", "--tokens", "8", "--width", "32",
          "--depth", "1", words="a-file/[/]"),
     case("eval", "markup-missing-dir", "{tmp}/e[/]", words="e[/]: no such build directory"),

@@ -19,7 +19,7 @@ from adaexport.manifest import read_manifest, verify_files
 from .conftest import CONFORMANCE, DATA, run_cli
 from .test_hw_tensorrt import dequantize_inputs
 
-FP32 = ["--profile", str(DATA / "profiles" / "ort-fp32.toml")]  # the pipeline's own tests: one engine per point
+FP32 = ["--build-profile", str(DATA / "profiles" / "ort-fp32.toml")]  # the pipeline's own tests: one engine per point
 SMALL = ["--tokens", "8,32", "--width", "32,64", "--depth", "2", *FP32]
 
 
@@ -94,7 +94,7 @@ def test_changing_one_option_redoes_only_what_depends_on_it(small_build, tmp_pat
     profile = tmp_path / "strict.toml"
     profile.write_text('[build]\nengines = ["onnxruntime:fp32"]\n'
                        "[parity]\nsamples = 256\n[parity.fp32]\nmax_abs = 1e-3\nmin_top1_agreement = 1.0\n")
-    summary = build_json("build", "--out", str(out), *SMALL[:-2], "--profile", str(profile))
+    summary = build_json("build", "--out", str(out), *SMALL[:-2], "--build-profile", str(profile))
     assert summary["exported"] == 0 and summary["parity_runs"] == 0
     assert all(e["parity"]["tolerance"]["min_top1_agreement"] == 1.0 for e in summary["engines"])
     # one more depth: only the four new points are exported and checked
@@ -141,7 +141,7 @@ def test_a_corrupted_model_fails_parity_with_the_tolerance_that_would_pass(demo,
     (["--grid", "trained", "--tokens", "8"], "not both"),
     (["--attention", "sparse"], "attention must be one of"),
     (["--batch", "0"], "--batch must be >= 1"),
-    (["--profile", "nope"], "unknown build profile 'nope'"),
+    (["--build-profile", "nope"], "unknown build profile 'nope'"),
     (["--device", "toaster"], "unknown device target 'toaster'"),
     (["--dataset", "npz:/no/such.npz"], "no such file"),
 ])

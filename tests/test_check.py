@@ -136,11 +136,11 @@ def test_the_ci_example_script_gates(build, tmp_path):
                                                                  ["engines"][3]["id"]], points=2.0)
     env = {**os.environ, "ADAEXPORT": f"{sys.executable} -m adaexport", "LIMIT": str(LIMIT), "COLUMNS": "200"}
     script = str(ROOT / "examples" / "ci" / "gate.sh")
-    ok = subprocess.run([script, str(out), str(build / "manifest.json"), "--profile", PROFILE, *GRID],
+    ok = subprocess.run([script, str(out), str(build / "manifest.json"), "--build-profile", PROFILE, *GRID],
                         capture_output=True, text=True, env=env, timeout=600)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert (out / "report.html").is_file() and "passed: 8 configuration(s)" in ok.stdout
-    bad = subprocess.run([script, str(out), str(baseline), "--profile", PROFILE, *GRID],
+    bad = subprocess.run([script, str(out), str(baseline), "--build-profile", PROFILE, *GRID],
                          capture_output=True, text=True, env=env, timeout=600)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     failures = ET.parse(out / "accuracy-junit.xml").getroot().iter("failure")

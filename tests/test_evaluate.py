@@ -86,7 +86,7 @@ def test_eval_pads_the_last_batch_and_skips_pending_engines(tmp_path):
     """A batch-4 engine on 10 samples: the padded last chunk counts its 2 real rows only;
     a pending engine is skipped with a note and keeps no accuracy."""
     out = tmp_path / "b4"
-    built = run_cli("build", "--out", str(out), "--profile", PROFILE, "--tokens", "8", "--width", "32",
+    built = run_cli("build", "--out", str(out), "--build-profile", PROFILE, "--tokens", "8", "--width", "32",
                     "--depth", "1,2", "--batch", "4", "--no-profile")
     assert built.returncode == 0, built.stderr
     manifest = json.loads((out / "manifest.json").read_text())
@@ -187,13 +187,13 @@ def test_a_rebuild_keeps_the_measured_accuracy_and_front(build, tmp_path):
 
     copy = copy_build(build, tmp_path / "copy")
     before = json.loads((copy / "manifest.json").read_text())
-    rebuilt = run_cli("build", "--out", str(copy), "--profile", PROFILE, *GRID)
+    rebuilt = run_cli("build", "--out", str(copy), "--build-profile", PROFILE, *GRID)
     assert rebuilt.returncode == 0, rebuilt.stderr
     after = json.loads((copy / "manifest.json").read_text())
     assert [e["accuracy"] for e in after["engines"]] == [e["accuracy"] for e in before["engines"]]
     assert after["pareto"] == before["pareto"]
 
-    narrower = run_cli("build", "--out", str(copy), "--profile", PROFILE, "--tokens", "8,16", "--width", "32",
+    narrower = run_cli("build", "--out", str(copy), "--build-profile", PROFILE, "--tokens", "8,16", "--width", "32",
                        "--depth", "1")
     assert narrower.returncode == 0, narrower.stderr
     engines = {e["point"]["tokens"]: e for e in json.loads((copy / "manifest.json").read_text())["engines"]}

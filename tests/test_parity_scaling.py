@@ -106,7 +106,7 @@ def test_explicit_none_and_random_samples(tmp_path, demo):
     out = tmp_path / "build"
     profile = _random_profile(tmp_path, "random_samples = 4\n")
     cfg = demo.config
-    result = run_cli("build", "--dataset", "none", "--profile", profile, "--device", "x86-cpu", "--tokens",
+    result = run_cli("build", "--dataset", "none", "--build-profile", profile, "--device", "x86-cpu", "--tokens",
                      str(cfg.mask_token_grans[0]), "--width", str(cfg.mat_dims[0]), "--depth", "1",
                      "--no-profile", "--batch", "3", "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
@@ -127,7 +127,7 @@ def test_no_dataset_bad_input(tmp_path, args, message):
 
 
 def test_random_samples_must_be_positive(tmp_path):
-    result = run_cli("build", str(CLASSIFICATION), "--profile", _random_profile(tmp_path, "random_samples = 0\n"),
+    result = run_cli("build", str(CLASSIFICATION), "--build-profile", _random_profile(tmp_path, "random_samples = 0\n"),
                      "--out", str(tmp_path / "b"))
     assert result.returncode == 2 and "parity.random_samples" in result.stderr, result.stderr
 
@@ -166,7 +166,7 @@ def test_build_with_image_folder(tmp_path):
     folder = _image_folder(tmp_path / "images")
     path = tmp_path / "folder.toml"
     path.write_text((DATA / "profiles" / "ort-fp32.toml").read_text().replace("samples = 256", "samples = 8"))
-    result = run_cli("build", str(CLASSIFICATION), "--dataset", f"imagefolder:{folder}", "--profile", str(path),
+    result = run_cli("build", str(CLASSIFICATION), "--dataset", f"imagefolder:{folder}", "--build-profile", str(path),
                      "--device", "x86-cpu", "--tokens", "64", "--width", "64", "--depth", "2", "--no-profile",
                      "--out", str(tmp_path / "b"), "--json")
     assert result.returncode == 0, result.stderr

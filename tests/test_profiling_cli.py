@@ -36,7 +36,7 @@ def profile_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def grid(profile_file):
-    return ["--tokens", "8", "--width", "32,64", "--depth", "1", "--profile", str(profile_file)]
+    return ["--tokens", "8", "--width", "32,64", "--depth", "1", "--build-profile", str(profile_file)]
 def cli_json(*args, env=None):
     result = run_cli(*args, "--json", env=env)
     assert result.returncode == 0, result.stderr
@@ -90,7 +90,7 @@ def test_rebuild_reuses_the_profiles(built, grid, profile_file, tmp_path):
     # other settings: profiled again, the rest of the build still cached
     faster = tmp_path / "p.toml"
     faster.write_text(profile_file.read_text().replace("min_iterations = 5", "min_iterations = 7"))
-    summary = cli_json("build", "--out", str(out), *grid[:-2], "--profile", str(faster))
+    summary = cli_json("build", "--out", str(out), *grid[:-2], "--build-profile", str(faster))
     assert summary["parity_runs"] == 0
     here = key(read_manifest(out), "x86-cpu")
     assert all(e["profile"][here]["default"]["iterations"] >= 7 for e in summary["engines"])
@@ -100,7 +100,7 @@ def test_rebuild_reuses_the_profiles(built, grid, profile_file, tmp_path):
 def test_no_profile_skips_the_stage(profile_file, tmp_path):
     out = tmp_path / "np"
     summary = cli_json("build", "--out", str(out), "--tokens", "8", "--width", "32", "--depth", "1",
-                       "--profile", str(profile_file), "--no-profile")
+                       "--build-profile", str(profile_file), "--no-profile")
     assert "profile" not in summary["engines"][0] and "profiling" not in read_manifest(out)
 
 

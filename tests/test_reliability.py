@@ -24,7 +24,7 @@ from .runtime_support import copy_family, write_measurements
 
 pytestmark = pytest.mark.slow
 
-MIXED = ("--profile", str(DATA / "profiles" / "mixed.toml"))
+MIXED = ("--build-profile", str(DATA / "profiles" / "mixed.toml"))
 GRID = ("--tokens", "8", "--width", "32", "--depth", "1,2")
 
 

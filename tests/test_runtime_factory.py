@@ -21,7 +21,7 @@ def profiled(tmp_path_factory):
     profiled on this machine with tiny settings."""
     out = tmp_path_factory.mktemp("factory") / "fam"
     build = run_cli("build", "--out", str(out), "--tokens", "8", "--width", "32", "--depth", "1",
-                    "--profile", str(DATA / "profiles" / "mixed.toml"))
+                    "--build-profile", str(DATA / "profiles" / "mixed.toml"))
     assert build.returncode == 0, build.stderr[-2000:]
     prof = run_cli("profile", str(out), "--device", DEVICE, "--min-iterations", "3", "--min-duration", "0.001",
                    "--warmup", "0.001", "--rounds", "1")

@@ -270,7 +270,7 @@ def test_build_front_then_eval_reproduces_search(tmp_path, small_npz):
     --search` plots every configuration with the built ones marked."""
     out = tmp_path / "front5"
     data = f"npz:{small_npz}"
-    built = run_cli("build", "--out", str(out), "--grid", "front:5", "--dataset", data, "--profile", PROFILE,
+    built = run_cli("build", "--out", str(out), "--grid", "front:5", "--dataset", data, "--build-profile", PROFILE,
                     "--no-profile", env=ONE_THREAD)
     assert built.returncode == 0, built.stderr
     manifest = json.loads((out / "manifest.json").read_text())
@@ -289,7 +289,7 @@ def test_build_front_then_eval_reproduces_search(tmp_path, small_npz):
         assert (accuracy["reference_top1"], accuracy["reference_top5"]) == (searched["top1"], searched["top5"])
 
     again = run_cli("build", "--out", str(out), "--grid", "front:3", "--search", str(out / "search.json"),
-                    "--dataset", data, "--profile", PROFILE, "--no-profile", env=ONE_THREAD)
+                    "--dataset", data, "--build-profile", PROFILE, "--no-profile", env=ONE_THREAD)
     assert again.returncode == 0, again.stderr
     assert "[search]" not in again.stderr  # chosen from the file: nothing searched
     selection = json.loads((out / "manifest.json").read_text())["build"]["selection"]

@@ -37,6 +37,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..atomic import STAGING_PREFIX, write_bytes_atomic  # noqa: F401 - re-exported for the backends
+from ..errors import EXIT_ENVIRONMENT, AdaexportError
 from ..hashing import file_record, sha256_file  # noqa: F401 - sha256_file re-exported for the backends
 
 ENTRY_POINT_GROUP = "adaexport.backends"
@@ -54,12 +55,14 @@ BUILTIN_BACKENDS = {
 # --------------------------------------------------------------------------- errors
 
 
-class BackendError(RuntimeError):
+class BackendError(AdaexportError, RuntimeError):
     """A backend failed to compile or open an engine; the message is one line for a user."""
 
 
 class BackendUnavailable(BackendError):
     """The backend (or the precision asked of it) cannot be used here; the message says why."""
+
+    exit_code = EXIT_ENVIRONMENT
 
 
 class EngineIntegrityError(BackendError):
@@ -68,6 +71,8 @@ class EngineIntegrityError(BackendError):
 
 class PlanMismatch(BackendError):
     """An engine built for another system (TensorRT version, GPU, Jetson Linux release)."""
+
+    exit_code = EXIT_ENVIRONMENT
 
 
 # --------------------------------------------------------------------------- data

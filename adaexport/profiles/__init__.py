@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..checks import checked_number, optional_number, read_utf8
+from ..errors import AdaexportError
 from ..profiling.errors import ProfilingError
 from ..profiling.settings import ProfilingSettings
 
@@ -25,7 +26,7 @@ else:  # pragma: no cover
 RANDOM_SAMPLES = 16  # default [parity] random_samples: sized for a published-size build (see docs/DESIGN.md)
 
 
-class ProfileError(ValueError):
+class ProfileError(AdaexportError, ValueError):
     """A profile that cannot be used; one line for the user."""
 
 
@@ -61,10 +62,57 @@ class BuildProfile:
     def wants(self, backend: str, precision: str) -> bool:
         return self.engines is None or f"{backend}:{precision}" in self.engines
 
+    overrides: tuple[tuple[str, object], ...] = ()  # what the command line changed (see with_overrides)
+
+    def with_overrides(self, engines: list[str] | None = None, atol: float | None = None,
+                       min_agreement: float | None = None, max_drop: float | None = None) -> "BuildProfile":
+        """This profile with the build's command-line options in place of its values:
+        `engines` ("backend:precision"), `atol` (fp32 max_abs), `min_agreement` (every
+        precision's min_top1_agreement) and `max_drop` (max_accuracy_drop of fp16/bf16/int8).
+        The overrides are kept so the manifest can record them beside the TOML text."""
+        given = {"engines": engines, "atol": atol, "min_agreement": min_agreement, "max_drop": max_drop}
+        given = {k: v for k, v in given.items() if v is not None}
+        if not given:
+            return self
+        return _overridden(self, given)
+
+    def manifest_record(self) -> dict:
+        """What the manifest keeps of the profile (`build.profile_source`, and
+        `build.profile_overrides` when the command line changed it), so `adaexport compile`
+        and `adaexport profile` on a device need nothing else (see profile_of_manifest)."""
+        return {"profile_source": self.source, **({"profile_overrides": dict(self.overrides)} if self.overrides
+                                                 else {})}
+
     def tolerance(self, precision: str) -> Tolerance:
         if precision not in self.tolerances:
             raise ProfileError(f"profile {self.name!r} has no [parity.{precision}] tolerance")
         return self.tolerances[precision]
+
+
+def _overridden(profile: BuildProfile, given: dict) -> BuildProfile:
+    engines = given.get("engines")
+    if engines is not None:
+        bad = [e for e in engines if not isinstance(e, str) or e.count(":") != 1 or not all(e.split(":"))]
+        if bad or not engines:
+            raise ProfileError(f"--engines: expected backend:precision pairs such as onnxruntime:fp32,openvino:int8, "
+                               f"got {','.join(map(str, engines)) or 'nothing'}")
+    atol = optional_number(given.get("atol"), "--atol", ProfileError, minimum=0)
+    agreement = optional_number(given.get("min_agreement"), "--min-agreement", ProfileError, minimum=0, maximum=1)
+    drop = optional_number(given.get("max_drop"), "--max-drop", ProfileError, minimum=0)
+    tolerances = {}
+    for precision, tol in profile.tolerances.items():
+        tolerances[precision] = Tolerance(
+            atol if atol is not None and precision == "fp32" else tol.max_abs,
+            agreement if agreement is not None else tol.min_top1_agreement,
+            drop if drop is not None and precision != "fp32" else tol.max_accuracy_drop)
+    return dataclasses.replace(profile, tolerances=tolerances,
+                               engines=tuple(engines) if engines is not None else profile.engines,
+                               overrides=tuple(sorted({**dict(profile.overrides), **given}.items())))
+
+
+def apply_overrides(profile: BuildProfile, overrides: dict | None) -> BuildProfile:
+    """`profile` with a manifest's `build.profile_overrides` (see BuildProfile.with_overrides)."""
+    return profile.with_overrides(**(overrides or {}))
 
 
 def available_profiles() -> list[str]:
@@ -96,7 +144,11 @@ def _tolerance(precision: str, table: object, name: str) -> Tolerance:
                      number("max_accuracy_drop", minimum=0))
 
 
-def load_profile(name_or_path: str = "default") -> BuildProfile:
+def load_profile(name_or_path: "str | BuildProfile" = "default") -> BuildProfile:
+    """A packaged profile by name, a .toml file, or a BuildProfile already loaded (as the
+    API passes one with command-line overrides)."""
+    if isinstance(name_or_path, BuildProfile):
+        return name_or_path
     path = Path(name_or_path)
     if name_or_path.endswith(".toml"):
         if not path.is_file():
@@ -107,6 +159,22 @@ def load_profile(name_or_path: str = "default") -> BuildProfile:
         if not resource.is_file():
             raise ProfileError(f"unknown build profile {name_or_path!r} (known: {', '.join(available_profiles())})")
         text, name = resource.read_text(encoding="utf-8"), name_or_path
+    return parse_profile(text, name)
+
+
+def profile_of_manifest(manifest: dict) -> BuildProfile:
+    """The build profile a build was made with: the full text the manifest keeps
+    (`build.profile_source`), so a device needs neither the build host's file nor this
+    package's copy; else (an older manifest) the packaged profile of that name."""
+    build = manifest.get("build") or {}
+    name = build.get("profile") or "default"
+    if build.get("profile_source"):
+        return apply_overrides(parse_profile(build["profile_source"], name), build.get("profile_overrides"))
+    return load_profile(name)
+
+
+def parse_profile(text: str, name: str) -> BuildProfile:
+    """A profile from its TOML text (`name` for messages and the manifest)."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -37,6 +37,7 @@ import subprocess
 from typing import Callable, Iterable
 
 from ..device_identity import system_root
+from ..errors import EXIT_ENVIRONMENT
 from .errors import ProfilingError
 
 NVPMODEL_ENV = "ADAEXPORT_NVPMODEL"
@@ -48,7 +49,10 @@ _QUERY = re.compile(r"NV Power Mode\s*:\s*(\S+)", re.I)
 
 
 class PowerModeError(ProfilingError):
-    """A power mode cannot be read, set or restored; one line for the user."""
+    """A power mode cannot be read, set or restored; one line for the user. The device's
+    doing (no nvpmodel, not root, a switch that failed): exit 3."""
+
+    exit_code = EXIT_ENVIRONMENT
 
 
 NOT_ROOT = ("switching power modes (nvpmodel -m) needs root: run it with sudo, "

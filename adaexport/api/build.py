@@ -1,0 +1,109 @@
+"""build, export, compile: a family of engines from a checkpoint, and finishing on the
+device what a cross-build left pending."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from .results import Result
+
+@dataclasses.dataclass
+class BuildResult(Result):
+    directory: Path
+    manifest: dict
+    exported: int                # points exported in this run (0 when all came from the cache)
+    parity_runs: int             # parity checks run in this run
+    failures: list[str]          # engines that failed their check (the manifest says why)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / "manifest.json"
+
+    @property
+    def pending(self) -> list[dict]:
+        """Engines left for `adaexport compile` on the device (TensorRT not installed here)."""
+        return [e for e in self.manifest["engines"] if e.get("status") == "pending"]
+
+    def failed_checks(self) -> list[str]:
+        return list(self.failures)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"manifest": str(self.manifest_path), "exported": self.exported, "parity_runs": self.parity_runs,
+                "failures": self.failures, "engines": self.manifest["engines"]}
+
+
+@dataclasses.dataclass
+class CompileResult(Result):
+    directory: Path
+    finished: list[str]          # the engine ids built and checked here
+
+    def to_json(self) -> dict[str, Any]:
+        return {"manifest": str(self.directory / "manifest.json"), "finished": self.finished}
+
+
+def _knob_lists(tokens, widths, depths) -> dict[str, list[int] | None]:
+    """Each knob as "32,64" (the command line's form, checked there) or a list of ints."""
+    from ..space import knob_lists
+
+    parsed = knob_lists(*(v if isinstance(v, str) or v is None else None for v in (tokens, widths, depths)))
+    for name, value in zip(("tokens", "widths", "depths"), (tokens, widths, depths)):
+        if value is not None and not isinstance(value, str):
+            parsed[name] = [int(v) for v in value]
+    return parsed
+
+
+def build(out: str | Path, model: str | Path | None = None, *, device: str | None = None, grid: str | None = None,
+          tokens=None, widths=None, depths=None, attention: str | None = None, batch: int = 1,
+          profile: str = "default", engines: list[str] | None = None, atol: float | None = None,
+          min_agreement: float | None = None, max_drop: float | None = None, dataset: str | None = None,
+          measure: bool = True, search: str | Path | None = None, parity: bool = True, jobs: int = 1,
+          reporter=None) -> BuildResult:
+    """Export, compile and check a family of engines against PyTorch, profile them when
+    this machine is the target, and write the manifest (`adaexport build`).
+
+    `tokens`/`widths`/`depths`: "32,64" or a list of ints (None: the grid preset's);
+    `device`: a target name or .toml file (None: this machine); `profile`: a build
+    profile name or .toml file, whose values `engines` ("backend:precision"), `atol`,
+    `min_agreement` and `max_drop` override (recorded in the manifest); `reporter`: progress (see adaexport.progress; None: silent)."""
+    from ..build import BuildRequest, run_build
+    from ..profiles import load_profile
+    from ..progress import QuietReporter
+    from ..targets import resolve_target
+
+    if any(v is not None for v in (engines, atol, min_agreement, max_drop)):
+        profile = load_profile(profile).with_overrides(engines, atol, min_agreement, max_drop)
+    fields = {f.name for f in dataclasses.fields(BuildRequest)}
+    request = BuildRequest(
+        out=Path(out), model=None if model is None else Path(model), target=resolve_target(device), profile=profile,
+        grid=grid, **_knob_lists(tokens, widths, depths), attention=attention, batch=batch, dataset=dataset,
+        parity=parity, measure=measure, search=None if search is None else Path(search),
+        **({"jobs": jobs} if "jobs" in fields else {}))
+    reporter = reporter or QuietReporter()
+    try:
+        done = run_build(request, reporter)
+    finally:
+        reporter.close()
+    return BuildResult(directory=done.directory, manifest=done.manifest, exported=done.exported,
+                       parity_runs=done.parity_runs, failures=list(done.failures))
+
+
+def export(out: str | Path, model: str | Path | None = None, **options) -> BuildResult:
+    """Export one static ONNX model per grid point (sharing one weights file) and the
+    manifest, without compiling or checking (`adaexport export`); options as `build`."""
+    return build(out, model, **{"dataset": "demo", **options, "parity": False})
+
+
+def compile(directory: str | Path, device: str | None = None, reporter=None) -> CompileResult:  # noqa: A001
+    """On the device: build and check the engines a cross-build left pending (`adaexport
+    compile`); needs no torch and nothing from the build host but the build directory."""
+    from ..device_compile import finish_pending_engines
+    from ..progress import QuietReporter
+
+    reporter = reporter or QuietReporter()
+    try:
+        finished = finish_pending_engines(Path(directory), device, reporter)
+    finally:
+        reporter.close()
+    return CompileResult(directory=Path(directory), finished=finished)

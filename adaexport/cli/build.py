@@ -1,0 +1,163 @@
+"""adaexport export / build / compile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ._app import app, command, console, emit, err_console, reporter, tagged, warn
+from .options import DEVICE_OPT, JSON_OPT, MODEL_ARG
+
+OUT_OPT = typer.Option(..., "--out", "-o", help="Build directory (created; a rebuild reuses its cache).",
+                       show_default=False)
+GRID_OPT = typer.Option(None, "--grid", help="Grid preset: trained, full, corners, or front / front:K (the "
+                        "accuracy/FLOPs front of a search, or K points spread along it). Default: the build "
+                        "profile's.")
+SEARCH_OPT = typer.Option(None, "--search", help="With --grid front[:K]: the `adaexport search` result to choose "
+                          "from (default: search the build's --dataset).")
+TOKENS_OPT = typer.Option(None, "--tokens", help="Latent token counts, e.g. 32,64 (the grid is the product of "
+                          "--tokens, --width and --depth).")
+WIDTH_OPT = typer.Option(None, "--width", help="FFN widths (mat_dim), e.g. 416,832.")
+DEPTH_OPT = typer.Option(None, "--depth", help="Depths (blocks), e.g. 12,21.")
+ATTENTION_OPT = typer.Option(None, "--attention", help="full or block (default: the checkpoint's own).")
+BATCH_OPT = typer.Option(1, "--batch", help="Fixed batch size of every engine.")
+PROFILE_OPT = typer.Option("default", "--build-profile", help="Build profile: a name (`default`, `quick`, or one "
+                           "on ADAEXPORT_PROFILES_PATH) or a .toml file.")
+OLD_PROFILE_OPT = typer.Option(None, "--profile", hidden=True, help="Deprecated: use --build-profile.")
+PROFILE_FILE_OPT = typer.Option(None, "--profile-file", help="A build profile .toml file (same as --build-profile "
+                                "FILE).")
+JOBS_OPT = typer.Option(1, "--jobs", "-j", help="Engines compiled and checked at once.")
+
+
+def _profile(build_profile: str, old: Optional[str], profile_file: Optional[Path]) -> str:
+    if old is not None:
+        warn("--profile is deprecated (it is easily confused with --no-profile): use --build-profile")
+        build_profile = old
+    return str(profile_file) if profile_file is not None else build_profile
+
+
+def _summary_table(manifest: dict) -> Table:
+    from ..api.info import si
+
+    table = Table(title=f"{manifest['model']['name']}: {len(manifest['engines'])} engine(s)")
+    for col in ("point", "engine", "FLOPs", "params", "parity (max_abs / top-1 agreement / accuracy)", "size"):
+        table.add_column(col, justify="left" if col in ("point", "engine") else "right")
+    for e in manifest["engines"]:
+        p = e["parity"]
+        parity = ("pending" if e.get("status") == "pending" else "not checked") if p is None else (
+            f"{'pass' if p['passed'] else 'FAIL'} {p['max_abs']:.0e} / {p['top1_agreement']:.3f}"
+            + (f" / {-p['accuracy_drop']:+.2f}pt" if p.get("accuracy_drop") is not None and e["precision"] != "fp32" else ""))
+        point = e["point"]
+        size = f"{e['size'] / 1024:.1f} KiB" if "size" in e else "-"
+        table.add_row(f"t{point['tokens']}_w{point['width']}_d{point['depth']}", f"{e['backend']} {e['precision']}",
+                      si(e["flops"]), f"{e['params']:,}", parity, size)
+    weights = manifest.get("weights")
+    if weights:
+        table.caption = f"shared weights: {weights['file']} ({weights['size'] / 1024:.1f} KiB)"
+    return table
+
+
+def _profile_lines(manifest: dict) -> None:
+    """One line per power mode on the build's profile stage: how many engines, the p50 range."""
+    from ..measurements import latency_ms
+
+    device = manifest["device"]["target"]
+    for mode in ((manifest.get("profiling") or {}).get(device) or {}).get("modes") or {}:
+        p50 = [v for v in (latency_ms(e, device, mode) for e in manifest["engines"]) if v is not None]
+        if p50:
+            console.print(f"profile ({device}, {mode}): {len(p50)} engine(s), p50 {min(p50):.3f} .. {max(p50):.3f} ms "
+                          f"(every statistic in the manifest; `adaexport profile DIR` measures again)", highlight=False)
+
+
+def render_build(result) -> None:
+    manifest = result.manifest
+    console.print(_summary_table(manifest))
+    _profile_lines(manifest)
+    console.print(f"manifest: {result.manifest_path} ({len(manifest['engines'])} engine(s); this run exported "
+                  f"{result.exported} point(s) and ran {result.parity_runs} parity check(s), the rest came from the "
+                  "cache)", highlight=False)
+    if result.pending:
+        finish = result.pending[0].get("extra", {}).get("facts", {}).get("finish", "adaexport compile DIR")
+        console.print(f"{len(result.pending)} TensorRT engine(s) pending: TensorRT is not installed here. Finish them "
+                      f"on the device with: {finish.replace(' DIR ', f' {result.directory} ')}", highlight=False,
+                      soft_wrap=True)
+    for message in result.failures:
+        err_console.print(tagged("error:", "bold red", message), highlight=False, soft_wrap=True)
+
+
+@app.command()
+@command
+def export(
+    model: Optional[Path] = MODEL_ARG, out: Path = OUT_OPT, grid: Optional[str] = GRID_OPT,
+    tokens: Optional[str] = TOKENS_OPT, width: Optional[str] = WIDTH_OPT, depth: Optional[str] = DEPTH_OPT,
+    attention: Optional[str] = ATTENTION_OPT, batch: int = BATCH_OPT, build_profile: str = PROFILE_OPT,
+    profile: Optional[str] = OLD_PROFILE_OPT, profile_file: Optional[Path] = PROFILE_FILE_OPT,
+    search: Optional[Path] = SEARCH_OPT, jobs: int = JOBS_OPT, json_out: bool = JSON_OPT,
+) -> None:
+    """Export one static ONNX model per grid point (all sharing one weights file) and the manifest, without compiling or checking.
+
+    Example: adaexport export --out family --tokens 8,16 --width 32 --depth 1,2
+    """
+    from .. import api
+
+    result = api.export(out, model, grid=grid, tokens=tokens, widths=width, depths=depth, attention=attention,
+                        batch=batch, profile=_profile(build_profile, profile, profile_file), search=search,
+                        jobs=jobs, reporter=reporter(json_out))
+    emit(result, json_out, render_build)
+
+
+@app.command()
+@command
+def build(
+    model: Optional[Path] = MODEL_ARG, out: Path = OUT_OPT, device: Optional[str] = DEVICE_OPT,
+    grid: Optional[str] = GRID_OPT, tokens: Optional[str] = TOKENS_OPT, width: Optional[str] = WIDTH_OPT,
+    depth: Optional[str] = DEPTH_OPT, attention: Optional[str] = ATTENTION_OPT, batch: int = BATCH_OPT,
+    build_profile: str = PROFILE_OPT, profile: Optional[str] = OLD_PROFILE_OPT,
+    profile_file: Optional[Path] = PROFILE_FILE_OPT,
+    engines: Optional[str] = typer.Option(None, "--engines", help="Only these engines, as backend:precision pairs, "
+                                          "e.g. onnxruntime:fp32,openvino:int8 (default: the build profile's)."),
+    atol: Optional[float] = typer.Option(None, "--atol", help="fp32 parity: largest absolute difference from PyTorch "
+                                         "(default: the build profile's)."),
+    min_agreement: Optional[float] = typer.Option(None, "--min-agreement", help="Smallest top-1 agreement with "
+                                                  "PyTorch, 0..1, for every precision (default: the profile's)."),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="fp16/int8: largest top-1 accuracy drop, in "
+                                             "percentage points (default: the profile's)."),
+    dataset: Optional[str] = typer.Option(
+        None, "--dataset", help="Parity inputs (and what --grid front searches without --search): demo, "
+        "fashion-mnist:DIR, npz:FILE, imagefolder:DIR, or none (fp32 engines checked on seeded random inputs, "
+        "reduced precisions not built). Default: demo where its data fits the model, else none."),
+    no_profile: bool = typer.Option(False, "--no-profile", help="Skip measuring the engines (latency, load time, "
+                                    "memory, energy) on this machine."),
+    search: Optional[Path] = SEARCH_OPT, jobs: int = JOBS_OPT, json_out: bool = JSON_OPT,
+) -> None:
+    """Export, compile and check a family of engines against PyTorch; profile them when this machine is the target; write the manifest.
+
+    Example: adaexport build --out family --tokens 8,16 --width 32 --depth 1,2 --engines onnxruntime:fp32
+    """
+    from .. import api
+
+    result = api.build(out, model, device=device, grid=grid, tokens=tokens, widths=width, depths=depth,
+                       attention=attention, batch=batch, profile=_profile(build_profile, profile, profile_file),
+                       engines=None if engines is None else [e.strip() for e in engines.split(",") if e.strip()],
+                       atol=atol, min_agreement=min_agreement, max_drop=max_drop, dataset=dataset,
+                       measure=not no_profile, search=search, jobs=jobs, reporter=reporter(json_out))
+    emit(result, json_out, render_build)
+
+
+@app.command()
+@command
+def compile(
+    directory: Path = typer.Argument(..., help="A build directory whose manifest has pending engines.",
+                                     show_default=False),
+    device: Optional[str] = typer.Option(None, "--device", help="Target device (default: the manifest's)."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """On the device: build the engines a cross-build left pending (TensorRT) and check them; needs no torch."""
+    from .. import api
+
+    result = api.compile(directory, device, reporter(json_out))
+    emit(result, json_out, lambda r: r.finished and console.print(
+        f"finished {len(r.finished)} engine(s): {', '.join(r.finished)}", highlight=False))
