@@ -45,3 +45,14 @@ def tensorrt():
     if not state:
         pytest.skip(state.reason)
     return trt
+
+
+def json_result(proc, ok: bool = True):
+    """The `result` of a command's --json envelope ({"command", "ok", "result", "errors"}),
+    checking the envelope's shape and that `ok` is as expected."""
+    import json
+
+    doc = json.loads(proc.stdout)
+    assert set(doc) == {"command", "ok", "result", "errors"}, doc
+    assert doc["ok"] is ok and isinstance(doc["errors"], list), doc
+    return doc["result"]

@@ -16,7 +16,7 @@ import torch
 
 from adaexport.manifest import read_manifest, verify_files
 
-from .conftest import CONFORMANCE, DATA, run_cli
+from .conftest import CONFORMANCE, DATA, json_result, run_cli
 from .test_hw_tensorrt import dequantize_inputs
 
 FP32 = ["--build-profile", str(DATA / "profiles" / "ort-fp32.toml")]  # the pipeline's own tests: one engine per point
@@ -26,7 +26,7 @@ SMALL = ["--tokens", "8,32", "--width", "32,64", "--depth", "2", *FP32]
 def build_json(*args, **kwargs):
     result = run_cli(*args, "--json", **kwargs)
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return json_result(result)
 
 
 def hashes(directory):

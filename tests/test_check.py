@@ -9,7 +9,7 @@ import pytest
 from adaexport.gate import DEFAULT_MAX_DROP, compare, junit_xml, load_baseline
 from adaexport.manifest import ManifestError
 
-from .conftest import run_cli
+from .conftest import json_result, run_cli
 from .evalbuild import evaluated_build, raised_baseline
 
 
@@ -81,7 +81,7 @@ def test_check_cli(build, tmp_path):
     # against its own manifest file, as JSON
     same = run_cli("check", str(build), "--baseline", str(build / "manifest.json"), "--json")
     assert same.returncode == 0, same.stderr
-    doc = json.loads(same.stdout)
+    doc = json_result(same)
     assert doc["passed"] and doc["failures"] == 0 and [c["id"] for c in doc["configurations"]] == ids
     assert all(c["verdict"] == "pass" and c["change_points"] == 0 for c in doc["configurations"])
 
@@ -97,7 +97,7 @@ def test_check_cli(build, tmp_path):
     (tmp_path / "both.json").write_text(json.dumps(base_r))
     result = run_cli("check", str(build), "--baseline", str(tmp_path / "both.json"), "--json")
     assert result.returncode == 1
-    failed = {c["id"]: c["verdict"] for c in json.loads(result.stdout)["configurations"] if not c["passed"]}
+    failed = {c["id"]: c["verdict"] for c in json_result(result, ok=False)["configurations"] if not c["passed"]}
     assert failed == {ids[1]: "drop", extra["id"]: "missing"}
     # a wider tolerance lets the drop pass, never the missing configuration
     wide = run_cli("check", str(build), "--baseline", str(tmp_path / "both.json"), "--max-drop", "1.5")

@@ -49,7 +49,7 @@ def test_compile_without_tensorrt_says_why_in_one_line(tmp_path):
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        assert result.returncode == 2
+        assert result.returncode == 3  # the environment cannot do it: no TensorRT here
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and "cannot finish 2 pending engine(s)" in lines[0] and "tensorrt" in lines[0]
     else:  # with TensorRT the engines are finished and checked

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+from .conftest import json_result
 from .jetson_fixtures import conf_text, jetson_root, switches
 from .test_cli_device import BLOCK
 from .test_hw_energy_memory import write_maps
@@ -25,7 +26,7 @@ def test_doctor_here_exits_0_and_says_what_it_could_not_find(tmp_path):
     result = run_without_torch("doctor", "--json", "--out", str(tmp_path / "report.json"),
                                env={"ADAEXPORT_SYSFS_ROOT": str(tmp_path)})
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    report = json_result(result)
     assert json.loads((tmp_path / "report.json").read_text())["not_found"] == report["not_found"]
     assert report["jetson"] is None and report["nvpmodel"]["conf"] is None and report["power_rails"] == {}
     assert report["target"]["name"] in ("x86-cpu", "arm64-cpu", "nvidia-gpu")
@@ -51,7 +52,7 @@ def test_doctor_on_an_agx_orin(tmp_path, monkeypatch):
     env = {k: os.environ[k] for k in ("ADAEXPORT_SYSFS_ROOT", "ADAEXPORT_NVPMODEL")}
     result = run_without_torch("doctor", "--json", env=env)
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    report = json_result(result)
     assert report["target"] == {"name": "jetson-agx-orin", "chosen": "detected"}
     assert report["jetson"]["module"] == "p3701-0004" and report["jetson"]["l4t"] == "36.5.0"
     nvp = report["nvpmodel"]
@@ -78,7 +79,7 @@ def test_doctor_on_an_agx_orin(tmp_path, monkeypatch):
 def test_targets_json_shows_the_nvpmodel_names_without_torch():
     result = run_without_torch("targets", "--json")
     assert result.returncode == 0, result.stderr
-    targets = {t["name"]: t for t in json.loads(result.stdout)["targets"]}
+    targets = {t["name"]: t for t in json_result(result)["targets"]}
     agx = targets["jetson-agx-orin"]
     assert agx["power_modes"] == ["MAXN", "MODE_15W", "MODE_30W", "MODE_40W", "MODE_50W", "MODE_75W"]
     assert agx["power_modes_by_module"]["p3701-0000"] == ["MAXN", "MODE_15W", "MODE_30W", "MODE_50W"]

@@ -10,7 +10,7 @@ import pytest
 
 from adaexport.evaluate import padded_batches, scores, topk_accuracy
 
-from .conftest import run_cli
+from .conftest import json_result, run_cli
 from .evalbuild import LIMIT, PROFILE, copy_build, evaluated_build, raised_baseline
 
 
@@ -97,7 +97,7 @@ def test_eval_pads_the_last_batch_and_skips_pending_engines(tmp_path):
     (out / "manifest.json").write_text(json.dumps(manifest))
     result = run_cli("eval", str(out), "--limit", "10", "--json")
     assert result.returncode == 0, result.stderr
-    doc = json.loads(result.stdout)
+    doc = json_result(result)
     ready = manifest["engines"][0]
     assert list(doc["engines"]) == [ready["id"]] and pending["id"] in doc["skipped"]
     assert f"{pending['id']}: skipped" in result.stderr

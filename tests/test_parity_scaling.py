@@ -12,7 +12,7 @@ from adaexport.manifest import read_manifest, validate
 from adaexport.model.static import specialize
 from adaexport.space import ConfigPoint, build_grid
 
-from .conftest import CONFORMANCE, DATA, run_cli
+from .conftest import CONFORMANCE, DATA, json_result, run_cli
 
 
 def _specialized(model, point, attention, inputs):
@@ -98,7 +98,7 @@ def test_build_without_dataset(tmp_path):
     # a rebuild reuses every parity result (the random inputs are the same)
     again = run_cli("build", str(CLASSIFICATION), *ONE_POINT, "--out", str(out), "--json")
     assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout)["parity_runs"] == 0
+    assert json_result(again)["parity_runs"] == 0
 
 
 def test_explicit_none_and_random_samples(tmp_path, demo):
@@ -110,7 +110,7 @@ def test_explicit_none_and_random_samples(tmp_path, demo):
                      str(cfg.mask_token_grans[0]), "--width", str(cfg.mat_dims[0]), "--depth", "1",
                      "--no-profile", "--batch", "3", "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
-    (engine,) = json.loads(result.stdout)["engines"]
+    (engine,) = json_result(result)["engines"]
     assert engine["parity"]["samples"] == 6  # 4 rounded up to whole batches of 3
     assert engine["parity"]["inputs"] == "random"
 
@@ -170,7 +170,7 @@ def test_build_with_image_folder(tmp_path):
                      "--device", "x86-cpu", "--tokens", "64", "--width", "64", "--depth", "2", "--no-profile",
                      "--out", str(tmp_path / "b"), "--json")
     assert result.returncode == 0, result.stderr
-    (engine,) = json.loads(result.stdout)["engines"]
+    (engine,) = json_result(result)["engines"]
     parity = engine["parity"]
     assert parity["passed"] and parity["samples"] == 8 and "top1" in parity and "inputs" not in parity
     manifest = read_manifest(tmp_path / "b")

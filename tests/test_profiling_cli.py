@@ -12,7 +12,7 @@ from adaexport.manifest import read_manifest
 from adaexport.measurements import target_of
 from adaexport.profiles import load_profile
 
-from .conftest import DATA, run_cli
+from .conftest import DATA, json_result, run_cli
 from .jetson_fixtures import jetson_root, switches
 from .test_profiling_power_modes import CONF, SCRIPT
 from .test_profiling_sensors import orin_nx_tree
@@ -40,7 +40,7 @@ def grid(profile_file):
 def cli_json(*args, env=None):
     result = run_cli(*args, "--json", env=env)
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return json_result(result)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from .conftest import ROOT, run_cli
+from .conftest import ROOT, json_result, run_cli
 from .runtime_support import copy_family, measured_copy, small_family
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,7 @@ def test_select_explains_the_choice(measured):
     directory, latency, accuracy = measured
     proc = run_cli("select", str(directory), "--latency-ms", "2.5", "--json")
     assert proc.returncode == 0, proc.stderr
-    data = json.loads(proc.stdout)
+    data = json_result(proc)
     expected = max((e for e in latency if latency[e] <= 2.5), key=accuracy.get)
     assert (data["engine"], data["fits"], data["device"], data["mode"]) == (expected, True, "x86-cpu", "default")
     rows = {r["id"]: r for r in data["engines"]}
@@ -36,13 +36,13 @@ def test_select_explains_the_choice(measured):
     text = run_cli("select", str(directory), "--latency-ms", "2.5")
     assert text.returncode == 0 and all(eid in text.stdout for eid in latency)
     # p50 is 0.8 x p90 in these measurements: a looser statistic admits a bigger engine
-    p50 = json.loads(run_cli("select", str(directory), "--latency-ms", "2.5", "--percentile", "p50", "--json").stdout)
+    p50 = json_result(run_cli("select", str(directory), "--latency-ms", "2.5", "--percentile", "p50", "--json"))
     assert p50["engine"] == max((e for e in latency if 0.8 * latency[e] <= 2.5), key=accuracy.get)
 
 
 def test_select_nothing_fits_is_not_an_error(measured):
     directory, latency, _ = measured
-    data = json.loads(run_cli("select", str(directory), "--latency-ms", "0.01", "--json").stdout)
+    data = json_result(run_cli("select", str(directory), "--latency-ms", "0.01", "--json"))
     assert data["engine"] == min(latency, key=latency.get) and data["fits"] is False
 
 
@@ -65,14 +65,14 @@ def test_run_classifies_an_image(measured, tmp_path):
     np.save(tmp_path / "frame.npy", images[0])
     proc = run_cli("run", str(directory), "--input", str(tmp_path / "frame.npy"), "--json")
     assert proc.returncode == 0, proc.stderr
-    data = json.loads(proc.stdout)
+    data = json_result(proc)
     assert data["engine"] == max(accuracy, key=accuracy.get)
     assert data["classes"][0]["name"] == names[data["classes"][0]["class"]]
     assert 0 < data["classes"][0]["probability"] <= 1
     # the same image as PNG gives the same answer (Pillow is a test dependency here)
     PIL = pytest.importorskip("PIL.Image")
     PIL.fromarray(images[0]).save(tmp_path / "frame.png")
-    png = json.loads(run_cli("run", str(directory), "--input", str(tmp_path / "frame.png"), "--json").stdout)
+    png = json_result(run_cli("run", str(directory), "--input", str(tmp_path / "frame.png"), "--json"))
     assert png["classes"][0]["class"] == data["classes"][0]["class"]
     text = run_cli("run", str(directory), "--input", str(tmp_path / "frame.png"), "--latency-ms", "1.5")
     assert text.returncode == 0 and min(latency, key=latency.get) in text.stdout
@@ -135,7 +135,7 @@ def test_end_to_end_with_real_profile_and_eval(tmp_path_factory):
     limit = sorted(p90.values())[len(p90) // 2]                 # about half the engines fit
     fitting = [e for e in p90 if p90[e] <= limit]
     expected = max(fitting, key=lambda e: (acc[e], -flops[e]))
-    data = json.loads(run_cli("select", str(directory), "--latency-ms", str(limit), "--json").stdout)
+    data = json_result(run_cli("select", str(directory), "--latency-ms", str(limit), "--json"))
     assert (data["engine"], data["fits"], data["device"]) == (expected, True, device)
     with Runtime(directory, limits=Limits(latency_ms=limit), preload="pareto") as rt:
         assert rt.infer(np.zeros(rt.input_shape, np.float32)).engine == expected

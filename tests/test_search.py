@@ -19,7 +19,7 @@ from adaexport.progress import QuietReporter
 from adaexport.search import front_of, read_search, run_search, search_attention, spread
 from adaexport.space import ConfigPoint, SpaceError, build_grid, front_count
 
-from .conftest import CONFORMANCE, ROOT, run_cli
+from .conftest import CONFORMANCE, ROOT, json_result, run_cli
 
 PROFILE = str(ROOT / "tests" / "data" / "profiles" / "ort-fp32.toml")
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the CLI runs: no thread contention on a shared machine
@@ -199,7 +199,7 @@ def test_search_command_both_modes(tmp_path):
     full = run_cli("search", "--dataset", "demo", "--limit", "300", "--attention", "full", "--json",
                    "--out", str(tmp_path / "full.json"), env=ONE_THREAD)
     assert full.returncode == 0, full.stderr
-    doc = json.loads(full.stdout)
+    doc = json_result(full)
     assert doc["attention"] == "full" and doc["passes"]["per_image"] == 9 and len(doc["configurations"]) == 36
     assert "[search]" not in full.stderr  # --json: no progress
     assert json.loads((tmp_path / "full.json").read_text())["configurations"] == doc["configurations"]
@@ -284,7 +284,7 @@ def test_build_front_then_eval_reproduces_search(tmp_path, small_npz):
     evaluated = run_cli("eval", str(out), "--dataset", data, "--json", env=ONE_THREAD)
     assert evaluated.returncode == 0, evaluated.stderr
     by_id = {c["id"]: c for c in search["configurations"]}
-    for engine_id, accuracy in json.loads(evaluated.stdout)["engines"].items():
+    for engine_id, accuracy in json_result(evaluated)["engines"].items():
         searched = by_id[engine_id.split("-")[0]]
         assert (accuracy["reference_top1"], accuracy["reference_top5"]) == (searched["top1"], searched["top5"])
 
