@@ -1,10 +1,14 @@
 """Progress reporting for long stages: rich bars on a terminal, plain lines otherwise,
-nothing but the final JSON document with --json."""
+nothing but the final JSON document with --json, nothing at all with -q. Every line also
+goes to the `adaexport.progress` logger at debug level (the CLI's --log-file keeps it)."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
+
+_log = logging.getLogger("adaexport.progress")
 
 
 class PlainReporter:
@@ -17,22 +21,26 @@ class PlainReporter:
     def _print(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
+    def _emit(self, text: str) -> None:
+        _log.debug(text)
+        self._print(text)
+
     def stage(self, name: str, total: int) -> None:
         self._stage, self._total, self._done, self._started = name, total, 0, time.perf_counter()
-        self._print(f"[{name}] {total} item(s)")
+        self._emit(f"[{name}] {total} item(s)")
 
     def advance(self, item: str, detail: str = "") -> None:
         self._done += 1
-        self._print(f"[{self._stage}] {self._done}/{self._total} {item}" + (f": {detail}" if detail else ""))
+        self._emit(f"[{self._stage}] {self._done}/{self._total} {item}" + (f": {detail}" if detail else ""))
 
     def end_stage(self) -> None:
-        self._print(f"[{self._stage}] done in {time.perf_counter() - self._started:.1f}s")
+        self._emit(f"[{self._stage}] done in {time.perf_counter() - self._started:.1f}s")
 
     def info(self, text: str) -> None:
-        self._print(text)
+        self._emit(text)
 
     def warn(self, text: str) -> None:
-        self._print(f"warning: {text}")
+        self._emit(f"warning: {text}")
 
     def close(self) -> None:
         pass
@@ -69,20 +77,24 @@ class RichReporter(PlainReporter):
         self._task = None
 
     def stage(self, name: str, total: int) -> None:
+        _log.debug("[%s] %d item(s)", name, total)
         self._task = self.progress.add_task(name, total=total, item="")
 
     def advance(self, item: str, detail: str = "") -> None:
+        _log.debug("%s%s", item, f": {detail}" if detail else "")
         self.progress.update(self._task, advance=1, item=item)
 
     def end_stage(self) -> None:
         self.progress.update(self._task, item="done")
 
     def info(self, text: str) -> None:
+        _log.debug(text)
         self.progress.console.print(text, markup=False, highlight=False)
 
     def warn(self, text: str) -> None:
         from rich.text import Text
 
+        _log.debug("warning: %s", text)
         self.progress.console.print(Text.assemble(("warning:", "yellow"), " ", text), highlight=False)
 
     def close(self) -> None:

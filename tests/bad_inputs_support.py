@@ -92,7 +92,7 @@ PROFILES = {
     "enabled-number": "[profiling]\nenabled = 1\n",
 }
 
-TARGET = (DATA.parent.parent / "adaexport" / "targets" / "x86-cpu.toml")
+TARGET = (DATA.parent.parent / "targets" / "x86-cpu.toml")
 # target TOML text (a --device FILE.toml) -> (a change of x86-cpu.toml, what the error says)
 TARGETS = {
     "target-budget-nan": (lambda t: t + '\n[[power_modes]]\nname = "LOW"\nbudget_w = nan\n',

@@ -1,5 +1,6 @@
 """Device-side commands: they must run where torch and onnx are not installed."""
 
+import json
 import subprocess
 import sys
 
@@ -59,3 +60,39 @@ def test_compile_without_tensorrt_says_why_in_one_line(tmp_path):
 def test_compile_on_a_directory_without_a_manifest(tmp_path):
     result = run_without_torch("compile", str(tmp_path))
     assert result.returncode == 2 and "manifest" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_custom_profile_build_needs_nothing_else_on_the_device(tmp_path):
+    """The manifest keeps the build profile's text (and command-line overrides): with the
+    profile file gone, the build moved away from the build host's paths and torch blocked,
+    `compile` and `profile` still run with the custom profile's settings."""
+    profile = tmp_path / "mine.toml"
+    profile.write_text('[build]\nengines = ["onnxruntime:fp32", "tensorrt:fp32"]\n[parity]\nsamples = 16\n'
+                       '[parity.fp32]\nmax_abs = 1e-3\nmin_top1_agreement = 0.97\n'
+                       '[profiling]\nenabled = false\nwarmup_s = 0.005\nmin_iterations = 7\nmin_duration_s = 0.01\n'
+                       'rounds = 1\nremeasure = 0\nidle_s = 0\n')
+    built = run_cli("build", "--device", "jetson-orin-nx", "--out", str(tmp_path / "nx"), "--tokens", "8", "--width",
+                    "32", "--depth", "1", "--build-profile", str(profile), "--atol", "2e-3")
+    assert built.returncode == 0, built.stderr
+    profile.unlink()
+    device_dir = tmp_path / "on-device"
+    (tmp_path / "nx").rename(device_dir)
+    read = subprocess.run([sys.executable, "-c", BLOCK.split("sys.argv")[0] + (
+        "from adaexport.manifest import read_manifest\nfrom adaexport.profiles import profile_of_manifest\n"
+        f"p = profile_of_manifest(read_manifest({str(device_dir)!r}))\n"
+        "print(p.name, p.parity_samples, p.tolerance('fp32').max_abs, p.tolerance('fp32').min_top1_agreement)\n")],
+        capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.split() == ["mine", "16", "0.002", "0.97"]
+    compiled = run_without_torch("compile", str(device_dir))
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:  # no TensorRT here: exit 3, and not for want of the profile file
+        assert compiled.returncode == 3 and "tensorrt" in compiled.stderr, compiled.stderr
+    else:
+        assert compiled.returncode == 0, compiled.stderr
+    profiled = run_without_torch("profile", str(device_dir), "--device", "x86-cpu", "--engines",
+                                 "t8_w32_d1-onnxruntime-fp32", "--json")
+    assert profiled.returncode == 0, profiled.stderr
+    manifest = json.loads((device_dir / "manifest.json").read_text())
+    assert manifest["profiling"]["x86-cpu"]["settings"]["min_iterations"] == 7

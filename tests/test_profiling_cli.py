@@ -176,9 +176,9 @@ def test_power_mode_all_on_agx_orin_profiles_what_switches_and_says_why_not_the_
     manifest = read_manifest(out)
     profile = next(e for e in manifest["engines"] if e["id"] == one)["profile"][key(manifest, "jetson-agx-orin")]
     assert list(profile) == ["MODE_30W"]
-    # one mode that needs a reboot, asked for alone: nothing profiled, one line, exit 2
+    # one mode that needs a reboot, asked for alone: nothing profiled, one line, exit 3 (this device cannot do it now)
     result = run_cli("profile", str(out), "--device", "jetson-agx-orin", "--power-mode", "MODE_15W", *TINY)
-    assert result.returncode == 2 and "no power mode profiled: MODE_15W: needs a reboot" in result.stderr
+    assert result.returncode == 3 and "no power mode profiled: MODE_15W: needs a reboot" in result.stderr
 
 
 @pytest.mark.parametrize("args, words", [

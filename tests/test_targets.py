@@ -1,4 +1,4 @@
-"""Device targets (adaexport/targets/*.toml) and detecting the machine's target."""
+"""Device targets (targets/*.toml) and detecting the machine's target."""
 
 import pytest
 

@@ -19,8 +19,8 @@ import importlib
 _WHERE = {
     "build": "build", "export": "build", "compile": "build", "BuildResult": "build", "CompileResult": "build",
     "profile": "measure", "ProfileResult": "measure",
-    "eval": "accuracy", "check": "accuracy", "search": "accuracy", "report": "accuracy",
-    "EvalResult": "accuracy", "CheckResult": "accuracy", "SearchResult": "accuracy", "ReportResult": "accuracy",
+    "eval": "accuracy", "check": "accuracy", "search": "accuracy", "report": "report",
+    "EvalResult": "accuracy", "CheckResult": "accuracy", "SearchResult": "accuracy", "ReportResult": "report",
     "select": "serving", "run": "serving", "SelectResult": "serving", "RunResult": "serving",
     "inspect": "info", "targets": "info", "doctor": "info",
     "InspectResult": "info", "TargetsResult": "info", "DoctorResult": "info",

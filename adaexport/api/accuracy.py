@@ -110,6 +110,3 @@ def search(model: str | Path | None = None, *, dataset: str, attention: str | No
         reporter.close()
     write_search(out, done.doc)
     return SearchResult(doc=done.doc, out=out)
-
-
-from .report import ReportResult, report  # noqa: E402,F401  (one module per command family, split for size)

@@ -160,6 +160,7 @@ def _setup_logging(verbose: int, quiet: bool, log_file: Optional[Path]) -> None:
     stream = logging.StreamHandler(sys.stderr)
     stream.setLevel(level)
     stream.setFormatter(formatter)
+    stream.addFilter(lambda record: not record.name.startswith("adaexport.progress"))  # printed by the reporter
     names = ("adaexport",) + (BACKEND_LOGGERS if verbose >= 2 else ())
     handlers: list[logging.Handler] = [stream]
     if log_file is not None:
@@ -194,7 +195,7 @@ def main_options(
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                  help="Print the version and exit."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, show_default=False, help="More detail on stderr: -v adaexport's "
-                                "progress notes, -vv also debug lines and the backends' own logs."),
+                                "info log lines, -vv also its debug lines and the backends' own logs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors only: no progress, no warnings."),
     log_file: Optional[Path] = typer.Option(None, "--log-file", metavar="FILE",
                                             help="Also write adaexport's log, at debug level, to FILE."),

@@ -1,18 +1,19 @@
 """Build profiles: TOML files naming the grid, the parity tolerances and the profiling
 settings (``[profiling]``, see adaexport.profiling.settings).
 
-`load_profile("default")` reads adaexport/profiles/default.toml (shipped in the
-package); a path to a .toml file works too.
+`load_profile("default")` reads profiles/default.toml (at the top of the repository,
+installed with the package; a directory on ADAEXPORT_PROFILES_PATH comes first, see
+adaexport.data_paths); a path to a .toml file works too.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
-from importlib import resources
 from pathlib import Path
 
 from ..checks import checked_number, optional_number, read_utf8
+from ..data_paths import toml_files
 from ..errors import AdaexportError
 from ..profiling.errors import ProfilingError
 from ..profiling.settings import ProfilingSettings
@@ -116,7 +117,7 @@ def apply_overrides(profile: BuildProfile, overrides: dict | None) -> BuildProfi
 
 
 def available_profiles() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files(__name__).iterdir() if p.name.endswith(".toml"))
+    return sorted(toml_files("profiles"))
 
 
 def _table(raw: dict, key: str, name: str) -> dict:
@@ -155,8 +156,8 @@ def load_profile(name_or_path: "str | BuildProfile" = "default") -> BuildProfile
             raise ProfileError(f"{path}: no such profile file")
         text, name = read_utf8(path, ProfileError), path.stem
     else:
-        resource = resources.files(__name__) / f"{name_or_path}.toml"
-        if not resource.is_file():
+        resource = toml_files("profiles").get(name_or_path)
+        if resource is None:
             raise ProfileError(f"unknown build profile {name_or_path!r} (known: {', '.join(available_profiles())})")
         text, name = resource.read_text(encoding="utf-8"), name_or_path
     return parse_profile(text, name)

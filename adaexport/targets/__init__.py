@@ -1,4 +1,5 @@
-"""Device targets: one TOML file per device in this package (``adaexport/targets/*.toml``).
+"""Device targets: one TOML file per device (``targets/*.toml`` at the top of the repository,
+installed with the package, and any on ``ADAEXPORT_TARGETS_PATH``: see adaexport.data_paths).
 
 A target names the backends and precisions to build, in order of preference, the
 device's power modes *by name* (as ``nvpmodel`` names them on a Jetson; never by
@@ -28,11 +29,11 @@ import platform as _platform
 import re
 import shutil
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ..checks import checked_number, optional_number, read_utf8
+from ..data_paths import toml_files
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -206,11 +207,12 @@ def _version_key(version: str) -> tuple[int, ...]:
 
 
 def _files() -> dict[str, Any]:
-    return {p.name[:-5]: p for p in resources.files(__name__).iterdir() if p.name.endswith(".toml")}
+    return toml_files("targets")
 
 
 def list_targets() -> list[str]:
-    """The names of the packaged targets (aliases such as jetson-orin not included)."""
+    """The names of the targets, packaged and on ADAEXPORT_TARGETS_PATH (aliases such as
+    jetson-orin not included)."""
     return sorted(_files())
 
 
@@ -296,7 +298,7 @@ def load_target(name: str, *, root: str | os.PathLike = "/") -> Target:
         except (AttributeError, TypeError) as exc:  # a table where a list was expected, ...
             raise _usage_error(f"{path}: not a usable target file ({exc})") from None
     canonical = _canonical(name, root)
-    return parse_target(_files()[canonical].read_text(), f"{canonical}.toml")
+    return parse_target(_files()[canonical].read_text(encoding="utf-8"), f"{canonical}.toml")
 
 
 def _canonical(name: str, root: str | os.PathLike) -> str:
