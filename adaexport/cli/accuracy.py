@@ -44,6 +44,7 @@ def eval_command(
 ) -> None:
     """Top-1 (and top-5) of every ready engine next to PyTorch's at the same point; stored in the manifest, with the Pareto fronts.
 
+    \b
     Example: adaexport eval family --limit 200
     """
     from .. import api
@@ -84,6 +85,7 @@ def check(
 ) -> None:
     """The CI gate: exit 1 if any configuration lost more than --max-drop points of top-1 against the baseline, or is missing or not evaluated.
 
+    \b
     Example: adaexport check family --baseline family/manifest.json
     """
     from .. import api
@@ -125,6 +127,7 @@ def search(
 ) -> None:
     """Top-1 (and top-5) of every trained configuration on a dataset in a few forward passes per image, with FLOPs, parameters and the accuracy/FLOPs front.
 
+    \b
     Example: adaexport search --dataset demo --limit 300 --out search.json
     """
     from .. import api
@@ -183,6 +186,7 @@ def report(
 ) -> None:
     """Accuracy against latency (FLOPs where not profiled) with the Pareto front: a PNG plot, an HTML page and the table here. Given a search result (or --search), every trained configuration against FLOPs.
 
+    \b
     Example: adaexport report family --out family/report
     """
     from .. import api

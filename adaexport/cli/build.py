@@ -8,28 +8,29 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from ..errors import UsageError
 from ._app import app, command, console, emit, err_console, reporter, tagged, warn
 from .options import DEVICE_OPT, JSON_OPT, MODEL_ARG
 
-OUT_OPT = typer.Option(..., "--out", "-o", help="Build directory (created; a rebuild reuses its cache).",
+OUT_OPT = typer.Option(..., "--out", "-o", metavar="DIR", help="Build directory (created; a rebuild reuses its cache).",
                        show_default=False)
-GRID_OPT = typer.Option(None, "--grid", help="Grid preset: trained, full, corners, or front / front:K (the "
+GRID_OPT = typer.Option(None, "--grid", metavar="NAME", help="Grid preset: trained, full, corners, or front / front:K (the "
                         "accuracy/FLOPs front of a search, or K points spread along it). Default: the build "
                         "profile's.")
-SEARCH_OPT = typer.Option(None, "--search", help="With --grid front[:K]: the `adaexport search` result to choose "
+SEARCH_OPT = typer.Option(None, "--search", metavar="FILE", help="With --grid front[:K]: the `adaexport search` result to choose "
                           "from (default: search the build's --dataset).")
-TOKENS_OPT = typer.Option(None, "--tokens", help="Latent token counts, e.g. 32,64 (the grid is the product of "
+TOKENS_OPT = typer.Option(None, "--tokens", metavar="N,N", help="Latent token counts, e.g. 32,64 (the grid is the product of "
                           "--tokens, --width and --depth).")
-WIDTH_OPT = typer.Option(None, "--width", help="FFN widths (mat_dim), e.g. 416,832.")
-DEPTH_OPT = typer.Option(None, "--depth", help="Depths (blocks), e.g. 12,21.")
-ATTENTION_OPT = typer.Option(None, "--attention", help="full or block (default: the checkpoint's own).")
-BATCH_OPT = typer.Option(1, "--batch", help="Fixed batch size of every engine.")
-PROFILE_OPT = typer.Option("default", "--build-profile", help="Build profile: a name (`default`, `quick`, or one "
+WIDTH_OPT = typer.Option(None, "--width", metavar="N,N", help="FFN widths (mat_dim), e.g. 416,832.")
+DEPTH_OPT = typer.Option(None, "--depth", metavar="N,N", help="Depths (blocks), e.g. 12,21.")
+ATTENTION_OPT = typer.Option(None, "--attention", metavar="MODE", help="full or block (default: the checkpoint's own).")
+BATCH_OPT = typer.Option(1, "--batch", metavar="N", help="Fixed batch size of every engine.")
+PROFILE_OPT = typer.Option("default", "--build-profile", metavar="NAME|FILE", help="Build profile: a name (`default`, `quick`, or one "
                            "on ADAEXPORT_PROFILES_PATH) or a .toml file.")
 OLD_PROFILE_OPT = typer.Option(None, "--profile", hidden=True, help="Deprecated: use --build-profile.")
-PROFILE_FILE_OPT = typer.Option(None, "--profile-file", help="A build profile .toml file (same as --build-profile "
+PROFILE_FILE_OPT = typer.Option(None, "--profile-file", metavar="FILE", help="A build profile .toml file (same as --build-profile "
                                 "FILE).")
-JOBS_OPT = typer.Option(1, "--jobs", "-j", help="Engines compiled and checked at once.")
+JOBS_OPT = typer.Option(1, "--jobs", "-j", metavar="N", help="Engines compiled and checked at once.")
 
 
 def _profile(build_profile: str, old: Optional[str], profile_file: Optional[Path]) -> str:
@@ -99,6 +100,7 @@ def export(
 ) -> None:
     """Export one static ONNX model per grid point (all sharing one weights file) and the manifest, without compiling or checking.
 
+    \b
     Example: adaexport export --out family --tokens 8,16 --width 32 --depth 1,2
     """
     from .. import api
@@ -113,20 +115,22 @@ def export(
 @command
 def build(
     model: Optional[Path] = MODEL_ARG, out: Path = OUT_OPT, device: Optional[str] = DEVICE_OPT,
+    target_file: Optional[Path] = typer.Option(None, "--target-file", metavar="FILE", help="A device target .toml "
+                                               "file (same as --device FILE)."),
     grid: Optional[str] = GRID_OPT, tokens: Optional[str] = TOKENS_OPT, width: Optional[str] = WIDTH_OPT,
     depth: Optional[str] = DEPTH_OPT, attention: Optional[str] = ATTENTION_OPT, batch: int = BATCH_OPT,
     build_profile: str = PROFILE_OPT, profile: Optional[str] = OLD_PROFILE_OPT,
     profile_file: Optional[Path] = PROFILE_FILE_OPT,
-    engines: Optional[str] = typer.Option(None, "--engines", help="Only these engines, as backend:precision pairs, "
+    engines: Optional[str] = typer.Option(None, "--engines", metavar="BACKEND:PRECISION,...", help="Only these engines, as backend:precision pairs, "
                                           "e.g. onnxruntime:fp32,openvino:int8 (default: the build profile's)."),
-    atol: Optional[float] = typer.Option(None, "--atol", help="fp32 parity: largest absolute difference from PyTorch "
+    atol: Optional[float] = typer.Option(None, "--atol", metavar="X", help="fp32 parity: largest absolute difference from PyTorch "
                                          "(default: the build profile's)."),
-    min_agreement: Optional[float] = typer.Option(None, "--min-agreement", help="Smallest top-1 agreement with "
+    min_agreement: Optional[float] = typer.Option(None, "--min-agreement", metavar="X", help="Smallest top-1 agreement with "
                                                   "PyTorch, 0..1, for every precision (default: the profile's)."),
-    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="fp16/int8: largest top-1 accuracy drop, in "
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", metavar="POINTS", help="fp16/int8: largest top-1 accuracy drop, in "
                                              "percentage points (default: the profile's)."),
     dataset: Optional[str] = typer.Option(
-        None, "--dataset", help="Parity inputs (and what --grid front searches without --search): demo, "
+        None, "--dataset", metavar="SPEC", help="Parity inputs (and what --grid front searches without --search): demo, "
         "fashion-mnist:DIR, npz:FILE, imagefolder:DIR, or none (fp32 engines checked on seeded random inputs, "
         "reduced precisions not built). Default: demo where its data fits the model, else none."),
     no_profile: bool = typer.Option(False, "--no-profile", help="Skip measuring the engines (latency, load time, "
@@ -135,10 +139,15 @@ def build(
 ) -> None:
     """Export, compile and check a family of engines against PyTorch; profile them when this machine is the target; write the manifest.
 
+    \b
     Example: adaexport build --out family --tokens 8,16 --width 32 --depth 1,2 --engines onnxruntime:fp32
     """
     from .. import api
 
+    if target_file is not None:
+        if device is not None:
+            raise UsageError("give either --device or --target-file, not both")
+        device = str(target_file)
     result = api.build(out, model, device=device, grid=grid, tokens=tokens, widths=width, depths=depth,
                        attention=attention, batch=batch, profile=_profile(build_profile, profile, profile_file),
                        engines=None if engines is None else [e.strip() for e in engines.split(",") if e.strip()],
@@ -152,7 +161,7 @@ def build(
 def compile(
     directory: Path = typer.Argument(..., help="A build directory whose manifest has pending engines.",
                                      show_default=False),
-    device: Optional[str] = typer.Option(None, "--device", help="Target device (default: the manifest's)."),
+    device: Optional[str] = typer.Option(None, "--device", metavar="TARGET", help="Target device (default: the manifest's)."),
     json_out: bool = JSON_OPT,
 ) -> None:
     """On the device: build the engines a cross-build left pending (TensorRT) and check them; needs no torch."""

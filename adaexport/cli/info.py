@@ -56,6 +56,7 @@ def inspect(
 ) -> None:
     """Print a model's architecture, parameters, trained grid and FLOPs range, or a build directory's engines.
 
+    \b
     Example: adaexport inspect --grid corners
     """
     from .. import api

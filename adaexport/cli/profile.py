@@ -58,6 +58,7 @@ def profile(
 ) -> None:
     """Measure every engine of a build on this machine (latency percentiles, load time, memory, energy where there is a sensor) and record it in the manifest, per device and power mode.
 
+    \b
     Example: adaexport profile family --min-duration 0.5
     """
     from .. import api

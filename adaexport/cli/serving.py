@@ -44,6 +44,7 @@ def select(
 ) -> None:
     """Show which engine the runtime would serve with under these limits, and why each other engine was not chosen.
 
+    \b
     Example: adaexport select family --latency-ms 2.5
     """
     from .. import api
@@ -78,6 +79,7 @@ def run(
 ) -> None:
     """Classify an image with the engine the runtime chooses under these limits.
 
+    \b
     Example: adaexport run family --input frame.png --top 3
     """
     from .. import api
