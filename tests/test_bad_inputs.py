@@ -330,13 +330,23 @@ CHECK += [case("check", name, "{build}", *args, words=words) for name, args, wor
     ("junit-in-immutable-dir", ("--baseline", "{build}", "--junit", "{places}/immutable/j.xml"), "cannot write"),
 ]]
 
+BUILD += [case("build", name, *out(*SMALL, *args), words=words) for name, args, words in [
+    ("engines-no-colon", ("--engines", "onnxruntime"), "--engines: expected backend:precision pairs"),
+    ("engines-empty", ("--engines", ","), "--engines: expected backend:precision pairs"),
+    ("engines-not-in-target", ("--engines", "tensorrt:fp99"), "target x86-cpu builds onnxruntime:fp32"),
+    ("atol-nan", ("--atol", "nan"), "--atol must be a finite number"),
+    ("atol-negative", ("--atol", "-1e-3"), "--atol must be >= 0"),
+    ("min-agreement-above-1", ("--min-agreement", "2"), "--min-agreement must be <= 1"),
+    ("max-drop-inf", ("--max-drop", "inf"), "--max-drop must be a finite number"),
+]]
+
 REPORT = [case("report", name, path, words=words) for name, path, words in MANIFEST_PROBLEMS[:4]]
 REPORT += [case("report", name, "{build}", *args, words=words) for name, args, words in [
     ("out-and-png", ("--out", "{tmp}/r", "--png", "{tmp}/r.png"), "not both"),
-    ("width-50", ("--width", "50"), "must be 100..10000 pixels"),
-    ("height-0", ("--height", "0"), "must be 100..10000 pixels"),
-    ("width-inf", ("--width", "inf"), "Invalid value for '--width'"),
-    ("height-huge", ("--height", "99999999999"), "must be 100..10000 pixels"),
+    ("width-50", ("--image-width", "50"), "must be 100..10000 pixels"),
+    ("height-0", ("--image-height", "0"), "must be 100..10000 pixels"),
+    ("width-inf", ("--image-width", "inf"), "Invalid value for '--image-width'"),
+    ("height-huge", ("--image-height", "99999999999"), "must be 100..10000 pixels"),
     ("png-is-a-directory", ("--png", "{places}"), "is a directory"),
     ("html-is-a-directory", ("--html", "{places}"), "is a directory"),
     ("png-under-a-file", ("--png", "{places}/a-file/r.png"), "no such directory"),

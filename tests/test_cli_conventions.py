@@ -35,6 +35,17 @@ def test_importing_adaexport_and_its_help_load_neither_torch_nor_numpy():
         assert helped.stdout.strip().splitlines()[-1] == "[]", (args, helped.stdout)
 
 
+def test_the_api_returns_typed_results_without_the_cli_libraries():
+    used = python("import sys; from adaexport import api\n"
+                  "r = api.targets(); assert type(r).__name__ == 'TargetsResult', r\n"
+                  "assert 'x86-cpu' in [t['name'] for t in r.to_json()['targets']]\n"
+                  "i = api.inspect(tokens='8', widths='32', depths='1,2')\n"
+                  "assert [p['id'] for p in i.points] == ['t8_w32_d1', 't8_w32_d2'], i.points\n"
+                  "print([m for m in ('typer', 'rich', 'click') if m in sys.modules])")
+    assert used.returncode == 0, used.stderr
+    assert used.stdout.strip() == "[]"
+
+
 def test_help_names_the_exit_codes_and_the_version_flag_works():
     helped = run_cli("--help")
     assert helped.returncode == 0
@@ -115,3 +126,15 @@ def test_every_command_prints_one_envelope(family, tmp_path):
         assert result.returncode == 0, (command, result.stderr)
         assert json.loads(result.stdout)["command"] == command
         assert json_result(result) is not None
+
+
+@pytest.mark.slow
+def test_quiet_and_the_log_file(family, tmp_path):
+    plain = run_cli("compile", str(family))
+    assert plain.returncode == 0 and "no pending engines" in plain.stderr
+    log = tmp_path / "adaexport.log"
+    quiet = run_cli("-q", "--log-file", str(log), "compile", str(family))
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    assert "no pending engines" in log.read_text()
+    unwritable = run_cli("--log-file", str(tmp_path / "no" / "x.log"), "targets")
+    assert unwritable.returncode == 2 and "--log-file" in unwritable.stderr

@@ -54,6 +54,18 @@ def _knob_lists(tokens, widths, depths) -> dict[str, list[int] | None]:
     return parsed
 
 
+def _check_engines(engines, device: str | None) -> None:
+    """Each --engines pair must be one the target builds (else it would be skipped silently)."""
+    from ..errors import UsageError
+    from ..targets import get_target
+
+    target = get_target(device)
+    offered = [f"{e.backend}:{p}" for e in target.engines for p in e.precisions]
+    unknown = [e for e in engines if e not in offered]
+    if unknown:
+        raise UsageError(f"--engines {','.join(unknown)}: target {target.name} builds {', '.join(offered)}")
+
+
 def build(out: str | Path, model: str | Path | None = None, *, device: str | None = None, grid: str | None = None,
           tokens=None, widths=None, depths=None, attention: str | None = None, batch: int = 1,
           profile: str = "default", engines: list[str] | None = None, atol: float | None = None,
@@ -74,6 +86,7 @@ def build(out: str | Path, model: str | Path | None = None, *, device: str | Non
 
     if any(v is not None for v in (engines, atol, min_agreement, max_drop)):
         profile = load_profile(profile).with_overrides(engines, atol, min_agreement, max_drop)
+        _check_engines(engines or (), device)
     fields = {f.name for f in dataclasses.fields(BuildRequest)}
     request = BuildRequest(
         out=Path(out), model=None if model is None else Path(model), target=resolve_target(device), profile=profile,
