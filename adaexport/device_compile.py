@@ -28,22 +28,34 @@ def _input_config(manifest: dict):
                                  preprocessing_spec=lambda: dict(model["input"]["preprocessing"]))
 
 
-def _reference_inputs(manifest: dict, samples: int, random_samples: int) -> tuple[np.ndarray, np.ndarray | None]:
-    from .datasets import CALIBRATION_SAMPLES, NO_DATASET, load_raw, preprocess, random_inputs
+def _reference_inputs(manifest: dict, samples: int, random_samples: int,
+                      dataset: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The parity inputs: the build's dataset as the build read it (or `dataset`, the same
+    data where it lies on this machine), else the build's seeded random inputs."""
+    from .datasets import CALIBRATION_SAMPLES, NO_DATASET, DatasetError, load_raw, preprocess, random_inputs
+    from .errors import UsageError
 
     spec = manifest["model"]["input"]
     _, channels, size, _ = spec["shape"]
     batch = spec["shape"][0]
-    dataset = manifest.get("build", {}).get("dataset") or "demo"
-    if dataset == NO_DATASET:  # the build's own random inputs
+    built_with = manifest.get("build", {}).get("dataset") or "demo"
+    if built_with == NO_DATASET:  # the build's own random inputs
         return random_inputs(-(-random_samples // batch) * batch, channels, size), None
-    images, labels = load_raw(dataset, _input_config(manifest), samples + CALIBRATION_SAMPLES)  # as the build read it
+    try:
+        images, labels = load_raw(dataset or built_with, _input_config(manifest), samples + CALIBRATION_SAMPLES)
+    except DatasetError as exc:
+        if dataset is not None:
+            raise
+        raise UsageError(f"{exc} (the build's dataset {built_with}: where the same data lies elsewhere on this "
+                         "machine, pass --dataset SPEC)") from None
     n = min(samples, len(images)) // batch * batch
     return preprocess(images[:n], spec["preprocessing"], channels, size), labels[:n]
 
 
-def finish_pending_engines(directory: Path, device: str | None, reporter) -> list[str]:
-    """Build every pending engine of DIR's manifest here; returns the ids finished."""
+def finish_pending_engines(directory: Path, device: str | None, reporter, dataset: str | None = None) -> list[str]:
+    """Build every pending engine of DIR's manifest here; returns the ids finished.
+    `dataset`: where the build's parity data lies on this machine (default: the spec the
+    manifest records, e.g. the bundled demo)."""
     from .backends import BackendUnavailable, finish_pending, get_backend, open_artifact, open_engine
     from .profiles import profile_of_manifest
     from .targets import get_target
@@ -74,7 +86,7 @@ def finish_pending_engines(directory: Path, device: str | None, reporter) -> lis
         reference_entry = next(e for e in manifest["engines"] if e["point"] == entry["point"]
                                and e["backend"] == "onnxruntime" and e["precision"] == "fp32")
         if inputs is None:
-            inputs, labels = _reference_inputs(manifest, profile.parity_samples, profile.random_samples)
+            inputs, labels = _reference_inputs(manifest, profile.parity_samples, profile.random_samples, dataset)
         if reference_entry["id"] not in references:
             reference_session = open_engine(directory, reference_entry, threads=0)
             references[reference_entry["id"]] = run_batched(

@@ -38,6 +38,11 @@ class EnvironmentProblem(AdaexportError):
     exit_code = EXIT_ENVIRONMENT
 
 
+class MissingDependency(EnvironmentProblem, ImportError):
+    """An optional package this command needs is not installed; the message says which
+    and how to install it."""
+
+
 class CheckFailed(AdaexportError):
     """The command ran and a check it makes failed (parity, the gate)."""
 

@@ -10,11 +10,14 @@ from pathlib import Path
 
 
 def pillow(error: type[Exception], missing: str):
-    """The PIL.Image module, or ``error(missing)`` when Pillow is not installed."""
+    """The PIL.Image module, or MissingDependency(missing) when Pillow is not installed (exit
+    3: the input is fine, this machine lacks the package)."""
+    from .errors import MissingDependency
+
     try:
         from PIL import Image
     except ImportError:
-        raise error(missing) from None
+        raise MissingDependency(missing) from None
     return Image
 
 

@@ -138,3 +138,19 @@ def test_quiet_and_the_log_file(family, tmp_path):
     assert "no pending engines" in log.read_text()
     unwritable = run_cli("--log-file", str(tmp_path / "no" / "x.log"), "targets")
     assert unwritable.returncode == 2 and "--log-file" in unwritable.stderr
+
+
+@pytest.mark.slow
+def test_a_missing_optional_dependency_is_exit_3(family, tmp_path):
+    from PIL import Image
+
+    png = tmp_path / "frame.png"
+    Image.new("L", (28, 28)).save(png)
+    no_pillow = ("import sys\nclass Block:\n    def find_spec(self, name, path=None, target=None):\n"
+                 "        if name.split('.')[0] == 'PIL': raise ImportError('blocked: ' + name)\n"
+                 "sys.meta_path.insert(0, Block())\nsys.argv = ['adaexport'] + sys.argv[1:]\n"
+                 "from adaexport.cli import main; main()")
+    result = python(no_pillow, "run", str(family), "--input", str(png))
+    assert result.returncode == 3, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "needs Pillow" in line

@@ -108,15 +108,17 @@ def export(out: str | Path, model: str | Path | None = None, **options) -> Build
     return build(out, model, **{"dataset": "demo", **options, "parity": False})
 
 
-def compile(directory: str | Path, device: str | None = None, reporter=None) -> CompileResult:  # noqa: A001
+def compile(directory: str | Path, device: str | None = None, reporter=None,  # noqa: A001
+            dataset: str | None = None) -> CompileResult:
     """On the device: build and check the engines a cross-build left pending (`adaexport
-    compile`); needs no torch and nothing from the build host but the build directory."""
+    compile`); needs no torch and nothing from the build host but the build directory
+    (and `dataset`, the build's parity data, where it was not the bundled demo)."""
     from ..device_compile import finish_pending_engines
     from ..progress import QuietReporter
 
     reporter = reporter or QuietReporter()
     try:
-        finished = finish_pending_engines(Path(directory), device, reporter)
+        finished = finish_pending_engines(Path(directory), device, reporter, dataset)
     finally:
         reporter.close()
     return CompileResult(directory=Path(directory), finished=finished)

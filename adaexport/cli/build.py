@@ -161,12 +161,16 @@ def build(
 def compile(
     directory: Path = typer.Argument(..., help="A build directory whose manifest has pending engines.",
                                      show_default=False),
-    device: Optional[str] = typer.Option(None, "--device", metavar="TARGET", help="Target device (default: the manifest's)."),
+    device: Optional[str] = typer.Option(None, "--device", metavar="TARGET", help="Target device (default: the "
+                                         "manifest's)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", metavar="SPEC", help="Where the build's parity data "
+                                          "lies on this machine, when not where the manifest says (the demo is "
+                                          "bundled)."),
     json_out: bool = JSON_OPT,
 ) -> None:
     """On the device: build the engines a cross-build left pending (TensorRT) and check them; needs no torch."""
     from .. import api
 
-    result = api.compile(directory, device, reporter(json_out))
+    result = api.compile(directory, device, reporter(json_out), dataset)
     emit(result, json_out, lambda r: r.finished and console.print(
         f"finished {len(r.finished)} engine(s): {', '.join(r.finished)}", highlight=False))
