@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from .conftest import run_cli
+from .conftest import json_result, run_cli
 
 BLOCK = """
 import sys
@@ -67,8 +67,9 @@ def test_a_custom_profile_build_needs_nothing_else_on_the_device(tmp_path):
     profile file gone, the build moved away from the build host's paths and torch blocked,
     `compile` and `profile` still run with the custom profile's settings."""
     profile = tmp_path / "mine.toml"
-    profile.write_text('[build]\nengines = ["onnxruntime:fp32", "tensorrt:fp32"]\n[parity]\nsamples = 16\n'
+    profile.write_text('[build]\nengines = ["onnxruntime:fp32", "tensorrt:fp16"]\n[parity]\nsamples = 16\n'
                        '[parity.fp32]\nmax_abs = 1e-3\nmin_top1_agreement = 0.97\n'
+                       '[parity.fp16]\nmin_top1_agreement = 0.9\nmax_accuracy_drop = 2.5\n'
                        '[profiling]\nenabled = false\nwarmup_s = 0.005\nmin_iterations = 7\nmin_duration_s = 0.01\n'
                        'rounds = 1\nremeasure = 0\nidle_s = 0\n')
     built = run_cli("build", "--device", "jetson-orin-nx", "--out", str(tmp_path / "nx"), "--tokens", "8", "--width",
@@ -80,10 +81,11 @@ def test_a_custom_profile_build_needs_nothing_else_on_the_device(tmp_path):
     read = subprocess.run([sys.executable, "-c", BLOCK.split("sys.argv")[0] + (
         "from adaexport.manifest import read_manifest\nfrom adaexport.profiles import profile_of_manifest\n"
         f"p = profile_of_manifest(read_manifest({str(device_dir)!r}))\n"
-        "print(p.name, p.parity_samples, p.tolerance('fp32').max_abs, p.tolerance('fp32').min_top1_agreement)\n")],
+        "print(p.name, p.parity_samples, p.tolerance('fp32').max_abs, p.tolerance('fp32').min_top1_agreement,\n"
+        "      p.tolerance('fp16').max_accuracy_drop)\n")],
         capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
     assert read.returncode == 0, read.stderr
-    assert read.stdout.split() == ["mine", "16", "0.002", "0.97"]
+    assert read.stdout.split() == ["mine", "16", "0.002", "0.97", "2.5"]
     compiled = run_without_torch("compile", str(device_dir))
     try:
         import tensorrt  # noqa: F401
@@ -94,5 +96,6 @@ def test_a_custom_profile_build_needs_nothing_else_on_the_device(tmp_path):
     profiled = run_without_torch("profile", str(device_dir), "--device", "x86-cpu", "--engines",
                                  "t8_w32_d1-onnxruntime-fp32", "--json")
     assert profiled.returncode == 0, profiled.stderr
+    device = json_result(profiled)["device"]
     manifest = json.loads((device_dir / "manifest.json").read_text())
-    assert manifest["profiling"]["x86-cpu"]["settings"]["min_iterations"] == 7
+    assert manifest["profiling"][device]["settings"]["min_iterations"] == 7
