@@ -14,7 +14,8 @@ from .conftest import DATA, ROOT, json_result, run_cli
 
 COMMANDS = ("build", "export", "compile", "profile", "eval", "search", "check", "report", "select", "run", "inspect",
             "targets", "doctor")
-SMALL = ("--tokens", "8", "--width", "32", "--depth", "1,2", "--build-profile", str(DATA / "profiles" / "ort-fp32.toml"))
+SMALL = ("--tokens", "8", "--width", "32", "--depth", "1,2",
+         "--build-profile", str(DATA / "profiles" / "ort-fp32.toml"))
 HEAVY = ("torch", "numpy", "onnx", "onnxruntime")
 
 

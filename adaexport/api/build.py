@@ -78,7 +78,8 @@ def build(out: str | Path, model: str | Path | None = None, *, device: str | Non
     `tokens`/`widths`/`depths`: "32,64" or a list of ints (None: the grid preset's);
     `device`: a target name or .toml file (None: this machine); `profile`: a build
     profile name or .toml file, whose values `engines` ("backend:precision"), `atol`,
-    `min_agreement` and `max_drop` override (recorded in the manifest); `reporter`: progress (see adaexport.progress; None: silent)."""
+    `min_agreement` and `max_drop` override (recorded in the manifest); `reporter`:
+    progress (see adaexport.progress; None: silent)."""
     from ..build import BuildRequest, run_build
     from ..profiles import load_profile
     from ..progress import QuietReporter

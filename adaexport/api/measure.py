@@ -88,6 +88,7 @@ def profile(directory: str | Path, *, device: str | None = None, power_mode: str
     finally:
         reporter.close()
     if not done and skipped_modes:
-        raise EnvironmentProblem("no power mode profiled: " + "; ".join(f"{m}: {why}" for m, why in skipped_modes.items()))
+        raise EnvironmentProblem("no power mode profiled: "
+                                 + "; ".join(f"{m}: {why}" for m, why in skipped_modes.items()))
     return ProfileResult(directory=directory, manifest=manifest, device=device_id, target=target.name, modes=done,
                          skipped=list(skipped), skipped_modes=skipped_modes)

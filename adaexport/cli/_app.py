@@ -116,7 +116,8 @@ class _OneLineUsageErrors(TyperGroup):
             return super().invoke(ctx)
 
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, cls=_OneLineUsageErrors, rich_markup_mode=None, epilog=EPILOG,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, cls=_OneLineUsageErrors,
+                  rich_markup_mode=None, epilog=EPILOG,
                   context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
                   help="Export an adaptive AdaPerceiver into a family of static edge engines, check them against "
                        "PyTorch, profile them, and choose one at run time. Start with `adaexport inspect` (the "
@@ -194,8 +195,9 @@ def _print_version(value: bool) -> None:
 def main_options(
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                  help="Print the version and exit."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, show_default=False, help="More detail on stderr: -v adaexport's "
-                                "info log lines, -vv also its debug lines and the backends' own logs."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, show_default=False,
+                                help="More detail on stderr: -v adaexport's info log lines, -vv also its debug lines "
+                                "and the backends' own logs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors only: no progress, no warnings."),
     log_file: Optional[Path] = typer.Option(None, "--log-file", metavar="FILE",
                                             help="Also write adaexport's log, at debug level, to FILE."),

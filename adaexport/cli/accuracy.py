@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ._app import app, command, console, emit, reporter, tagged, warn
-from .options import DATASET_HELP, JSON_OPT, MODEL_ARG
+from .options import DATASET_HELP, DIR_ARG, JSON_OPT, MODEL_ARG
 
 
 def _pct(value) -> str:
@@ -35,14 +35,15 @@ def _render_eval(result) -> None:
 @app.command("eval")
 @command
 def eval_command(
-    directory: Path = typer.Argument(..., help="A build directory (with manifest.json).", show_default=False),
+    directory: Path = DIR_ARG,
     dataset: str = typer.Option("demo", "--dataset", help=DATASET_HELP),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate on the first N samples only."),
     model: Optional[Path] = typer.Option(None, "--model", help="The checkpoint the build was made from (default: the "
                                          "bundled demo model)."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Top-1 (and top-5) of every ready engine next to PyTorch's at the same point; stored in the manifest, with the Pareto fronts.
+    """Top-1 (and top-5) of every ready engine next to PyTorch's at the same point; stored in the manifest, with the
+    Pareto fronts.
 
     \b
     Example: adaexport eval family --limit 200
@@ -73,8 +74,8 @@ def _render_check(result) -> None:
 @app.command()
 @command
 def check(
-    directory: Path = typer.Argument(..., help="The build directory to judge (evaluated with `adaexport eval`).",
-                                     show_default=False),
+    directory: Path = typer.Argument(..., metavar="DIR", show_default=False,
+                                     help="The build directory to judge (evaluated with `adaexport eval`)."),
     baseline: Path = typer.Option(..., "--baseline", help="The baseline: a build directory or its manifest.json.",
                                   show_default=False),
     max_drop: float = typer.Option(0.5, "--max-drop", help="Largest allowed top-1 drop per configuration, in "
@@ -83,7 +84,8 @@ def check(
                                          "configuration)."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """The CI gate: exit 1 if any configuration lost more than --max-drop points of top-1 against the baseline, or is missing or not evaluated.
+    """The CI gate: exit 1 if any configuration lost more than --max-drop points of top-1 against the baseline, or is
+    missing or not evaluated.
 
     \b
     Example: adaexport check family --baseline family/manifest.json
@@ -125,7 +127,8 @@ def search(
                                     "else the front)."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Top-1 (and top-5) of every trained configuration on a dataset in a few forward passes per image, with FLOPs, parameters and the accuracy/FLOPs front.
+    """Top-1 (and top-5) of every trained configuration on a dataset in a few forward passes per image, with FLOPs,
+    parameters and the accuracy/FLOPs front.
 
     \b
     Example: adaexport search --dataset demo --limit 300 --out search.json
@@ -165,8 +168,9 @@ def _render_report(result) -> None:
 @app.command()
 @command
 def report(
-    directory: Path = typer.Argument(..., help="A build directory (evaluated with `adaexport eval`), or a search "
-                                     "result (`adaexport search --out FILE`).", show_default=False),
+    directory: Path = typer.Argument(..., metavar="DIR|SEARCH.json", show_default=False,
+                                     help="A build directory (evaluated with `adaexport eval`), or a search result "
+                                     "(`adaexport search --out FILE`)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output prefix: writes PREFIX.png and PREFIX.html "
                                        "(default: DIR/report)."),
     png: Optional[Path] = typer.Option(None, "--png", help="Where to write the PNG plot."),
@@ -184,7 +188,8 @@ def report(
                                      "(DIR/search.json: every configuration, the front, the ones built)."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Accuracy against latency (FLOPs where not profiled) with the Pareto front: a PNG plot, an HTML page and the table here. Given a search result (or --search), every trained configuration against FLOPs.
+    """Accuracy against latency (FLOPs where not profiled) with the Pareto front: a PNG plot, an HTML page and the
+    table here. Given a search result (or --search), every trained configuration against FLOPs.
 
     \b
     Example: adaexport report family --out family/report

@@ -12,24 +12,27 @@ from ..errors import UsageError
 from ._app import app, command, console, emit, err_console, reporter, tagged, warn
 from .options import DEVICE_OPT, JSON_OPT, MODEL_ARG
 
-OUT_OPT = typer.Option(..., "--out", "-o", metavar="DIR", help="Build directory (created; a rebuild reuses its cache).",
-                       show_default=False)
-GRID_OPT = typer.Option(None, "--grid", metavar="NAME", help="Grid preset: trained, full, corners, or front / front:K (the "
-                        "accuracy/FLOPs front of a search, or K points spread along it). Default: the build "
-                        "profile's.")
-SEARCH_OPT = typer.Option(None, "--search", metavar="FILE", help="With --grid front[:K]: the `adaexport search` result to choose "
-                          "from (default: search the build's --dataset).")
-TOKENS_OPT = typer.Option(None, "--tokens", metavar="N,N", help="Latent token counts, e.g. 32,64 (the grid is the product of "
-                          "--tokens, --width and --depth).")
+OUT_OPT = typer.Option(..., "--out", "-o", metavar="DIR", show_default=False,
+                       help="Build directory (created; a rebuild reuses its cache).")
+GRID_OPT = typer.Option(None, "--grid", metavar="NAME",
+                        help="Grid preset: trained, full, corners, or front / front:K (the accuracy/FLOPs front of a "
+                        "search, or K points spread along it). Default: the build profile's.")
+SEARCH_OPT = typer.Option(None, "--search", metavar="FILE",
+                          help="With --grid front[:K]: the `adaexport search` result to choose from (default: search "
+                          "the build's --dataset).")
+TOKENS_OPT = typer.Option(None, "--tokens", metavar="N,N",
+                          help="Latent token counts, e.g. 32,64 (the grid is the product of --tokens, --width and "
+                          "--depth).")
 WIDTH_OPT = typer.Option(None, "--width", metavar="N,N", help="FFN widths (mat_dim), e.g. 416,832.")
 DEPTH_OPT = typer.Option(None, "--depth", metavar="N,N", help="Depths (blocks), e.g. 12,21.")
 ATTENTION_OPT = typer.Option(None, "--attention", metavar="MODE", help="full or block (default: the checkpoint's own).")
 BATCH_OPT = typer.Option(1, "--batch", metavar="N", help="Fixed batch size of every engine.")
-PROFILE_OPT = typer.Option("default", "--build-profile", metavar="NAME|FILE", help="Build profile: a name (`default`, `quick`, or one "
-                           "on ADAEXPORT_PROFILES_PATH) or a .toml file.")
+PROFILE_OPT = typer.Option("default", "--build-profile", metavar="NAME|FILE",
+                           help="Build profile: a name (`default`, `quick`, or one on ADAEXPORT_PROFILES_PATH) or a "
+                           ".toml file.")
 OLD_PROFILE_OPT = typer.Option(None, "--profile", hidden=True, help="Deprecated: use --build-profile.")
-PROFILE_FILE_OPT = typer.Option(None, "--profile-file", metavar="FILE", help="A build profile .toml file (same as --build-profile "
-                                "FILE).")
+PROFILE_FILE_OPT = typer.Option(None, "--profile-file", metavar="FILE",
+                                help="A build profile .toml file (same as --build-profile FILE).")
 JOBS_OPT = typer.Option(1, "--jobs", "-j", metavar="N", help="Engines compiled and checked at once.")
 
 
@@ -50,7 +53,8 @@ def _summary_table(manifest: dict) -> Table:
         p = e["parity"]
         parity = ("pending" if e.get("status") == "pending" else "not checked") if p is None else (
             f"{'pass' if p['passed'] else 'FAIL'} {p['max_abs']:.0e} / {p['top1_agreement']:.3f}"
-            + (f" / {-p['accuracy_drop']:+.2f}pt" if p.get("accuracy_drop") is not None and e["precision"] != "fp32" else ""))
+            + (f" / {-p['accuracy_drop']:+.2f}pt" if p.get("accuracy_drop") is not None and e["precision"] != "fp32"
+               else ""))
         point = e["point"]
         size = f"{e['size'] / 1024:.1f} KiB" if "size" in e else "-"
         table.add_row(f"t{point['tokens']}_w{point['width']}_d{point['depth']}", f"{e['backend']} {e['precision']}",
@@ -98,7 +102,8 @@ def export(
     profile: Optional[str] = OLD_PROFILE_OPT, profile_file: Optional[Path] = PROFILE_FILE_OPT,
     search: Optional[Path] = SEARCH_OPT, jobs: int = JOBS_OPT, json_out: bool = JSON_OPT,
 ) -> None:
-    """Export one static ONNX model per grid point (all sharing one weights file) and the manifest, without compiling or checking.
+    """Export one static ONNX model per grid point (all sharing one weights file) and the manifest, without compiling
+    or checking.
 
     \b
     Example: adaexport export --out family --tokens 8,16 --width 32 --depth 1,2
@@ -121,23 +126,27 @@ def build(
     depth: Optional[str] = DEPTH_OPT, attention: Optional[str] = ATTENTION_OPT, batch: int = BATCH_OPT,
     build_profile: str = PROFILE_OPT, profile: Optional[str] = OLD_PROFILE_OPT,
     profile_file: Optional[Path] = PROFILE_FILE_OPT,
-    engines: Optional[str] = typer.Option(None, "--engines", metavar="BACKEND:PRECISION,...", help="Only these engines, as backend:precision pairs, "
-                                          "e.g. onnxruntime:fp32,openvino:int8 (default: the build profile's)."),
-    atol: Optional[float] = typer.Option(None, "--atol", metavar="X", help="fp32 parity: largest absolute difference from PyTorch "
-                                         "(default: the build profile's)."),
-    min_agreement: Optional[float] = typer.Option(None, "--min-agreement", metavar="X", help="Smallest top-1 agreement with "
-                                                  "PyTorch, 0..1, for every precision (default: the profile's)."),
-    max_drop: Optional[float] = typer.Option(None, "--max-drop", metavar="POINTS", help="fp16/int8: largest top-1 accuracy drop, in "
-                                             "percentage points (default: the profile's)."),
+    engines: Optional[str] = typer.Option(None, "--engines", metavar="BACKEND:PRECISION,...",
+                                          help="Only these engines, e.g. onnxruntime:fp32,openvino:int8 (default: "
+                                          "the build profile's)."),
+    atol: Optional[float] = typer.Option(None, "--atol", metavar="X", help="fp32 parity: largest absolute difference "
+                                         "from PyTorch (default: the build profile's)."),
+    min_agreement: Optional[float] = typer.Option(None, "--min-agreement", metavar="X",
+                                                  help="Smallest top-1 agreement with PyTorch, 0..1, for every "
+                                                  "precision (default: the profile's)."),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", metavar="POINTS",
+                                             help="fp16/int8: largest top-1 accuracy drop, in percentage points "
+                                             "(default: the profile's)."),
     dataset: Optional[str] = typer.Option(
-        None, "--dataset", metavar="SPEC", help="Parity inputs (and what --grid front searches without --search): demo, "
-        "fashion-mnist:DIR, npz:FILE, imagefolder:DIR, or none (fp32 engines checked on seeded random inputs, "
+        None, "--dataset", metavar="SPEC", help="Parity inputs (and what --grid front searches without --search): "
+        "demo, fashion-mnist:DIR, npz:FILE, imagefolder:DIR, or none (fp32 engines checked on seeded random inputs, "
         "reduced precisions not built). Default: demo where its data fits the model, else none."),
     no_profile: bool = typer.Option(False, "--no-profile", help="Skip measuring the engines (latency, load time, "
                                     "memory, energy) on this machine."),
     search: Optional[Path] = SEARCH_OPT, jobs: int = JOBS_OPT, json_out: bool = JSON_OPT,
 ) -> None:
-    """Export, compile and check a family of engines against PyTorch; profile them when this machine is the target; write the manifest.
+    """Export, compile and check a family of engines against PyTorch; profile them when this machine is the target;
+    write the manifest.
 
     \b
     Example: adaexport build --out family --tokens 8,16 --width 32 --depth 1,2 --engines onnxruntime:fp32
@@ -159,7 +168,7 @@ def build(
 @app.command()
 @command
 def compile(
-    directory: Path = typer.Argument(..., help="A build directory whose manifest has pending engines.",
+    directory: Path = typer.Argument(..., metavar="DIR", help="A build directory whose manifest has pending engines.",
                                      show_default=False),
     device: Optional[str] = typer.Option(None, "--device", metavar="TARGET", help="Target device (default: the "
                                          "manifest's)."),

@@ -45,8 +45,9 @@ def _render_inspect(result) -> None:
 @app.command()
 @command
 def inspect(
-    model: Optional[Path] = typer.Argument(None, help="A checkpoint directory or file, or a build directory; leave "
-                                           "out for the bundled demo model.", show_default=False),
+    model: Optional[Path] = typer.Argument(None, metavar="MODEL|DIR", show_default=False,
+                                           help="A checkpoint directory or file, or a build directory; leave out for "
+                                           "the bundled demo model."),
     grid: Optional[str] = typer.Option(None, "--grid", help="Also list a preset grid's points with FLOPs and "
                                        "parameters (trained, full, corners)."),
     tokens: Optional[str] = typer.Option(None, "--tokens", help="Token counts, e.g. 32,64."),
@@ -94,7 +95,8 @@ def doctor(
     device: Optional[str] = typer.Option(None, "--device", help="Compare with this target (default: detected)."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """On the device: what it really has (TensorRT and its DLA, nvpmodel modes and which need a reboot, power rails, energy counters, device memory) next to what its target assumes."""
+    """On the device: what it really has (TensorRT and its DLA, nvpmodel modes and which need a reboot, power rails,
+    energy counters, device memory) next to what its target assumes."""
     from .. import api
     from ..doctor import format_report
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import typer
 
-MODEL_ARG = typer.Argument(None, metavar="MODEL", help="Checkpoint directory or file; leave out for the bundled demo model.",
-                           show_default=False)
+MODEL_ARG = typer.Argument(None, metavar="MODEL", show_default=False,
+                           help="Checkpoint directory or file; leave out for the bundled demo model.")
 DIR_ARG = typer.Argument(..., metavar="DIR", help="A build directory (holds manifest.json).", show_default=False)
 JSON_OPT = typer.Option(False, "--json", help="Print one JSON document, {\"command\", \"ok\", \"result\", "
                         "\"errors\"}, and no progress.")
-DEVICE_OPT = typer.Option(None, "--device", metavar="TARGET", help="Target device: a name from `adaexport targets` or a .toml file.")
+DEVICE_OPT = typer.Option(None, "--device", metavar="TARGET",
+                          help="Target device: a name from `adaexport targets` or a .toml file.")
 DATASET_HELP = ("demo, fashion-mnist:DIR, npz:FILE (arrays x, y) or imagefolder:DIR (one folder per class).")

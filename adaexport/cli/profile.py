@@ -56,7 +56,8 @@ def profile(
     engines: Optional[str] = typer.Option(None, "--engines", help="Only these engine ids, comma-separated."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Measure every engine of a build on this machine (latency percentiles, load time, memory, energy where there is a sensor) and record it in the manifest, per device and power mode.
+    """Measure every engine of a build on this machine (latency percentiles, load time, memory, energy where there is a
+    sensor) and record it in the manifest, per device and power mode.
 
     \b
     Example: adaexport profile family --min-duration 0.5
