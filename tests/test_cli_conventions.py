@@ -13,7 +13,7 @@ import pytest
 from .conftest import DATA, ROOT, json_result, run_cli
 
 COMMANDS = ("build", "export", "compile", "profile", "eval", "search", "check", "report", "select", "run", "inspect",
-            "targets", "doctor")
+            "targets", "doctor", "version")
 SMALL = ("--tokens", "8", "--width", "32", "--depth", "1,2",
          "--build-profile", str(DATA / "profiles" / "ort-fp32.toml"))
 HEAVY = ("torch", "numpy", "onnx", "onnxruntime")
@@ -119,7 +119,7 @@ def test_every_command_prints_one_envelope(family, tmp_path):
                                                                    "--out", str(tmp_path / "s.json")],
         "check": ["check", str(family), "--baseline", str(family)], "report": ["report", str(family)],
         "select": ["select", str(family)], "run": ["run", str(family), "--input", str(frame)],
-        "inspect": ["inspect", str(family)], "targets": ["targets"], "doctor": ["doctor"],
+        "inspect": ["inspect", str(family)], "targets": ["targets"], "doctor": ["doctor"], "version": ["version"],
     }
     assert set(runs) == set(COMMANDS)
     for command, args in runs.items():

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from .. import __version__
-from ._app import app, command, console, emit, warn
+from ._app import app, command, console, emit, envelope, warn
 from .options import JSON_OPT
 
 
@@ -105,6 +105,10 @@ def doctor(
 
 
 @app.command()
-def version() -> None:
+@command
+def version(json_out: bool = JSON_OPT) -> None:
     """Print the adaexport version (as --version does)."""
-    console.print(f"adaexport {__version__}")
+    if json_out:
+        print(envelope("version", True, {"version": __version__}))
+    else:
+        console.print(f"adaexport {__version__}")
