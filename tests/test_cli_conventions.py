@@ -4,6 +4,7 @@ internal error), one --json envelope on every command, success or not, and a lig
 `adaexport --help` (neither torch nor numpy imported)."""
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -45,6 +46,19 @@ def test_the_api_returns_typed_results_without_the_cli_libraries():
                   "print([m for m in ('typer', 'rich', 'click') if m in sys.modules])")
     assert used.returncode == 0, used.stderr
     assert used.stdout.strip() == "[]"
+
+
+def test_verbose_opens_the_backends_loggers_never_the_root_logger():
+    code = ("import atexit, logging, sys; sys.argv = ['adaexport'] + sys.argv[1:]\n"
+            "root = logging.getLogger(); before = (root.level, list(root.handlers))\n"
+            "atexit.register(lambda: print((root.level, list(root.handlers)) == before,"
+            " logging.getLogger('nncf').getEffectiveLevel(), logging.getLogger('adaexport').getEffectiveLevel()))\n"
+            "from adaexport.cli import main; main()")
+    for args, nncf, ours in ((["targets"], logging.WARNING, logging.WARNING), (["-v", "targets"], logging.WARNING,
+                             logging.INFO), (["-vv", "targets"], logging.DEBUG, logging.DEBUG)):
+        result = python(code, *args)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[-1].split() == ["True", str(nncf), str(ours)], args
 
 
 def test_help_names_the_exit_codes_and_the_version_flag_works():
