@@ -48,6 +48,18 @@ def test_the_api_returns_typed_results_without_the_cli_libraries():
     assert used.stdout.strip() == "[]"
 
 
+def test_every_api_name_stays_a_function_or_class_once_every_module_is_loaded():
+    import importlib
+    import inspect
+
+    from adaexport import api
+
+    for name in api.__all__:
+        importlib.import_module(f"adaexport.api.{api._WHERE[name]}")
+    for name in api.__all__ * 2:
+        assert inspect.isfunction(getattr(api, name)) or inspect.isclass(getattr(api, name)), name
+
+
 def test_verbose_opens_the_backends_loggers_never_the_root_logger():
     code = ("import atexit, logging, sys; sys.argv = ['adaexport'] + sys.argv[1:]\n"
             "root = logging.getLogger(); before = (root.level, list(root.handlers))\n"

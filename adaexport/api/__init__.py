@@ -8,8 +8,10 @@ The command line (`adaexport.cli`) is a thin layer over these functions: it pars
 options, calls one of them and renders its result (a table, or the JSON envelope whose
 `result` is `result.to_json()`). Nothing here imports typer or rich, and this module
 imports each command's implementation only when it is called, so `import adaexport.api`
-loads neither torch nor numpy. Errors meant for a user are `adaexport.errors.AdaexportError`
-subclasses; their `exit_code` is what the CLI exits with.
+loads neither torch nor numpy (no submodule is named like a function: importing a
+submodule sets it as an attribute of this package, which would hide the function).
+Errors meant for a user are `adaexport.errors.AdaexportError` subclasses; their
+`exit_code` is what the CLI exits with.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from __future__ import annotations
 import importlib
 
 _WHERE = {
-    "build": "build", "export": "build", "compile": "build", "BuildResult": "build", "CompileResult": "build",
+    "build": "family", "export": "family", "compile": "family", "BuildResult": "family", "CompileResult": "family",
     "profile": "measure", "ProfileResult": "measure",
-    "eval": "accuracy", "check": "accuracy", "search": "accuracy", "report": "report",
-    "EvalResult": "accuracy", "CheckResult": "accuracy", "SearchResult": "accuracy", "ReportResult": "report",
+    "eval": "accuracy", "check": "accuracy", "search": "accuracy", "report": "pareto_report",
+    "EvalResult": "accuracy", "CheckResult": "accuracy", "SearchResult": "accuracy", "ReportResult": "pareto_report",
     "select": "serving", "run": "serving", "SelectResult": "serving", "RunResult": "serving",
     "inspect": "info", "targets": "info", "doctor": "info",
     "InspectResult": "info", "TargetsResult": "info", "DoctorResult": "info",

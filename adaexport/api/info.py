@@ -64,7 +64,7 @@ def inspect(model: str | Path | None = None, *, grid: str | None = None, tokens=
 
     if model is not None and (Path(model) / MANIFEST_NAME).is_file():
         data = read_manifest(Path(model))
-        fields = {"model": data["model"]["name"], "task": data["model"]["task"],
+        fields = {"directory": str(model), "model": data["model"]["name"], "task": data["model"]["task"],
                   "attention": data["model"]["attention"], "target": data["device"]["target"],
                   "built by": f"adaexport {data['tool']['version']}", "created": data["created"]}
         return InspectResult("build", data["model"]["name"], fields, [], [], manifest=data)
@@ -72,7 +72,7 @@ def inspect(model: str | Path | None = None, *, grid: str | None = None, tokens=
     from ..model import load_checkpoint
     from ..model.flops import count_flops, count_params
     from ..space import build_grid
-    from .build import _knob_lists
+    from .family import _knob_lists
 
     loaded = load_checkpoint(Path(model) if model is not None else DEMO_MODEL)
     points, warnings = [], []

@@ -96,7 +96,7 @@ def check(
 
 
 def _search_table(result, everything: bool) -> Table:
-    from ..api.report import SEARCH_TABLE_ALL
+    from ..api.pareto_report import SEARCH_TABLE_ALL
     from ..report import search_cells, search_columns, search_rows
 
     doc = result.doc

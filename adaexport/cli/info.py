@@ -18,7 +18,7 @@ def _render_inspect(result) -> None:
 
     if result.kind == "build":
         f = result.fields
-        console.print(f"{result.name} ({f['task']}, attention {f['attention']}), target {f['target']}, built by "
+        console.print(f"{f['directory']}: {result.name} ({f['task']}, attention {f['attention']}), target {f['target']}, built by "
                       f"{f['built by']} at {f['created']}", highlight=False)
         from ..manifest import engines_table
 
