@@ -6,7 +6,7 @@ most accurate engine that fits the current latency limit, and the limit changes 
 
 Build a family first (a small one takes ~15 s):
 
-    adaexport build --out out/demo --profile tests/data/profiles/ort-fp32.toml \\
+    adaexport build --out out/demo --build-profile tests/data/profiles/ort-fp32.toml \\
         --tokens 8,32 --width 32,64 --depth 1,4
 
 Frames are the demo's held-out Fashion-MNIST images. Without profiles in the manifest

@@ -181,3 +181,13 @@ def test_a_missing_optional_dependency_is_exit_3(family, tmp_path):
     assert result.returncode == 3, result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert "needs Pillow" in line
+
+
+@pytest.mark.slow
+def test_the_old_option_names_still_work_and_warn(family, tmp_path):
+    old = run_cli("export", "--out", str(tmp_path / "e"), *SMALL[:6], "--profile", SMALL[-1])
+    assert old.returncode == 0, old.stderr
+    assert "--profile is deprecated" in old.stderr and "--build-profile" in old.stderr
+    report = run_cli("report", str(family), "--out", str(tmp_path / "r"), "--width", "640", "--json")
+    assert report.returncode == 0, report.stderr
+    assert "--width is deprecated" in report.stderr and "--image-width" in report.stderr
