@@ -66,6 +66,7 @@ def finish_pending_engines(directory: Path, device: str | None, reporter, datase
     remove_leftovers({directory, *(directory / Path(e["file"]).parent for e in manifest["engines"]
                                    if e.get("status") == "pending")})   # what a killed compile left
     target = get_target(device or manifest["device"]["target"])
+    profile = profile_of_manifest(manifest)  # the manifest's own copy: no file from the build host
     pending = [e for e in manifest["engines"] if e.get("status") == "pending"]
     if not pending:
         reporter.info(f"{directory}: no pending engines")
@@ -74,7 +75,6 @@ def finish_pending_engines(directory: Path, device: str | None, reporter, datase
         state = get_backend(entry["backend"]).available(entry["precision"])
         if not state:
             raise BackendUnavailable(f"cannot finish {len(pending)} pending engine(s) on this machine: {state.reason}")
-    profile = profile_of_manifest(manifest)  # the manifest's own copy: no file from the build host
     inputs = labels = None
     batch = manifest["model"]["input"]["shape"][0]
     references: dict[str, list[np.ndarray]] = {}  # per reference engine id: a point's engines share one
