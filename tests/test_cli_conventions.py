@@ -14,7 +14,7 @@ import pytest
 from .conftest import DATA, ROOT, json_result, run_cli
 
 COMMANDS = ("build", "export", "compile", "profile", "eval", "search", "check", "report", "select", "run", "inspect",
-            "targets", "doctor", "version")
+            "targets", "doctor", "version", "farm join", "farm ls")
 SMALL = ("--tokens", "8", "--width", "32", "--depth", "1,2",
          "--build-profile", str(DATA / "profiles" / "ort-fp32.toml"))
 HEAVY = ("torch", "numpy", "onnx", "onnxruntime")
@@ -85,7 +85,7 @@ def test_help_names_the_exit_codes_and_the_version_flag_works():
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_bad_usage_is_exit_2_and_a_failed_envelope_with_json(command):
-    result = run_cli(command, "--no-such-option", "--json")
+    result = run_cli(*command.split(), "--no-such-option", "--json")
     assert result.returncode == 2, result.stderr
     doc = json.loads(result.stdout)
     assert doc["command"] == command and doc["ok"] is False and doc["result"] is None
@@ -98,6 +98,13 @@ def test_bad_input_is_exit_2_with_the_envelope(tmp_path):
     assert result.returncode == 2
     doc = json.loads(result.stdout)
     assert doc["command"] == "check" and not doc["ok"] and "manifest" in doc["errors"][0]
+
+
+def test_an_unreachable_farm_is_exit_3_with_the_envelope():
+    result = run_cli("farm", "ls", "--ray", "127.0.0.1:1", "--json", timeout=180)
+    assert result.returncode == 3, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["command"] == "farm ls" and not doc["ok"] and "cannot reach the Ray cluster" in doc["errors"][0]
 
 
 def test_an_internal_error_is_exit_70_with_the_debug_hint(tmp_path):
@@ -146,8 +153,9 @@ def test_every_command_prints_one_envelope(family, tmp_path):
         "check": ["check", str(family), "--baseline", str(family)], "report": ["report", str(family)],
         "select": ["select", str(family)], "run": ["run", str(family), "--input", str(frame)],
         "inspect": ["inspect", str(family)], "targets": ["targets"], "doctor": ["doctor"], "version": ["version"],
+        "farm join": ["farm", "join", "--address", "127.0.0.1:6379", "--dry-run"],
     }
-    assert set(runs) == set(COMMANDS)
+    assert set(runs) == set(COMMANDS) - {"farm ls"}  # a Ray cluster: tests/test_farm.py
     for command, args in runs.items():
         result = run_cli(*args, "--json")
         assert result.returncode == 0, (command, result.stderr)

@@ -26,6 +26,8 @@ _WHERE = {
     "select": "serving", "run": "serving", "SelectResult": "serving", "RunResult": "serving",
     "inspect": "info", "targets": "info", "doctor": "info",
     "InspectResult": "info", "TargetsResult": "info", "DoctorResult": "info",
+    "farm_join": "farm", "farm_ls": "farm", "profile_on_farm": "farm",
+    "FarmJoinResult": "farm", "FarmDevicesResult": "farm", "FarmProfileResult": "farm",
 }
 __all__ = sorted(_WHERE)
 

@@ -7,6 +7,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from ..errors import EXIT_CHECK_FAILED, EXIT_OK
+
 
 def plain(value: Any) -> Any:
     """`value` with paths as strings, tuples as lists and dataclasses as dicts."""
@@ -27,6 +29,10 @@ class Result:
 
     def failed_checks(self) -> list[str]:
         return []
+
+    def exit_code(self) -> int:
+        """What the CLI exits with after printing the result: 1 when a check failed."""
+        return EXIT_CHECK_FAILED if self.failed_checks() else EXIT_OK
 
     def to_json(self) -> Any:
         return plain(self)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ._app import app, console, err_console, fail, tagged  # noqa: F401
 # Importing registers the commands, in the order `adaexport --help` lists them.
-from . import info, build, profile, accuracy, serving  # noqa: E402,F401,I001  # isort: skip
+from . import info, build, profile, accuracy, serving, farm  # noqa: E402,F401,I001  # isort: skip
 
 
 def main() -> None:  # console-script entry point

@@ -19,7 +19,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from .. import __version__
-from ..errors import EXIT_CHECK_FAILED, EXIT_INTERNAL, EXIT_USAGE, exit_code_of
+from ..errors import EXIT_INTERNAL, EXIT_USAGE, exit_code_of
 
 # Loggers that -vv opens: adaexport's own and the backends' Python loggers (the root logger
 # is never touched: an application embedding adaexport keeps its own logging).
@@ -71,15 +71,15 @@ def fail(message: str, code: int = EXIT_USAGE, command: str | None = None, json_
 
 
 def emit(result, json_out: bool, render: Callable[[Any], None]) -> None:
-    """Print a command's result: the envelope with --json, else `render(result)`; a check
-    that failed (parity, the gate) then exits 1."""
+    """Print a command's result: the envelope with --json, else `render(result)`; then exit
+    with the result's code (1 when a check failed: parity, the gate)."""
     failed = result.failed_checks()
     if json_out:
         print(envelope(_state["command"], not failed, result.to_json(), failed))
     else:
         render(result)
-    if failed:
-        raise typer.Exit(EXIT_CHECK_FAILED)
+    if result.exit_code():
+        raise typer.Exit(result.exit_code())
 
 
 def _json_wanted() -> bool:
@@ -99,7 +99,16 @@ def _usage_errors_as_one_line():
     except ClickException as exc:
         ctx = getattr(exc, "ctx", None)
         fail(exc.format_message() + (f" (see `{ctx.command_path} --help`)" if ctx is not None else ""),
-             exc.exit_code, command=ctx.info_name if ctx is not None else None, json_out=_json_wanted())
+             exc.exit_code, command=_command_name(ctx), json_out=_json_wanted())
+
+
+def _command_name(ctx) -> str | None:
+    """"farm join" for `adaexport farm join ...`: the context's names below the root."""
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    return " ".join(reversed(names)) or None
 
 
 class _OneLineUsageErrors(TyperGroup):
@@ -129,7 +138,7 @@ def command(fn: Callable) -> Callable:
     --json also the envelope); anything else is a bug: one line and exit 70, the traceback
     with --debug (or ADAEXPORT_DEBUG=1)."""
 
-    name = fn.__name__.removesuffix("_command")  # eval_command: `eval`
+    name = fn.__name__.removesuffix("_command").replace("_", " ")  # eval_command: `eval`; farm_ls: `farm ls`
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

@@ -18,8 +18,8 @@ def _render_inspect(result) -> None:
 
     if result.kind == "build":
         f = result.fields
-        console.print(f"{f['directory']}: {result.name} ({f['task']}, attention {f['attention']}), target {f['target']}, built by "
-                      f"{f['built by']} at {f['created']}", highlight=False)
+        console.print(f"{f['directory']}: {result.name} ({f['task']}, attention {f['attention']}), target "
+                      f"{f['target']}, built by {f['built by']} at {f['created']}", highlight=False)
         from ..manifest import engines_table
 
         console.print(engines_table(result.manifest))

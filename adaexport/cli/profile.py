@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from ..errors import UsageError
 from ._app import app, command, console, emit, reporter, warn
 from .options import DIR_ARG, JSON_OPT
 
@@ -54,6 +55,10 @@ def profile(
     max_cv: Optional[float] = typer.Option(None, "--max-cv", help="Coefficient of variation (%) that triggers a "
                                            "warning and a re-measurement."),
     engines: Optional[str] = typer.Option(None, "--engines", help="Only these engine ids, comma-separated."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="HOST:PORT", help="Profile on every device of this Ray "
+                                      "cluster instead of here; see adaexport farm."),
+    devices: Optional[str] = typer.Option(None, "--devices", metavar="PATTERNS", help="With --ray: only devices whose "
+                                          "target or identity matches these patterns, comma-separated."),
     json_out: bool = JSON_OPT,
 ) -> None:
     """Measure every engine of a build on this machine (latency percentiles, load time, memory, energy where there is a
@@ -64,6 +69,16 @@ def profile(
     """
     from .. import api
 
+    if ray is not None:
+        if device is not None or engines is not None:
+            raise UsageError("--ray profiles each device as itself: --device and --engines do not apply")
+        from .farm import render_farm_profile
+
+        return emit(api.profile_on_farm(directory, ray, devices=devices, power_mode=power_mode,
+                                        min_iterations=min_iterations, min_duration=min_duration, warmup=warmup,
+                                        rounds=rounds, max_cv=max_cv), json_out, render_farm_profile)
+    if devices is not None:
+        raise UsageError("--devices needs --ray")
     wanted = [e.strip() for e in engines.split(",") if e.strip()] if engines is not None else None
     result = api.profile(directory, device=device, power_mode=power_mode, min_iterations=min_iterations,
                          min_duration=min_duration, warmup=warmup, rounds=rounds, max_cv=max_cv, engines=wanted,
