@@ -43,7 +43,7 @@ class CompileResult(Result):
         return {"manifest": str(self.directory / "manifest.json"), "finished": self.finished}
 
 
-def _knob_lists(tokens, widths, depths) -> dict[str, list[int] | None]:
+def parse_knobs(tokens, widths, depths) -> dict[str, list[int] | None]:
     """Each knob as "32,64" (the command line's form, checked there) or a list of ints."""
     from ..space import knob_lists
 
@@ -91,7 +91,7 @@ def build(out: str | Path, model: str | Path | None = None, *, device: str | Non
     fields = {f.name for f in dataclasses.fields(BuildRequest)}
     request = BuildRequest(
         out=Path(out), model=None if model is None else Path(model), target=resolve_target(device), profile=profile,
-        grid=grid, **_knob_lists(tokens, widths, depths), attention=attention, batch=batch, dataset=dataset,
+        grid=grid, **parse_knobs(tokens, widths, depths), attention=attention, batch=batch, dataset=dataset,
         parity=parity, measure=measure, search=None if search is None else Path(search),
         **({"jobs": jobs} if "jobs" in fields else {}))
     reporter = reporter or QuietReporter()

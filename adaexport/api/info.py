@@ -72,12 +72,12 @@ def inspect(model: str | Path | None = None, *, grid: str | None = None, tokens=
     from ..model import load_checkpoint
     from ..model.flops import count_flops, count_params
     from ..space import build_grid
-    from .family import _knob_lists
+    from .family import parse_knobs
 
     loaded = load_checkpoint(Path(model) if model is not None else DEMO_MODEL)
     points, warnings = [], []
     if any(v is not None for v in (grid, tokens, widths, depths)):
-        chosen, warnings = build_grid(loaded.config, preset=grid, **_knob_lists(tokens, widths, depths))
+        chosen, warnings = build_grid(loaded.config, preset=grid, **parse_knobs(tokens, widths, depths))
         points = [{"id": p.id, "tokens": p.tokens, "width": p.width, "depth": p.depth,
                    "flops": count_flops(loaded.config, p), "params": count_params(loaded.config, p)} for p in chosen]
     return InspectResult("model", loaded.name, _model_fields(loaded), points, list(warnings))
