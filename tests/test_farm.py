@@ -12,7 +12,7 @@ from .conftest import ROOT, json_result, run_cli
 
 pytest.importorskip("ray", reason="the farm tests need Ray (pip install 'adaexport[farm]')")
 
-from .ray_cluster import LocalRayCluster, fake_cpu_root  # noqa: E402
+from adaexport.farm.local import LocalRayCluster, fake_cpu_root  # noqa: E402
 
 pytestmark = pytest.mark.slow
 XEON = ("Intel(R) Xeon(R) Platinum 8480+", "avx2 fma avx512f avx512bw avx512_vnni avx512_bf16 amx_tile amx_int8 amx_bf16")

@@ -1,6 +1,8 @@
-"""A real Ray cluster on loopback for the farm tests: a head and device nodes started with
-``ray start --block`` (through ``adaexport farm join`` for the devices), each in its own
-process group so a test can stop, or kill, exactly the nodes it started."""
+"""A Ray cluster on this machine's loopback, for the farm's tests and benchmark and for
+trying the farm out: a head and device nodes started with ``ray start --block`` (through
+``adaexport farm join`` for the devices), each in its own process group so that its owner
+can stop, or kill, exactly the nodes it started. Not for production clusters (see
+docs/farm.md)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-SMALL = ["--num-cpus", "1", "--object-store-memory", str(80 * 2**20), "--disable-usage-stats"]
+QUIET = ["--disable-usage-stats"]
 
 
 def free_port() -> int:
@@ -45,20 +47,24 @@ class LocalRayCluster:
         self.nodes[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env or self.env,
                                             start_new_session=True)
 
-    def start_head(self, resources: dict | None = None) -> None:
+    def start_head(self, cpus: int = 1, object_store_mb: int = 80) -> None:
+        """The head; ``cpus`` 0 keeps build work off it (only devices then run tasks)."""
         self._spawn("head", [str(BIN / "ray"), "start", "--head", "--block", "--port", str(self.port),
                              "--node-ip-address", "127.0.0.1", "--temp-dir", str(self.tmp / "ray"),
-                             "--include-dashboard", "false", "--resources", json.dumps(resources or {}), *SMALL])
+                             "--include-dashboard", "false", *QUIET, "--num-cpus", str(cpus),
+                             "--object-store-memory", str(object_store_mb * 2**20)])
         self.wait_nodes(1)
 
-    def join_device(self, name: str, root: Path | None = None, target: str = "x86-cpu", extra: tuple = ()) -> None:
+    def join_device(self, name: str, root: Path | None = None, target: str = "x86-cpu", extra: tuple = (),
+                    cpus: int = 1, object_store_mb: int = 80) -> None:
         """A device node: `adaexport farm join` (the real CLI) with --block; ``root`` fakes its system."""
         env = dict(self.env)
         if root is not None:
             env["ADAEXPORT_SYSFS_ROOT"] = str(root)
         before = len(self.alive_nodes())
         self._spawn(name, [sys.executable, "-m", "adaexport", "farm", "join", "--address", self.address,
-                           "--device", target, "--", "--block", "--node-ip-address", "127.0.0.1", *SMALL, *extra],
+                           "--device", target, "--", "--block", "--node-ip-address", "127.0.0.1", *QUIET,
+                           "--num-cpus", str(cpus), "--object-store-memory", str(object_store_mb * 2**20), *extra],
                     env)
         self.wait_nodes(before + 1)
 
