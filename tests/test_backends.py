@@ -127,7 +127,9 @@ def test_artifact_sidecar_round_trip_and_safety(tmp_path):
     assert Artifact.load(side).files == loaded.files
     loaded.verify()
     record = loaded.record(tmp_path.parent)
-    assert record["file"] == f"{tmp_path.name}/e.xml" and record["size"] == 6 and len(record["sha256"]) == 64
+    assert record["file"] == f"{tmp_path.name}/e.xml" and len(record["sha256"]) == 64
+    # size: every byte the engine reads (.xml, .bin and the sidecar), not the .xml alone
+    assert record["size"] == 6 + 7 + side.stat().st_size == sum(f["size"] for f in record["files"])
     (tmp_path / "e.bin").write_bytes(b"tampered")
     with pytest.raises(BackendError, match="sha256 differs"):
         loaded.verify()
@@ -138,6 +140,38 @@ def test_artifact_sidecar_round_trip_and_safety(tmp_path):
         Artifact.load(tmp_path / "e.xml")
     with pytest.raises(BackendError, match="no artifact description"):
         Artifact.load(tmp_path / "missing.onnx")
+
+
+def test_an_engine_reading_the_familys_files_owns_only_its_sidecar(tmp_path):
+    """An engine that reads the family's files (an OpenVINO engine opening the point's ONNX)
+    names them beside its folder, owns only <name>.json, and counts every byte it reads."""
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "onnx" / "p.onnx").write_bytes(b"graph")
+    (tmp_path / "onnx" / "weights.bin").write_bytes(b"shared weights")
+    engines = tmp_path / "engines"
+    engines.mkdir()
+    files = [base.family_relpath(tmp_path / "onnx" / n, engines) for n in ("p.onnx", "weights.bin")]
+    assert files == ["../onnx/p.onnx", "../onnx/weights.bin"]
+    art = Artifact(backend="openvino", precision="fp32", files=files, root=engines, name="p-openvino-fp32")
+    side = base.write_sidecar(art)
+    assert side == engines / "p-openvino-fp32.json" and sorted(p.name for p in engines.iterdir()) == [side.name]
+    loaded = Artifact.load(side)
+    assert loaded.name == art.name and loaded.path == engines / "../onnx/p.onnx"
+    record = loaded.record(tmp_path)
+    assert record["file"] == "engines/p-openvino-fp32.json" and record["sha256"] == base.sha256_file(side)
+    assert [f["file"] for f in record["files"]] == ["onnx/p.onnx", "onnx/weights.bin", "engines/p-openvino-fp32.json"]
+    assert record["size"] == 5 + 14 + side.stat().st_size
+    assert record["extra"]["files"] == ["onnx/p.onnx", "onnx/weights.bin", "engines/p-openvino-fp32.json"]
+    with pytest.raises(BackendError, match="outside"):
+        base.family_relpath(tmp_path.parent / "elsewhere.onnx", engines)
+    raw = json.loads(side.read_text())
+    for bad in ("../../etc/passwd", "../onnx/../../x", "/etc/passwd"):
+        side.write_text(json.dumps({**raw, "files": [bad]}))
+        with pytest.raises(BackendError, match="unsafe file path"):
+            Artifact.load(side)
+    side.write_text(json.dumps({**raw, "files": ["../onnx/p.onnx"], "name": "other"}))
+    with pytest.raises(BackendError, match="not the sidecar's"):
+        Artifact.load(side)
 
 
 def test_calibration_batches():

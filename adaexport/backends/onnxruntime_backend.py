@@ -225,6 +225,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     runtime_modules = ("onnxruntime",)
     extension = ".onnx"
+    precisions = ("fp32", "fp16", "int8")     # ONNX Runtime's CPU kernels have no bf16
 
     @property
     def recipe(self) -> str:

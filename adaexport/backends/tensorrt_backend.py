@@ -529,6 +529,7 @@ class TensorRtBackend(Backend):
     name = "tensorrt"
     runtime_modules = ("tensorrt",)
     extension = PLAN_SUFFIX
+    precisions = ("fp32", "fp16", "int8")
     recipe = "2: TensorRT QDQ layout, DLA int8 from a calibration cache, versioned timing cache"
 
     def available(self, precision: str | None = None) -> Availability:
