@@ -305,3 +305,39 @@ def test_tensorrt_finishes_pending_engines(tensorrt, family, tmp_path):
     done = finish_pending(art.path)
     assert done.status == "ready" and done.path.is_file()
     check_parity("fp16", family["reference"][POINTS[0]], run_all(done.path, family["evaluation"]))
+
+
+def _cpuinfo_root(tmp_path, flags):
+    root = tmp_path / ("root-" + "-".join(flags))
+    (root / "proc").mkdir(parents=True, exist_ok=True)
+    (root / "proc" / "cpuinfo").write_text(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu avx2 {' '.join(flags)}\n")
+    return root
+
+
+def test_openvino_bf16_is_offered_only_where_the_cpu_runs_it(tmp_path, monkeypatch):
+    from adaexport.backends.openvino_backend import cpu_bf16
+
+    assert cpu_bf16(_cpuinfo_root(tmp_path, ["avx512f", "avx512_bf16"])) == (True, "Test CPU has avx512_bf16")
+    assert cpu_bf16(_cpuinfo_root(tmp_path, ["amx_tile", "amx_bf16", "avx512_bf16"]))[0]
+    native, why = cpu_bf16(_cpuinfo_root(tmp_path, ["avx512f"]))
+    assert not native and why == "Test CPU has no native bf16 (neither avx512_bf16 nor amx_bf16 in /proc/cpuinfo)"
+    assert cpu_bf16(tmp_path / "nowhere") == (False, "the CPU's flags cannot be read (/proc/cpuinfo), so native "
+                                                     "bf16 is not known")
+    monkeypatch.setenv("ADAEXPORT_SYSFS_ROOT", str(_cpuinfo_root(tmp_path, ["avx512f"])))
+    state = get_backend("openvino").available("bf16")
+    assert not state and state.reason == f"bf16 runs natively only on CPUs with AVX-512 BF16 or AMX: {why}"
+    assert get_backend("openvino").available("fp16")            # the other precisions do not depend on it
+    with pytest.raises(BackendUnavailable, match="no native bf16"):
+        compile_engine(tmp_path / "x.onnx", tmp_path / "engines", "x86-cpu", "openvino", "bf16")
+
+
+def test_openvino_bf16_engine_on_this_cpu(family, tmp_path):
+    state = get_backend("openvino").available("bf16")
+    if not state:
+        pytest.skip(state.reason)
+    point = POINTS[0]
+    artifact = compile_engine(family["onnx"][point], family["dir"] / "engines-bf16", "x86-cpu", "openvino", "bf16",
+                              threads=1)
+    assert artifact.runtime["INFERENCE_PRECISION_HINT"] == "bf16" and artifact.facts["execution_precision"] == "bf16"
+    assert "execution_note" not in artifact.facts
+    check_parity("bf16", family["reference"][point], run_all(artifact, family["evaluation"]))
