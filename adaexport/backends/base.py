@@ -112,8 +112,10 @@ class Artifact:
 
     `name` is set for an engine that owns no file but its sidecar (``<name>.json`` in
     `root`): it reads the family's files, e.g. an OpenVINO engine that opens the point's
-    ONNX and its shared weights. Its files may then lie beside `root` ("../onnx/...",
-    inside the build directory, `root`'s parent), never further out."""
+    ONNX and its shared weights. Such files (all of a named engine's, and any after the
+    first of another, e.g. the ONNX a weight-stripped TensorRT plan is refitted from) may
+    lie beside `root` ("../onnx/...", inside the build directory, `root`'s parent), never
+    further out."""
     backend: str
     precision: str
     files: list[str]
@@ -201,8 +203,8 @@ class Artifact:
         name = raw.get("name")
         if name is not None and (not isinstance(name, str) or side.name != name + SIDECAR_SUFFIX):
             raise BackendError(f"{side}: its name {name!r} is not the sidecar's")
-        for file in files:
-            if not safe_artifact_path(file, shared=name is not None):
+        for index, file in enumerate(files):   # files after the first may be the family's (beside the folder)
+            if not safe_artifact_path(file, shared=name is not None or index > 0):
                 raise BackendError(f"{side}: unsafe file path {file!r}")
         return cls(backend=raw["backend"], precision=raw["precision"], files=files, root=side.parent,
                    runtime=dict(raw.get("runtime", {})), facts=dict(raw.get("facts", {})),
