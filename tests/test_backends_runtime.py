@@ -341,3 +341,34 @@ def test_openvino_bf16_engine_on_this_cpu(family, tmp_path):
     assert artifact.runtime["INFERENCE_PRECISION_HINT"] == "bf16" and artifact.facts["execution_precision"] == "bf16"
     assert "execution_note" not in artifact.facts
     check_parity("bf16", family["reference"][point], run_all(artifact, family["evaluation"]))
+
+
+def test_onnxruntime_int8_quantizes_the_familys_weights_at_load(family, tmp_path):
+    """The int8 engine keeps scales, not weights: its quantized weights are QuantizeLinear of
+    the family's weights.bin, and it gives exactly the outputs of the same QDQ model with its
+    own int8 copy of the weights (what the engine was before)."""
+    import onnx
+
+    from adaexport.backends.onnxruntime_backend import quantize_qdq, reduce_range_for
+
+    point = POINTS[0]
+    engines = family["dir"] / "engines-int8"
+    artifact = compile_engine(family["onnx"][point], engines, "x86-cpu", "onnxruntime", "int8",
+                              calibration_inputs=family["calibration"], threads=1)
+    assert artifact.files == ["t16_w48_d3-onnxruntime-int8.onnx", "../onnx/weights.bin"]
+    assert artifact.facts["shared_tensors"] > 0 and artifact.facts["embedded_tensors"] == 0
+    model = onnx.load(str(artifact.path), load_external_data=False)
+    in_family = {t.name for t in onnx.load(str(family["onnx"][point]), load_external_data=False).graph.initializer
+                 if t.data_location == onnx.TensorProto.EXTERNAL}
+    own_int8 = {t.name.removesuffix("_quantized") for t in model.graph.initializer
+                if t.data_type == onnx.TensorProto.INT8 and len(t.raw_data) > 1}
+    assert own_int8 and not own_int8 & in_family     # only the point's own tensors (token-dependent) stay int8 here
+    embedded = tmp_path / "embedded.onnx"
+    quantize_qdq(family["onnx"][point], embedded, family["calibration"], symmetric_activations=False,
+                 reduce_range=reduce_range_for(load_target("x86-cpu"))[0])
+    assert artifact.path.stat().st_size < embedded.stat().st_size - family["weights"].stat().st_size // 8
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    before = ort.InferenceSession(str(embedded), options, providers=["CPUExecutionProvider"])
+    expected = np.concatenate([before.run(None, {"image": x[None]})[0] for x in family["evaluation"]])
+    np.testing.assert_array_equal(run_all(artifact, family["evaluation"]), expected)
