@@ -11,9 +11,10 @@ quantizer from the point's own weights, so accuracy is the quantizer's) and the 
 tensors; ONNX Runtime folds the QuantizeLinear of a constant at session creation, so
 the int8 kernels (and outputs) are those of the embedded model.
 
-A tensor is rewritten only where QuantizeLinear of the float weights gives exactly the
+A tensor is rewritten only where it is int8 (biases are int32: opset 17 has no
+QuantizeLinear to int32) and QuantizeLinear of the float weights gives exactly the
 quantizer's int8 bytes (checked here with ONNX's rounding, half to even, saturating);
-any other keeps its embedded int8 copy, and the count of each is recorded.
+any other keeps its embedded copy, and the count of each is recorded.
 
 The rewritten model reads ``weights.bin`` in the family's ONNX folder, which is not the
 engine's folder: ONNX Runtime refuses external data outside a model's folder, so the
@@ -87,7 +88,10 @@ def share_weights(qdq: Path, source: Path) -> dict[str, Any]:
         stored = numpy_helper.to_array(initializers[node.input[0]])
         scale = numpy_helper.to_array(initializers[node.input[1]])
         zero_point = numpy_helper.to_array(initializers[node.input[2]])
-        if stored.shape != dims or not np.array_equal(_requantized(weights, scale, zero_point, axis), stored):
+        if stored.dtype != np.int8 or zero_point.dtype != np.int8 or name in initializers or stored.shape != dims \
+                or not np.array_equal(_requantized(weights, scale, zero_point, axis), stored):
+            # int32 biases (no QuantizeLinear to int32 at opset 17), a float copy still in the
+            # model, or bytes the quantizer made otherwise: the embedded copy stays
             kept += 1
             continue
         dropped.add(node.input[0])
