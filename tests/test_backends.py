@@ -145,12 +145,14 @@ def test_artifact_sidecar_round_trip_and_safety(tmp_path):
 def test_an_engine_reading_the_familys_files_owns_only_its_sidecar(tmp_path):
     """An engine that reads the family's files (an OpenVINO engine opening the point's ONNX)
     names them beside its folder, owns only <name>.json, and counts every byte it reads."""
+    from adaexport.backends.onnx_tensors import family_relpath
+
     (tmp_path / "onnx").mkdir()
     (tmp_path / "onnx" / "p.onnx").write_bytes(b"graph")
     (tmp_path / "onnx" / "weights.bin").write_bytes(b"shared weights")
     engines = tmp_path / "engines"
     engines.mkdir()
-    files = [base.family_relpath(tmp_path / "onnx" / n, engines) for n in ("p.onnx", "weights.bin")]
+    files = [family_relpath(tmp_path / "onnx" / n, engines) for n in ("p.onnx", "weights.bin")]
     assert files == ["../onnx/p.onnx", "../onnx/weights.bin"]
     art = Artifact(backend="openvino", precision="fp32", files=files, root=engines, name="p-openvino-fp32")
     side = base.write_sidecar(art)
@@ -163,7 +165,7 @@ def test_an_engine_reading_the_familys_files_owns_only_its_sidecar(tmp_path):
     assert record["size"] == 5 + 14 + side.stat().st_size
     assert record["extra"]["files"] == ["onnx/p.onnx", "onnx/weights.bin", "engines/p-openvino-fp32.json"]
     with pytest.raises(BackendError, match="outside"):
-        base.family_relpath(tmp_path.parent / "elsewhere.onnx", engines)
+        family_relpath(tmp_path.parent / "elsewhere.onnx", engines)
     raw = json.loads(side.read_text())
     for bad in ("../../etc/passwd", "../onnx/../../x", "/etc/passwd"):
         side.write_text(json.dumps({**raw, "files": [bad]}))

@@ -372,3 +372,19 @@ def test_onnxruntime_int8_quantizes_the_familys_weights_at_load(family, tmp_path
     before = ort.InferenceSession(str(embedded), options, providers=["CPUExecutionProvider"])
     expected = np.concatenate([before.run(None, {"image": x[None]})[0] for x in family["evaluation"]])
     np.testing.assert_array_equal(run_all(artifact, family["evaluation"]), expected)
+
+
+def test_onnxruntime_int8_weights_can_stay_embedded(family, tmp_path):
+    """A target that prefers load time to disk keeps an int8 copy in each engine."""
+    from adaexport.targets import parse_target
+
+    x86 = load_target("x86-cpu")
+    section = "[backends.onnxruntime]\n"
+    embedded = parse_target(x86.source.replace(section, section + 'int8_weights = "embedded"\n'))
+    artifact = compile_engine(family["onnx"][POINTS[0]], tmp_path, embedded, "onnxruntime", "int8",
+                              calibration_inputs=family["calibration"], threads=1)
+    assert artifact.files == ["t16_w48_d3-onnxruntime-int8.onnx"] and "shared_tensors" not in artifact.facts
+    wrong = parse_target(x86.source.replace(section, section + 'int8_weights = "copied"\n'))
+    with pytest.raises(BackendError, match='int8_weights must be "shared" or "embedded"'):
+        compile_engine(family["onnx"][POINTS[0]], tmp_path / "w", wrong, "onnxruntime", "int8",
+                       calibration_inputs=family["calibration"])

@@ -228,16 +228,6 @@ def safe_artifact_path(file: str, shared: bool = False) -> bool:
     return bool(parts) and ".." not in parts
 
 
-def family_relpath(path: Path, out_dir: Path) -> str:
-    """`path` relative to an artifact folder `out_dir`, for an engine that reads the family's
-    files (BackendError unless it lies inside the folder or the one above)."""
-    rel = os.path.relpath(Path(path).resolve(), Path(out_dir).resolve()).replace(os.sep, "/")
-    if not safe_artifact_path(rel, shared=True):
-        raise BackendError(f"{Path(path).name} lies outside {Path(out_dir).resolve().parent}: an engine that reads "
-                           "the family's files must be compiled into a folder beside them (e.g. engines/ next to onnx/)")
-    return rel
-
-
 class Session(abc.ABC):
     """A loaded engine. `run` takes {input name: array} and returns the outputs in the
     model's output order, as numpy arrays the caller owns."""

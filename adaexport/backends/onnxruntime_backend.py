@@ -14,7 +14,8 @@ the target's thread count.
   quantize_static) of the Conv/MatMul/Gemm weights (int8, per channel) and their
   activations (uint8), calibrated (MinMax) on real preprocessed samples. The artifact is
   that QDQ model with its weights quantized at load from the family's weights.bin
-  (``shared_int8``: it stores the scales, not a copy of the weights). On an x86 CPU
+  (``shared_int8``: it stores the scales, not a copy of the weights), or, with the
+  target's ``int8_weights = "embedded"``, with its own int8 copy (a faster load). On an x86 CPU
   without VNNI, u8s8 dot products can saturate (ONNX Runtime's quantization docs; the
   same hardware issue as OpenVINO's "Saturation (overflow) Issue Workaround"), so the
   weights are quantized to 7 bits there (``reduce_range``): the target's
@@ -79,6 +80,16 @@ def _share_initializers(options, path: Path, weights: SharedWeights) -> list[str
     if shared:
         options.add_session_config_entry("session.disable_prepacking", "1")
     return shared
+
+
+def _int8_weights(settings: dict) -> str:
+    """The target's [backends.onnxruntime] int8_weights: "shared" (default: quantized at load
+    from the family's weights.bin, no copy on disk, a slower load) or "embedded" (an int8
+    copy in each engine, as quantize_static writes it)."""
+    value = settings.get("int8_weights", "shared")
+    if value not in ("shared", "embedded"):
+        raise BackendError(f"onnxruntime: int8_weights must be \"shared\" or \"embedded\", got {value!r}")
+    return value
 
 
 def _level(ort, name: str):
@@ -265,13 +276,15 @@ class OnnxRuntimeBackend(Backend):
         runtime: dict[str, Any] = {"intra_op_num_threads": threads, "graph_optimization_level": "all",
                                    "providers": list(settings.get("providers", ["CPUExecutionProvider"]))}
         files = [main]
+        share = precision == "int8" and _int8_weights(settings) == "shared"
         with Staging(options.out_dir) as stage:
             if precision == "int8":     # the QDQ model itself, reading the family's weights (shared_int8)
                 reduce_range, why = reduce_range_for(target)
                 facts.update(quantize_qdq(onnx_path, stage.path(main), options.calibration,
                                           symmetric_activations=False, reduce_range=reduce_range))
                 facts["quantization"]["reduce_range_reason"] = why
-                files += self._share_int8(stage.path(main), onnx_path, Path(options.out_dir), facts, runtime)
+                if share:
+                    files += self._share_int8(stage.path(main), onnx_path, Path(options.out_dir), facts, runtime)
             else:
                 self._save_optimised(ort, onnx_path, stage, main, precision, level, facts)
             stage.commit([main])
@@ -306,7 +319,7 @@ class OnnxRuntimeBackend(Backend):
     def _share_int8(qdq: Path, onnx_path: Path, out_dir: Path, facts: dict, runtime: dict) -> list[str]:
         """Make the QDQ model quantize its weights at load from the family's weights.bin (see
         shared_int8); the files it then reads besides itself, relative to `out_dir`."""
-        from .base import family_relpath
+        from .onnx_tensors import family_relpath
         from .shared_int8 import share_weights
 
         shared = share_weights(qdq, onnx_path)

@@ -49,11 +49,12 @@ from .base import (
     _check_feed,
     calibration_batches,
     digest_array,
-    family_relpath,
     finalize,
     io_spec,
     sha256_file,
 )
+
+from .onnx_tensors import family_files
 
 CACHE_ENV = "ADAEXPORT_OPENVINO_CACHE_DIR"   # where OpenVINO's compile cache goes, when wanted
 CALIBRATION_LIMIT = 300          # NNCF's default subset size
@@ -139,8 +140,7 @@ class OpenVinoBackend(Backend):
             runtime["INFERENCE_PRECISION_HINT"] = HINTS[precision]
             facts["weights"] = "the family's ONNX weights, read directly (no copy)"
             Path(options.out_dir).mkdir(parents=True, exist_ok=True)
-            files = [family_relpath(onnx_path, options.out_dir)]
-            files += [family_relpath(onnx_path.parent / f, options.out_dir) for f in _external_files(onnx_path)]
+            files = family_files(onnx_path, options.out_dir)
             artifact = Artifact(backend=self.name, precision=precision, files=files, root=Path(options.out_dir),
                                 runtime=runtime, facts=facts, name=stem)
         else:
@@ -186,16 +186,6 @@ def canonical_layer_names(xml_path: Path) -> None:
     path = Path(xml_path)
     text = path.read_bytes()
     path.write_bytes(_GENERATED_NAME.sub(lambda m: m[1] + m[3] + b"_" + m[2] + m[4], text))
-
-
-def _external_files(onnx_path: Path) -> list[str]:
-    """The files an ONNX model's external tensors live in (the family's weights.bin), sorted."""
-    from .onnx_tensors import external_tensors
-
-    try:
-        return sorted({t.location for t in external_tensors(onnx_path)})
-    except (OSError, ValueError) as exc:
-        raise BackendError(f"{onnx_path.name}: cannot read its tensor table ({exc})") from None
 
 
 def _quantize(model, onnx_path: Path, calibration: np.ndarray | None):

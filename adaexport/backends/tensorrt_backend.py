@@ -79,6 +79,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import trt_dla, trt_timing_cache
+from .onnx_tensors import family_files
 from .base import (
     Artifact,
     Availability,
@@ -90,7 +91,6 @@ from .base import (
     Session,
     Staging,
     _check_feed,
-    family_relpath,
     finalize,
     io_spec,
     sha256_file,
@@ -542,19 +542,6 @@ def _relative(path: Path, base: Path) -> str:
     return os.path.relpath(Path(path).resolve(), Path(base).resolve()).replace(os.sep, "/")
 
 
-def _refit_files(source: Path, out_dir: Path) -> list[str]:
-    """What a weight-stripped plan reads at load (relative to its folder): the ONNX it refits
-    from, then the files holding that ONNX's external weights (the family's weights.bin)."""
-    from .onnx_tensors import external_tensors
-
-    source = Path(source)
-    try:
-        locations = sorted({t.location for t in external_tensors(source)})
-    except (OSError, ValueError) as exc:
-        raise BackendError(f"{source.name}: cannot read its tensor table ({exc})") from None
-    return [family_relpath(source, out_dir)] + [family_relpath(source.parent / f, out_dir) for f in locations]
-
-
 def _files_beside(settings: BuildSettings, facts: dict[str, Any]) -> dict[str, list[str]]:
     """The files (relative to the engine's folder) a build keeps beside the plan: what it is
     built from (the QDQ/fp16 model, the calibration cache) and the family's timing cache."""
@@ -641,7 +628,7 @@ class TensorRtBackend(Backend):
             report = _build_plan(trt, logger, settings, stage.path(plan), timing, calibration_bytes)
             stage.commit([plan])
         threads = options.threads if options.threads is not None else target.threads
-        refit = _refit_files(source, out_dir) if settings.strip_weights else []
+        refit = family_files(source, out_dir) if settings.strip_weights else []
         recorded = dataclasses.replace(settings, source=_relative(source, out_dir),
                                        timing_cache=_relative(timing, out_dir),
                                        calibration_cache=_relative(calibration, out_dir) if calibration else None)
