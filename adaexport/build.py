@@ -291,8 +291,9 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
             engine_id = f"{point.id}-{backend}-{precision}"
             if backend == "onnxruntime" and precision == "fp32":
                 main = {k: record[k] for k in ("file", "sha256", "size")}
+                files = [main, {k: weights_record[k] for k in ("file", "sha256", "size")}]
                 entry = {"backend": backend, "precision": precision, "status": "ready", **main,
-                         "files": [main, {k: weights_record[k] for k in ("file", "sha256", "size")}],
+                         "size": sum(f["size"] for f in files), "files": files,
                          "lint": _lint(out, record, backend, precision)}
             else:
                 entry = _compiled_engine(out, cache, base, target, record, backend, precision, calibration,

@@ -8,6 +8,17 @@
 * the full model's parameters: sum of numel x element size of the dynamic model's
   parameters (float32), the least any layout that keeps every weight can take.
 
+* engine families (`engine_families`): every (backend, precision) of the x86-cpu target
+  that compiles here, each engine compiled from the exported family as `adaexport build`
+  does (`compile_engine` into `engines/` beside `onnx/`): the distinct files the family's
+  engines read, split into what the family adds (its own files: IR, quantized models,
+  sidecars) and the ONNX family's files it reads (the point .onnx files and weights.bin),
+  against one full model at that precision (parameters x 4, 2 or 1 bytes). int8 engines
+  are compiled for the smallest and the full point only (two points are enough to see
+  whether a family stores its weights once; NNCF and ONNX Runtime's quantizer take a
+  minute per point at published size) and calibrate on seeded random inputs: this
+  measures bytes, never accuracy.
+
 Sizes are deterministic (exports are byte-reproducible), so they are measured once
 and have no spread.
 """
@@ -20,6 +31,8 @@ from pathlib import Path
 from bench_common import Context, param_bytes, ratio_row, value_row
 
 NAME = "size"
+PRECISION_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
+CALIBRATION = 16      # random inputs: enough for the quantizers to run; sizes do not depend on them
 
 
 def _mib(n: int) -> str:
@@ -32,11 +45,13 @@ def run(ctx: Context) -> list[dict]:
 
     n = len(ctx.points)
     with tempfile.TemporaryDirectory(prefix="adaexport-bench-size-") as tmp:
-        exported, weights = export_family(ctx.model, ctx.points, Path(tmp), attention=ctx.attention,
+        onnx_dir = Path(tmp) / "onnx"
+        exported, weights = export_family(ctx.model, ctx.points, onnx_dir, attention=ctx.attention,
                                           batch=ctx.batch, weights_name="weights.bin", exporter=ctx.exporter)
         weights_bytes = weights.stat().st_size
         graph_bytes = {e.point.id: e.path.stat().st_size for e in exported}
-        listed = sorted(p.name for p in Path(tmp).iterdir())
+        listed = sorted(p.name for p in onnx_dir.iterdir())
+        engine_rows = engine_families(ctx, exported, Path(tmp), param_bytes(ctx.model))
     expected = sorted([f"{p.id}.onnx" for p in ctx.points] + ["weights.bin"])
     if listed != expected:
         raise AssertionError(f"export_family left unexpected files: {sorted(set(listed) - set(expected))}")
@@ -68,4 +83,41 @@ def run(ctx: Context) -> list[dict]:
         ratio_row(NAME, "weights.bin / parameters", [weights_bytes / params], key="weights_vs_params"),
         ratio_row(NAME, "shared / parameters", [shared / params], key="shared_vs_params"),
         ratio_row(NAME, "self-contained / parameters", [per_point / params], key="self_contained_vs_params"),
+        *engine_rows,
     ]
+
+
+def engine_families(ctx: Context, exported: list, build: Path, params: int) -> list[dict]:
+    """One row per (backend, precision) family of the x86-cpu target that compiles here: the
+    bytes of the distinct files its engines read, what the family adds against one full
+    model at that precision, and what it reads of the ONNX family."""
+    import numpy as np
+
+    from adaexport.backends import compile_engine, engine_choices
+    from adaexport.datasets import random_inputs
+
+    cfg = ctx.model.config
+    calibration = random_inputs(CALIBRATION, cfg.in_channels, cfg.img_size)
+    by_size = sorted(exported, key=lambda e: (e.point.tokens * e.point.width * e.point.depth, e.point.id))
+    rows = []
+    for choice in engine_choices("x86-cpu"):
+        if not choice.availability or (choice.backend, choice.precision) == ("onnxruntime", "fp32"):
+            continue
+        family = by_size if choice.precision != "int8" else [by_size[0], *by_size[-1:][:len(by_size) - 1]]
+        read: dict[Path, int] = {}
+        for model in family:
+            art = compile_engine(model.path, build / "engines", "x86-cpu", choice.backend, choice.precision,
+                                 calibration_inputs=np.ascontiguousarray(calibration), threads=1)
+            for path in [*art.paths(), art.sidecar]:
+                read[path.resolve()] = path.stat().st_size
+        onnx_dir = (build / "onnx").resolve()
+        own = sum(size for path, size in read.items() if path.parent != onnx_dir)
+        shared = sum(size for path, size in read.items() if path.parent == onnx_dir)
+        full = params * PRECISION_BYTES[choice.precision] // 4
+        label = f"{choice.backend} {choice.precision}, {len(family)} points"
+        rows.append(value_row(NAME, f"{label}: own files", own, key=f"{choice.backend}_{choice.precision}_own",
+                              note=f"{_mib(own)}; reads {_mib(shared)} of the ONNX family's files", points=len(family),
+                              reads_onnx_family=shared))
+        rows.append(ratio_row(NAME, f"{label}: own / one full {choice.precision} model", [own / full],
+                              key=f"{choice.backend}_{choice.precision}_own_vs_full"))
+    return rows

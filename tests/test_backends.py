@@ -127,7 +127,9 @@ def test_artifact_sidecar_round_trip_and_safety(tmp_path):
     assert Artifact.load(side).files == loaded.files
     loaded.verify()
     record = loaded.record(tmp_path.parent)
-    assert record["file"] == f"{tmp_path.name}/e.xml" and record["size"] == 6 and len(record["sha256"]) == 64
+    assert record["file"] == f"{tmp_path.name}/e.xml" and len(record["sha256"]) == 64
+    # size: every byte the engine reads (.xml, .bin and the sidecar), not the .xml alone
+    assert record["size"] == 6 + 7 + side.stat().st_size == sum(f["size"] for f in record["files"])
     (tmp_path / "e.bin").write_bytes(b"tampered")
     with pytest.raises(BackendError, match="sha256 differs"):
         loaded.verify()
@@ -138,6 +140,40 @@ def test_artifact_sidecar_round_trip_and_safety(tmp_path):
         Artifact.load(tmp_path / "e.xml")
     with pytest.raises(BackendError, match="no artifact description"):
         Artifact.load(tmp_path / "missing.onnx")
+
+
+def test_an_engine_reading_the_familys_files_owns_only_its_sidecar(tmp_path):
+    """An engine that reads the family's files (an OpenVINO engine opening the point's ONNX)
+    names them beside its folder, owns only <name>.json, and counts every byte it reads."""
+    from adaexport.backends.onnx_tensors import family_relpath
+
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "onnx" / "p.onnx").write_bytes(b"graph")
+    (tmp_path / "onnx" / "weights.bin").write_bytes(b"shared weights")
+    engines = tmp_path / "engines"
+    engines.mkdir()
+    files = [family_relpath(tmp_path / "onnx" / n, engines) for n in ("p.onnx", "weights.bin")]
+    assert files == ["../onnx/p.onnx", "../onnx/weights.bin"]
+    art = Artifact(backend="openvino", precision="fp32", files=files, root=engines, name="p-openvino-fp32")
+    side = base.write_sidecar(art)
+    assert side == engines / "p-openvino-fp32.json" and sorted(p.name for p in engines.iterdir()) == [side.name]
+    loaded = Artifact.load(side)
+    assert loaded.name == art.name and loaded.path == engines / "../onnx/p.onnx"
+    record = loaded.record(tmp_path)
+    assert record["file"] == "engines/p-openvino-fp32.json" and record["sha256"] == base.sha256_file(side)
+    assert [f["file"] for f in record["files"]] == ["onnx/p.onnx", "onnx/weights.bin", "engines/p-openvino-fp32.json"]
+    assert record["size"] == 5 + 14 + side.stat().st_size
+    assert record["extra"]["files"] == ["onnx/p.onnx", "onnx/weights.bin", "engines/p-openvino-fp32.json"]
+    with pytest.raises(BackendError, match="outside"):
+        family_relpath(tmp_path.parent / "elsewhere.onnx", engines)
+    raw = json.loads(side.read_text())
+    for bad in ("../../etc/passwd", "../onnx/../../x", "/etc/passwd"):
+        side.write_text(json.dumps({**raw, "files": [bad]}))
+        with pytest.raises(BackendError, match="unsafe file path"):
+            Artifact.load(side)
+    side.write_text(json.dumps({**raw, "files": ["../onnx/p.onnx"], "name": "other"}))
+    with pytest.raises(BackendError, match="not the sidecar's"):
+        Artifact.load(side)
 
 
 def test_calibration_batches():
@@ -220,8 +256,10 @@ def test_caps_of_reads_the_module_with_hasattr():
             IBuilderConfig=type("IBuilderConfig", (), {"builder_optimization_level": 3} if level else {}))
 
     assert caps_of(fake("8.6.1.6", ["FP16", "INT8", "GPU_FALLBACK"], ["EXPLICIT_BATCH"])) == \
-        TrtCaps("8.6.1.6", fp16_flag=True, int8_flag=True, strongly_typed=False, explicit_batch_flag=True)
-    assert caps_of(fake("10.3.0", ["FP16", "INT8"], ["EXPLICIT_BATCH", "STRONGLY_TYPED"])) == \
+        TrtCaps("8.6.1.6", fp16_flag=True, int8_flag=True, strongly_typed=False, explicit_batch_flag=True,
+                strip_plan=False)
+    assert caps_of(fake("10.3.0", ["FP16", "INT8", "STRIP_PLAN", "REFIT_IDENTICAL"],
+                        ["EXPLICIT_BATCH", "STRONGLY_TYPED"])) == \
         TrtCaps("10.3.0", fp16_flag=True, int8_flag=True, strongly_typed=True, explicit_batch_flag=False)
     caps = caps_of(fake("11.0.0", ["GPU_FALLBACK"], ["STRONGLY_TYPED"], level=True))
     assert not caps.fp16_flag and not caps.int8_flag and caps.strongly_typed and caps.major == 11
@@ -262,7 +300,7 @@ def test_trtexec_command_lines():
     assert trtexec_command(s, "engines/p.plan") == [
         "trtexec", "--onnx=engines/p.qdq.onnx", "--saveEngine=engines/p.plan", "--fp16", "--int8",
         "--memPoolSize=workspace:2048M", "--builderOptimizationLevel=3", "--timingCacheFile=engines/nx.cache",
-        "--skipInference"]
+        "--stripWeights", "--skipInference"]
     # int8 on the DLA: the model without Q/DQ nodes and the scales as a calibration cache (qdq-translator's way)
     s = build_settings(NX, "int8", CAPS_10, "onnx/p.onnx", timing_cache="engines/nx.cache", dla_core=0,
                        module="p3767-0000", calibration_cache="engines/p.calib.cache")
@@ -274,9 +312,25 @@ def test_trtexec_command_lines():
     s = build_settings(GPU, "fp32", CAPS_10, "my dir/p.onnx")
     assert trtexec_command_line(s, "p.plan", trtexec="/usr/src/tensorrt/bin/trtexec") == (
         "/usr/src/tensorrt/bin/trtexec '--onnx=my dir/p.onnx' --saveEngine=p.plan --noTF32 "
-        "--memPoolSize=workspace:4096M --builderOptimizationLevel=3 --skipInference")
+        "--memPoolSize=workspace:4096M --builderOptimizationLevel=3 --stripWeights --skipInference")
     s = build_settings(AGX, "fp16", CAPS_11, "p.fp16.onnx")
     assert "--stronglyTyped" in trtexec_command(s, "p.plan") and "--fp16" not in trtexec_command(s, "p.plan")
+
+
+def test_plans_are_weight_stripped_where_tensorrt_can_and_say_so_where_not():
+    """TensorRT 10+ GPU plans keep no weights (STRIP_PLAN, refitted from the ONNX at load);
+    8.x has no such flag and DLA engines are not refittable: their facts say so."""
+    from adaexport.backends.tensorrt_backend import weights_fact
+
+    s = build_settings(GPU, "fp32", CAPS_10, "../onnx/p.onnx")
+    assert s.strip_weights and weights_fact(s) == ("stripped (STRIP_PLAN, REFIT_IDENTICAL): refitted at load from "
+                                                   "../onnx/p.onnx")
+    assert build_settings(AGX, "fp16", CAPS_11, "p.fp16.onnx").strip_weights
+    s = build_settings(NANO, "fp16", CAPS_8_6, "../onnx/p.onnx")
+    assert not s.strip_weights and "--stripWeights" not in trtexec_command(s, "p.plan")
+    assert weights_fact(s) == "embedded in the plan: TensorRT 8.6.2 has no weight-stripped plans (10.0+ has)"
+    s = build_settings(NX, "fp16", CAPS_10, "p.onnx", dla_core=1, module="p3767-0000")
+    assert not s.strip_weights and weights_fact(s) == "embedded in the plan: DLA engines are not refittable"
 
 
 def test_plan_keys_and_mismatch_messages():

@@ -73,7 +73,7 @@ def check_parity(precision, reference, got):
     max_abs, scale, top1 = agreement(reference, got)
     if precision == "fp32":
         assert max_abs <= 1e-4 * max(1.0, scale), (max_abs, scale)
-    elif precision == "fp16":            # float16 (or the device's bf16) arithmetic
+    elif precision in ("fp16", "bf16"):  # float16 / bfloat16 arithmetic
         assert max_abs <= 0.05 * max(1.0, scale) and top1 >= 0.95, (max_abs, scale, top1)
     else:                                # int8: decisions kept on real inputs
         assert top1 >= 0.9, (max_abs, scale, top1)
@@ -95,26 +95,48 @@ def test_engines_match_the_fp32_onnx(family, tmp_path, backend, precision):
     artifact = compile_engine(family["onnx"][point], tmp_path, "x86-cpu", backend, precision,
                               calibration_inputs=family["calibration"], threads=1)
     assert artifact.status == "ready" and artifact.precision == precision and artifact.backend == backend
-    assert artifact.path.parent == tmp_path and artifact.sidecar.is_file() and no_leftovers(tmp_path)
+    assert artifact.sidecar.parent == tmp_path and artifact.sidecar.is_file() and no_leftovers(tmp_path)
     assert artifact.inputs == [{"name": "image", "shape": [1, 1, 28, 28], "dtype": "float32"}]
     assert artifact.outputs == [{"name": "logits", "shape": [1, 10], "dtype": "float32"}]
     artifact.verify()
-    got = run_all(artifact.path, family["evaluation"])
+    got = run_all(artifact.sidecar if artifact.name else artifact.path, family["evaluation"])
     check_parity(precision, family["reference"][point], got)
     if precision == "int8":
         assert artifact.facts["quantization"]["calibration_samples"] == CALIBRATION
     record = artifact.record(tmp_path.parent)
-    assert record["file"] == f"{tmp_path.name}/{artifact.files[0]}" and record["status"] == "ready"
+    own = artifact.sidecar.name if artifact.name else artifact.files[0]
+    assert record["file"] == f"{tmp_path.name}/{own}" and record["status"] == "ready"
 
 
-def test_openvino_settings(family, tmp_path):
-    artifact = compile_engine(family["onnx"][POINTS[1]], tmp_path, "x86-cpu", "openvino", "fp32", threads=1)
-    assert artifact.files == ["t32_w64_d4-openvino-fp32.xml", "t32_w64_d4-openvino-fp32.bin"]
-    assert artifact.runtime["PERFORMANCE_HINT"] == "LATENCY"
+def test_openvino_float_engines_read_the_familys_onnx(family, tmp_path, monkeypatch):
+    """fp32/fp16/bf16 OpenVINO engines store no weights: each reads its point's ONNX and the
+    family's weights.bin; the precision is an explicit hint and what runs is recorded. The
+    compile cache is off unless asked for, and never inside the engines folder."""
+    engines = family["dir"] / "engines-settings"
+    point = POINTS[1]
+    artifact = compile_engine(family["onnx"][point], engines, "x86-cpu", "openvino", "fp32", threads=1)
+    assert artifact.files == ["../onnx/t32_w64_d4.onnx", "../onnx/weights.bin"]
+    assert sorted(p.name for p in engines.iterdir()) == ["t32_w64_d4-openvino-fp32.json"]
+    assert artifact.runtime["PERFORMANCE_HINT"] == "LATENCY" and "cache_dir" not in artifact.runtime
     assert artifact.runtime["INFERENCE_PRECISION_HINT"] == "f32" and artifact.facts["execution_precision"] == "f32"
-    cache = tmp_path / artifact.runtime["cache_dir"]
-    assert cache.is_dir() and any(cache.iterdir()), "the compiled-model cache was not written"
-    check_parity("fp32", family["reference"][POINTS[1]], run_all(artifact, family["evaluation"]))
+    check_parity("fp32", family["reference"][point], run_all(artifact, family["evaluation"]))
+    record = artifact.record(family["dir"])
+    assert [f["file"] for f in record["files"]] == ["onnx/t32_w64_d4.onnx", "onnx/weights.bin",
+                                                    "engines-settings/t32_w64_d4-openvino-fp32.json"]
+    fp16 = compile_engine(family["onnx"][point], engines, "x86-cpu", "openvino", "fp16", threads=1)
+    assert fp16.runtime["INFERENCE_PRECISION_HINT"] == "f16"
+    with open_artifact(fp16) as session:   # what OpenVINO reports for the compiled model, recorded as is
+        assert fp16.facts["execution_precision"] == session.execution_precision == session.options["inference_precision"]
+    if fp16.facts["execution_precision"] != "f16":
+        assert fp16.facts["execution_note"] == f"asked for f16, this device runs {fp16.facts['execution_precision']} " \
+                                               "(no native f16)"
+    check_parity("fp16", family["reference"][point], run_all(fp16, family["evaluation"]))
+    cache = tmp_path / "ov-cache"
+    monkeypatch.setenv("ADAEXPORT_OPENVINO_CACHE_DIR", str(cache))
+    run_all(artifact, family["evaluation"][:1])
+    assert any(cache.iterdir()), "the compiled-model cache asked for was not written"
+    assert sorted(p.name for p in engines.iterdir()) == ["t32_w64_d4-openvino-fp16.json",
+                                                         "t32_w64_d4-openvino-fp32.json"]
 
 
 @pytest.mark.slow
@@ -173,21 +195,25 @@ HYGIENE = textwrap.dedent("""
 
 
 def test_runtime_side_imports_no_toolchain_and_artifacts_stand_alone(family, tmp_path):
-    """Engines copied away from the family (no weights.bin, no ONNX) open and run in a process
-    where torch, onnx, typer and rich cannot be imported."""
+    """Engines copied away from their build with the files they list (ONNX Runtime's: their
+    own file; OpenVINO's fp16: its sidecar, the point's ONNX and the family's weights.bin)
+    open and run in a process where torch, onnx, typer and rich cannot be imported."""
     build = tmp_path / "build"
-    artifacts = [compile_engine(family["onnx"][POINTS[0]], build, "x86-cpu", backend, precision,
+    shutil.copytree(family["dir"] / "onnx", build / "onnx")
+    onnx_path = build / "onnx" / family["onnx"][POINTS[0]].name
+    artifacts = [compile_engine(onnx_path, build / "engines", "x86-cpu", backend, precision,
                                 calibration_inputs=family["calibration"], threads=1)
                  for backend, precision in (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp16"))]
     device = tmp_path / "device"
-    device.mkdir()
     for art in artifacts:
         for path in art.paths() + [art.sidecar]:
-            shutil.copy(path, device / path.name)
+            copy = device / os.path.relpath(path, build)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, copy)
     shutil.rmtree(build)
     x = family["evaluation"][:16]
     np.save(device / "x.npy", x)
-    paths = [str(device / art.files[0]) for art in artifacts]
+    paths = [str(device / "engines" / (art.sidecar.name if art.name else art.files[0])) for art in artifacts]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", HYGIENE, str(device / "x.npy"), *paths], capture_output=True,
                           text=True, cwd=tmp_path, env=env, timeout=300)
@@ -279,3 +305,86 @@ def test_tensorrt_finishes_pending_engines(tensorrt, family, tmp_path):
     done = finish_pending(art.path)
     assert done.status == "ready" and done.path.is_file()
     check_parity("fp16", family["reference"][POINTS[0]], run_all(done.path, family["evaluation"]))
+
+
+def _cpuinfo_root(tmp_path, flags):
+    root = tmp_path / ("root-" + "-".join(flags))
+    (root / "proc").mkdir(parents=True, exist_ok=True)
+    (root / "proc" / "cpuinfo").write_text(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu avx2 {' '.join(flags)}\n")
+    return root
+
+
+def test_openvino_bf16_is_offered_only_where_the_cpu_runs_it(tmp_path, monkeypatch):
+    from adaexport.backends.openvino_backend import cpu_bf16
+
+    assert cpu_bf16(_cpuinfo_root(tmp_path, ["avx512f", "avx512_bf16"])) == (True, "Test CPU has avx512_bf16")
+    assert cpu_bf16(_cpuinfo_root(tmp_path, ["amx_tile", "amx_bf16", "avx512_bf16"]))[0]
+    native, why = cpu_bf16(_cpuinfo_root(tmp_path, ["avx512f"]))
+    assert not native and why == "Test CPU has no native bf16 (neither avx512_bf16 nor amx_bf16 in /proc/cpuinfo)"
+    assert cpu_bf16(tmp_path / "nowhere") == (False, "the CPU's flags cannot be read (/proc/cpuinfo), so native "
+                                                     "bf16 is not known")
+    monkeypatch.setenv("ADAEXPORT_SYSFS_ROOT", str(_cpuinfo_root(tmp_path, ["avx512f"])))
+    state = get_backend("openvino").available("bf16")
+    assert not state and state.reason == f"bf16 runs natively only on CPUs with AVX-512 BF16 or AMX: {why}"
+    assert get_backend("openvino").available("fp16")            # the other precisions do not depend on it
+    with pytest.raises(BackendUnavailable, match="no native bf16"):
+        compile_engine(tmp_path / "x.onnx", tmp_path / "engines", "x86-cpu", "openvino", "bf16")
+
+
+def test_openvino_bf16_engine_on_this_cpu(family, tmp_path):
+    state = get_backend("openvino").available("bf16")
+    if not state:
+        pytest.skip(state.reason)
+    point = POINTS[0]
+    artifact = compile_engine(family["onnx"][point], family["dir"] / "engines-bf16", "x86-cpu", "openvino", "bf16",
+                              threads=1)
+    assert artifact.runtime["INFERENCE_PRECISION_HINT"] == "bf16" and artifact.facts["execution_precision"] == "bf16"
+    assert "execution_note" not in artifact.facts
+    check_parity("bf16", family["reference"][point], run_all(artifact, family["evaluation"]))
+
+
+def test_onnxruntime_int8_quantizes_the_familys_weights_at_load(family, tmp_path):
+    """The int8 engine keeps scales, not weights: its quantized weights are QuantizeLinear of
+    the family's weights.bin, and it gives exactly the outputs of the same QDQ model with its
+    own int8 copy of the weights (what the engine was before)."""
+    import onnx
+
+    from adaexport.backends.onnxruntime_backend import quantize_qdq, reduce_range_for
+
+    point = POINTS[0]
+    engines = family["dir"] / "engines-int8"
+    artifact = compile_engine(family["onnx"][point], engines, "x86-cpu", "onnxruntime", "int8",
+                              calibration_inputs=family["calibration"], threads=1)
+    assert artifact.files == ["t16_w48_d3-onnxruntime-int8.onnx", "../onnx/weights.bin"]
+    assert artifact.facts["shared_tensors"] > 0 and artifact.facts["embedded_tensors"] == 0
+    model = onnx.load(str(artifact.path), load_external_data=False)
+    in_family = {t.name for t in onnx.load(str(family["onnx"][point]), load_external_data=False).graph.initializer
+                 if t.data_location == onnx.TensorProto.EXTERNAL}
+    own_int8 = {t.name.removesuffix("_quantized") for t in model.graph.initializer
+                if t.data_type == onnx.TensorProto.INT8 and len(t.raw_data) > 1}
+    assert own_int8 and not own_int8 & in_family     # only the point's own tensors (token-dependent) stay int8 here
+    embedded = tmp_path / "embedded.onnx"
+    quantize_qdq(family["onnx"][point], embedded, family["calibration"], symmetric_activations=False,
+                 reduce_range=reduce_range_for(load_target("x86-cpu"))[0])
+    assert artifact.path.stat().st_size < embedded.stat().st_size - family["weights"].stat().st_size // 8
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    before = ort.InferenceSession(str(embedded), options, providers=["CPUExecutionProvider"])
+    expected = np.concatenate([before.run(None, {"image": x[None]})[0] for x in family["evaluation"]])
+    np.testing.assert_array_equal(run_all(artifact, family["evaluation"]), expected)
+
+
+def test_onnxruntime_int8_weights_can_stay_embedded(family, tmp_path):
+    """A target that prefers load time to disk keeps an int8 copy in each engine."""
+    from adaexport.targets import parse_target
+
+    x86 = load_target("x86-cpu")
+    section = "[backends.onnxruntime]\n"
+    embedded = parse_target(x86.source.replace(section, section + 'int8_weights = "embedded"\n'))
+    artifact = compile_engine(family["onnx"][POINTS[0]], tmp_path, embedded, "onnxruntime", "int8",
+                              calibration_inputs=family["calibration"], threads=1)
+    assert artifact.files == ["t16_w48_d3-onnxruntime-int8.onnx"] and "shared_tensors" not in artifact.facts
+    wrong = parse_target(x86.source.replace(section, section + 'int8_weights = "copied"\n'))
+    with pytest.raises(BackendError, match='int8_weights must be "shared" or "embedded"'):
+        compile_engine(family["onnx"][POINTS[0]], tmp_path / "w", wrong, "onnxruntime", "int8",
+                       calibration_inputs=family["calibration"])

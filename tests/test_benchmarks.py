@@ -70,6 +70,13 @@ def test_sizes_add_up(report):
     # than the one shared weights file (a size fact, not a timing).
     assert value["self_contained"] > value["shared"]
     assert value["self_contained_vs_shared"] == pytest.approx(value["self_contained"] / value["shared"])
+    # OpenVINO's float engines own only their sidecars: the family adds far less than one
+    # full model at that precision, whatever the number of points (they read weights.bin)
+    for precision in ("fp32", "fp16"):
+        assert value[f"openvino_{precision}_own_vs_full"] <= 1.1
+        assert size[f"openvino_{precision}_own"]["reads_onnx_family"] == value["shared"]
+    # ONNX Runtime int8 reads the family's weights.bin instead of an int8 copy per engine
+    assert size["onnxruntime_int8_own"]["reads_onnx_family"] == value["weights"]
 
 
 @pytest.mark.slow

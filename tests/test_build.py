@@ -223,15 +223,17 @@ def test_progress_is_a_rich_display_on_a_terminal_and_plain_lines_otherwise(tmp_
 
 
 def test_x86_cpu_builds_every_precision_its_backends_offer(tmp_path):
-    """ONNX Runtime fp32 + int8 and OpenVINO fp32 + fp16 (+ int8 with NNCF), each checked."""
+    """ONNX Runtime fp32 + int8 and OpenVINO fp32 + fp16 (+ int8 with NNCF, + bf16 where the CPU
+    has it natively), each checked."""
     from adaexport.backends import get_backend
 
     summary = build_json("build", "--device", "x86-cpu", "--out", str(tmp_path / "b"),
                          "--tokens", "16", "--width", "48", "--depth", "3")
     engines = {(e["backend"], e["precision"]): e for e in summary["engines"]}
     expected = {("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "fp16")}
-    if get_backend("openvino").available("int8"):
-        expected.add(("openvino", "int8"))
+    for precision in ("int8", "bf16"):
+        if get_backend("openvino").available(precision):
+            expected.add(("openvino", precision))
     assert set(engines) == expected
     for (backend, precision), engine in engines.items():
         assert engine["lint"] == [], (backend, precision)

@@ -152,14 +152,18 @@ def test_every_file_an_engine_reads_is_in_the_manifest(mixed):
     for entry in manifest["engines"]:
         recorded = {f["file"] for f in entry["files"]}
         expected = set(entry.get("extra", {}).get("files", [entry["file"]]))
-        if "extra" in entry:
-            expected.add(entry["file"] + ".json")               # the sidecar holds its session options
-        else:
+        if "extra" not in entry:
             expected.add(manifest["weights"]["file"])            # the family ONNX reads the shared weights
+        elif not entry["file"].endswith(".json"):
+            expected.add(entry["file"] + ".json")               # the sidecar holds its session options
+        else:                                                    # it owns only its sidecar: it reads the family's
+            assert manifest["weights"]["file"] in expected and entry["file"] in expected, entry["id"]
+            assert [f for f in expected if f.endswith(".onnx")] == [f"onnx/{entry['id'].split('-')[0]}.onnx"]
         assert recorded == expected, entry["id"]
         for record in entry["files"]:
             data = (mixed / record["file"]).read_bytes()
             assert record["size"] == len(data) and record["sha256"] == hashlib.sha256(data).hexdigest()
+        assert entry["size"] == sum(f["size"] for f in entry["files"]), entry["id"]   # every byte it reads
 
 
 def _rewrite_sidecar_hash(sidecar: Path, name: str, data: bytes | None) -> None:
@@ -176,7 +180,7 @@ def test_an_edited_openvino_bin_is_refused_whatever_its_sidecar_says(mixed, tmp_
     from adaexport.runtime import Runtime
 
     directory = copy_family(mixed, tmp_path / "fam")
-    entry = next(e for e in engines_of(directory, "openvino") if e["precision"] == "fp32")
+    entry = next(e for e in engines_of(directory, "openvino") if e["precision"] == "int8")
     xml = directory / entry["file"]
     weights = xml.with_suffix(".bin")
     data = bytearray(weights.read_bytes())
@@ -190,16 +194,37 @@ def test_an_edited_openvino_bin_is_refused_whatever_its_sidecar_says(mixed, tmp_
         assert len(rt.engines()) == len(engines_of(directory)) - 1    # the rest serve
 
 
+def test_an_edited_shared_weights_file_refuses_every_engine_that_reads_it(mixed, tmp_path):
+    """OpenVINO's fp32/fp16 engines read the family's weights.bin (no copy of their own): an
+    edit of that one file refuses each of them, and the family ONNX, at start-up."""
+    from adaexport.runtime import Runtime
+
+    directory = copy_family(mixed, tmp_path / "fam")
+    manifest = read_manifest(directory)
+    readers = {e["id"] for e in manifest["engines"] if manifest["weights"]["file"] in {f["file"] for f in e["files"]}}
+    assert {e["id"] for e in engines_of(directory, "openvino") if e["precision"] in ("fp32", "fp16")} < readers
+    weights = directory / manifest["weights"]["file"]
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 64] = bytes(64)       # same size, other weights
+    weights.write_bytes(bytes(data))
+    with Runtime(directory, preload="lazy") as rt:
+        assert readers.isdisjoint(rt.engines()) and readers <= set(rt.problems)
+        assert all("weights.bin" in rt.problems[e] for e in readers)
+        assert set(rt.engines()) == {e["id"] for e in manifest["engines"]} - readers   # the rest serve
+
+
 def test_weights_swapped_after_a_lazy_start_are_not_served(mixed, tmp_path, images):
     from adaexport.runtime import Runtime
     from adaexport.runtime.engine_pool import EngineUnavailable
 
     directory = copy_family(mixed, tmp_path / "fam")
     weights = directory / read_manifest(directory)["weights"]["file"]
-    family = [e["id"] for e in engines_of(directory) if "extra" not in e]
+    # every engine that reads weights.bin: the family ONNX, OpenVINO fp32/fp16, ONNX Runtime int8
+    family = [e["id"] for e in engines_of(directory) if weights.name in {Path(f["file"]).name for f in e["files"]}]
+    assert any("-onnxruntime-int8" in e for e in family) and any("-openvino-fp32" in e for e in family)
     for share in (True, False):
         original = weights.read_bytes()
-        with Runtime(directory, preload="lazy", backends=["onnxruntime"], share_weights=share) as rt:
+        with Runtime(directory, preload="lazy", share_weights=share) as rt:
             assert set(family) <= set(rt.engines())
             tampered = bytearray(original)
             tampered[:4096] = bytes(4096)

@@ -82,7 +82,7 @@ def test_jetson_targets():
     assert load_target("jetson-orin-nx").dla_cores("p3767-0000") == 2
     assert load_target("jetson-orin-nx").dla_cores("p3767-0001") == 1
     assert load_target("jetson-agx-orin").dla_cores() == 2
-    assert load_target("x86-cpu").precisions("openvino") == ("fp32", "fp16", "int8")
+    assert load_target("x86-cpu").precisions("openvino") == ("fp32", "fp16", "bf16", "int8")
     assert load_target("x86-cpu").precisions("onnxruntime") == ("fp32", "int8")
 
 

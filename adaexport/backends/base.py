@@ -43,7 +43,7 @@ from ..hashing import file_record, sha256_file  # noqa: F401 - sha256_file re-ex
 ENTRY_POINT_GROUP = "adaexport.backends"
 SIDECAR_SUFFIX = ".json"
 ARTIFACT_SCHEMA = "adaexport.artifact/1"
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 BUILTIN_BACKENDS = {
     "onnxruntime": "adaexport.backends.onnxruntime_backend:OnnxRuntimeBackend",
@@ -113,7 +113,14 @@ class CompileOptions:
 @dataclasses.dataclass
 class Artifact:
     """A compiled engine: its files (relative to `root`; files[0] is the one to open),
-    the options its session applies, and facts about how it was made."""
+    the options its session applies, and facts about how it was made.
+
+    `name` is set for an engine that owns no file but its sidecar (``<name>.json`` in
+    `root`): it reads the family's files, e.g. an OpenVINO engine that opens the point's
+    ONNX and its shared weights. Such files (all of a named engine's, and any after the
+    first of another, e.g. the ONNX a weight-stripped TensorRT plan is refitted from) may
+    lie beside `root` ("../onnx/...", inside the build directory, `root`'s parent), never
+    further out."""
     backend: str
     precision: str
     files: list[str]
@@ -123,6 +130,7 @@ class Artifact:
     status: str = "ready"                           # ready | pending (tensorrt built later on the device)
     inputs: list[dict[str, Any]] = dataclasses.field(default_factory=list)    # name, shape, dtype
     outputs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    name: str | None = None                         # set: the engine owns only its sidecar <name>.json
 
     @property
     def path(self) -> Path:
@@ -130,7 +138,7 @@ class Artifact:
 
     @property
     def sidecar(self) -> Path:
-        return sidecar_path(self.path)
+        return self.root / (self.name + SIDECAR_SUFFIX) if self.name else sidecar_path(self.path)
 
     def paths(self) -> list[Path]:
         return [self.root / f for f in self.files]
@@ -142,23 +150,31 @@ class Artifact:
                       for f in self.files}
         return {"schema": ARTIFACT_SCHEMA, "backend": self.backend, "precision": self.precision,
                 "status": self.status, "files": list(self.files), "hashes": hashes, "runtime": self.runtime,
-                "inputs": self.inputs, "outputs": self.outputs, "facts": self.facts}
+                "inputs": self.inputs, "outputs": self.outputs, "facts": self.facts,
+                **({"name": self.name} if self.name else {})}
 
     def record(self, relative_to: Path | None = None) -> dict[str, Any]:
         """The artifact's part of a manifest engine entry: backend, precision, status, file
-        (relative to `relative_to`, default the artifact's root), sha256 and size of a ready
-        engine's main file, under "files" the hash and size of every file a ready engine
-        reads (its sidecar included: it holds the options the session applies), and under
-        "extra" every file, the session options and the facts."""
+        (relative to `relative_to`, default the artifact's root: the main file, or the sidecar
+        of an engine that owns no other file), its sha256, under "files" the hash and size of
+        every file a ready engine reads (its sidecar included: it holds the options the
+        session applies; the family's shared files too), "size" their total (every byte the
+        engine reads, shared ones included), and under "extra" every file, the session
+        options and the facts."""
         base = Path(relative_to) if relative_to is not None else self.root
-        files = [os.path.relpath(self.root / f, base).replace(os.sep, "/") for f in self.files]
+
+        def rel(path: Path) -> str:
+            return os.path.relpath(path, base).replace(os.sep, "/")
+
+        files = [rel(p) for p in self.paths()] + ([rel(self.sidecar)] if self.name else [])
+        main = self.sidecar if self.name else self.path
         entry: dict[str, Any] = {"backend": self.backend, "precision": self.precision, "status": self.status,
-                                 "file": files[0],
+                                 "file": rel(main),
                                  "extra": {"files": files, "runtime": self.runtime, "facts": self.facts}}
         if self.status == "ready":
-            entry["sha256"] = sha256_file(self.path)
-            entry["size"] = self.path.stat().st_size
+            entry["sha256"] = sha256_file(main)
             entry["files"] = [file_record(p, base) for p in [*self.paths(), self.sidecar]]
+            entry["size"] = sum(r["size"] for r in entry["files"])
         return entry
 
     def verify(self) -> None:
@@ -189,17 +205,32 @@ class Artifact:
         if raw.get("schema") != ARTIFACT_SCHEMA:
             raise BackendError(f"{side}: not an {ARTIFACT_SCHEMA} description")
         files = list(raw["files"])
-        for name in files:
-            if os.path.isabs(name) or ".." in Path(name).parts:
-                raise BackendError(f"{side}: unsafe file path {name!r}")
+        name = raw.get("name")
+        if name is not None and (not isinstance(name, str) or side.name != name + SIDECAR_SUFFIX):
+            raise BackendError(f"{side}: its name {name!r} is not the sidecar's")
+        for index, file in enumerate(files):   # files after the first may be the family's (beside the folder)
+            if not safe_artifact_path(file, shared=name is not None or index > 0):
+                raise BackendError(f"{side}: unsafe file path {file!r}")
         return cls(backend=raw["backend"], precision=raw["precision"], files=files, root=side.parent,
                    runtime=dict(raw.get("runtime", {})), facts=dict(raw.get("facts", {})),
                    status=raw.get("status", "ready"), inputs=list(raw.get("inputs", [])),
-                   outputs=list(raw.get("outputs", [])))
+                   outputs=list(raw.get("outputs", [])), name=name)
 
 
 def sidecar_path(main_file: Path) -> Path:
     return main_file.with_name(main_file.name + SIDECAR_SUFFIX)
+
+
+def safe_artifact_path(file: str, shared: bool = False) -> bool:
+    """Whether an artifact may name `file`: relative and inside its folder, or, for an
+    engine reading the family's `shared` files, inside the folder above (one "../" at most,
+    leading, as in "../onnx/weights.bin")."""
+    parts = Path(file).parts
+    if os.path.isabs(file) or not parts:
+        return False
+    if shared and parts[0] == "..":
+        parts = parts[1:]
+    return bool(parts) and ".." not in parts
 
 
 class Session(abc.ABC):

@@ -12,12 +12,18 @@ wire format (field numbers from onnx/onnx.proto, stable since ONNX 1.0):
     StringStringEntryProto: key = 1, value = 2.
 
 Everything else is skipped by wire type. A malformed file raises ValueError.
+
+`family_files` lists what an engine that reads a point's ONNX reads (the ONNX and its
+weights file), as paths relative to the engine's folder (`family_relpath`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
+
+from .base import BackendError, safe_artifact_path
 
 # onnx.TensorProto.DataType -> numpy dtype name, for the types a weights file holds
 DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
@@ -156,3 +162,24 @@ def shareable_tensors(path: str | Path) -> list[ExternalTensor]:
         if consumers and all(WEIGHT_INPUTS.get(op) == index for op, index in consumers):
             shared.append(tensor)
     return shared
+
+
+def family_relpath(path: Path, out_dir: Path) -> str:
+    """`path` relative to an artifact folder `out_dir`, for an engine that reads the family's
+    files (BackendError unless it lies inside the folder or the one above)."""
+    rel = os.path.relpath(Path(path).resolve(), Path(out_dir).resolve()).replace(os.sep, "/")
+    if not safe_artifact_path(rel, shared=True):
+        raise BackendError(f"{Path(path).name} lies outside {Path(out_dir).resolve().parent}: an engine that reads "
+                           "the family's files must be compiled into a folder beside them (e.g. engines/ next to onnx/)")
+    return rel
+
+
+def family_files(onnx_path: str | Path, out_dir: str | Path) -> list[str]:
+    """What an engine reading a point's ONNX of the family reads, relative to its folder
+    `out_dir`: the ONNX, then the files holding its external tensors (the family's weights.bin)."""
+    onnx_path = Path(onnx_path)
+    try:
+        locations = sorted({t.location for t in external_tensors(onnx_path)})
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"{onnx_path.name}: cannot read its tensor table ({exc})") from None
+    return [family_relpath(onnx_path, out_dir)] + [family_relpath(onnx_path.parent / f, out_dir) for f in locations]

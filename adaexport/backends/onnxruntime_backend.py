@@ -12,7 +12,10 @@ the target's thread count.
   and returns float32.
 * int8: static quantization in the QDQ format (onnxruntime.quantization.
   quantize_static) of the Conv/MatMul/Gemm weights (int8, per channel) and their
-  activations (uint8), calibrated (MinMax) on real preprocessed samples. On an x86 CPU
+  activations (uint8), calibrated (MinMax) on real preprocessed samples. The artifact is
+  that QDQ model with its weights quantized at load from the family's weights.bin
+  (``shared_int8``: it stores the scales, not a copy of the weights), or, with the
+  target's ``int8_weights = "embedded"``, with its own int8 copy (a faster load). On an x86 CPU
   without VNNI, u8s8 dot products can saturate (ONNX Runtime's quantization docs; the
   same hardware issue as OpenVINO's "Saturation (overflow) Issue Workaround"), so the
   weights are quantized to 7 bits there (``reduce_range``): the target's
@@ -77,6 +80,16 @@ def _share_initializers(options, path: Path, weights: SharedWeights) -> list[str
     if shared:
         options.add_session_config_entry("session.disable_prepacking", "1")
     return shared
+
+
+def _int8_weights(settings: dict) -> str:
+    """The target's [backends.onnxruntime] int8_weights: "shared" (default: quantized at load
+    from the family's weights.bin, no copy on disk, a slower load) or "embedded" (an int8
+    copy in each engine, as quantize_static writes it)."""
+    value = settings.get("int8_weights", "shared")
+    if value not in ("shared", "embedded"):
+        raise BackendError(f"onnxruntime: int8_weights must be \"shared\" or \"embedded\", got {value!r}")
+    return value
 
 
 def _level(ort, name: str):
@@ -225,6 +238,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     runtime_modules = ("onnxruntime",)
     extension = ".onnx"
+    precisions = ("fp32", "fp16", "int8")     # ONNX Runtime's CPU kernels have no bf16
 
     @property
     def recipe(self) -> str:
@@ -259,37 +273,62 @@ class OnnxRuntimeBackend(Backend):
         main = self.artifact_name(onnx_path, precision, options) + self.extension
         facts: dict[str, Any] = {"source": onnx_path.name, "source_sha256": sha256_file(onnx_path),
                                  "saved_optimization_level": level, "onnxruntime": ort.__version__}
+        runtime: dict[str, Any] = {"intra_op_num_threads": threads, "graph_optimization_level": "all",
+                                   "providers": list(settings.get("providers", ["CPUExecutionProvider"]))}
+        files = [main]
+        share = precision == "int8" and _int8_weights(settings) == "shared"
         with Staging(options.out_dir) as stage:
-            source = onnx_path
-            if precision == "fp16":
-                source = stage.path("fp16.onnx")
-                facts.update(convert_fp16(onnx_path, source))
-            elif precision == "int8":
-                source = stage.path("int8.onnx")
+            if precision == "int8":     # the QDQ model itself, reading the family's weights (shared_int8)
                 reduce_range, why = reduce_range_for(target)
-                facts.update(quantize_qdq(onnx_path, source, options.calibration, symmetric_activations=False,
-                                          reduce_range=reduce_range))
+                facts.update(quantize_qdq(onnx_path, stage.path(main), options.calibration,
+                                          symmetric_activations=False, reduce_range=reduce_range))
                 facts["quantization"]["reduce_range_reason"] = why
-            session_options = ort.SessionOptions()
-            session_options.graph_optimization_level = _level(ort, level)
-            session_options.optimized_model_filepath = str(stage.path(main))
-            session_options.intra_op_num_threads = 1
-            session_options.log_severity_level = 3
-            try:
-                # From bytes with every weight embedded: ORT keeps external-data references of
-                # initializers it leaves alone, and the artifact must not depend on weights.bin.
-                ort.InferenceSession(_embedded_bytes(source), session_options, providers=["CPUExecutionProvider"])
-            except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-                raise BackendError(f"onnxruntime could not load {onnx_path.name} ({precision}): {exc}") from None
-            if not stage.path(main).is_file():
-                raise BackendError(f"onnxruntime did not write the optimised model for {onnx_path.name}")
+                if share:
+                    files += self._share_int8(stage.path(main), onnx_path, Path(options.out_dir), facts, runtime)
+            else:
+                self._save_optimised(ort, onnx_path, stage, main, precision, level, facts)
             stage.commit([main])
-        artifact = Artifact(backend=self.name, precision=precision, files=[main], root=Path(options.out_dir),
-                            runtime={"intra_op_num_threads": threads, "graph_optimization_level": "all",
-                                     "providers": list(settings.get("providers", ["CPUExecutionProvider"]))},
-                            facts=facts)
+        artifact = Artifact(backend=self.name, precision=precision, files=files, root=Path(options.out_dir),
+                            runtime=runtime, facts=facts)
         session = OrtSession(artifact.path, artifact.runtime)
         return finalize(artifact, session, options.check)
+
+    @staticmethod
+    def _save_optimised(ort, onnx_path: Path, stage: Staging, main: str, precision: str, level: str,
+                        facts: dict) -> None:
+        """Write the (fp16: converted) model as ONNX Runtime optimises it, every weight embedded."""
+        source = onnx_path
+        if precision == "fp16":
+            source = stage.path("fp16.onnx")
+            facts.update(convert_fp16(onnx_path, source))
+        session_options = ort.SessionOptions()
+        session_options.graph_optimization_level = _level(ort, level)
+        session_options.optimized_model_filepath = str(stage.path(main))
+        session_options.intra_op_num_threads = 1
+        session_options.log_severity_level = 3
+        try:
+            # From bytes with every weight embedded: ORT keeps external-data references of
+            # initializers it leaves alone, and the artifact must not depend on weights.bin.
+            ort.InferenceSession(_embedded_bytes(source), session_options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            raise BackendError(f"onnxruntime could not load {onnx_path.name} ({precision}): {exc}") from None
+        if not stage.path(main).is_file():
+            raise BackendError(f"onnxruntime did not write the optimised model for {onnx_path.name}")
+
+    @staticmethod
+    def _share_int8(qdq: Path, onnx_path: Path, out_dir: Path, facts: dict, runtime: dict) -> list[str]:
+        """Make the QDQ model quantize its weights at load from the family's weights.bin (see
+        shared_int8); the files it then reads besides itself, relative to `out_dir`."""
+        from .onnx_tensors import family_relpath
+        from .shared_int8 import share_weights
+
+        shared = share_weights(qdq, onnx_path)
+        facts["saved_optimization_level"] = "none: the QDQ model, optimised when a session loads it"
+        facts.update(shared)
+        reads = [family_relpath(onnx_path.parent / f, out_dir) for f in shared.pop("reads", [])]
+        if reads:
+            runtime["external_data_dir"] = os.path.dirname(reads[0]) or "."
+        return reads
 
     # ---------------------------------------------------------------- runtime
 
@@ -357,7 +396,9 @@ class OrtSession(Session):
         have = ort.get_available_providers()
         providers = [p for p in runtime.get("providers", ["CPUExecutionProvider"]) if p in have]
         try:
-            self._session = ort.InferenceSession(os.fspath(path), options,
+            from .shared_int8 import session_source
+
+            self._session = ort.InferenceSession(session_source(Path(path), runtime, options), options,
                                                  providers=providers or ["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001
             raise BackendError(f"onnxruntime could not open {Path(path).name}: {exc}") from None

@@ -17,7 +17,15 @@ Written against TensorRT's Python API as documented for 8.6 and 10.x:
   ``DLA_core``, ``BuilderFlag.GPU_FALLBACK``; none on TensorRT 11, whose DLA support is
   absent in 11.0-11.3) with the layers that run on the DLA after fusion reported from the
   builder log and the engine inspector (`trt_dla.placement_report`);
-* ``builder.build_serialized_network(network, config)``.
+* ``builder.build_serialized_network(network, config)``;
+* weight-stripped plans (TensorRT 10+: ``BuilderFlag.STRIP_PLAN`` with
+  ``REFIT_IDENTICAL``, trtexec ``--stripWeights``): the plan keeps no weights, and the
+  session refits them at load from the ONNX it was built from (``trt.Refitter``,
+  ``trt.OnnxParserRefitter(refitter, logger).refit_from_file(onnx)``,
+  ``refitter.refit_cuda_engine()``), so a GPU engine of the family's fp32 ONNX adds
+  no weights to the family's ``weights.bin``. TensorRT 8.x cannot (no such flag) and
+  DLA engines are not refittable: their plans embed the weights, and the sidecar's
+  ``facts.weights`` says which.
 
 Precision:
 
@@ -71,6 +79,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import trt_dla, trt_timing_cache
+from .onnx_tensors import family_files
 from .base import (
     Artifact,
     Availability,
@@ -106,6 +115,7 @@ class TrtCaps:
     strongly_typed: bool = True            # NetworkDefinitionCreationFlag.STRONGLY_TYPED exists
     explicit_batch_flag: bool = False      # EXPLICIT_BATCH must be passed (TensorRT < 10)
     optimization_level: bool = True        # IBuilderConfig.builder_optimization_level exists
+    strip_plan: bool = True                # BuilderFlag.STRIP_PLAN exists (weight-stripped plans, 10.0+)
 
     @property
     def major(self) -> int:
@@ -120,8 +130,9 @@ class TrtCaps:
 # Typical capabilities per TensorRT generation, for settings computed before the device's
 # TensorRT is known (pending engines) and for tests.
 CAPS_8_5 = TrtCaps("8.5.2", fp16_flag=True, int8_flag=True, strongly_typed=False, explicit_batch_flag=True,
-                   optimization_level=False)
-CAPS_8_6 = TrtCaps("8.6.2", fp16_flag=True, int8_flag=True, strongly_typed=False, explicit_batch_flag=True)
+                   optimization_level=False, strip_plan=False)
+CAPS_8_6 = TrtCaps("8.6.2", fp16_flag=True, int8_flag=True, strongly_typed=False, explicit_batch_flag=True,
+                   strip_plan=False)
 CAPS_10 = TrtCaps("10.3.0", fp16_flag=True, int8_flag=True, strongly_typed=True, explicit_batch_flag=False)
 CAPS_11 = TrtCaps("11.0.0", fp16_flag=False, int8_flag=False, strongly_typed=True, explicit_batch_flag=False)
 
@@ -133,7 +144,8 @@ def caps_of(trt) -> TrtCaps:
     return TrtCaps(version=version, fp16_flag=hasattr(flags, "FP16"), int8_flag=hasattr(flags, "INT8"),
                    strongly_typed=hasattr(nflags, "STRONGLY_TYPED"),
                    explicit_batch_flag=_version_tuple(version) < (10,) and hasattr(nflags, "EXPLICIT_BATCH"),
-                   optimization_level=hasattr(trt.IBuilderConfig, "builder_optimization_level"))
+                   optimization_level=hasattr(trt.IBuilderConfig, "builder_optimization_level"),
+                   strip_plan=hasattr(flags, "STRIP_PLAN") and hasattr(flags, "REFIT_IDENTICAL"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +163,7 @@ class BuildSettings:
     dla_core: int | None
     calibration_cache: str | None = None   # DLA int8: activation scales (trtexec --calib)
     tensorrt: str | None = None            # the TensorRT version these settings are for
+    strip_weights: bool = False            # STRIP_PLAN + REFIT_IDENTICAL: refitted from `source` at load
 
     @property
     def strongly_typed(self) -> bool:
@@ -223,7 +236,17 @@ def build_settings(target, precision: str, caps: TrtCaps, source: str | os.PathL
         optimization_level=int(optimization_level if optimization_level is not None
                                else options.get("builder_optimization_level", DEFAULT_OPTIMIZATION_LEVEL)),
         timing_cache=os.fspath(timing_cache) if timing_cache is not None else None, dla_core=dla_core,
-        calibration_cache=os.fspath(calibration_cache) if kind == "calib" else None, tensorrt=caps.version)
+        calibration_cache=os.fspath(calibration_cache) if kind == "calib" else None, tensorrt=caps.version,
+        strip_weights=caps.strip_plan and dla_core is None)
+
+
+def weights_fact(settings: BuildSettings) -> str:
+    """Where a plan's weights are, for the sidecar (and so the manifest) to say."""
+    if settings.strip_weights:
+        return f"stripped (STRIP_PLAN, REFIT_IDENTICAL): refitted at load from {settings.source}"
+    if settings.dla_core is not None:
+        return "embedded in the plan: DLA engines are not refittable"
+    return f"embedded in the plan: TensorRT {settings.tensorrt} has no weight-stripped plans (10.0+ has)"
 
 
 def trtexec_command(settings: BuildSettings, plan: str | os.PathLike, *, trtexec: str = "trtexec") -> list[str]:
@@ -252,6 +275,8 @@ def trtexec_command(settings: BuildSettings, plan: str | os.PathLike, *, trtexec
         cmd.append(f"--useDLACore={settings.dla_core}")
         if "GPU_FALLBACK" in settings.builder_flags:
             cmd.append("--allowGPUFallback")
+    if settings.strip_weights:
+        cmd.append("--stripWeights")
     cmd.append("--skipInference" if since_8_6 else "--buildOnly")
     return cmd
 
@@ -529,6 +554,7 @@ class TensorRtBackend(Backend):
     name = "tensorrt"
     runtime_modules = ("tensorrt",)
     extension = PLAN_SUFFIX
+    precisions = ("fp32", "fp16", "int8")
     recipe = "2: TensorRT QDQ layout, DLA int8 from a calibration cache, versioned timing cache"
 
     def available(self, precision: str | None = None) -> Availability:
@@ -602,14 +628,17 @@ class TensorRtBackend(Backend):
             report = _build_plan(trt, logger, settings, stage.path(plan), timing, calibration_bytes)
             stage.commit([plan])
         threads = options.threads if options.threads is not None else target.threads
+        refit = family_files(source, out_dir) if settings.strip_weights else []
         recorded = dataclasses.replace(settings, source=_relative(source, out_dir),
                                        timing_cache=_relative(timing, out_dir),
                                        calibration_cache=_relative(calibration, out_dir) if calibration else None)
         artifact = Artifact(
-            backend=self.name, precision=precision, files=[plan], root=out_dir,
-            runtime={"dla_core": settings.dla_core, "output_order": _output_names(source)},
+            backend=self.name, precision=precision, files=[plan, *refit], root=out_dir,
+            runtime={"dla_core": settings.dla_core, "output_order": _output_names(source),
+                     **({"refit_from": refit[0]} if refit else {})},
             facts={**facts, "source": _relative(source, out_dir), "exported_onnx": Path(onnx_path).name,
                    "source_sha256": sha256_file(source), "settings": recorded.as_dict(),
+                   "weights": weights_fact(recorded),
                    "trtexec": trtexec_command_line(recorded, plan), "system": system_key(caps.version).as_dict(),
                    "dla": report, "target": target.name, "threads": threads, **_files_beside(recorded, facts),
                    "finish": f"adaexport compile DIR --device {target.name}", "build_log": logger.tail()})
@@ -639,6 +668,7 @@ class TensorRtBackend(Backend):
             runtime={"dla_core": settings.dla_core, "output_order": _output_names(source)},
             facts={**facts, "source": _relative(source, out_dir), "exported_onnx": Path(onnx_path).name,
                    "source_sha256": sha256_file(source), "settings": settings.as_dict(),
+                   "weights": weights_fact(settings) + " (for TensorRT 10; the device's TensorRT decides)",
                    "trtexec": trtexec_command_line(settings, plan), "target": target.name, "finish": finish,
                    "dla_core": options.dla_core, "pending_reason": self.available().reason,
                    **_files_beside(settings, facts)})
@@ -767,7 +797,7 @@ def _build_plan(trt, logger, settings: BuildSettings, plan_path: Path, timing_pa
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mb << 20)
     if hasattr(config, "builder_optimization_level"):
         config.builder_optimization_level = settings.optimization_level
-    for name in settings.builder_flags:
+    for name in settings.builder_flags + (("STRIP_PLAN", "REFIT_IDENTICAL") if settings.strip_weights else ()):
         config.set_flag(getattr(trt.BuilderFlag, name))
     for name in settings.cleared_flags:
         if hasattr(trt.BuilderFlag, name):
@@ -823,6 +853,8 @@ class TrtSession(Session):
         if self._engine is None:
             raise BackendError(f"TensorRT could not deserialise {Path(plan_path).name}: "
                                f"{' | '.join(self._logger.tail(3)) or 'no log'}")
+        if runtime.get("refit_from"):
+            self._refit(trt, Path(plan_path).parent / runtime["refit_from"], Path(plan_path).name)
         self._context = self._engine.create_execution_context()
         self._lock = threading.Lock()
         self._stream = self._cuda.stream()
@@ -846,6 +878,18 @@ class TrtSession(Session):
         if order and sorted(order) == sorted(self.output_names):
             self.output_names = order
         self.options = {"backend": "tensorrt", "dla_core": runtime.get("dla_core")}
+
+    def _refit(self, trt, onnx_path: Path, plan_name: str) -> None:
+        """Put the weights back into a weight-stripped plan, from the ONNX it was built from."""
+        refitter = trt.Refitter(self._engine, self._logger)
+        parser = trt.OnnxParserRefitter(refitter, self._logger)
+        if not parser.refit_from_file(os.fspath(onnx_path)):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise BackendError(f"TensorRT could not read the weights of {plan_name} from {onnx_path.name}: "
+                               f"{errors or ' | '.join(self._logger.tail(3))}")
+        if not refitter.refit_cuda_engine():
+            raise BackendError(f"TensorRT could not refit {plan_name} from {onnx_path.name}: "
+                               f"{' | '.join(self._logger.tail(3)) or 'no log'}")
 
     def io(self) -> tuple[list[dict], list[dict]]:
         def spec(names):

@@ -42,7 +42,7 @@ else:  # pragma: no cover
 
 ALIASES_FROM_DEVICE_TREE = ("jetson-orin",)
 KINDS = ("jetson", "gpu", "cpu")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 # Device-tree compatible string of each Orin module -> its target.
 JETSON_MODULES = {
