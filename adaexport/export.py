@@ -96,7 +96,9 @@ def _export_torchscript(module: StaticAdaPerceiver, example: torch.Tensor) -> on
                           input_names=["image"], output_names=list(module.output_names),
                           do_constant_folding=True, export_params=True,
                           keep_initializers_as_inputs=False)
-    return onnx.load_from_string(buffer.getvalue())
+    proto = onnx.ModelProto()
+    proto.ParseFromString(buffer.getbuffer())  # no copy of the (weights-sized) buffer first
+    return proto
 
 
 def _export_dynamo(module: StaticAdaPerceiver, example: torch.Tensor) -> onnx.ModelProto:
@@ -224,6 +226,36 @@ def set_metadata(proto: onnx.ModelProto, metadata: dict[str, str]) -> None:
         entry.key, entry.value = key, str(metadata[key])
 
 
+def fold(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxscript's `optimizer.optimize` as it runs on these graphs, with the one rewrite
+    rule that fires on them (Flatten -> Reshape, the logits' flatten) instead of its 46
+    default rules: the pattern matcher tries every rule at every node, which was 70% of a
+    published-size export (17.7 of 25 s at the full point) and changed nothing else.
+    `tests/test_export.py` checks the result is byte-identical to `optimize` (both
+    attention modes, a distilled model); pass order and options are optimize's."""
+    import onnx_ir as ir
+    from onnx_ir.passes import common
+    from onnxscript.optimizer._constant_folding import (DEFAULT_CONSTANT_FOLD_INPUT_SIZE_LIMIT,
+                                                        DEFAULT_CONSTANT_FOLD_OUTPUT_SIZE_LIMIT, FoldConstantsPass)
+    from onnxscript.rewriter import RewritePass
+    from onnxscript.rewriter.rules.common import flatten_to_reshape_rule
+
+    model = ir.serde.deserialize_model(proto)
+    passes = ir.passes.Sequential(
+        common.InlinePass(),
+        ir.passes.PassManager([FoldConstantsPass(shape_inference=True, input_size_limit=DEFAULT_CONSTANT_FOLD_INPUT_SIZE_LIMIT,
+                                                 output_size_limit=DEFAULT_CONSTANT_FOLD_OUTPUT_SIZE_LIMIT, should_fold=lambda node: None),
+                               RewritePass([flatten_to_reshape_rule]), common.RemoveUnusedNodesPass(),
+                               common.RemoveUnusedFunctionsPass(), common.RemoveUnusedOpsetsPass()],
+                              steps=2, early_stop=True),
+        common.RemoveUnusedNodesPass(),
+        common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+        common.LiftSubgraphInitializersToMainGraphPass(), common.DeduplicateInitializersPass(),
+        common.CommonSubexpressionEliminationPass(), common.OutputFixPass(), common.NameFixPass())
+    passes(model)
+    return ir.serde.serialize_model(model)
+
+
 def export_point_proto(module: StaticAdaPerceiver, batch: int = 1, *, exporter: str = "auto",
                        metadata: dict[str, str] | None = None) -> onnx.ModelProto:
     """Export one static module to an in-memory ModelProto with all weights embedded.
@@ -233,8 +265,6 @@ def export_point_proto(module: StaticAdaPerceiver, batch: int = 1, *, exporter: 
     with the point (`point_metadata`) plus `metadata`. Limited by protobuf to models
     under 2 GiB, which every AdaPerceiver size is.
     """
-    from onnxscript import optimizer
-
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     if batch < 1:
@@ -246,7 +276,7 @@ def export_point_proto(module: StaticAdaPerceiver, batch: int = 1, *, exporter: 
         proto = _raw_export(module, torch.zeros(shape, dtype=torch.float32), exporter)
     # Fold what the exporter left: shape arithmetic traced from static shapes, and
     # Constant nodes (becoming initializers).
-    proto = optimizer.optimize(proto)
+    proto = fold(proto)
     _constants_to_initializers(proto.graph)
     _strip_debug_info(proto)
     proto.graph.name = module.point.id
@@ -295,6 +325,34 @@ class WeightStore:
         self._exact: dict[bytes, tuple[int, int]] = {}
         self._by_head: dict[bytes, list[tuple[int, int]]] = {}
         self.stats = {"stored": 0, "exact": 0, "prefix": 0, "stored_bytes": 0, "referenced_bytes": 0}
+
+    def index(self) -> dict:
+        """What a frozen store knows about its tensors, as plain data: with the written file,
+        `from_index` makes an equal store in another process (build --jobs)."""
+        if not self.frozen:
+            raise ValueError("only a frozen store has a final index")
+        return {"key_bytes": self.key_bytes, "size": self.size, "exact": dict(self._exact),
+                "by_head": {k: list(v) for k, v in self._by_head.items()}}
+
+    @classmethod
+    def from_index(cls, path: Path, index: dict) -> "WeightStore":
+        """The frozen store whose bytes are the file at `path` and whose tensors `index` lists."""
+        store = cls(open(path, "rb"), key_bytes=index["key_bytes"])  # noqa: SIM115 - closed by the caller
+        store.size, store.frozen = index["size"], True
+        store._exact = dict(index["exact"])
+        store._by_head = {k: list(v) for k, v in index["by_head"].items()}
+        return store
+
+    def attach(self, path: Path) -> None:
+        """Read the stored bytes from `path` (the store written out, same bytes) from now on,
+        releasing the in-memory copy: at published size that is the checkpoint's size again
+        for the rest of the build. Only a frozen store, which never appends."""
+        if not self.frozen:
+            raise ValueError("only a frozen store reads from its written file")
+        if Path(path).stat().st_size != self.size:
+            raise ValueError(f"{path}: {Path(path).stat().st_size} bytes, the store holds {self.size}")
+        old, self.file = self.file, open(path, "rb")  # noqa: SIM115 - lives as long as the store
+        old.close()
 
     def _read(self, offset: int, length: int) -> bytes:
         self.file.seek(offset)
@@ -394,9 +452,15 @@ def build_weights(model: AdaPerceiver, *, attention: str | None, batch: int = 1,
 
 
 def write_weights(store: WeightStore, path: Path) -> Path:
-    """Write the store's bytes to `path` atomically (temp file, fsync, rename)."""
-    store.file.seek(0)
-    write_bytes_atomic(path, store.file.read())
+    """Write the store's bytes to `path` atomically (temp file, fsync, rename); a frozen
+    store then reads from that file (`attach`) instead of holding its bytes in memory."""
+    if isinstance(store.file, io.BytesIO):
+        write_bytes_atomic(path, store.file.getbuffer())
+    else:
+        store.file.seek(0)
+        write_bytes_atomic(path, store.file.read())
+    if store.frozen:
+        store.attach(path)
     return path
 
 
