@@ -220,6 +220,8 @@ ATTENTION_OPT = typer.Option(None, "--attention", help="full or block (default: 
 BATCH_OPT = typer.Option(1, "--batch", help="Fixed batch size of every engine.")
 PROFILE_OPT = typer.Option("default", "--profile", help="Build profile name (adaexport/profiles) or a .toml path.")
 JSON_OPT = typer.Option(False, "--json", help="Print one JSON document (the manifest summary) and no progress.")
+JOBS_OPT = typer.Option(1, "--jobs", help="Worker processes for the points' export, compile and parity (the result is "
+                        "byte-identical to --jobs 1; each worker maps the checkpoint, so the OS shares it).")
 
 
 def _summary_table(manifest: dict) -> Table:
@@ -242,7 +244,7 @@ def _summary_table(manifest: dict) -> Table:
 
 
 def _run_build(parity: bool, model, out, device, grid, tokens, width, depth, attention, batch, profile,
-               dataset, json_out, measure: bool = True, search: Optional[Path] = None) -> None:
+               dataset, json_out, measure: bool = True, search: Optional[Path] = None, jobs: int = 1) -> None:
     import json as json_module
 
     from .build import BuildRequest, run_build
@@ -253,7 +255,7 @@ def _run_build(parity: bool, model, out, device, grid, tokens, width, depth, att
     request = BuildRequest(
         out=out, model=model, target=resolve_target(device), profile=profile, grid=grid,
         **knob_lists(tokens, width, depth),
-        attention=attention, batch=batch, dataset=dataset, parity=parity, measure=measure, search=search)
+        attention=attention, batch=batch, dataset=dataset, parity=parity, measure=measure, search=search, jobs=jobs)
     reporter = make_reporter(json_out, err_console)
     try:
         result = run_build(request, reporter)
@@ -301,11 +303,11 @@ def export(
     model: Optional[Path] = MODEL_ARG, out: Path = OUT_OPT, grid: Optional[str] = GRID_OPT,
     tokens: Optional[str] = TOKENS_OPT, width: Optional[str] = WIDTH_OPT, depth: Optional[str] = DEPTH_OPT,
     attention: Optional[str] = ATTENTION_OPT, batch: int = BATCH_OPT, profile: str = PROFILE_OPT,
-    json_out: bool = JSON_OPT, search: Optional[Path] = SEARCH_OPT,
+    json_out: bool = JSON_OPT, search: Optional[Path] = SEARCH_OPT, jobs: int = JOBS_OPT,
 ) -> None:
     """Export one static ONNX model per grid point (sharing one weights file) and the manifest."""
     _run_build(False, model, out, None, grid, tokens, width, depth, attention, batch, profile, "demo", json_out,
-               search=search)
+               search=search, jobs=jobs)
 
 
 @app.command()
@@ -322,12 +324,12 @@ def build(
         "reduced precisions not built). Default: demo where its data fits the model, else none."),
     no_profile: bool = typer.Option(False, "--no-profile", help="Skip the profile stage (latency, load time, memory, "
                                                                "energy of every engine on this machine)."),
-    json_out: bool = JSON_OPT, search: Optional[Path] = SEARCH_OPT,
+    json_out: bool = JSON_OPT, search: Optional[Path] = SEARCH_OPT, jobs: int = JOBS_OPT,
 ) -> None:
     """Export, compile and check a family of engines against PyTorch, profile them on this
     machine when it is the target; write the manifest."""
     _run_build(True, model, out, device, grid, tokens, width, depth, attention, batch, profile, dataset, json_out,
-               measure=not no_profile, search=search)
+               measure=not no_profile, search=search, jobs=jobs)
 
 
 @app.command()
