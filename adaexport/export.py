@@ -440,11 +440,14 @@ def _check_weights_name(weights_name: str) -> None:
 
 
 def build_weights(model: AdaPerceiver, *, attention: str | None, batch: int = 1,
-                  weights_name: str = "weights.bin", exporter: str = "auto") -> WeightStore:
-    """The family's weights, in memory: the tensors of the model's full point, laid out
-    once. The returned store is frozen: points exported against it only reference it."""
+                  weights_name: str = "weights.bin", exporter: str = "auto",
+                  file: BinaryIO | None = None) -> WeightStore:
+    """The family's weights, in memory (or in `file`, an empty binary file opened for
+    reading and writing, which keeps a published-size build from holding them twice): the
+    tensors of the model's full point, laid out once. The returned store is frozen:
+    points exported against it only reference it."""
     _check_weights_name(weights_name)
-    store = WeightStore(io.BytesIO())
+    store = WeightStore(io.BytesIO() if file is None else file)
     full = specialize(model, ConfigPoint.full(model.config), attention)
     externalize(export_point_proto(full, batch, exporter=exporter), store, weights_name)
     store.frozen = True

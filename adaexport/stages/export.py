@@ -73,11 +73,34 @@ def export_one(task: ExportTask) -> dict:
     return {**file_record(result.path, state.setup.out), "op_types": result.op_types}
 
 
+def _weights(ctx: BuildContext, path: Path, write: bool) -> dict:
+    """Lay out the family's weights in a temp file beside `path` (not in memory: at published
+    size that is the checkpoint's size again), renamed to `path` when `write` (fsync, then
+    rename: atomic), else removed; the store's index."""
+    import os
+    import tempfile
+
+    from ..atomic import TEMP_SUFFIX
+    from ..export import build_weights
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "w+b") as file:
+            store = build_weights(ctx.loaded.model, attention=ctx.attention, batch=ctx.batch,
+                                  weights_name=path.name, exporter=EXPORTER, file=file)
+            file.flush()
+            os.fsync(file.fileno())
+        if write:
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        return store.index()
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def export_stage(ctx: BuildContext) -> None:
     """The shared weights file (it depends on the model, not on the grid), then every point
     not already exported with it; records in the cache, `ctx.export_records` per point."""
-    from ..export import build_weights, write_weights
-
     cache, onnx_dir = ctx.cache, ctx.out / ONNX_DIR
     weights_key = digest({**ctx.base, "stage": "weights"})
     ctx.weights_record = cache.get("weights", weights_key)
@@ -91,14 +114,10 @@ def export_stage(ctx: BuildContext) -> None:
             ctx.reporter.advance(point.id, "cached")
     if todo:
         # the store's index is needed to export against, whether or not its file is current
-        store = build_weights(ctx.loaded.model, attention=ctx.attention, batch=ctx.batch, weights_name=WEIGHTS_NAME,
-                              exporter=EXPORTER)
+        index = _weights(ctx, onnx_dir / WEIGHTS_NAME, write=not weights_ok)
         if not weights_ok:
-            write_weights(store, onnx_dir / WEIGHTS_NAME)
             ctx.weights_record = cache.file_record(onnx_dir / WEIGHTS_NAME)
             cache.put("weights", weights_key, ctx.weights_record)
-        index = store.index()
-        store.file.close()
         tasks = [ExportTask(p, onnx_dir, index, ctx.metadata) for p in todo]
         for i, record in ctx.executor.run(export_one, tasks):
             cache.put("export", keys[todo[i]], record)
