@@ -116,7 +116,7 @@ def load_profile(name_or_path: str = "default") -> BuildProfile:
                   if precision not in ("samples", "random_samples")}
     samples = parity.get("samples", "auto")
     if samples != "auto":
-        samples = checked_number(samples, f"profile {name}: parity.samples (a whole number or \"auto\")",
+        samples = checked_number(samples, f"profile {name}: parity.samples",
                                  ProfileError, integer=True, minimum=1)
     random_samples = checked_number(parity.get("random_samples", RANDOM_SAMPLES),
                                     f"profile {name}: parity.random_samples", ProfileError, integer=True, minimum=1)
