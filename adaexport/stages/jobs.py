@@ -113,16 +113,21 @@ class ProcessExecutor:
         pending = set(futures)
         while pending:
             done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            failed = [f for f in done if f.exception() is not None]
+            failed = sorted((f for f in done if f.exception() is not None), key=futures.get)
+            for f in sorted(done, key=futures.get):
+                if f not in failed:  # what finished is recorded even when another task failed
+                    yield futures[f], f.result()
             if failed:
                 for f in pending:
                     f.cancel()
                 wait(pending)
-                unfinished = [f for f in futures if f in failed or f in pending]
+                for f in sorted(pending, key=futures.get):
+                    if not f.cancelled() and f.exception() is None:
+                        yield futures[f], f.result()
+                unfinished = sorted([*failed, *(f for f in pending if f.cancelled() or f.exception() is not None)],
+                                    key=futures.get)
                 reason = f"{type(failed[0].exception()).__name__}: {failed[0].exception()}"
-                raise JobsFailed([str(tasks[futures[f]]) for f in sorted(unfinished, key=futures.get)], reason)
-            for f in sorted(done, key=futures.get):
-                yield futures[f], f.result()
+                raise JobsFailed([str(tasks[futures[f]]) for f in unfinished], reason)
 
     def close(self) -> None:
         if self._pool is not None:
