@@ -158,10 +158,13 @@ def spread_indices(total: int, count: int) -> np.ndarray:
     return chosen[np.random.default_rng(RANDOM_SEED).permutation(count)]
 
 
+DECODE_CHUNK = 32  # images decoded and normalised at a time: memory holds the prepared sample and one chunk
+
+
 def load_image_folder(directory: Path, config, sample: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Model input (N, C, crop, crop) float32, resized, cropped and normalised, and labels.
     With `sample`, only that many files (`spread_indices`) are decoded: memory holds the
-    sample, never the folder."""
+    prepared sample and one chunk of decoded images, never the folder."""
     files, labels, folders = image_folder_files(directory, config.class_names)
     if not config.class_names and len(folders) > config.num_classes:
         raise DatasetError(f"{directory}: {len(folders)} class folders, the model has {config.num_classes} classes")
@@ -169,9 +172,16 @@ def load_image_folder(directory: Path, config, sample: int | None = None) -> tup
         chosen = spread_indices(len(files), sample)
         files, labels = [files[i] for i in chosen], labels[chosen]
     spec = config.preprocessing_spec()
-    images = np.stack([decode_image(f, config.in_channels, config.img_size, spec) for f in files])
-    crop = images.shape[1]
-    return preprocess(images, {**spec, "resize": crop, "crop": crop}, config.in_channels, crop), labels
+    inputs = None
+    for start in range(0, max(len(files), 1), DECODE_CHUNK):  # decoded and prepared a chunk at a time
+        images = np.stack([decode_image(f, config.in_channels, config.img_size, spec)
+                           for f in files[start:start + DECODE_CHUNK]])
+        crop = images.shape[1]
+        chunk = preprocess(images, {**spec, "resize": crop, "crop": crop}, config.in_channels, crop)
+        if inputs is None:
+            inputs = np.empty((len(files), *chunk.shape[1:]), dtype=np.float32)
+        inputs[start:start + len(chunk)] = chunk
+    return inputs, labels
 
 
 def load_raw(spec: str, config=None, sample: int | None = None) -> tuple[np.ndarray, np.ndarray]:

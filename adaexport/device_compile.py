@@ -86,7 +86,8 @@ def finish_pending_engines(directory: Path, device: str | None, reporter, datase
         reference_entry = next(e for e in manifest["engines"] if e["point"] == entry["point"]
                                and e["backend"] == "onnxruntime" and e["precision"] == "fp32")
         if inputs is None:
-            inputs, labels = _reference_inputs(manifest, profile.parity_samples, profile.random_samples, dataset)
+            samples = manifest.get("build", {}).get("parity_samples", profile.parity_samples or 256)
+            inputs, labels = _reference_inputs(manifest, samples, profile.random_samples, dataset)
         if reference_entry["id"] not in references:
             reference_session = open_engine(directory, reference_entry, threads=0)
             references[reference_entry["id"]] = run_batched(

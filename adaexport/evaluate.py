@@ -105,7 +105,7 @@ class ReferenceAccuracy:
     """PyTorch's top-1/top-5 per point, computed once and cached in DIR/.adaexport/cache."""
 
     def __init__(self, directory: Path, loaded, attention: str, inputs: np.ndarray, labels: np.ndarray):
-        from .build import Cache
+        from .build_cache import Cache
 
         self.cache = Cache(Path(directory))
         self.loaded, self.attention, self.inputs, self.labels = loaded, attention, inputs, labels

@@ -21,7 +21,7 @@ queries, rotary tables, the mask) stay embedded in that point's .onnx file.
 
 Tensors under `EXTERNAL_THRESHOLD` bytes (biases, norms, reshape targets) stay
 embedded in the .onnx file: the shared file saves nothing worth a separate read
-for them. Offsets in the weights file are aligned (`_alignment`) so runtimes can
+for them. Offsets in the weights file are aligned (`weight_store._alignment`) so runtimes can
 map large tensors directly.
 
 The graphs are static: fixed input (batch, C, H, W) named `image`, outputs in the
@@ -38,7 +38,6 @@ byte-identical files.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import os
 import tempfile
@@ -46,18 +45,16 @@ import warnings
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
-import numpy as np
 import onnx
 import torch
-from onnx import numpy_helper
 
 from .atomic import write_bytes_atomic
 from .model.adaperceiver import AdaPerceiver
 from .model.static import StaticAdaPerceiver, specialize
 from .space import ConfigPoint
+from .weight_store import EXTERNAL_THRESHOLD, ExportError, WeightStore, externalize  # noqa: F401 - re-exported
 
 OPSET = 17
-EXTERNAL_THRESHOLD = 1024  # bytes; smaller initializers stay embedded in the .onnx file
 EXPORTERS = ("auto", "torchscript", "dynamo")
 METADATA_PREFIX = "adaexport."
 
@@ -68,12 +65,6 @@ FORBIDDEN_OPS = frozenset({
     "DFT", "STFT", "ComplexMul", "ComplexMulConj",
 })
 _COMPLEX_TYPES = frozenset({onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128})
-_DATA_FIELDS = ("raw_data", "float_data", "int32_data", "string_data", "int64_data",
-                "double_data", "uint64_data")
-
-
-class ExportError(RuntimeError):
-    """The exporter produced a graph that is not a clean static model."""
 
 
 @dataclasses.dataclass
@@ -96,7 +87,9 @@ def _export_torchscript(module: StaticAdaPerceiver, example: torch.Tensor) -> on
                           input_names=["image"], output_names=list(module.output_names),
                           do_constant_folding=True, export_params=True,
                           keep_initializers_as_inputs=False)
-    return onnx.load_from_string(buffer.getvalue())
+    proto = onnx.ModelProto()
+    proto.ParseFromString(buffer.getbuffer())  # no copy of the (weights-sized) buffer first
+    return proto
 
 
 def _export_dynamo(module: StaticAdaPerceiver, example: torch.Tensor) -> onnx.ModelProto:
@@ -224,6 +217,36 @@ def set_metadata(proto: onnx.ModelProto, metadata: dict[str, str]) -> None:
         entry.key, entry.value = key, str(metadata[key])
 
 
+def fold(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxscript's `optimizer.optimize` as it runs on these graphs, with the one rewrite
+    rule that fires on them (Flatten -> Reshape, the logits' flatten) instead of its 46
+    default rules: the pattern matcher tries every rule at every node, which was 70% of a
+    published-size export (17.7 of 25 s at the full point) and changed nothing else.
+    `tests/test_export.py` checks the result is byte-identical to `optimize` (both
+    attention modes, a distilled model); pass order and options are optimize's."""
+    import onnx_ir as ir
+    from onnx_ir.passes import common
+    from onnxscript.optimizer._constant_folding import (DEFAULT_CONSTANT_FOLD_INPUT_SIZE_LIMIT,
+                                                        DEFAULT_CONSTANT_FOLD_OUTPUT_SIZE_LIMIT, FoldConstantsPass)
+    from onnxscript.rewriter import RewritePass
+    from onnxscript.rewriter.rules.common import flatten_to_reshape_rule
+
+    model = ir.serde.deserialize_model(proto)
+    passes = ir.passes.Sequential(
+        common.InlinePass(),
+        ir.passes.PassManager([FoldConstantsPass(shape_inference=True, input_size_limit=DEFAULT_CONSTANT_FOLD_INPUT_SIZE_LIMIT,
+                                                 output_size_limit=DEFAULT_CONSTANT_FOLD_OUTPUT_SIZE_LIMIT, should_fold=lambda node: None),
+                               RewritePass([flatten_to_reshape_rule]), common.RemoveUnusedNodesPass(),
+                               common.RemoveUnusedFunctionsPass(), common.RemoveUnusedOpsetsPass()],
+                              steps=2, early_stop=True),
+        common.RemoveUnusedNodesPass(),
+        common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+        common.LiftSubgraphInitializersToMainGraphPass(), common.DeduplicateInitializersPass(),
+        common.CommonSubexpressionEliminationPass(), common.OutputFixPass(), common.NameFixPass())
+    passes(model)
+    return ir.serde.serialize_model(model)
+
+
 def export_point_proto(module: StaticAdaPerceiver, batch: int = 1, *, exporter: str = "auto",
                        metadata: dict[str, str] | None = None) -> onnx.ModelProto:
     """Export one static module to an in-memory ModelProto with all weights embedded.
@@ -233,8 +256,6 @@ def export_point_proto(module: StaticAdaPerceiver, batch: int = 1, *, exporter: 
     with the point (`point_metadata`) plus `metadata`. Limited by protobuf to models
     under 2 GiB, which every AdaPerceiver size is.
     """
-    from onnxscript import optimizer
-
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     if batch < 1:
@@ -246,7 +267,7 @@ def export_point_proto(module: StaticAdaPerceiver, batch: int = 1, *, exporter: 
         proto = _raw_export(module, torch.zeros(shape, dtype=torch.float32), exporter)
     # Fold what the exporter left: shape arithmetic traced from static shapes, and
     # Constant nodes (becoming initializers).
-    proto = optimizer.optimize(proto)
+    proto = fold(proto)
     _constants_to_initializers(proto.graph)
     _strip_debug_info(proto)
     proto.graph.name = module.point.id
@@ -258,102 +279,6 @@ def export_point_proto(module: StaticAdaPerceiver, batch: int = 1, *, exporter: 
         props[key] = str(value)
     set_metadata(proto, props)
     return proto
-
-
-# --- the shared weights file ---
-
-
-def _alignment(nbytes: int) -> int:
-    """Large tensors start on a 64 KiB boundary (the mmap granularity runtimes use),
-    the rest on 64 bytes."""
-    return 1 << 16 if nbytes >= 1 << 20 else 64
-
-
-def _tensor_bytes(tensor: onnx.TensorProto) -> bytes:
-    """The tensor's data as ONNX raw_data: little-endian, row-major."""
-    if tensor.HasField("raw_data") and tensor.raw_data:
-        return tensor.raw_data
-    array = numpy_helper.to_array(tensor)
-    return np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-
-
-class WeightStore:
-    """A content-addressed, append-only tensor file.
-
-    `add(data)` returns (offset, length) of bytes equal to `data`: the offset of an
-    identical tensor already stored, of a stored tensor that `data` is a prefix of,
-    or of `data` appended now (aligned, zero padding). Tensors are indexed by their
-    whole-content hash and by the hash of their first `key_bytes` bytes (prefix
-    candidates, confirmed byte for byte by reading the file back).
-    """
-
-    def __init__(self, file: BinaryIO, key_bytes: int = EXTERNAL_THRESHOLD):
-        self.file = file
-        self.key_bytes = key_bytes
-        self.frozen = False  # once frozen, add() only finds tensors and returns None for new ones
-        self.size = 0
-        self._exact: dict[bytes, tuple[int, int]] = {}
-        self._by_head: dict[bytes, list[tuple[int, int]]] = {}
-        self.stats = {"stored": 0, "exact": 0, "prefix": 0, "stored_bytes": 0, "referenced_bytes": 0}
-
-    def _read(self, offset: int, length: int) -> bytes:
-        self.file.seek(offset)
-        data = self.file.read(length)
-        self.file.seek(0, os.SEEK_END)
-        return data
-
-    def add(self, data: bytes) -> tuple[int, int] | None:
-        if len(data) < self.key_bytes:
-            raise ValueError(f"tensors under {self.key_bytes} bytes are not stored (got {len(data)})")
-        self.stats["referenced_bytes"] += len(data)
-        digest = hashlib.sha256(data).digest()
-        if digest in self._exact:
-            self.stats["exact"] += 1
-            return self._exact[digest]
-        head = hashlib.sha256(data[:self.key_bytes]).digest()
-        for offset, length in self._by_head.get(head, ()):
-            if length > len(data) and self._read(offset, len(data)) == data:
-                self._exact[digest] = (offset, len(data))
-                self.stats["prefix"] += 1
-                return offset, len(data)
-        if self.frozen:
-            return None
-        pad = -self.size % _alignment(len(data))
-        self.file.seek(0, os.SEEK_END)
-        if pad:
-            self.file.write(b"\0" * pad)
-        offset = self.size + pad
-        self.file.write(data)
-        self.size = offset + len(data)
-        self._exact[digest] = (offset, len(data))
-        self._by_head.setdefault(head, []).append((offset, len(data)))
-        self.stats["stored"] += 1
-        self.stats["stored_bytes"] += len(data)
-        return offset, len(data)
-
-
-def externalize(proto: onnx.ModelProto, store: WeightStore, location: str,
-                threshold: int = EXTERNAL_THRESHOLD) -> None:
-    """Move every initializer of at least `threshold` bytes into `store` and point the
-    TensorProto at it (external data: location, offset, length). With a frozen store,
-    tensors it does not hold stay embedded."""
-    for tensor in proto.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            raise ExportError(f"{tensor.name}: already external")
-        data = _tensor_bytes(tensor)
-        if len(data) < threshold:
-            continue
-        found = store.add(data)
-        if found is None:
-            continue
-        offset, length = found
-        for field in _DATA_FIELDS:
-            tensor.ClearField(field)
-        del tensor.external_data[:]
-        tensor.data_location = onnx.TensorProto.EXTERNAL
-        for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
-            entry = tensor.external_data.add()
-            entry.key, entry.value = key, value
 
 
 # --- files ---
@@ -382,11 +307,14 @@ def _check_weights_name(weights_name: str) -> None:
 
 
 def build_weights(model: AdaPerceiver, *, attention: str | None, batch: int = 1,
-                  weights_name: str = "weights.bin", exporter: str = "auto") -> WeightStore:
-    """The family's weights, in memory: the tensors of the model's full point, laid out
-    once. The returned store is frozen: points exported against it only reference it."""
+                  weights_name: str = "weights.bin", exporter: str = "auto",
+                  file: BinaryIO | None = None) -> WeightStore:
+    """The family's weights, in memory (or in `file`, an empty binary file opened for
+    reading and writing, which keeps a published-size build from holding them twice): the
+    tensors of the model's full point, laid out once. The returned store is frozen:
+    points exported against it only reference it."""
     _check_weights_name(weights_name)
-    store = WeightStore(io.BytesIO())
+    store = WeightStore(io.BytesIO() if file is None else file)
     full = specialize(model, ConfigPoint.full(model.config), attention)
     externalize(export_point_proto(full, batch, exporter=exporter), store, weights_name)
     store.frozen = True
@@ -394,9 +322,15 @@ def build_weights(model: AdaPerceiver, *, attention: str | None, batch: int = 1,
 
 
 def write_weights(store: WeightStore, path: Path) -> Path:
-    """Write the store's bytes to `path` atomically (temp file, fsync, rename)."""
-    store.file.seek(0)
-    write_bytes_atomic(path, store.file.read())
+    """Write the store's bytes to `path` atomically (temp file, fsync, rename); a frozen
+    store then reads from that file (`attach`) instead of holding its bytes in memory."""
+    if isinstance(store.file, io.BytesIO):
+        write_bytes_atomic(path, store.file.getbuffer())
+    else:
+        store.file.seek(0)
+        write_bytes_atomic(path, store.file.read())
+    if store.frozen:
+        store.attach(path)
     return path
 
 

@@ -12,16 +12,28 @@ Per repeat, in a fresh temporary directory:
    file + every point), timed end to end.
 
 The process is warm (imports done, one untimed export before the first repeat), so
-the figures are per-export costs, not interpreter start-up.
+the figures are per-export costs, not interpreter start-up. Each point's CPU time
+(`time.process_time`, this process's user + system) is recorded beside its wall time,
+and the process's peak RSS (`ru_maxrss`) after the run.
+
+Run alone (`python benchmarks/bench_export.py --model CKPT --tokens 32,256 --width 416,832
+--depth 6,21`) it measures one cold family export the way `adaexport build` does it:
+checkpoint load, weights file, then every point, printing CPU and wall seconds per point,
+the peak RSS against the checkpoint's size, and the load average before and after
+(`--published` uses the cached published-size checkpoint, `published_model.py`).
 """
 
 from __future__ import annotations
 
+import argparse
+import resource
 import statistics
+import sys
 import tempfile
+import time
 from pathlib import Path
 
-from bench_common import Context, measure, time_row
+from bench_common import Context, load_average, measure, time_row, value_row
 
 NAME = "export"
 
@@ -36,13 +48,14 @@ def _weights_and_points(ctx: Context, directory: Path) -> tuple[float, dict]:
         return store
 
     weights_s, store = measure(weights)
-    per_point = {}
+    per_point, cpu = {}, {}
     for point in ctx.points:
+        start = time.process_time()
         seconds, _ = measure(lambda: export_point(ctx.model, point, directory, store, attention=ctx.attention,
                                                   batch=ctx.batch, weights_name="weights.bin",
                                                   exporter=ctx.exporter))
-        per_point[point.id] = seconds
-    return weights_s, per_point
+        per_point[point.id], cpu[point.id] = seconds, time.process_time() - start
+    return weights_s, per_point, cpu
 
 
 def _family(ctx: Context, directory: Path) -> float:
@@ -65,12 +78,13 @@ def warm_up(ctx: Context) -> None:
 
 def run(ctx: Context) -> list[dict]:
     n = len(ctx.points)
-    weights_s, point_medians, separate_sums, family_s = [], [], [], []
+    weights_s, point_medians, separate_sums, family_s, cpu_medians = [], [], [], [], []
     by_point: dict[str, list[float]] = {}
     for _ in range(ctx.repeats):
         with tempfile.TemporaryDirectory(prefix="adaexport-bench-points-") as tmp:
-            w, per_point = _weights_and_points(ctx, Path(tmp))
+            w, per_point, cpu = _weights_and_points(ctx, Path(tmp))
         weights_s.append(w)
+        cpu_medians.append(statistics.median(cpu.values()))
         point_medians.append(statistics.median(per_point.values()))
         separate_sums.append(w + sum(per_point.values()))
         for pid, seconds in per_point.items():
@@ -89,9 +103,87 @@ def run(ctx: Context) -> list[dict]:
                  f"export_point incl. checker; fastest {fastest} {typical[fastest]:.3f} s, "
                  f"slowest {slowest} {typical[slowest]:.3f} s",
                  key="point", per_point={pid: v for pid, v in sorted(by_point.items())}),
+        time_row(NAME, f"one point, CPU seconds (median over {n} points)", cpu_medians,
+                 "time.process_time of export_point (user + system of this process)", key="point_cpu"),
+        value_row(NAME, "peak RSS of the process", peak_rss_bytes(), note="ru_maxrss after every export above",
+                  key="peak_rss"),
         time_row(NAME, f"weights + {n} points, exported one by one", separate_sums,
                  "sum of the two rows above, per repeat", key="separate"),
         time_row(NAME, f"family of {n} points (export_family)", family_s,
                  f"weights file + every point; median {statistics.median(per_point_in_family):.3f} s per point",
                  key="family"),
     ]
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One cold family export as `adaexport build` does it, CPU seconds per point and peak RSS."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="checkpoint (default: the bundled demo)")
+    parser.add_argument("--published", action="store_true", help="the cached published-size checkpoint")
+    parser.add_argument("--tokens", type=_ints, default=None)
+    parser.add_argument("--width", type=_ints, default=None)
+    parser.add_argument("--depth", type=_ints, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from adaexport.export import build_weights, export_point
+    from adaexport.model import load_checkpoint
+    from adaexport.space import build_grid
+
+    if args.published:
+        from published_model import published_checkpoint
+
+        args.model = published_checkpoint()
+    if args.model is None:
+        from adaexport.demo import DEMO_MODEL
+
+        args.model = DEMO_MODEL
+    print(f"load average before: {load_average()}", flush=True)
+    start = time.process_time()
+    loaded = load_checkpoint(args.model)
+    print(f"checkpoint load: {time.process_time() - start:.2f} s CPU; peak RSS {peak_rss_bytes() / 2**20:.0f} MiB",
+          flush=True)
+    explicit = any(v is not None for v in (args.tokens, args.width, args.depth))
+    points, _ = build_grid(loaded.config, None if explicit else "corners", args.tokens, args.width, args.depth)
+    size = sum(p.stat().st_size for p in Path(args.model).glob("*") if p.is_file()) if Path(args.model).is_dir() \
+        else Path(args.model).stat().st_size
+    attention = loaded.config.default_attention
+    cpu = []
+    with tempfile.TemporaryDirectory(prefix="adaexport-bench-export-") as tmp:
+        directory = Path(tmp)
+        start = time.process_time()
+        weights = open(directory / "weights.bin", "w+b")  # noqa: SIM115 - as the build lays it out: on disk
+        store = build_weights(loaded.model, attention=attention, weights_name="weights.bin", exporter="torchscript",
+                              file=weights)
+        weights.flush()
+        print(f"weights file: {time.process_time() - start:.2f} s CPU; peak RSS {peak_rss_bytes() / 2**20:.0f} MiB",
+              flush=True)
+        for point in points:
+            start, wall = time.process_time(), time.perf_counter()
+            export_point(loaded.model, point, directory, store, attention=attention, weights_name="weights.bin",
+                         exporter="torchscript")
+            cpu.append(time.process_time() - start)
+            print(f"{point.id}: {cpu[-1]:.2f} s CPU, {time.perf_counter() - wall:.2f} s wall; "
+                  f"peak RSS {peak_rss_bytes() / 2**20:.0f} MiB", flush=True)
+        weights.close()
+    print(f"points: {len(cpu)}, CPU s per point median {statistics.median(cpu):.2f} (min {min(cpu):.2f}, "
+          f"max {max(cpu):.2f}, mean {statistics.mean(cpu):.2f}); peak RSS {peak_rss_bytes() / 2**20:.0f} MiB = "
+          f"{peak_rss_bytes() / size:.2f}x the checkpoint ({size / 2**20:.0f} MiB); "
+          f"load average after: {load_average()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.exit(main())

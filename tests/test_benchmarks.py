@@ -44,7 +44,7 @@ def test_every_benchmark_reports_rows_with_positive_values(report):
             assert row["values"] and all(v > 0 for v in row["values"]), row
             assert row["min"] <= row["median"] <= row["max"]
             assert row["name"] in stdout  # every row is in the printed table
-    assert {"weights", "point", "family"} <= rows(data, "export").keys()
+    assert {"weights", "point", "point_cpu", "peak_rss", "family"} <= rows(data, "export").keys()
     assert len(rows(data, "export")["point"]["per_point"]) == 8
 
 

@@ -349,6 +349,23 @@ def test_point_proto_embeds_everything_and_rejects_clashing_metadata(classificat
         export_point_proto(module, metadata={"adaexport.point.width": "64"})
 
 
+@pytest.mark.parametrize("variant, attention", [("classification", "block"), ("classification", "full"),
+                                                ("distill", "block")])
+def test_fold_gives_what_the_onnxscript_optimizer_gives(conformance_models, variant, attention):
+    """`fold` runs only the rewrite rule that fires on these graphs; the bytes must be the
+    full optimizer's, or exports would silently change."""
+    from onnxscript import optimizer
+
+    from adaexport.export import _raw_export, fold
+
+    model = conformance_models[variant].model
+    cfg = model.config
+    module = specialize(model, ConfigPoint(cfg.mask_token_grans[-1], cfg.mat_dims[0], 2), attention)
+    raw = _raw_export(module, torch.zeros(1, cfg.in_channels, cfg.img_size, cfg.img_size), "torchscript")
+    assert fold(raw).SerializeToString(deterministic=True) == \
+        optimizer.optimize(raw).SerializeToString(deterministic=True)
+
+
 @pytest.mark.slow
 def test_dynamo_exporter_gives_the_same_model(classification, tmp_path):
     points = [ConfigPoint(32, 64, 2), ConfigPoint(32, 32, 2)]

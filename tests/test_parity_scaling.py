@@ -185,3 +185,21 @@ def test_build_with_image_folder(tmp_path):
                                      spread=True)
     np.testing.assert_array_equal(inputs, want[:8])
     np.testing.assert_array_equal(labels, want_labels[:8])
+
+
+def test_auto_parity_samples_shrink_with_the_models_cost(demo):
+    """The default profile's `samples = "auto"`: 256 images for the demo, 3600 / GFLOPs at
+    the full point for a published-size model (76.7 GFLOPs: 46); a number in the profile wins."""
+    from adaexport.model import AdaPerceiverConfig
+    from adaexport.profiles import load_profile
+    from adaexport.stages.context import parity_sample_count
+
+    published = AdaPerceiverConfig.from_dict({
+        "embed_dim": 832, "num_heads": 13, "depth": 21, "max_latent_tokens": 256,
+        "mask_token_grans": [32, 64, 96, 128, 192, 256], "mat_dims": [416, 624, 832], "img_size": 224,
+        "patch_size": 14, "in_channels": 3, "num_classes": 1000, "ffn_ratio": 2.57})
+    default = load_profile("default")
+    assert default.parity_samples is None
+    assert parity_sample_count(default, demo.config) == 256
+    assert parity_sample_count(default, published) == 46
+    assert parity_sample_count(load_profile("quick"), published) == 64

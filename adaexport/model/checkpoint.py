@@ -131,8 +131,11 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedModel:
     with torch.device("meta"):  # shapes only: a config that does not fit its weights allocates nothing
         skeleton = AdaPerceiver(config)
     check_state_dict(skeleton, state)
-    model = AdaPerceiver(config)
-    model.load_state_dict({k: v.float() for k, v in state.items()})
+    # The skeleton takes the loaded tensors as its parameters (assign): no second copy and
+    # no random initialisation to overwrite. safetensors maps the file, so the weights are
+    # page-cache pages that every process loading the same checkpoint shares (build --jobs).
+    model = skeleton
+    model.load_state_dict({k: v.float() for k, v in state.items()}, assign=True)
     model.eval()
     return LoadedModel(model=model, name=name, path=path, sha256=_hash_files(*hashed))
 

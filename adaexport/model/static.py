@@ -51,7 +51,8 @@ class SlicedMlp(nn.Module):
     def __init__(self, mlp: Mlp, hidden: int):
         super().__init__()
         fc1, fc2 = mlp.fc1, mlp.fc2
-        self.fc1 = nn.Linear(fc1.in_features, hidden)
+        # no random initialisation to overwrite (at published size 0.8 s per export)
+        self.fc1 = nn.utils.skip_init(nn.Linear, fc1.in_features, hidden)
         with torch.no_grad():
             self.fc1.weight.copy_(fc1.weight[:hidden])
             self.fc1.bias.copy_(fc1.bias[:hidden])
@@ -74,6 +75,19 @@ def _sliced_mlp(mlp: Mlp, hidden: int) -> SlicedMlp:
     return SlicedMlp(mlp, hidden)
 
 
+def _shared(module: nn.Module, *replaced: str) -> nn.Module:
+    """A copy of `module` that shares its parameters and buffers with the original (no
+    tensor is copied, unlike copy.deepcopy: at published size the blocks are 500 MB) but
+    has its own tables, so setting or deleting an attribute leaves the original intact.
+    The submodules named in `replaced` are such copies too (to be edited in turn)."""
+    twin = copy.copy(module)
+    twin._modules, twin._parameters, twin._buffers = (dict(module._modules), dict(module._parameters),
+                                                      dict(module._buffers))
+    for name in replaced:
+        twin._modules[name] = _shared(module._modules[name])
+    return twin
+
+
 class StaticAdaPerceiver(nn.Module):
     """The model at one point; forward(image) returns a tuple in `output_names` order."""
 
@@ -91,7 +105,7 @@ class StaticAdaPerceiver(nn.Module):
         hidden = ffn_hidden(width, cfg.ffn_ratio)
 
         with torch.no_grad():
-            self.patch_embed = copy.deepcopy(model.patch_embed)
+            self.patch_embed = _shared(model.patch_embed)
             pos = pos_embed_at(model.patch_embed.pos_embed, self.image_size // cfg.patch_size)
             del self.patch_embed.pos_embed
             self.register_buffer("pos_embed", pos.detach().clone())
@@ -108,27 +122,30 @@ class StaticAdaPerceiver(nn.Module):
             latents = model.process_latents.token.expand(1, tokens, -1)
             self.register_buffer("latents", latents.detach().clone())
             self.register_buffer("read_queries", query_heads(model.read_head, latents, cos, sin))
-            self.read_head = copy.deepcopy(model.read_head)
+            self.read_head = _shared(model.read_head, "cattn")
             del self.read_head.cattn.q, self.read_head.snk_norm
 
             self.blocks = nn.ModuleList()
             for block in model.blocks[:depth]:
-                block = copy.deepcopy(block)
+                block = _shared(block)
                 block.ffn = _sliced_mlp(block.ffn, hidden)
                 self.blocks.append(block)
 
             out_token = model.output_latents.token.unsqueeze(0)
             self.register_buffer("out_token", out_token.detach().clone())
             self.register_buffer("write_queries", query_heads(model.write_head, out_token))
-            self.write_head = copy.deepcopy(model.write_head)
+            self.write_head = _shared(model.write_head, "cattn")
             del self.write_head.cattn.q, self.write_head.snk_norm
-            self.output_adapter = copy.deepcopy(model.output_adapter)
+            self.output_adapter = model.output_adapter
 
             if cfg.distilled:
-                self.output_latents_feat = copy.deepcopy(model.output_latents_feat)
-                self.write_head_feat = copy.deepcopy(model.write_head_feat)
-                self.output_adapter_feat = copy.deepcopy(model.output_adapter_feat)
-        self.requires_grad_(False)  # an inference artefact: frozen
+                self.output_latents_feat = model.output_latents_feat
+                self.write_head_feat = model.write_head_feat
+                self.output_adapter_feat = model.output_adapter_feat
+        shared = {id(t) for t in model.parameters()}
+        for tensor in self.parameters():  # an inference artefact: frozen (the shared ones are the model's)
+            if id(tensor) not in shared:
+                tensor.requires_grad_(False)
         self.eval()
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:

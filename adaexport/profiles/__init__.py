@@ -53,7 +53,7 @@ class BuildProfile:
     name: str
     description: str
     grid_preset: str | None
-    parity_samples: int
+    parity_samples: int | None  # None: "auto", sized by the model's cost (stages.context.parity_sample_count)
     tolerances: dict[str, Tolerance]
     source: str  # the TOML text, hashed into cache keys
     engines: tuple[str, ...] | None = None  # "backend:precision" pairs to build (None: all the target names)
@@ -183,8 +183,10 @@ def parse_profile(text: str, name: str) -> BuildProfile:
     parity = _table(raw, "parity", name)
     tolerances = {precision: _tolerance(precision, v, name) for precision, v in parity.items()
                   if precision not in ("samples", "random_samples")}
-    samples = checked_number(parity.get("samples", 256), f"profile {name}: parity.samples", ProfileError,
-                             integer=True, minimum=1)
+    samples = parity.get("samples", "auto")
+    if samples != "auto":
+        samples = checked_number(samples, f"profile {name}: parity.samples",
+                                 ProfileError, integer=True, minimum=1)
     random_samples = checked_number(parity.get("random_samples", RANDOM_SAMPLES),
                                     f"profile {name}: parity.random_samples", ProfileError, integer=True, minimum=1)
     engines = _table(raw, "build", name).get("engines")
@@ -199,6 +201,6 @@ def parse_profile(text: str, name: str) -> BuildProfile:
     except ProfilingError as exc:
         raise ProfileError(str(exc)) from None
     return BuildProfile(name=name, description=str(raw.get("description", "")), grid_preset=preset,
-                        parity_samples=samples, tolerances=tolerances, source=text,
+                        parity_samples=None if samples == "auto" else samples, tolerances=tolerances, source=text,
                         engines=tuple(engines) if engines else None, profiling=profiling,
                         random_samples=random_samples)

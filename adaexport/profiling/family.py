@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..measurements import DEFAULT_MODE
 from .errors import ProfilingError
@@ -205,13 +205,20 @@ def _as_cached(record: dict) -> dict:
     return json.loads(json.dumps(record, sort_keys=True))
 
 
-def profile_build_stage(out: Path, manifest: dict, target, settings: ProfilingSettings, *,
-                        cache_get: Callable[[str], dict | None], cache_put: Callable[[str, dict], None],
-                        digest: Callable[[Any], str], reporter=None) -> None:
+def profile_build_stage(out: Path, manifest: dict, target, settings: ProfilingSettings, cache,
+                        reporter=None) -> None:
     """The build's profile stage: profile the manifest's engines on this machine (its
-    target), reusing an engine's cached profile when its sha256, the settings, the
-    device, the mode and the host are unchanged; merge into `manifest` in place."""
+    target), reusing an engine's cached profile (`cache`: the build's `build_cache.Cache`,
+    stage "profile") when its sha256, the settings, the device, the mode and the host are
+    unchanged; merge into `manifest` in place."""
+    from ..build_cache import digest
     from ..manifest import host_info
+
+    def cache_get(key: str) -> dict | None:
+        return cache.get("profile", key)
+
+    def cache_put(key: str, record: dict) -> None:
+        cache.put("profile", key, record)
 
     (device, _), mode = device_key(target), mode_of(target)
     engines, skipped = select_engines(manifest, None)

@@ -1,0 +1,127 @@
+"""Stages `open_directory` and `export`: the build directory, the family's shared weights
+file, then one static ONNX per point (each point a task: `--jobs N` exports N at a time)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from .. import __version__
+from ..build_cache import CACHE_DIR, digest
+from ..errors import UsageError
+from ..space import ConfigPoint
+from .context import EXPORTER, BuildContext
+from .jobs import worker_state
+
+ONNX_DIR = "onnx"
+ENGINES_DIR = "engines"
+WEIGHTS_NAME = "weights.bin"
+
+
+def open_directory(ctx: BuildContext) -> None:
+    """Every input is checked: only now is anything created (but a search's cache). Makes the
+    directory, removes what killed runs left, and fixes what every cache key includes."""
+    import tempfile
+
+    import onnx
+    import onnxruntime
+    import torch
+
+    from ..atomic import remove_leftovers
+
+    out = ctx.out
+    try:
+        (out / ONNX_DIR).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):  # writable? (an unnamed file where the system allows)
+            pass
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write the build directory there ({exc.strerror or exc})") from None
+    stages = [p for p in (out / CACHE_DIR).iterdir() if p.is_dir()] if (out / CACHE_DIR).is_dir() else []
+    remove_leftovers([out, out / ONNX_DIR, out / ENGINES_DIR, *stages])  # one build per directory at a time
+    ctx.versions = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    ctx.base = {"tool": __version__, "model": ctx.loaded.sha256, "attention": ctx.attention, "batch": ctx.batch,
+                "exporter": EXPORTER, "image_size": ctx.cfg.img_size, **ctx.versions}
+    ctx.metadata = {"adaexport.source_sha256": ctx.loaded.sha256, "adaexport.tool_version": __version__,
+                    "adaexport.model_name": ctx.loaded.name}
+
+
+@dataclasses.dataclass
+class ExportTask:
+    point: ConfigPoint
+    onnx_dir: Path
+    store_index: dict           # export.WeightStore.index() of the written weights file
+    metadata: dict
+
+    def __str__(self) -> str:
+        return f"export {self.point.id}"
+
+
+def export_one(task: ExportTask) -> dict:
+    """Export one point against the family's weights file; its cache record (file, sha256,
+    size, op_types). Runs in a worker (or inline)."""
+    from ..export import WeightStore, export_point
+    from ..hashing import file_record
+
+    state = worker_state()
+    store = WeightStore.from_index(task.onnx_dir / WEIGHTS_NAME, task.store_index)
+    try:
+        result = export_point(state.loaded.model, task.point, task.onnx_dir, store, attention=state.setup.attention,
+                              batch=state.setup.batch, weights_name=WEIGHTS_NAME, metadata=task.metadata,
+                              exporter=EXPORTER)
+    finally:
+        store.file.close()
+    return {**file_record(result.path, state.setup.out), "op_types": result.op_types}
+
+
+def _weights(ctx: BuildContext, path: Path, write: bool) -> dict:
+    """Lay out the family's weights in a temp file beside `path` (not in memory: at published
+    size that is the checkpoint's size again), renamed to `path` when `write` (fsync, then
+    rename: atomic), else removed; the store's index."""
+    import os
+    import tempfile
+
+    from ..atomic import TEMP_SUFFIX
+    from ..export import build_weights
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "w+b") as file:
+            store = build_weights(ctx.loaded.model, attention=ctx.attention, batch=ctx.batch,
+                                  weights_name=path.name, exporter=EXPORTER, file=file)
+            file.flush()
+            os.fsync(file.fileno())
+        if write:
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        return store.index()
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def export_stage(ctx: BuildContext) -> None:
+    """The shared weights file (it depends on the model, not on the grid), then every point
+    not already exported with it; records in the cache, `ctx.export_records` per point."""
+    cache, onnx_dir = ctx.cache, ctx.out / ONNX_DIR
+    weights_key = digest({**ctx.base, "stage": "weights"})
+    ctx.weights_record = cache.get("weights", weights_key)
+    weights_ok = cache.valid(ctx.weights_record)
+    keys = {p: digest({**ctx.base, **ctx.metadata, "stage": "export", "point": p.as_dict(), "weights_key": weights_key})
+            for p in ctx.points}
+    todo = [p for p in ctx.points if not (weights_ok and cache.valid(cache.get("export", keys[p])))]
+    ctx.reporter.stage("export", len(ctx.points))
+    for point in ctx.points:
+        if point not in todo:
+            ctx.reporter.advance(point.id, "cached")
+    if todo:
+        # the store's index is needed to export against, whether or not its file is current
+        index = _weights(ctx, onnx_dir / WEIGHTS_NAME, write=not weights_ok)
+        if not weights_ok:
+            ctx.weights_record = cache.file_record(onnx_dir / WEIGHTS_NAME)
+            cache.put("weights", weights_key, ctx.weights_record)
+        tasks = [ExportTask(p, onnx_dir, index, ctx.metadata) for p in todo]
+        for i, record in ctx.executor.run(export_one, tasks):
+            cache.put("export", keys[todo[i]], record)
+            ctx.exported += 1
+            ctx.reporter.advance(todo[i].id, "exported")
+    ctx.reporter.end_stage()
+    ctx.export_records = {p: cache.get("export", keys[p]) for p in ctx.points}

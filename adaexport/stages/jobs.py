@@ -1,0 +1,143 @@
+"""Where a build's independent pieces of work run: in the build's own process (`--jobs 1`)
+or in N worker processes (`--jobs N`).
+
+A stage hands the executor a function and a list of tasks. Each task is plain picklable
+data (a dataclass of points, paths, keys and records) and the function returns plain
+records; what every task needs and is the same for all (the checkpoint, the parity and
+calibration inputs) is the `WorkerSetup`, given to each worker once. Only the driver (the
+process running the stages) writes cache records and the manifest, in the tasks' order
+whatever order they finish in, so `--jobs N` gives the bytes `--jobs 1` gives.
+
+`InlineExecutor` runs the tasks here against the build's loaded model; `ProcessExecutor`
+starts N workers with the 'spawn' context (no fork of a process holding torch threads),
+each loading the checkpoint itself: safetensors maps the file and the model takes the
+mapped tensors as its parameters (`load_checkpoint`), so the N workers share the
+checkpoint's pages in the page cache instead of holding N copies. Another executor (a Ray
+cluster, issue 17) implements the same `run(fn, tasks)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+from ..errors import EnvironmentProblem
+
+
+class JobsFailed(EnvironmentProblem, RuntimeError):
+    """Work that a worker could not finish (it raised, or the process or its node died);
+    names each task. Exit 3: nothing was recorded of it, and a rerun where the workers
+    survive redoes exactly that work."""
+
+    def __init__(self, failed: list[str], reason: str):
+        super().__init__(f"{len(failed)} piece(s) of work failed ({', '.join(failed)}): {reason}; "
+                         "nothing of them was recorded, a rerun redoes them")
+        self.failed = failed
+
+
+@dataclasses.dataclass
+class WorkerSetup:
+    """What every task of one build needs: the checkpoint, attention, batch, build directory
+    and the parity data (inputs, labels, calibration; None for `adaexport export`)."""
+    model_path: Path
+    attention: str
+    batch: int
+    out: Path
+    data: Any = None                   # stages.context.ParityData
+
+
+@dataclasses.dataclass
+class WorkerState:
+    setup: WorkerSetup
+    loaded: Any                        # model.LoadedModel
+
+
+_STATE: WorkerState | None = None
+
+
+def worker_state() -> WorkerState:
+    """The model and data of the process a task runs in (the driver's own with --jobs 1)."""
+    if _STATE is None:
+        raise RuntimeError("no build worker state in this process")
+    return _STATE
+
+
+def _init_worker(setup: WorkerSetup) -> None:
+    global _STATE
+    from ..model import load_checkpoint
+
+    _STATE = WorkerState(setup, load_checkpoint(setup.model_path))
+
+
+class Executor(Protocol):
+    def run(self, fn: Callable[[Any], Any], tasks: list) -> Iterator[tuple[int, Any]]:
+        """Run fn(task) for every task; yield (index, result) as each finishes. Raises
+        JobsFailed naming every task that did not finish."""
+
+    def close(self) -> None: ...
+
+
+class InlineExecutor:
+    """The tasks one after another in this process (--jobs 1), against the driver's model."""
+
+    def __init__(self, setup: WorkerSetup | None = None, loaded=None):
+        global _STATE
+        if setup is not None:
+            _STATE = WorkerState(setup, loaded)
+
+    def run(self, fn, tasks):
+        for index, task in enumerate(tasks):
+            yield index, fn(task)
+
+    def close(self) -> None:
+        global _STATE
+        _STATE = None
+
+
+class ProcessExecutor:
+    """The tasks in `jobs` worker processes (started on first use, kept for the build)."""
+
+    def __init__(self, jobs: int, setup: WorkerSetup):
+        self.jobs, self.setup = jobs, setup
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _workers(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_init_worker, initargs=(self.setup,))
+        return self._pool
+
+    def run(self, fn, tasks):
+        if not tasks:
+            return
+        futures = {self._workers().submit(fn, task): index for index, task in enumerate(tasks)}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            failed = sorted((f for f in done if f.exception() is not None), key=futures.get)
+            for f in sorted(done, key=futures.get):
+                if f not in failed:  # what finished is recorded even when another task failed
+                    yield futures[f], f.result()
+            if failed:
+                for f in pending:
+                    f.cancel()
+                wait(pending)
+                for f in sorted(pending, key=futures.get):
+                    if not f.cancelled() and f.exception() is None:
+                        yield futures[f], f.result()
+                unfinished = sorted([*failed, *(f for f in pending if f.cancelled() or f.exception() is not None)],
+                                    key=futures.get)
+                reason = f"{type(failed[0].exception()).__name__}: {failed[0].exception()}"
+                raise JobsFailed([str(tasks[futures[f]]) for f in unfinished], reason)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def make_executor(jobs: int, setup: WorkerSetup, loaded) -> Executor:
+    return InlineExecutor(setup, loaded) if jobs == 1 else ProcessExecutor(jobs, setup)

@@ -1,0 +1,144 @@
+"""The family's shared weights file: a content-addressed tensor store (`WeightStore`) and
+`externalize`, which moves a model's initializers into it (see adaexport.export for how a
+family shares it: every distinct tensor stored once, narrower FFN weights as byte
+prefixes of the widest, offsets aligned for mapping)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+EXTERNAL_THRESHOLD = 1024  # bytes; smaller initializers stay embedded in the .onnx file
+_DATA_FIELDS = ("raw_data", "float_data", "int32_data", "string_data", "int64_data",
+                "double_data", "uint64_data")
+
+
+class ExportError(RuntimeError):
+    """The exporter produced a graph that is not a clean static model."""
+
+
+def _alignment(nbytes: int) -> int:
+    """Large tensors start on a 64 KiB boundary (the mmap granularity runtimes use),
+    the rest on 64 bytes."""
+    return 1 << 16 if nbytes >= 1 << 20 else 64
+
+
+def _tensor_bytes(tensor: onnx.TensorProto) -> bytes:
+    """The tensor's data as ONNX raw_data: little-endian, row-major."""
+    if tensor.HasField("raw_data") and tensor.raw_data:
+        return tensor.raw_data
+    array = numpy_helper.to_array(tensor)
+    return np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+class WeightStore:
+    """A content-addressed, append-only tensor file.
+
+    `add(data)` returns (offset, length) of bytes equal to `data`: the offset of an
+    identical tensor already stored, of a stored tensor that `data` is a prefix of,
+    or of `data` appended now (aligned, zero padding). Tensors are indexed by their
+    whole-content hash and by the hash of their first `key_bytes` bytes (prefix
+    candidates, confirmed byte for byte by reading the file back).
+    """
+
+    def __init__(self, file: BinaryIO, key_bytes: int = EXTERNAL_THRESHOLD):
+        self.file = file
+        self.key_bytes = key_bytes
+        self.frozen = False  # once frozen, add() only finds tensors and returns None for new ones
+        self.size = 0
+        self._exact: dict[bytes, tuple[int, int]] = {}
+        self._by_head: dict[bytes, list[tuple[int, int]]] = {}
+        self.stats = {"stored": 0, "exact": 0, "prefix": 0, "stored_bytes": 0, "referenced_bytes": 0}
+
+    def index(self) -> dict:
+        """What a frozen store knows about its tensors, as plain data: with the written file,
+        `from_index` makes an equal store in another process (build --jobs)."""
+        if not self.frozen:
+            raise ValueError("only a frozen store has a final index")
+        return {"key_bytes": self.key_bytes, "size": self.size, "exact": dict(self._exact),
+                "by_head": {k: list(v) for k, v in self._by_head.items()}}
+
+    @classmethod
+    def from_index(cls, path: Path, index: dict) -> "WeightStore":
+        """The frozen store whose bytes are the file at `path` and whose tensors `index` lists."""
+        store = cls(open(path, "rb"), key_bytes=index["key_bytes"])  # noqa: SIM115 - closed by the caller
+        store.size, store.frozen = index["size"], True
+        store._exact = dict(index["exact"])
+        store._by_head = {k: list(v) for k, v in index["by_head"].items()}
+        return store
+
+    def attach(self, path: Path) -> None:
+        """Read the stored bytes from `path` (the store written out, same bytes) from now on,
+        releasing the in-memory copy: at published size that is the checkpoint's size again
+        for the rest of the build. Only a frozen store, which never appends."""
+        if not self.frozen:
+            raise ValueError("only a frozen store reads from its written file")
+        if Path(path).stat().st_size != self.size:
+            raise ValueError(f"{path}: {Path(path).stat().st_size} bytes, the store holds {self.size}")
+        old, self.file = self.file, open(path, "rb")  # noqa: SIM115 - lives as long as the store
+        old.close()
+
+    def _read(self, offset: int, length: int) -> bytes:
+        self.file.seek(offset)
+        data = self.file.read(length)
+        self.file.seek(0, os.SEEK_END)
+        return data
+
+    def add(self, data: bytes) -> tuple[int, int] | None:
+        if len(data) < self.key_bytes:
+            raise ValueError(f"tensors under {self.key_bytes} bytes are not stored (got {len(data)})")
+        self.stats["referenced_bytes"] += len(data)
+        digest = hashlib.sha256(data).digest()
+        if digest in self._exact:
+            self.stats["exact"] += 1
+            return self._exact[digest]
+        head = hashlib.sha256(data[:self.key_bytes]).digest()
+        for offset, length in self._by_head.get(head, ()):
+            if length > len(data) and self._read(offset, len(data)) == data:
+                self._exact[digest] = (offset, len(data))
+                self.stats["prefix"] += 1
+                return offset, len(data)
+        if self.frozen:
+            return None
+        pad = -self.size % _alignment(len(data))
+        self.file.seek(0, os.SEEK_END)
+        if pad:
+            self.file.write(b"\0" * pad)
+        offset = self.size + pad
+        self.file.write(data)
+        self.size = offset + len(data)
+        self._exact[digest] = (offset, len(data))
+        self._by_head.setdefault(head, []).append((offset, len(data)))
+        self.stats["stored"] += 1
+        self.stats["stored_bytes"] += len(data)
+        return offset, len(data)
+
+
+def externalize(proto: onnx.ModelProto, store: WeightStore, location: str,
+                threshold: int = EXTERNAL_THRESHOLD) -> None:
+    """Move every initializer of at least `threshold` bytes into `store` and point the
+    TensorProto at it (external data: location, offset, length). With a frozen store,
+    tensors it does not hold stay embedded."""
+    for tensor in proto.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            raise ExportError(f"{tensor.name}: already external")
+        data = _tensor_bytes(tensor)
+        if len(data) < threshold:
+            continue
+        found = store.add(data)
+        if found is None:
+            continue
+        offset, length = found
+        for field in _DATA_FIELDS:
+            tensor.ClearField(field)
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
