@@ -47,6 +47,7 @@ class BuildRequest:
     parity: bool = True                 # False for `adaexport export`
     measure: bool = True                # profile stage (on the device the build is for); --no-profile
     jobs: int = 1                       # worker processes for export, compile and parity (--jobs)
+    ray: str | None = None              # a Ray cluster's address: the same work as --jobs actors there (--ray)
 
 
 @dataclasses.dataclass
@@ -62,7 +63,12 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
     """Check every input (`prepare`: nothing is written before), then run the stages in order."""
     ctx = prepare(request, reporter)
     setup = WorkerSetup(ctx.loaded.path, ctx.attention, request.batch, ctx.out, ctx.data)
-    ctx.executor = make_executor(request.jobs, setup, ctx.loaded)
+    if request.ray is not None:
+        from .farm.executor import RayExecutor
+
+        ctx.executor = RayExecutor(request.ray, request.jobs, setup, reporter)
+    else:
+        ctx.executor = make_executor(request.jobs, setup, ctx.loaded)
     try:
         for stage in STAGES:
             stage(ctx)

@@ -118,3 +118,68 @@ def test_an_unreachable_cluster_is_one_line_and_exit_3(build):
     proc = run_cli("farm", "ls", "--ray", "127.0.0.1:1", timeout=180)
     assert proc.returncode == 3, proc.stderr
     assert "cannot reach the Ray cluster" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _files(directory):
+    """Every file of a build (relative path -> sha256), the manifest less its creation time."""
+    import hashlib
+
+    out = {}
+    for path in sorted(directory.rglob("*")):
+        rel = path.relative_to(directory).as_posix()
+        if path.is_file() and not rel.startswith(".adaexport/"):
+            data = path.read_bytes()
+            if rel == "manifest.json":
+                manifest = json.loads(data)
+                manifest.pop("created", None)
+                data = json.dumps(manifest, sort_keys=True).encode()
+            out[rel] = hashlib.sha256(data).hexdigest()
+    return out
+
+
+MIXED = str(ROOT / "tests" / "data" / "profiles" / "mixed.toml")
+FARM_GRID = ("--tokens", "8,16", "--width", "32", "--depth", "1,2")
+
+
+@pytest.fixture(scope="module")
+def local_build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("local") / "build"
+    built = run_cli("build", "--out", str(out), "--build-profile", MIXED, *FARM_GRID, "--no-profile")
+    assert built.returncode == 0, built.stderr
+    return out
+
+
+def test_build_on_the_farm_is_byte_identical_to_a_local_build(cluster, local_build, tmp_path):
+    out = tmp_path / "farm"
+    built = run_cli("build", "--out", str(out), "--build-profile", MIXED, *FARM_GRID, "--no-profile",
+                    "--ray", cluster.address, "--jobs", "2")
+    assert built.returncode == 0, built.stderr
+    assert "farm: node" in built.stderr             # progress names the nodes that did the work
+    assert _files(out) == _files(local_build)
+
+
+def test_a_worker_node_killed_mid_build_names_the_unfinished_work_and_a_rerun_completes(local_build, tmp_path):
+    import time
+
+    lone = LocalRayCluster()
+    try:
+        lone.start_head(cpus=0)                     # build work only on the node we kill
+        lone.join_device("worker")
+        out = tmp_path / "killed"
+        proc = subprocess.Popen([sys.executable, "-m", "adaexport", "build", "--out", str(out), "--build-profile",
+                                 MIXED, *FARM_GRID, "--no-profile", "--ray", lone.address, "--jobs", "1"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        while not list((out / "onnx").glob("t*.onnx")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)                         # the first point came back from the worker: kill it
+        lone.kill("worker")
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        lone.stop()
+    assert proc.returncode not in (0, 70), stderr
+    assert proc.returncode == 3 and "died" in stderr and "piece(s) of work failed (" in stderr
+    assert "Traceback" not in stderr
+    assert not (out / "manifest.json").exists()
+    resumed = run_cli("build", "--out", str(out), "--build-profile", MIXED, *FARM_GRID, "--no-profile")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _files(out) == _files(local_build)

@@ -71,7 +71,7 @@ def build(out: str | Path, model: str | Path | None = None, *, device: str | Non
           profile: str = "default", engines: list[str] | None = None, atol: float | None = None,
           min_agreement: float | None = None, max_drop: float | None = None, dataset: str | None = None,
           measure: bool = True, search: str | Path | None = None, parity: bool = True, jobs: int = 1,
-          reporter=None) -> BuildResult:
+          ray: str | None = None, reporter=None) -> BuildResult:
     """Export, compile and check a family of engines against PyTorch, profile them when
     this machine is the target, and write the manifest (`adaexport build`).
 
@@ -79,7 +79,8 @@ def build(out: str | Path, model: str | Path | None = None, *, device: str | Non
     `device`: a target name or .toml file (None: this machine); `profile`: a build
     profile name or .toml file, whose values `engines` ("backend:precision"), `atol`,
     `min_agreement` and `max_drop` override (recorded in the manifest); `reporter`:
-    progress (see adaexport.progress; None: silent)."""
+    progress (see adaexport.progress; None: silent); `jobs`: worker processes for the
+    per-point work, or with `ray` (a Ray cluster's address) that many Ray workers there."""
     from ..build import BuildRequest, run_build
     from ..profiles import load_profile
     from ..progress import QuietReporter
@@ -88,12 +89,11 @@ def build(out: str | Path, model: str | Path | None = None, *, device: str | Non
     if any(v is not None for v in (engines, atol, min_agreement, max_drop)):
         profile = load_profile(profile).with_overrides(engines, atol, min_agreement, max_drop)
         _check_engines(engines or (), device)
-    fields = {f.name for f in dataclasses.fields(BuildRequest)}
     request = BuildRequest(
         out=Path(out), model=None if model is None else Path(model), target=resolve_target(device), profile=profile,
         grid=grid, **parse_knobs(tokens, widths, depths), attention=attention, batch=batch, dataset=dataset,
         parity=parity, measure=measure, search=None if search is None else Path(search),
-        **({"jobs": jobs} if "jobs" in fields else {}))
+        jobs=jobs, ray=ray)
     reporter = reporter or QuietReporter()
     try:
         done = run_build(request, reporter)

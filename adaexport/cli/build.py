@@ -33,7 +33,10 @@ PROFILE_OPT = typer.Option("default", "--build-profile", metavar="NAME|FILE",
 OLD_PROFILE_OPT = typer.Option(None, "--profile", hidden=True, help="Deprecated: use --build-profile.")
 PROFILE_FILE_OPT = typer.Option(None, "--profile-file", metavar="FILE",
                                 help="A build profile .toml file (same as --build-profile FILE).")
-JOBS_OPT = typer.Option(1, "--jobs", "-j", metavar="N", help="Engines compiled and checked at once.")
+JOBS_OPT = typer.Option(1, "--jobs", "-j", metavar="N", help="Points exported, engines compiled and checked at once: "
+                        "worker processes here, or Ray workers with --ray.")
+RAY_OPT = typer.Option(None, "--ray", metavar="HOST:PORT", help="Run that work on this Ray cluster (see adaexport "
+                       "farm); the build directory is written here alone, with the bytes a local build gives.")
 
 
 def _profile(build_profile: str, old: Optional[str], profile_file: Optional[Path]) -> str:
@@ -100,7 +103,8 @@ def export(
     tokens: Optional[str] = TOKENS_OPT, width: Optional[str] = WIDTH_OPT, depth: Optional[str] = DEPTH_OPT,
     attention: Optional[str] = ATTENTION_OPT, batch: int = BATCH_OPT, build_profile: str = PROFILE_OPT,
     profile: Optional[str] = OLD_PROFILE_OPT, profile_file: Optional[Path] = PROFILE_FILE_OPT,
-    search: Optional[Path] = SEARCH_OPT, jobs: int = JOBS_OPT, json_out: bool = JSON_OPT,
+    search: Optional[Path] = SEARCH_OPT, jobs: int = JOBS_OPT, ray: Optional[str] = RAY_OPT,
+    json_out: bool = JSON_OPT,
 ) -> None:
     """Export one static ONNX model per grid point (all sharing one weights file) and the manifest, without compiling
     or checking.
@@ -112,7 +116,7 @@ def export(
 
     result = api.export(out, model, grid=grid, tokens=tokens, widths=width, depths=depth, attention=attention,
                         batch=batch, profile=_profile(build_profile, profile, profile_file), search=search,
-                        jobs=jobs, reporter=reporter(json_out))
+                        jobs=jobs, ray=ray, reporter=reporter(json_out))
     emit(result, json_out, render_build)
 
 
@@ -143,7 +147,8 @@ def build(
         "reduced precisions not built). Default: demo where its data fits the model, else none."),
     no_profile: bool = typer.Option(False, "--no-profile", help="Skip measuring the engines (latency, load time, "
                                     "memory, energy) on this machine."),
-    search: Optional[Path] = SEARCH_OPT, jobs: int = JOBS_OPT, json_out: bool = JSON_OPT,
+    search: Optional[Path] = SEARCH_OPT, jobs: int = JOBS_OPT, ray: Optional[str] = RAY_OPT,
+    json_out: bool = JSON_OPT,
 ) -> None:
     """Export, compile and check a family of engines against PyTorch; profile them when this machine is the target;
     write the manifest.
@@ -161,7 +166,7 @@ def build(
                        attention=attention, batch=batch, profile=_profile(build_profile, profile, profile_file),
                        engines=None if engines is None else [e.strip() for e in engines.split(",") if e.strip()],
                        atol=atol, min_agreement=min_agreement, max_drop=max_drop, dataset=dataset,
-                       measure=not no_profile, search=search, jobs=jobs, reporter=reporter(json_out))
+                       measure=not no_profile, search=search, jobs=jobs, ray=ray, reporter=reporter(json_out))
     emit(result, json_out, render_build)
 
 
