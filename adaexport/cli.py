@@ -156,7 +156,8 @@ def inspect(
 ) -> None:
     """Print a model's architecture, parameters, trained grid and FLOPs range, or a build
     directory's manifest as a table."""
-    from .manifest import MANIFEST_NAME, engines_table, read_manifest
+    from .manifest import MANIFEST_NAME, read_manifest
+    from .render import engines_table
     from .model.flops import count_flops, count_params
     from .space import ConfigPoint, build_grid
 

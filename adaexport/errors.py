@@ -2,7 +2,7 @@
 
 from .backends.base import BackendError
 from .datasets import DatasetError
-from .manifest import ManifestError
+from .manifest_fields import ManifestError
 from .model.config import CheckpointError
 from .profiles import ProfileError
 from .profiling.errors import ProfilingError
