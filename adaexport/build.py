@@ -23,6 +23,7 @@ import numpy as np
 
 from . import __version__
 from .atomic import remove_leftovers, write_bytes_atomic
+from .backends.onnx_tensors import shared_tensor_table
 from .datasets import CALIBRATION_SAMPLES, NO_DATASET, RANDOM_SEED, DatasetError, model_inputs, random_inputs
 from .errors import UsageError
 from .hashing import file_record
@@ -293,6 +294,7 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
                 main = {k: record[k] for k in ("file", "sha256", "size")}
                 entry = {"backend": backend, "precision": precision, "status": "ready", **main,
                          "files": [main, {k: weights_record[k] for k in ("file", "sha256", "size")}],
+                         "shared_tensors": shared_tensor_table(out / record["file"], WEIGHTS_NAME),
                          "lint": _lint(out, record, backend, precision)}
             else:
                 entry = _compiled_engine(out, cache, base, target, record, backend, precision, calibration,

@@ -53,7 +53,7 @@ def profile(
     from .profiles import ProfileError, load_profile
     from .profiling.family import device_key, profile_manifest
     from .profiling.modes_plan import plan_modes
-    from .profiling.power_modes import walk_power_modes
+    from .hardware.power_modes import walk_power_modes
     from .progress import make_reporter
     from .targets import get_target, resolve_target
 

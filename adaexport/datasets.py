@@ -9,6 +9,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from .errors import DatasetError  # noqa: F401 - defined with the other user errors
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
@@ -17,10 +18,6 @@ FASHION_MNIST_CLASSES = (
 )
 _IDX_MAX_DIMS = 4  # labels have 1, images 3 (4 with channels)
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be read; the message is one line meant for a user."""
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -20,6 +20,7 @@ import math
 import re
 from pathlib import PurePosixPath
 from typing import Any, Callable, ClassVar
+from .errors import ManifestError  # noqa: F401 - defined with the other user errors
 
 SCHEMA_ID = "adaexport.manifest/1"
 DEFAULT_MODE = "default"          # the power mode of a device that has none
@@ -27,10 +28,6 @@ FLOPS_FRONT = "flops"             # the pareto front ranked by FLOPs
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-
-
-class ManifestError(ValueError):
-    """A manifest that cannot be read, written or trusted; the message is one line meant for a user."""
 
 
 def format_path(path: tuple) -> str:

@@ -206,6 +206,12 @@ class EngineRecord(Record):
     def pending(self) -> bool:
         return self.status == "pending"
 
+    @property
+    def is_family_onnx(self) -> bool:
+        """The fp32 engine that is the family's exported .onnx itself (run by ONNX Runtime,
+        its tensors in the shared weights file): every compiled engine has a sidecar."""
+        return self.sidecar is None and self.precision == "fp32" and self.file.endswith(".onnx")
+
     def file_records(self) -> list[FileRecord]:
         """Every file the engine reads (main file, the backend's other files, the sidecar
         and, for the family's ONNX, the shared weights); for an entry written before that

@@ -7,10 +7,7 @@ import itertools
 from typing import Iterable
 
 from .model.config import AdaPerceiverConfig, ffn_hidden
-
-
-class SpaceError(ValueError):
-    """An impossible point or grid; the message is one line meant for a user."""
+from .errors import SpaceError  # noqa: F401 - defined with the other user errors
 
 
 @dataclasses.dataclass(frozen=True, order=True)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from adaexport.profiling.power_modes import (
+from adaexport.hardware.power_modes import (
     NOT_ROOT,
     PowerModeError,
     current_power_mode,

@@ -92,7 +92,7 @@ def _version_key(version: str | None) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", version or ""))[:3]
 
 
-def support_table(backend: str, version: str | None = None) -> OpSupport:
+def support_table(backend: str, version: str | None = None) -> OpSupport | None:
     """What `backend` (at `version`; None: the oldest one we build with) reads."""
     if backend == "tensorrt":
         v = _version_key(version or TENSORRT_OLDEST)
@@ -116,7 +116,9 @@ def support_table(backend: str, version: str | None = None) -> OpSupport:
         return OpSupport(backend="onnxruntime", ops=None, max_opset=21 if v >= (1, 18) else 20,
                          domains=frozenset({"com.microsoft", "ai.onnx.ml", "com.ms.internal.nhwc"}),
                          source="ONNX Runtime operator kernels (every default-domain operator to its opset)")
-    raise ValueError(f"no operator table for backend {backend!r}")
+    from .base import get_backend
+
+    return get_backend(backend).support_table(version)   # another package's backend: its own table
 
 
 def lint_op_types(op_types: Iterable[str], opset: int, backend: str, version: str | None = None) -> list[str]:
@@ -124,6 +126,8 @@ def lint_op_types(op_types: Iterable[str], opset: int, backend: str, version: st
     domain, as adaexport.export.op_types gives them) at default-domain `opset`."""
     table = support_table(backend, version)
     problems = []
+    if table is None:           # a backend without an operator table: nothing to check against
+        return problems
     if not table.min_opset <= opset <= table.max_opset:
         problems.append(f"opset {opset}: {backend}{' ' + version if version else ''} reads opsets "
                         f"{table.min_opset} to {table.max_opset}")

@@ -61,19 +61,13 @@ _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended"
            "all": "ORT_ENABLE_ALL"}
 
 
-def _share_initializers(options, path: Path, weights: SharedWeights) -> list[str]:
-    """Hand the session the family's tensors from ``weights``; the names shared."""
-    from .onnx_tensors import shareable_tensors
-
-    try:
-        tensors = shareable_tensors(path)
-    except (OSError, ValueError) as exc:
-        raise BackendError(f"{path.name}: cannot read its tensor table ({exc})") from None
+def _share_initializers(options, weights: SharedWeights, table: list) -> list[str]:
+    """Hand the session the family's tensors from ``weights``, as the manifest's external-data
+    table (``EngineRecord.shared_tensors``) places them; the names shared."""
     shared = []
-    for tensor in tensors:
-        if tensor.location == weights.path.name:
-            options.add_initializer(tensor.name, weights.value(tensor))
-            shared.append(tensor.name)
+    for tensor in table:
+        options.add_initializer(tensor.name, weights.value(tensor))
+        shared.append(tensor.name)
     if shared:
         options.add_session_config_entry("session.disable_prepacking", "1")
     return shared
@@ -225,6 +219,8 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     runtime_modules = ("onnxruntime",)
     extension = ".onnx"
+    thread_option = "intra_op_num_threads"
+    accepts_providers = True
 
     @property
     def recipe(self) -> str:
@@ -318,7 +314,7 @@ class SharedWeights:
     def value(self, tensor) -> Any:
         import onnxruntime as ort
 
-        key = (tensor.offset, tensor.length, tensor.dtype, tensor.shape)
+        key = (tensor.offset, tensor.length, tensor.dtype, tuple(tensor.shape))
         with self._lock:
             found = self._values.get(key)
             if found is None:
@@ -340,7 +336,8 @@ class OrtSession(Session):
     whose large tensors live in that file (its sessions then share them, without MLAS
     prepacking: a prepacked copy per session is what sharing avoids)."""
 
-    def __init__(self, path: Path, runtime: dict[str, Any], weights: SharedWeights | None = None):
+    def __init__(self, path: Path, runtime: dict[str, Any], weights: SharedWeights | None = None,
+                 table: list = ()):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -353,7 +350,7 @@ class OrtSession(Session):
         options.log_severity_level = 3
         self.shared: list[str] = []
         if weights is not None:
-            self.shared = _share_initializers(options, Path(path), weights)
+            self.shared = _share_initializers(options, weights, table)
         have = ort.get_available_providers()
         providers = [p for p in runtime.get("providers", ["CPUExecutionProvider"]) if p in have]
         try:

@@ -62,6 +62,7 @@ class OpenVinoBackend(Backend):
     name = "openvino"
     runtime_modules = ("openvino",)
     extension = ".xml"
+    thread_option = "INFERENCE_NUM_THREADS"
 
     def available(self, precision: str | None = None) -> Availability:
         if precision is not None and precision not in self.precisions:

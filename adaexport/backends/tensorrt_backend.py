@@ -529,6 +529,7 @@ class TensorRtBackend(Backend):
     name = "tensorrt"
     runtime_modules = ("tensorrt",)
     extension = PLAN_SUFFIX
+    defers = True
     recipe = "2: TensorRT QDQ layout, DLA int8 from a calibration cache, versioned timing cache"
 
     def available(self, precision: str | None = None) -> Availability:

@@ -13,8 +13,9 @@ from importlib import resources
 from pathlib import Path
 
 from ..checks import checked_number, optional_number, read_utf8
-from ..profiling.errors import ProfilingError
+from ..hardware.errors import ProfilingError
 from ..profiling.settings import ProfilingSettings
+from ..errors import ProfileError  # noqa: F401 - defined with the other user errors
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -23,10 +24,6 @@ else:  # pragma: no cover
 
 
 RANDOM_SAMPLES = 16  # default [parity] random_samples: sized for a published-size build (see docs/DESIGN.md)
-
-
-class ProfileError(ValueError):
-    """A profile that cannot be used; one line for the user."""
 
 
 @dataclasses.dataclass(frozen=True)

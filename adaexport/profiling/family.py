@@ -20,7 +20,7 @@ from typing import Any, Callable
 from ..measurements import DEFAULT_MODE
 from .errors import ProfilingError
 from .measure import Candidate, measure_engines, utc_now
-from .power_modes import current_power_mode
+from ..hardware.power_modes import current_power_mode
 from .settings import ProfilingSettings
 
 
@@ -33,7 +33,7 @@ class Energy:
 
     @classmethod
     def measure(cls, target, settings: ProfilingSettings, root=None) -> "Energy":
-        from .sensors import SensorUnavailable, open_meter
+        from ..hardware.sensors import SensorUnavailable, open_meter
 
         meter, reason = open_meter(target, root)
         if meter is None:
@@ -179,7 +179,7 @@ def run_measurements(directory: Path, manifest: dict, engines: list[dict], targe
             reporter.advance(ident, f"p50 {lat['p50']:.3f} ms (p99 {lat['p99']:.3f}, min..max {lat['min']:.3f}.."
                                     f"{lat['max']:.3f}), cv {entry['cv']:.1f}%, load {entry['load_ms']:.0f} ms")
 
-    from .device_memory import device_memory_reader
+    from ..hardware.device_memory import device_memory_reader
 
     try:
         return measure_engines(candidates_for(directory, manifest, engines, target), settings, meter=energy.meter,
