@@ -32,7 +32,7 @@ from .manifest_reader import (  # noqa: F401 - the reader's names, re-exported
 from .manifest_records import EngineRecord, Manifest  # noqa: F401
 
 __all__ = ["MANIFEST_NAME", "SCHEMA_ID", "Manifest", "ManifestError", "check_file_record", "host_info",
-           "load_manifest", "load_schema", "parse_json", "read_manifest", "safe_relative_path", "utc_now",
+           "load_manifest", "load_schema", "parse_json", "read_manifest", "read_records", "safe_relative_path", "utc_now",
            "validate", "verify_engine_files", "verify_files", "write_manifest"]
 
 
@@ -152,15 +152,24 @@ def validate(data: Any) -> Manifest:
     return Manifest.from_json(data)
 
 
-def read_manifest(directory: Path) -> dict:
-    """Read, validate and path-check DIR/manifest.json (the JSON document)."""
+def _read(directory: Path) -> tuple[dict, Manifest]:
     path, data = read_manifest_text(directory)
     try:
-        validate(data)
+        manifest = validate(data)
         check_paths(Path(directory), data)
     except ManifestError as exc:
         raise ManifestError(f"{path}: {exc}") from None
-    return data
+    return data, manifest
+
+
+def read_manifest(directory: Path) -> dict:
+    """Read, validate and path-check DIR/manifest.json (the JSON document)."""
+    return _read(directory)[0]
+
+
+def read_records(directory: Path) -> Manifest:
+    """DIR/manifest.json as records, validated (JSON Schema and records) and path-checked."""
+    return _read(directory)[1]
 
 
 def write_manifest(directory: Path, data: dict | Manifest) -> Path:

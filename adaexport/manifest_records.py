@@ -294,25 +294,15 @@ class Manifest(Record):
 
     def profiled_devices(self) -> list[str]:
         """Every device with at least one profiled engine (or a profiling section), first seen first."""
-        seen = dict.fromkeys(self.profiling)
-        for engine in self.engines:
-            seen.update(dict.fromkeys(engine.profile))
-        return list(seen)
+        return profiled_devices(self.profiling, [e.profile for e in self.engines])
 
     def profiled_modes(self, device: str) -> list[str]:
-        seen: dict[str, None] = {}
-        for engine in self.engines:
-            seen.update(dict.fromkeys(engine.profile.get(device) or {}))
-        return list(seen)
+        return profiled_modes([e.profile for e in self.engines], device)
 
     def default_device(self) -> str | None:
         """The first profiled device of the manifest's own target, else the only profiled
         device, else None."""
-        devices = self.profiled_devices()
-        mine = [d for d in devices if target_of(d) == self.device.target]
-        if mine:
-            return mine[0]
-        return devices[0] if len(devices) == 1 else None
+        return default_device(self.profiled_devices(), self.device.target)
 
     def device_identities(self) -> dict[str, dict | None]:
         """Every profiled device and the identity facts recorded with it (None: none)."""
@@ -320,10 +310,7 @@ class Manifest(Record):
 
     def resolve_device(self, name: str) -> str | None:
         """A profiled device by its key, or by its target's name; None when neither is profiled."""
-        devices = self.profiled_devices()
-        if name in devices:
-            return name
-        return next((d for d in devices if target_of(d) == name), None)
+        return resolve_device(self.profiled_devices(), name)
 
     def front(self, device: str | None, mode: str = DEFAULT_MODE) -> list[str]:
         """The stored front of ``device``/``mode``, else the FLOPs front."""
@@ -344,3 +331,33 @@ def front_key(device: str, mode: str) -> str:
 def target_of(device: str) -> str:
     """The target class of a profile key (``x86-cpu:<model>:<hash>`` or ``x86-cpu``)."""
     return device.split(":", 1)[0]
+
+
+# The rules behind Manifest's device queries, over plain mappings (``measurements`` applies
+# them to a manifest's JSON): ``profiles`` is each engine's device -> mode -> profile.
+
+def profiled_devices(profiling: dict, profiles) -> list[str]:
+    seen = dict.fromkeys(profiling)
+    for profile in profiles:
+        seen.update(dict.fromkeys(profile))
+    return list(seen)
+
+
+def profiled_modes(profiles, device: str) -> list[str]:
+    seen: dict[str, None] = {}
+    for profile in profiles:
+        seen.update(dict.fromkeys(profile.get(device) or {}))
+    return list(seen)
+
+
+def default_device(devices: list[str], own_target: str | None) -> str | None:
+    mine = [d for d in devices if target_of(d) == own_target]
+    if mine:
+        return mine[0]
+    return devices[0] if len(devices) == 1 else None
+
+
+def resolve_device(devices: list[str], name: str) -> str | None:
+    if name in devices:
+        return name
+    return next((d for d in devices if target_of(d) == name), None)
