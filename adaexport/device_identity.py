@@ -27,6 +27,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .hardware import ROOT_ENV, system_root  # noqa: F401 - re-exported
 from .measurements import target_of
 
 KERNEL_FLAGS = (
@@ -39,12 +40,6 @@ KERNEL_FLAGS = (
 BACKEND_PACKAGES = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "openvino": ("openvino",),
                     "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu11")}
 HARDWARE = ("target", "cpu", "isa", "gpu", "jetson_module", "l4t")
-ROOT_ENV = "ADAEXPORT_SYSFS_ROOT"     # where /proc, /sys and /etc are read (fixture trees in tests); "/" by default
-
-
-def system_root(root: str | os.PathLike | None = None) -> Path:
-    """``root``, else $ADAEXPORT_SYSFS_ROOT, else "/"."""
-    return Path(root if root is not None else os.environ.get(ROOT_ENV, "/"))
 
 
 def _read(path: Path) -> str | None:
@@ -120,10 +115,10 @@ def backend_versions() -> dict[str, str]:
 
 def identity(target: str, root: str | os.PathLike | None = None) -> dict[str, Any]:
     """This machine as a device of ``target``."""
-    from .targets import l4t_release, read_jetson
+    from .hardware.jetson import l4t_release, read_device_tree
 
     root = system_root(root)
-    jetson = read_jetson(root)
+    jetson = read_device_tree(root)
     return {"target": target, **cpu_facts(root), "gpu": gpu_facts(root),
             "jetson_module": (jetson.sku or jetson.model) if jetson else None,
             "l4t": l4t_release(root) if jetson else None, "backends": backend_versions()}

@@ -92,7 +92,8 @@ def test_the_graph_sees_relative_and_deferred_imports():
     graph = import_graph()
     assert "adaexport.manifest_records" in graph["adaexport.runtime.core"] or \
         "adaexport.manifest_reader" in graph["adaexport.runtime.core"]
-    assert "adaexport.model" in graph["adaexport.model.static"] or "adaexport.space" in graph["adaexport.model.static"]
+    assert "adaexport.model.point" in graph["adaexport.model.static"]          # from .point import ...
+    assert "adaexport.demo" in graph["adaexport.evaluate"]                    # a deferred import
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
@@ -115,7 +116,7 @@ def test_no_cycles_between_subpackages():
     for name, deps in import_graph().items():
         if _kept(name):
             graph.setdefault(unit(name), set()).update(unit(d) for d in deps if _kept(d) and unit(d) != unit(name))
-    assert cycles(graph) == []
+    assert [c for c in cycles(graph) if c not in KNOWN_CYCLES] == []
 
 
 def test_leaves_import_only_leaves():
