@@ -37,8 +37,6 @@ KERNEL_FLAGS = (
     # Arm (/proc/cpuinfo "Features")
     "asimd", "asimddp", "asimdhp", "i8mm", "bf16", "sve", "sve2",
 )
-BACKEND_PACKAGES = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "openvino": ("openvino",),
-                    "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu11")}
 HARDWARE = ("target", "cpu", "isa", "gpu", "jetson_module", "l4t")
 
 
@@ -99,11 +97,18 @@ def gpu_facts(root: str | os.PathLike | None = None) -> dict[str, Any] | None:
 
 
 def backend_versions() -> dict[str, str]:
-    """The installed inference backends and their versions (package metadata, no import)."""
+    """The installed inference backends and their versions (package metadata of each
+    backend's ``distributions``, the library not imported)."""
     from importlib import metadata
 
+    from .backends.base import BackendError, backend_names, get_backend
+
     out = {}
-    for backend, packages in BACKEND_PACKAGES.items():
+    for backend in backend_names():
+        try:
+            packages = get_backend(backend).distributions
+        except BackendError:
+            continue
         for package in packages:
             try:
                 out[backend] = metadata.version(package)

@@ -17,7 +17,7 @@ EXCLUDED = ("adaexport.cli",)
 # but these.
 LEAVES = {"adaexport.errors", "adaexport.atomic", "adaexport.hashing", "adaexport.checks",
           "adaexport.manifest_fields", "adaexport.manifest_records", "adaexport.manifest_reader",
-          "adaexport.measurements", "adaexport.device_identity", "adaexport.hardware"}
+          "adaexport.measurements", "adaexport.hardware"}
 
 
 def module_names() -> dict[str, tuple[Path, bool]]:

@@ -241,6 +241,7 @@ class Backend(abc.ABC):
     thread_option: str | None = None          # the open() override that pins intra-op threads, if any
     accepts_providers: bool = False           # open() takes ONNX Runtime-style execution providers
     defers: bool = False            # unavailable here: the build records its engines as pending (pending())
+    distributions: tuple[str, ...] = ()       # the packages whose installed version is its version fact
 
     # -- both sides
     @abc.abstractmethod

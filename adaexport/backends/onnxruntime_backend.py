@@ -221,6 +221,7 @@ class OnnxRuntimeBackend(Backend):
     extension = ".onnx"
     thread_option = "intra_op_num_threads"
     accepts_providers = True
+    distributions = ("onnxruntime", "onnxruntime-gpu")
 
     @property
     def recipe(self) -> str:

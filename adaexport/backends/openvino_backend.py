@@ -63,6 +63,7 @@ class OpenVinoBackend(Backend):
     runtime_modules = ("openvino",)
     extension = ".xml"
     thread_option = "INFERENCE_NUM_THREADS"
+    distributions = ("openvino",)
 
     def available(self, precision: str | None = None) -> Availability:
         if precision is not None and precision not in self.precisions:

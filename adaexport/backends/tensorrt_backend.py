@@ -530,6 +530,7 @@ class TensorRtBackend(Backend):
     runtime_modules = ("tensorrt",)
     extension = PLAN_SUFFIX
     defers = True
+    distributions = ("tensorrt", "tensorrt-cu12", "tensorrt-cu11")
     recipe = "2: TensorRT QDQ layout, DLA int8 from a calibration cache, versioned timing cache"
 
     def available(self, precision: str | None = None) -> Availability:

@@ -60,8 +60,9 @@ def open_engine(directory: Path, entry: dict, target) -> Any:
     """A session over a manifest engine with the target's threads and providers."""
     from ..backends import open_engine as open_manifest_engine
 
-    providers = list(target.options("onnxruntime").get("providers", ["CPUExecutionProvider"]))
-    return open_manifest_engine(directory, entry, threads_for(target, entry["backend"]), providers)
+    backend = entry["backend"]
+    providers = target.options(backend).get("providers")       # only a backend that takes providers uses them
+    return open_manifest_engine(directory, entry, threads_for(target, backend), list(providers) if providers else None)
 
 
 def model_feeds(manifest: dict) -> dict[str, Any]:

@@ -13,6 +13,7 @@ class ToyBackend(Backend):
     precisions = ("fp32",)
     extension = ".onnx"
     thread_option = "intra_op_num_threads"
+    distributions = ("toyort",)
 
     def available(self, precision=None):
         if precision not in (None, "fp32"):
