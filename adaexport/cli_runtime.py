@@ -190,9 +190,9 @@ def run(
         raise UsageError(f"--top must be >= 1, got {top}")
     limits = _limits(latency_ms, power_w, None, None, percentile)
     rt = _runtime(directory, limits, power_mode, device, "lazy")
-    spec = rt.manifest["model"]["input"]
+    spec = rt.manifest.model.input
     try:
-        pixels = load_image(input_file, spec["shape"][1])
+        pixels = load_image(input_file, spec.shape[1])
     except InputError as exc:
         raise UsageError(str(exc)) from None
     try:

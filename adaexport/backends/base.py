@@ -36,7 +36,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..atomic import STAGING_PREFIX, write_bytes_atomic  # noqa: F401 - re-exported for the backends
+from ..atomic import STAGING_PREFIX, move_into_place, write_bytes_atomic  # noqa: F401 - re-exported for the backends
 from ..hashing import file_record, sha256_file  # noqa: F401 - sha256_file re-exported for the backends
 from ..errors import BackendError  # noqa: F401 - defined with the other user errors
 
@@ -381,11 +381,7 @@ class Staging:
 
     def commit(self, names: Iterable[str]) -> None:
         for name in names:
-            src = self.dir / name
-            with open(src, "rb") as f:
-                os.fsync(f.fileno())
-            os.chmod(src, 0o644)
-            os.replace(src, self.out_dir / name)
+            move_into_place(self.dir / name, self.out_dir / name)
 
 
 def finalize(artifact: Artifact, session: "Session", check: bool) -> Artifact:

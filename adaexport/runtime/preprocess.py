@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..images import open_image
+from ..manifest_records import InputSpec
 from ..preprocessing import prepare
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -62,10 +63,12 @@ def _channels(array: np.ndarray, channels: int, path: Path) -> np.ndarray:
     raise InputError(f"{path}: {array.shape[-1]} channel(s), the model takes {channels}")
 
 
-def to_model_input(pixels: np.ndarray, input_spec: dict) -> np.ndarray:
+def to_model_input(pixels: np.ndarray, input_spec: InputSpec | dict) -> np.ndarray:
     """uint8 (H, W, C) -> float32 (1, C, size, size): resize the short side, centre crop,
     scale to 0..1, normalise with the manifest's mean and std (``preprocessing.prepare``,
     the path eval, parity and calibration take). Float arrays pass through."""
+    if isinstance(input_spec, InputSpec):
+        input_spec = input_spec.to_json()
     shape = tuple(input_spec["shape"])
     if pixels.dtype != np.uint8:
         x = pixels.reshape((1,) + pixels.shape) if pixels.ndim == len(shape) - 1 else pixels
