@@ -277,6 +277,10 @@ class Backend(abc.ABC):
         compatibility lint; None: no table, the lint checks nothing."""
         return None
 
+    def lint_graph(self, proto, *, precision: str | None = None, dla: bool = False) -> list[str]:
+        """What this backend refuses in an ONNX graph beyond its operator table (one line each)."""
+        return []
+
     # -- helpers shared by the backends
     def require(self, precision: str | None = None) -> None:
         state = self.available(precision)

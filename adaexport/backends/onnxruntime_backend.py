@@ -228,6 +228,11 @@ class OnnxRuntimeBackend(Backend):
         """int8 engines depend on the building CPU (reduce_range "auto"): it keys the build cache."""
         return f"vnni={cpu_has_vnni()}"
 
+    def support_table(self, version: str | None = None):
+        from .lint import onnxruntime_table
+
+        return onnxruntime_table(version)
+
     def available(self, precision: str | None = None) -> Availability:
         if precision is not None and precision not in self.precisions:
             return Availability.no(f"onnxruntime builds {', '.join(self.precisions)}, not {precision}")

@@ -75,6 +75,11 @@ class OpenVinoBackend(Backend):
                                    "(pip install nncf)")
         return Availability.yes()
 
+    def support_table(self, version: str | None = None):
+        from .lint import openvino_table
+
+        return openvino_table(version)
+
     def versions(self) -> dict[str, Any]:
         import openvino as ov
 
