@@ -26,7 +26,7 @@ from .atomic import write_bytes_atomic
 from .hashing import sha256_file  # noqa: F401 - the one file hasher, re-exported
 from .manifest_fields import SCHEMA_ID, ManifestError, format_path, path_problem, short
 from .manifest_reader import (  # noqa: F401 - the reader's names, re-exported
-    MANIFEST_NAME, check_file_record, check_paths, load_manifest, parse_json, read_manifest_text,
+    MANIFEST_NAME, check_file_record, check_paths, engine_file_records, load_manifest, parse_json, read_manifest_text,
     safe_relative_path, verify_engine_files, verify_files,
 )
 from .manifest_records import EngineRecord, Manifest  # noqa: F401

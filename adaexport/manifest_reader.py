@@ -143,6 +143,12 @@ def as_engine(entry: EngineRecord | dict) -> EngineRecord:
     return entry if isinstance(entry, EngineRecord) else EngineRecord.from_json(entry)
 
 
+def engine_file_records(entry: EngineRecord | dict) -> list[dict]:
+    """Every file a manifest engine reads, as ``{"file", "sha256", "size"}`` JSON records
+    (``EngineRecord.file_records``)."""
+    return [record.to_json() for record in as_engine(entry).file_records()]
+
+
 def verify_engine_files(directory: Path, entry: EngineRecord | dict) -> str | None:
     """Why a ready engine's files do not all match its manifest entry (None: they do). Run
     before anything opens the engine: build parity, eval, profile and the runtime."""
