@@ -413,7 +413,7 @@ def version() -> None:
 
 # The measurement, runtime and evaluation commands live in their own modules; importing
 # them registers their commands on `app`.
-from . import cli_eval, cli_profile, cli_runtime  # noqa: E402,F401
+from . import cli_eval, cli_farm, cli_profile, cli_runtime  # noqa: E402,F401
 
 
 def main() -> None:  # console-script entry point

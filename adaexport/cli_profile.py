@@ -44,6 +44,10 @@ def profile(
     max_cv: Optional[float] = typer.Option(None, "--max-cv", help="Coefficient of variation (%) that triggers "
                                                                   "a warning and a re-measurement."),
     engines: Optional[str] = typer.Option(None, "--engines", help="Only these engine ids, comma-separated."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Profile on every device of this Ray cluster "
+                                      "(HOST:PORT) instead of here; see adaexport farm."),
+    devices: Optional[str] = typer.Option(None, "--devices", help="With --ray: only devices whose target or "
+                                          "identity matches these patterns, comma-separated."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document and no progress."),
 ) -> None:
     """Measure every engine of a build on this machine (latency percentiles, load time,
@@ -57,6 +61,16 @@ def profile(
     from .progress import make_reporter
     from .targets import get_target, resolve_target
 
+    if ray is not None:
+        from .cli_farm import profile_on_farm_command
+        from .farm.profiling import profile_options
+
+        if device is not None or engines is not None:
+            fail("--ray profiles each device as itself: --device and --engines do not apply")
+        return profile_on_farm_command(directory, ray, devices, profile_options(
+            power_mode, min_iterations, min_duration, warmup, rounds, max_cv), json_out)
+    if devices is not None:
+        fail("--devices needs --ray")
     manifest = read_manifest(directory)
     target = get_target(resolve_target(device))
     try:

@@ -1,0 +1,167 @@
+"""Engine latency against PyTorch eager and against the roofline, side by side in one run.
+
+Builds the family once (parity on, profiling off; at published size with ``--dataset none``
+unless the context names a dataset, so only fp32 engines are built there), then, at the
+context's thread count (pinned for torch, OpenMP and every engine's intra-op pool):
+
+* **GEMM rate**: the best of 5 fp32 ``torch.mm`` of 2048 x 2048 x 2048 (what this machine's
+  fp32 matrix units deliver to one process at this thread count), measured first and again
+  last; the roofline of a point is its FLOPs (``count_flops``) over the better of the two;
+* **eager**: the dynamic model's forward at the point (``model(image, tokens=, width=,
+  depth=)`` under ``torch.inference_mode``), which is how PyTorch users run it;
+* every engine of the point, opened through ``backends.open_engine`` as profiling does.
+
+Rounds are interleaved (eager, then each engine, for every point, per round) so that drift
+in the machine's speed lands on all of them alike; a round times ``calls`` runs of each and
+keeps their median. Reported per engine kind: engine / eager and engine / roofline, per
+round, as median and min..max over the rounds, for the worst point of the family (named in
+the note, every point in ``--json``). Under 1 means faster than eager; the roofline ratio is
+>= 1 by construction unless the GEMM probe under-measures.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench_common import Context, ratio_row, value_row
+
+NAME = "speed"
+ROUNDS = 5
+CALLS = 5
+
+
+def gemm_rate(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of the best of ``repeats`` fp32 n x n x n matrix products."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2.0 * n ** 3 / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _median_call(fn, calls: int) -> float:
+    return statistics.median(_timed(fn) for _ in range(calls))
+
+
+def build_family(ctx: Context, out: Path, dataset: str | None) -> dict:
+    from adaexport.build import BuildRequest, run_build
+    from adaexport.progress import QuietReporter
+
+    points = ctx.points
+    result = run_build(BuildRequest(out=out, model=ctx.model_path, profile=ctx.profile,
+                                    tokens=sorted({p.tokens for p in points}), widths=sorted({p.width for p in points}),
+                                    depths=sorted({p.depth for p in points}), attention=ctx.attention,
+                                    batch=ctx.batch, dataset=dataset, measure=False), QuietReporter())
+    if result.failures:
+        raise AssertionError(f"the build failed parity: {result.failures[0]}")
+    return result.manifest
+
+
+def run(ctx: Context, dataset: str | None = None, rounds: int = ROUNDS, calls: int = CALLS) -> list[dict]:
+    import numpy as np
+    import torch
+
+    from adaexport.backends import open_engine
+    from adaexport.model.flops import count_flops
+    from adaexport.space import ConfigPoint
+
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="adaexport-bench-speed-") as tmp:
+        out = Path(tmp) / "family"
+        manifest = build_family(ctx, out, dataset)
+        shape = manifest["model"]["input"]["shape"]
+        image = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        feeds = {manifest["model"]["input"].get("name", "image"): image}
+        tensor = torch.from_numpy(image)
+        model = ctx.model.eval()
+        rate_before = gemm_rate(ctx.threads)
+        by_point: dict[str, list[dict]] = {}
+        for engine in manifest["engines"]:
+            if engine.get("status", "ready") == "ready":
+                by_point.setdefault(ConfigPoint(**engine["point"]).id, []).append(engine)
+        sessions = {e["id"]: open_engine(out, e, ctx.threads) for es in by_point.values() for e in es}
+        points = {p.id: p for p in ctx.points}
+        times: dict[str, list[float]] = {}
+        with torch.inference_mode():
+            for name in by_point:       # warm every path once
+                p = points[name]
+                model(tensor, tokens=p.tokens, width=p.width, depth=p.depth)
+            for session in sessions.values():
+                session.run(feeds)
+            for _ in range(rounds):
+                for name, engines in by_point.items():
+                    p = points[name]
+                    times.setdefault(f"eager/{name}", []).append(_median_call(
+                        lambda: model(tensor, tokens=p.tokens, width=p.width, depth=p.depth), calls))
+                    for e in engines:
+                        times.setdefault(e["id"], []).append(_median_call(lambda: sessions[e["id"]].run(feeds), calls))
+        rate = max(rate_before, gemm_rate(ctx.threads))
+        rows.append(value_row(NAME, f"fp32 GEMM rate ({ctx.threads} thread(s))", round(rate / 1e9, 1), "GFLOP/s",
+                              note=f"before {rate_before / 1e9:.1f}, best of 5 mm 2048^3 at start and end"))
+        kinds: dict[str, dict[str, dict]] = {}
+        for name, engines in by_point.items():
+            p = points[name]
+            roofline = count_flops(ctx.loaded.config, ConfigPoint(p.tokens, p.width, p.depth)) / rate
+            eager = times[f"eager/{name}"]
+            for e in engines:
+                mine = times[e["id"]]
+                kinds.setdefault(f"{e['backend']} {e['precision']}", {})[name] = {
+                    "vs_eager": [m / g for m, g in zip(mine, eager)], "vs_roofline": [m / roofline for m in mine],
+                    "ms": statistics.median(mine) * 1e3, "eager_ms": statistics.median(eager) * 1e3,
+                    "roofline_ms": roofline * 1e3}
+        for kind, per_point in kinds.items():
+            for measure in ("vs_eager", "vs_roofline"):
+                worst = max(per_point, key=lambda n: statistics.median(per_point[n][measure]))
+                medians = ", ".join(f"{n} {statistics.median(v[measure]):.2f}" for n, v in per_point.items())
+                rows.append(ratio_row(NAME, f"{kind} {measure.replace('_', ' ')} (worst point)",
+                                      per_point[worst][measure], note=f"worst {worst}; every point: {medians}",
+                                      points=per_point))
+    return rows
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--tokens", default=None)
+    parser.add_argument("--width", default=None)
+    parser.add_argument("--depth", default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dataset", default=None)
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    args = parser.parse_args()
+    import os
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from adaexport.demo import DEMO_MODEL
+    from adaexport.model import load_checkpoint
+    from adaexport.space import build_grid
+
+    loaded = load_checkpoint(args.model or DEMO_MODEL)
+    spec = ",".join(x for x in (args.tokens, args.width, args.depth) if x)
+    lists = [[int(v) for v in x.split(",")] if x else None for x in (args.tokens, args.width, args.depth)]
+    points, _ = build_grid(loaded.config, None, *lists) if spec else build_grid(loaded.config, "corners")
+    ctx = Context(loaded=loaded, model_path=Path(args.model or DEMO_MODEL), grid=spec or "corners", points=points,
+                  attention=loaded.config.default_attention, batch=1, repeats=args.rounds, threads=args.threads,
+                  profile="default", exporter="torchscript")
+    for row in run(ctx, args.dataset, args.rounds):
+        spread = f"{row['min']:.2f} .. {row['max']:.2f}" if row["n"] > 1 else ""
+        print(f"{row['name']:<55} {row['median']:>9.2f} {row['unit']:<8} {spread:<16} {row['note']}")
+    sys.exit(0)

@@ -1,0 +1,120 @@
+"""The Ray farm on a real local cluster (issue 17): a head and two device nodes on loopback,
+joined with the real `adaexport farm join`, one of them showing another CPU through a
+fixture system root so the two measure under different device identities."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT, run_cli
+
+pytest.importorskip("ray", reason="the farm tests need Ray (pip install 'adaexport[farm]')")
+
+from .ray_cluster import LocalRayCluster, fake_cpu_root  # noqa: E402
+
+pytestmark = pytest.mark.slow
+XEON = ("Intel(R) Xeon(R) Platinum 8480+", "avx2 fma avx512f avx512bw avx512_vnni avx512_bf16 amx_tile amx_int8 amx_bf16")
+QUICK = ("--min-iterations", "5", "--min-duration", "0.01", "--warmup", "0.005", "--rounds", "1")
+PROFILE = str(ROOT / "tests" / "data" / "profiles" / "ort-fp32.toml")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = LocalRayCluster()
+    try:
+        c.start_head()
+        c.join_device("here")
+        c.join_device("xeon", root=fake_cpu_root(c.tmp / "xeon-root", *XEON))
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("farm") / "build"
+    built = run_cli("build", "--out", str(out), "--profile", PROFILE, "--tokens", "8", "--width", "32,64",
+                    "--depth", "1")
+    assert built.returncode == 0, built.stderr
+    return out
+
+
+def copy(build, tmp_path):
+    import shutil
+
+    return shutil.copytree(build, tmp_path / "build")
+
+
+def test_farm_ls_lists_each_device_with_its_identity(cluster):
+    listed = run_cli("farm", "ls", "--ray", cluster.address, "--json")
+    assert listed.returncode == 0, listed.stderr
+    devices = {d["key"]: d for d in json.loads(listed.stdout)["devices"]}
+    assert len(devices) == 2
+    xeon = next(d for d in devices.values() if "xeon" in d["key"])
+    assert xeon["identity"]["cpu"] == XEON[0] and "amx_int8" in xeon["identity"]["isa"]
+    for device in devices.values():
+        assert device["alive"] and device["target"] == "x86-cpu" and "onnxruntime" in device["backends"]
+        assert device["identity"]["target"] == "x86-cpu" and device["power_modes"]
+
+
+def test_profile_ray_lands_one_section_per_device_and_keeps_the_rest(cluster, build, tmp_path):
+    directory = copy(build, tmp_path)
+    before = json.loads((directory / "manifest.json").read_text())
+    done = run_cli("profile", str(directory), "--ray", cluster.address, "--json", *QUICK)
+    assert done.returncode == 0, done.stderr
+    outcomes = json.loads(done.stdout)["devices"]
+    assert len(outcomes) == 2 and not any(o["error"] for o in outcomes)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    keys = {o["profiled_as"] for o in outcomes}
+    assert len(keys) == 2 and set(manifest["profiling"]) == keys
+    for engine in manifest["engines"]:
+        assert set(engine["profile"]) == keys
+        for key in keys:
+            assert engine["profile"][key]["default"]["latency_ms"]["p50"] > 0
+    xeon = next(k for k in keys if "xeon" in k)
+    assert manifest["profiling"][xeon]["identity"]["cpu"] == XEON[0]
+    # everything but the measurements is as it was: the driver wrote only the devices' sections
+    strip = lambda m: {k: v for k, v in m.items() if k not in ("profiling", "pareto", "engines")}  # noqa: E731
+    assert strip(manifest) == strip(before)
+    assert [{k: v for k, v in e.items() if k != "profile"} for e in manifest["engines"]] == \
+        [{k: v for k, v in e.items() if k != "profile"} for e in before["engines"]]
+    from adaexport.manifest import read_manifest, verify_files
+
+    assert read_manifest(directory) == manifest and verify_files(directory, manifest) == []
+
+
+def test_devices_selector_profiles_only_the_matching_device(cluster, build, tmp_path):
+    directory = copy(build, tmp_path)
+    done = run_cli("profile", str(directory), "--ray", cluster.address, "--devices", "*xeon*", "--json", *QUICK)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert len(manifest["profiling"]) == 1 and "xeon" in next(iter(manifest["profiling"]))
+    missing = run_cli("profile", str(directory), "--ray", cluster.address, "--devices", "jetson-*")
+    assert missing.returncode == 2 and "no live device matches" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+
+
+BLOCK_RAY = ("import sys, runpy\n"
+             "class NoRay:\n"
+             "    def find_spec(self, name, path=None, target=None):\n"
+             "        if name == 'ray' or name.startswith('ray.'):\n"
+             "            raise ImportError('blocked: no ray here')\n"
+             "sys.meta_path.insert(0, NoRay())\n"
+             "sys.argv = ['adaexport', *sys.argv[1:]]\n"
+             "runpy.run_module('adaexport', run_name='__main__')\n")
+
+
+@pytest.mark.parametrize("args", [("profile", "{build}", "--ray", "127.0.0.1:1"), ("farm", "ls", "--ray", "127.0.0.1:1")])
+def test_without_ray_the_farm_says_how_to_install_it_and_exits_3(build, args):
+    argv = [a.format(build=build) for a in args]
+    proc = subprocess.run([sys.executable, "-c", BLOCK_RAY, *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    assert "pip install 'adaexport[farm]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_unreachable_cluster_is_one_line_and_exit_3(build):
+    proc = run_cli("farm", "ls", "--ray", "127.0.0.1:1", timeout=180)
+    assert proc.returncode == 3, proc.stderr
+    assert "cannot reach the Ray cluster" in proc.stderr and "Traceback" not in proc.stderr
