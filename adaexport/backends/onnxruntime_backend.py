@@ -130,7 +130,7 @@ TENSORRT_QDQ_OPTIONS = {"ActivationSymmetric": True, "WeightSymmetric": True, "Q
 def cpu_has_vnni(root: str | os.PathLike | None = None) -> bool | None:
     """Whether the CPU has 8-bit VNNI dot products (avx512_vnni / avx_vnni in /proc/cpuinfo under
     `root`, default $ADAEXPORT_SYSFS_ROOT or "/"); None where cpuinfo cannot be read."""
-    from ..device_identity import cpu_facts
+    from ..hardware.machine import cpu_facts
 
     isa = cpu_facts(root)["isa"]
     return None if isa is None else bool(set(isa) & {"avx512_vnni", "avx_vnni"})
