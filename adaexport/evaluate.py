@@ -91,15 +91,12 @@ REFERENCE_CHUNK = 64  # images per PyTorch forward (eval's reference and adaexpo
 
 
 def reference_logits(model, point, attention: str, inputs: np.ndarray) -> np.ndarray:
-    """PyTorch's logits at one point: the static module, in chunks of REFERENCE_CHUNK."""
-    import torch
-
+    """PyTorch's logits at one point: the static module, in chunks of REFERENCE_CHUNK
+    (``validate.torch_reference``, the reference build parity takes too)."""
     from .model.static import specialize
+    from .validate import torch_reference
 
-    static = specialize(model, point, attention)
-    with torch.no_grad():
-        return np.concatenate([static(torch.from_numpy(inputs[start:start + REFERENCE_CHUNK]))[0].numpy()
-                               for start in range(0, len(inputs), REFERENCE_CHUNK)])
+    return torch_reference(specialize(model, point, attention), inputs, REFERENCE_CHUNK)[0]
 
 
 class ReferenceAccuracy:
