@@ -235,12 +235,14 @@ class Record:
         return cls(**values, unknown=unknown, key_order=tuple(data))
 
     def to_json(self) -> dict:
-        """The record as JSON: every key it was read with (in that order), then the fields
-        set since (in declaration order), then nothing else."""
+        """The record as JSON: a record read from JSON writes every key it was read with (in
+        that order), then the fields set since (in declaration order); a record made in
+        code writes every field, null ones included."""
         out = {}
+        made_here = not self.key_order
         for f in self._fields():
             key, value = self._key(f.name), getattr(self, f.name)
-            if key in self.key_order or not _empty(value):
+            if made_here or key in self.key_order or not _empty(value):
                 out[key] = _to_json(value)
         out.update(_to_json(self.unknown))
         order = {k: i for i, k in enumerate(self.key_order)}
