@@ -73,6 +73,19 @@ def path_problem(rel: Any) -> str | None:
     return None
 
 
+def check_finite(value: Any, path: tuple = ()) -> None:
+    """ManifestError naming the first number JSON cannot hold: an overflowing literal such
+    as ``1e999`` parses to infinity, which no manifest may contain."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ManifestError(f"{format_path(path)}: {value} is not allowed in JSON (use a finite number or null)")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_finite(item, path + (key,))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_finite(item, path + (i,))
+
+
 def _fail(path: tuple, message: str):
     raise ManifestError(f"{format_path(path)}: {message}")
 

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 from .hashing import sha256_file
-from .manifest_fields import ManifestError, format_path, path_problem, short
+from .manifest_fields import ManifestError, check_finite, format_path, path_problem, short
 from .manifest_records import EngineRecord, FileRecord, Manifest
 
 MANIFEST_NAME = "manifest.json"
@@ -102,6 +102,7 @@ def load_manifest(directory: Path) -> Manifest:
     """DIR/manifest.json as records, every modelled field and every path checked."""
     path, data = read_manifest_text(directory)
     try:
+        check_finite(data)
         manifest = Manifest.from_json(data)
         check_paths(Path(directory), data)
     except ManifestError as exc:
