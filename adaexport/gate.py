@@ -143,9 +143,14 @@ def compare(build: dict, baseline: dict | None, max_drop: float = DEFAULT_MAX_DR
     else:
         measured = [e for e in baseline["engines"] if _top1(e) is not None]
         verdicts = [_judge(e["id"], e, now.get(e["id"]), max_drop) for e in measured]
-        known = {e["id"] for e in measured}
-        verdicts += [Verdict(e["id"], "new", None, _top1(e), "new configuration (not measured in the baseline)")
-                     for e in build["engines"] if e["id"] not in known]
+        known, judged = {e["id"] for e in baseline["engines"]}, {e["id"] for e in measured}
+        for e in build["engines"]:
+            if e["id"] not in known:
+                verdicts.append(Verdict(e["id"], "new", None, _top1(e), "new configuration (not in the baseline)"))
+            elif e["id"] not in judged:  # unmeasured in the baseline: nothing to compare, but parity may fail
+                state = _state(e)
+                if state is not None and state.failed:
+                    verdicts.append(state)
     return [(_state(now[v.id]) if v.id in now else None) or v for v in verdicts]
 
 
