@@ -4,6 +4,7 @@ sys.path, found by importlib.metadata), builds, profiles and serves like a built
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -47,9 +48,10 @@ def _run(args, env):
 
 
 def test_a_backend_from_an_entry_point_builds_profiles_and_serves(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TOY), str(ROOT)])}
+    site = shutil.copytree(TOY, tmp_path / "site", ignore=shutil.ignore_patterns("__pycache__"))  # a temporary install
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
     out = tmp_path / "fam"
-    built = _run(["-c", SCRIPT, str(TOY), str(out)], env)
+    built = _run(["-c", SCRIPT, str(site), str(out)], env)
     assert built.returncode == 0, built.stderr[-2000:]
     manifest = json.loads((out / "manifest.json").read_text())
     toy = next(e for e in manifest["engines"] if e["backend"] == "toyort")
