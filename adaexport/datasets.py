@@ -9,6 +9,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from .errors import DatasetError  # noqa: F401 - defined with the other user errors
+from .preprocessing import prepare, resize_and_crop
 
 from .errors import AdaexportError
 
@@ -19,10 +21,6 @@ FASHION_MNIST_CLASSES = (
 )
 _IDX_MAX_DIMS = 4  # labels have 1, images 3 (4 with channels)
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-class DatasetError(AdaexportError, ValueError):
-    """A dataset that cannot be read; the message is one line meant for a user."""
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -127,25 +125,14 @@ def image_folder_files(directory: Path, class_names=None) -> tuple[list[Path], n
 
 
 def decode_image(path: Path, channels: int, size: int, spec: dict) -> np.ndarray:
-    """One image file -> uint8 (H, W, channels), resized (short side) with Pillow to the
-    spec's `resize` and centre-cropped to its `crop` (normalisation follows in `preprocess`)."""
+    """One image file -> uint8 (crop, crop, channels), resized and centre-cropped as the
+    spec says (``preprocessing.resize_and_crop``; normalisation follows in `preprocess`)."""
     from .images import open_image
 
-    resize, crop = int(spec.get("resize", size)), int(spec.get("crop", size))
     with open_image(path, DatasetError, "imagefolder datasets need Pillow: pip install 'adaexport[datasets]'") as image:
-        from PIL import Image  # there: open_image needed it
-
-        filters = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
         image = image.convert("L" if channels == 1 else "RGB")
-        w, h = image.size
-        scale = resize / min(w, h)
-        new = (max(resize, round(w * scale)), max(resize, round(h * scale)))
-        if new != (w, h):
-            image = image.resize(new, filters.get(spec.get("interpolation", "bilinear"), Image.BILINEAR))
-        left, top = (new[0] - crop) // 2, (new[1] - crop) // 2
-        image = image.crop((left, top, left + crop, top + crop))
-        array = np.asarray(image, dtype=np.uint8)
-    return array[..., None] if array.ndim == 2 else array
+        array = np.asarray(image, dtype=np.uint8).reshape(image.height, image.width, channels)
+    return resize_and_crop(array, spec, size, DatasetError)
 
 
 def spread_indices(total: int, count: int) -> np.ndarray:
@@ -210,7 +197,8 @@ def preprocess(images: np.ndarray, spec: dict, channels: int, size: int) -> np.n
     """uint8 images (N, H, W) or (N, H, W, C) -> float32 (N, C, size, size), normalised.
 
     Float arrays shaped (N, C, size, size) are taken as already prepared model input.
-    Resize (short side) and centre crop follow the checkpoint's preprocessing spec.
+    Resize (short side), centre crop and normalisation follow the checkpoint's
+    preprocessing spec (``preprocessing.prepare``, the path ``adaexport run`` takes too).
     """
     if images.dtype != np.uint8:
         if images.ndim == 4 and images.shape[1:] == (channels, size, size) and images.dtype.kind in "fiu":
@@ -228,25 +216,7 @@ def preprocess(images: np.ndarray, spec: dict, channels: int, size: int) -> np.n
             x = np.repeat(x, 3, axis=-1)
         else:
             raise DatasetError(f"the model takes {channels} channel(s), the images have {x.shape[-1]}")
-    x = x.astype(np.float32) / 255.0
-    x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    resize, crop = int(spec.get("resize", size)), int(spec.get("crop", size))
-    h, w = x.shape[-2:]
-    if min(h, w) != resize:
-        import torch
-        from torch.nn import functional as F
-
-        scale = resize / min(h, w)
-        new = (max(resize, round(h * scale)), max(resize, round(w * scale)))
-        mode = spec.get("interpolation", "bilinear")
-        x = F.interpolate(torch.from_numpy(x), size=new, mode=mode, align_corners=False,
-                          antialias=mode in ("bilinear", "bicubic")).numpy()
-    h, w = x.shape[-2:]
-    top, left = (h - crop) // 2, (w - crop) // 2
-    x = x[..., top:top + crop, left:left + crop]
-    mean = np.asarray(spec["mean"], dtype=np.float32)[:, None, None]
-    std = np.asarray(spec["std"], dtype=np.float32)[:, None, None]
-    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+    return prepare(x, spec, size, DatasetError)
 
 
 NO_DATASET = "none"   # --dataset none: no images; fp32 parity on random_inputs

@@ -24,91 +24,28 @@ import hashlib
 import json
 import os
 import re
-from pathlib import Path
 from typing import Any
 
+from .hardware import ROOT_ENV, system_root  # noqa: F401 - re-exported
+from .hardware.machine import KERNEL_FLAGS, cpu_facts, gpu_facts  # noqa: F401 - re-exported
 from .measurements import target_of
 
-KERNEL_FLAGS = (
-    # x86 (/proc/cpuinfo "flags")
-    "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8",
-    "amx_bf16",
-    # Arm (/proc/cpuinfo "Features")
-    "asimd", "asimddp", "asimdhp", "i8mm", "bf16", "sve", "sve2",
-)
-BACKEND_PACKAGES = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "openvino": ("openvino",),
-                    "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu11")}
 HARDWARE = ("target", "cpu", "isa", "gpu", "jetson_module", "l4t")
-ROOT_ENV = "ADAEXPORT_SYSFS_ROOT"     # where /proc, /sys and /etc are read (fixture trees in tests); "/" by default
-
-
-def system_root(root: str | os.PathLike | None = None) -> Path:
-    """``root``, else $ADAEXPORT_SYSFS_ROOT, else "/"."""
-    return Path(root if root is not None else os.environ.get(ROOT_ENV, "/"))
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-
-
-def cpu_facts(root: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The CPU model and its kernel-selecting ISA features, from /proc/cpuinfo ("isa" is None
-    where cpuinfo cannot be read)."""
-    import platform
-
-    text = _read(system_root(root) / "proc" / "cpuinfo")
-    if text is None:
-        return {"cpu": platform.processor() or platform.machine(), "isa": None}
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() not in fields:
-            fields[key.strip()] = value.strip()
-    model = fields.get("model name") or fields.get("Hardware") or ""
-    if not model and fields.get("CPU implementer"):
-        model = f"arm implementer {fields['CPU implementer']} part {fields.get('CPU part', '?')}"
-    flags = set((fields.get("flags") or fields.get("Features") or "").split())
-    return {"cpu": model or platform.processor() or platform.machine(),
-            "isa": sorted(f for f in KERNEL_FLAGS if f in flags)}
-
-
-def gpu_facts(root: str | os.PathLike | None = None) -> dict[str, Any] | None:
-    """The first NVIDIA GPU's name and compute capability, or None without one."""
-    root = system_root(root)
-    gpus = root / "proc" / "driver" / "nvidia" / "gpus"
-    name = None
-    try:
-        for entry in sorted(gpus.iterdir()) if gpus.is_dir() else []:
-            match = re.search(r"^Model:\s*(.+)$", _read(entry / "information") or "", re.M)
-            if match:
-                name = match.group(1).strip()
-                break
-    except OSError:
-        pass
-    if name is None:
-        return None
-    capability = None
-    if Path(root).resolve() == Path("/"):
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(pynvml.nvmlDeviceGetHandleByIndex(0))
-            capability = f"{major}.{minor}"
-        except Exception:  # noqa: BLE001 - NVML missing or failing: the name alone
-            capability = None
-    return {"name": name, "compute_capability": capability}
 
 
 def backend_versions() -> dict[str, str]:
-    """The installed inference backends and their versions (package metadata, no import)."""
+    """The installed inference backends and their versions (package metadata of each
+    backend's ``distributions``, the library not imported)."""
     from importlib import metadata
 
+    from .backends.base import BackendError, backend_names, get_backend
+
     out = {}
-    for backend, packages in BACKEND_PACKAGES.items():
+    for backend in backend_names():
+        try:
+            packages = get_backend(backend).distributions
+        except BackendError:
+            continue
         for package in packages:
             try:
                 out[backend] = metadata.version(package)
@@ -120,10 +57,10 @@ def backend_versions() -> dict[str, str]:
 
 def identity(target: str, root: str | os.PathLike | None = None) -> dict[str, Any]:
     """This machine as a device of ``target``."""
-    from .targets import l4t_release, read_jetson
+    from .hardware.jetson import l4t_release, read_device_tree
 
     root = system_root(root)
-    jetson = read_jetson(root)
+    jetson = read_device_tree(root)
     return {"target": target, **cpu_facts(root), "gpu": gpu_facts(root),
             "jetson_module": (jetson.sku or jetson.model) if jetson else None,
             "l4t": l4t_release(root) if jetson else None, "backends": backend_versions()}

@@ -24,8 +24,8 @@ from typing import Any
 
 from . import __version__
 from .device_identity import system_root
-from .profiling import power_modes, sensors
-from .profiling.device_memory import device_memory_reader
+from .hardware import power_modes, sensors
+from .hardware.device_memory import device_memory_reader
 from .targets import detect_target, get_target, jetpack_release, l4t_release, read_jetson
 
 INA3221_SETTINGS = ("update_interval", "samples")      # hwmon: conversion period (ms), averaged samples

@@ -52,3 +52,31 @@ class CheckFailed(AdaexportError):
 def exit_code_of(exc: BaseException) -> int | None:
     """The exit code of a user-facing error, None for anything else (a bug)."""
     return exc.exit_code if isinstance(exc, AdaexportError) else None
+
+
+class CheckpointError(AdaexportError, ValueError):
+    """A checkpoint that cannot be loaded; the message is one line meant for a user."""
+
+
+class SpaceError(AdaexportError, ValueError):
+    """An impossible point or grid; the message is one line meant for a user."""
+
+
+class DatasetError(AdaexportError, ValueError):
+    """A dataset that cannot be read; the message is one line meant for a user."""
+
+
+class ManifestError(AdaexportError, ValueError):
+    """A manifest that cannot be read, written or trusted; the message is one line meant for a user."""
+
+
+class ProfileError(AdaexportError, ValueError):
+    """A profile that cannot be used; one line for the user."""
+
+
+class ProfilingError(AdaexportError, ValueError):
+    """Profiling cannot go ahead as asked; the message is one line for the user."""
+
+
+class BackendError(AdaexportError, RuntimeError):
+    """A backend failed to compile or open an engine; the message is one line for a user."""

@@ -19,7 +19,8 @@ import numpy as np
 
 from .datasets import DatasetError, model_inputs
 from .errors import UsageError
-from .manifest import read_manifest, utc_now, write_manifest
+from .manifest import read_records, utc_now, write_manifest
+from .manifest_records import AccuracyRecord, Manifest
 from .pareto import update_pareto
 
 
@@ -67,15 +68,15 @@ def run_engine(session, input_name: str, inputs: np.ndarray, batch: int) -> np.n
     return np.concatenate(out)
 
 
-def _load_model(manifest: dict, model_path: Path | None):
+def _load_model(manifest: Manifest, model_path: Path | None):
     from .demo import DEMO_MODEL
     from .model import load_checkpoint
 
     loaded = load_checkpoint(model_path if model_path is not None else DEMO_MODEL)
-    want = manifest["model"]["sha256"]
+    want = manifest.model.sha256
     if loaded.sha256 != want:
         where = "the bundled demo model" if model_path is None else str(model_path)
-        raise UsageError(f"the build was made from model {manifest['model']['name']} (sha256 {want[:12]}…), "
+        raise UsageError(f"the build was made from model {manifest.model.name} (sha256 {want[:12]}…), "
                          f"not {where} (sha256 {loaded.sha256[:12]}…); pass that checkpoint with --model")
     return loaded
 
@@ -90,15 +91,12 @@ REFERENCE_CHUNK = 64  # images per PyTorch forward (eval's reference and adaexpo
 
 
 def reference_logits(model, point, attention: str, inputs: np.ndarray) -> np.ndarray:
-    """PyTorch's logits at one point: the static module, in chunks of REFERENCE_CHUNK."""
-    import torch
-
+    """PyTorch's logits at one point: the static module, in chunks of REFERENCE_CHUNK
+    (``validate.torch_reference``, the reference build parity takes too)."""
     from .model.static import specialize
+    from .validate import torch_reference
 
-    static = specialize(model, point, attention)
-    with torch.no_grad():
-        return np.concatenate([static(torch.from_numpy(inputs[start:start + REFERENCE_CHUNK]))[0].numpy()
-                               for start in range(0, len(inputs), REFERENCE_CHUNK)])
+    return torch_reference(specialize(model, point, attention), inputs, REFERENCE_CHUNK)[0]
 
 
 class ReferenceAccuracy:
@@ -134,7 +132,7 @@ def evaluate(directory: Path, dataset: str, limit: int | None, reporter, model_p
     directory = Path(directory)
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be >= 1, got {limit}")
-    manifest = read_manifest(directory)
+    manifest = read_records(directory)
     loaded = _load_model(manifest, model_path)
     check_demo_fits(dataset, loaded.config)
     try:
@@ -142,36 +140,34 @@ def evaluate(directory: Path, dataset: str, limit: int | None, reporter, model_p
     except DatasetError as exc:
         raise DatasetError(f"--dataset {dataset}: {exc}") from None
     inputs = np.ascontiguousarray(inputs, dtype=np.float32)
-    batch = int(manifest["model"]["input"]["shape"][0])
-    input_name = manifest["model"]["input"]["name"]
-    reference = ReferenceAccuracy(directory, loaded, manifest["model"]["attention"], inputs, labels)
+    spec = manifest.model.input
+    reference = ReferenceAccuracy(directory, loaded, manifest.model.attention, inputs, labels)
 
-    engines = manifest["engines"]
-    ready = [e for e in engines if e.get("status", "ready") == "ready"]
-    skipped = [(e["id"], f"{e.get('status')}: not built yet") for e in engines if e not in ready]
+    ready = [e for e in manifest.engines if e.ready]
+    skipped = [(e.id, f"{e.status}: not built yet") for e in manifest.engines if not e.ready]
     verify_engines(directory, ready)          # no accuracy is ever recorded for bytes that were not built
-    device, _ = this_machine(manifest["device"]["target"])   # int8 kernels, and so accuracy, differ by CPU
+    device, _ = this_machine(manifest.device.target)   # int8 kernels, and so accuracy, differ by CPU
     for ident, why in skipped:
         reporter.warn(f"{ident}: skipped ({why})")
     evaluated = []
     reporter.stage("eval", len(ready))
     for entry in ready:
-        ref_top1, ref_top5 = reference(entry["point"])
+        ref_top1, ref_top5 = reference(entry.point.to_json())
         session = open_engine(directory, entry)
         try:
-            logits = run_engine(session, input_name, inputs, batch)
+            logits = run_engine(session, spec.name, inputs, spec.shape[0])
         finally:
             close = getattr(session, "close", None)
             if close:
                 close()
         top1, top5 = scores(logits, labels)
-        entry["accuracy"] = {"dataset": dataset, "samples": int(len(labels)), "top1": top1, "top5": top5,
-                             "reference_top1": ref_top1, "reference_top5": ref_top5, "evaluated": utc_now(),
-                             "device": device}
-        entry["accuracies"] = {**(entry.get("accuracies") or {}), device: entry["accuracy"]}
-        evaluated.append(entry["id"])
-        reporter.advance(entry["id"], f"top-1 {top1:.4f} (PyTorch {ref_top1:.4f})")
+        entry.accuracy = AccuracyRecord(dataset=dataset, samples=int(len(labels)), top1=top1, top5=top5,
+                                        reference_top1=ref_top1, reference_top5=ref_top5, evaluated=utc_now(),
+                                        device=device)
+        entry.accuracies = {**entry.accuracies, device: entry.accuracy}
+        evaluated.append(entry.id)
+        reporter.advance(entry.id, f"top-1 {top1:.4f} (PyTorch {ref_top1:.4f})")
     reporter.end_stage()
-    update_pareto(manifest)
-    write_manifest(directory, manifest)
-    return EvalResult(manifest=manifest, evaluated=evaluated, skipped=skipped, samples=int(len(labels)))
+    document = update_pareto(manifest.to_json())
+    write_manifest(directory, document)
+    return EvalResult(manifest=document, evaluated=evaluated, skipped=skipped, samples=int(len(labels)))

@@ -29,7 +29,8 @@ module's `output_names` order, opset 17 (read by ONNX Runtime 1.17+, OpenVINO an
 TensorRT 8.6+), and no shape-dependent, control-flow, Resize or complex-number ops
 (`FORBIDDEN_OPS`, checked on every export).
 
-Files are written atomically (temp name in the output directory, then os.replace),
+Files are written atomically (`atomic.atomic_path`: a temp name in the output directory,
+then a rename),
 the weights file before the .onnx files that reference it, and the bytes depend
 only on the model, the points and the arguments: exporting a family twice gives
 byte-identical files.
@@ -40,7 +41,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
@@ -48,7 +48,7 @@ from typing import BinaryIO, Callable, Iterable
 import onnx
 import torch
 
-from .atomic import write_bytes_atomic
+from .atomic import atomic_path, write_bytes_atomic
 from .model.adaperceiver import AdaPerceiver
 from .model.static import StaticAdaPerceiver, specialize
 from .space import ConfigPoint
@@ -284,21 +284,6 @@ def export_point_proto(module: StaticAdaPerceiver, batch: int = 1, *, exporter: 
 # --- files ---
 
 
-def _write_temp(out_dir: Path, name: str, data: bytes) -> Path:
-    """Write `data` to a new temp file in out_dir (flushed to disk) and return its path."""
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; these are artifacts to share
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)
-
-
 def _check_weights_name(weights_name: str) -> None:
     if os.sep in weights_name or weights_name in ("", ".", "..") or not weights_name.strip():
         raise ValueError(f"weights_name must be a plain file name, got {weights_name!r}")
@@ -347,15 +332,11 @@ def export_point(model: AdaPerceiver, point: ConfigPoint, out_dir: Path, store: 
     del module
     externalize(proto, store, weights_name)
     path = Path(out_dir) / f"{point.id}.onnx"
-    tmp = _write_temp(path.parent, path.name, proto.SerializeToString(deterministic=True))
-    try:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(proto.SerializeToString(deterministic=True))
         if check:
             # Beside the weights file, so the checker resolves the external data.
             onnx.checker.check_model(str(tmp), full_check=True)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return ExportedModel(point=point, path=path, op_types=op_types(proto))
 
 

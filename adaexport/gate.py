@@ -1,15 +1,19 @@
 """The accuracy regression gate: compare a build's per-configuration accuracy with a
 baseline's (``adaexport check``, the pytest plugin). Standard library only.
 
-A configuration is an engine id (point, backend, precision). Each configuration the
-baseline measured is judged:
+A configuration is an engine id (point, backend, precision). This is the one gate rule:
+``adaexport check`` and the pytest plugin both call ``compare``. Each configuration is
+judged:
 
+* ``pending``: built on the device later; passes (the plugin skips it);
+* ``parity``: its parity check failed, or was not run;
 * ``pass``: its top-1 dropped by no more than the tolerance (percentage points);
 * ``drop``: it dropped by more;
-* ``missing``: the build has no such engine;
+* ``missing``: the baseline measured it, the build has no such engine;
 * ``not evaluated``: the build has it but without an accuracy (run ``adaexport eval``);
 * ``incomparable``: the two were evaluated on different datasets or sample counts.
 
+Without a baseline (the plugin alone) a configuration passes with parity and an accuracy.
 Configurations new in the build are listed as ``new`` and pass. The tolerance defaults
 to 0.5 points: engines are deterministic on one machine (a build checked against itself
 changes by exactly 0), while int8 kernels on another CPU may flip a sample or two
@@ -27,13 +31,13 @@ from .checks import checked_number
 from .manifest import MANIFEST_NAME, ManifestError, parse_json, read_manifest, validate
 
 DEFAULT_MAX_DROP = 0.5
-FAILING = ("drop", "missing", "not evaluated", "incomparable")
+FAILING = ("parity", "drop", "missing", "not evaluated", "incomparable")
 
 
 @dataclasses.dataclass
 class Verdict:
     id: str
-    verdict: str  # pass, new, drop, missing, not evaluated, incomparable
+    verdict: str  # pass, new, pending, parity, drop, missing, not evaluated, incomparable
     baseline: float | None  # top-1, 0..1
     now: float | None
     message: str
@@ -108,16 +112,46 @@ def _judge(ident: str, old: dict, new: dict | None, max_drop: float) -> Verdict:
     return Verdict(ident, "pass", base, now, f"top-1 {100 * base:.2f}% -> {100 * now:.2f}% ({change:+.2f} points)")
 
 
-def compare(build: dict, baseline: dict, max_drop: float = DEFAULT_MAX_DROP) -> list[Verdict]:
-    """One verdict per configuration the baseline measured, then the build's new ones."""
+def _state(engine: dict) -> Verdict | None:
+    """The verdict an engine gets whatever its accuracy: pending, or a parity failure."""
+    ident, status = engine["id"], engine.get("status") or "ready"
+    if status != "ready":
+        return Verdict(ident, "pending", None, _top1(engine), f"{status} (built on the device later)")
+    parity = engine.get("parity")
+    if parity is None:
+        return Verdict(ident, "parity", None, _top1(engine), "parity was not checked (build it with `adaexport build`)")
+    if not parity.get("passed"):
+        return Verdict(ident, "parity", None, _top1(engine), "parity with PyTorch failed")
+    return None
+
+
+def _alone(engine: dict) -> Verdict:
+    now = _top1(engine)
+    if now is None:
+        return Verdict(engine["id"], "not evaluated", None, None, "no accuracy (run `adaexport eval`)")
+    return Verdict(engine["id"], "pass", None, now, f"top-1 {100 * now:.2f}%")
+
+
+def compare(build: dict, baseline: dict | None, max_drop: float = DEFAULT_MAX_DROP) -> list[Verdict]:
+    """One verdict per configuration the baseline measured, then the build's new ones (every
+    build engine without a baseline). A pending engine, or one whose parity failed, gets
+    that verdict instead of its accuracy's."""
     max_drop = max_drop_points(max_drop)
     now = {e["id"]: e for e in build["engines"]}
-    known = {e["id"] for e in baseline["engines"]}
-    verdicts = [_judge(e["id"], e, now.get(e["id"]), max_drop) for e in baseline["engines"] if _top1(e) is not None]
-    for e in build["engines"]:
-        if e["id"] not in known:
-            verdicts.append(Verdict(e["id"], "new", None, _top1(e), "new configuration (not in the baseline)"))
-    return verdicts
+    if baseline is None:
+        verdicts = [_alone(e) for e in build["engines"]]
+    else:
+        measured = [e for e in baseline["engines"] if _top1(e) is not None]
+        verdicts = [_judge(e["id"], e, now.get(e["id"]), max_drop) for e in measured]
+        known, judged = {e["id"] for e in baseline["engines"]}, {e["id"] for e in measured}
+        for e in build["engines"]:
+            if e["id"] not in known:
+                verdicts.append(Verdict(e["id"], "new", None, _top1(e), "new configuration (not in the baseline)"))
+            elif e["id"] not in judged:  # unmeasured in the baseline: nothing to compare, but parity may fail
+                state = _state(e)
+                if state is not None and state.failed:
+                    verdicts.append(state)
+    return [(_state(now[v.id]) if v.id in now else None) or v for v in verdicts]
 
 
 def check(directory: Path, baseline: Path, max_drop: float = DEFAULT_MAX_DROP) -> list[Verdict]:

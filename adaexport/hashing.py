@@ -54,6 +54,16 @@ def sha256_file(path: str | os.PathLike) -> str:
     return value
 
 
+def sha256_files(*paths: str | os.PathLike) -> str:
+    """One sha256 over the files' bytes in order (a checkpoint's config and weights)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(_CHUNK), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def file_record(path: str | os.PathLike, relative_to: str | os.PathLike) -> dict[str, Any]:
     """``{"file", "sha256", "size"}`` of ``path``, its name '/'-separated relative to a directory."""
     path = Path(path)

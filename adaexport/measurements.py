@@ -13,88 +13,97 @@ Where the numbers live (docs/DESIGN.md, "Measurements in the manifest"):
   the latest on each device;
 * ``manifest["pareto"]["<device>/<mode>"]`` and ``manifest["pareto"]["flops"]``: the
   engine ids on the accuracy/cost front (see ``adaexport.pareto``).
+
+The rules live with the records (``adaexport.manifest_records``: ``EngineRecord.profile_at``,
+``accuracy_on``, ``Manifest.profiled_devices``, ...); these functions apply them to a
+record or to the JSON of one (an engine entry, the whole manifest), for code that holds
+the JSON.
 """
 
 from __future__ import annotations
 
-DEFAULT_MODE = "default"
-FLOPS_FRONT = "flops"
+from . import manifest_records as records
+from .manifest_records import (  # noqa: F401 - re-exported
+    DEFAULT_MODE, FLOPS_FRONT, AccuracyRecord, EngineRecord, Manifest, ProfileRecord, front_key, target_of,
+)
 
 
-def front_key(device: str, mode: str) -> str:
-    """The key of a device's power mode in ``manifest["pareto"]``."""
-    return f"{device}/{mode}"
+def _profiles(engine) -> dict:
+    """device -> mode -> ProfileRecord of an engine record or entry."""
+    if isinstance(engine, EngineRecord):
+        return engine.profile
+    return {device: {mode: ProfileRecord.from_json(p) for mode, p in (modes or {}).items()}
+            for device, modes in (engine.get("profile") or {}).items()}
 
 
-def profile_of(engine: dict, device: str, mode: str = DEFAULT_MODE) -> dict | None:
-    """The engine's profile on ``device`` in power mode ``mode``, or None if not profiled."""
-    return ((engine.get("profile") or {}).get(device) or {}).get(mode)
+def _accuracies(engine) -> tuple[AccuracyRecord | None, dict]:
+    if isinstance(engine, EngineRecord):
+        return engine.accuracy, engine.accuracies
+    latest = engine.get("accuracy")
+    return (AccuracyRecord.from_json(latest) if latest else None,
+            {d: AccuracyRecord.from_json(a) for d, a in (engine.get("accuracies") or {}).items() if a})
 
 
-def latency_ms(engine: dict, device: str, mode: str = DEFAULT_MODE, statistic: str = "p50") -> float | None:
+def _devices(manifest) -> list[str]:
+    if isinstance(manifest, Manifest):
+        return manifest.profiled_devices()
+    return records.profiled_devices(manifest.get("profiling") or {}, _all_profiles(manifest))
+
+
+def _all_profiles(manifest) -> list[dict]:
+    return [e.get("profile") or {} for e in manifest.get("engines", [])]
+
+
+def profile_of(engine, device: str, mode: str = DEFAULT_MODE) -> dict | None:
+    """The engine's profile on ``device`` in power mode ``mode`` (its JSON), or None if not profiled."""
+    found = (_profiles(engine).get(device) or {}).get(mode)
+    return None if found is None else found.to_json()
+
+
+def latency_ms(engine, device: str, mode: str = DEFAULT_MODE, statistic: str = "p50") -> float | None:
     """One latency statistic (p50, p90, p95, p99, mean, ...) in milliseconds, or None."""
-    profile = profile_of(engine, device, mode)
-    if not profile:
-        return None
-    value = (profile.get("latency_ms") or {}).get(statistic)
-    return float(value) if value is not None else None
+    found = (_profiles(engine).get(device) or {}).get(mode)
+    return None if found is None else found.latency(statistic)
 
 
-def accuracy_of(engine: dict, device: str | None = None) -> float | None:
+def accuracy_of(engine, device: str | None = None) -> float | None:
     """The engine's measured top-1 (0..1) from ``adaexport eval``: as measured on ``device``
-    when it was evaluated there (``engine["accuracies"][device]``; int8 accuracy differs
-    between CPUs), else the latest evaluation; None when never evaluated."""
-    record = ((engine.get("accuracies") or {}).get(device) if device else None) or engine.get("accuracy") or {}
-    value = record.get("top1")
-    return float(value) if value is not None else None
+    when it was evaluated there (int8 accuracy differs between CPUs), else the latest
+    evaluation; None when never evaluated."""
+    latest, per_device = _accuracies(engine)
+    found = (per_device.get(device) if device else None) or latest
+    return None if found is None or found.top1 is None else float(found.top1)
 
 
-def profiled_devices(manifest: dict) -> list[str]:
+def profiled_devices(manifest) -> list[str]:
     """Every device with at least one profiled engine, in first-seen order."""
-    seen: dict[str, None] = {}
-    for name in (manifest.get("profiling") or {}):
-        seen[name] = None
-    for engine in manifest.get("engines", []):
-        for name in (engine.get("profile") or {}):
-            seen[name] = None
-    return list(seen)
+    return _devices(manifest)
 
 
-def profiled_modes(manifest: dict, device: str) -> list[str]:
+def profiled_modes(manifest, device: str) -> list[str]:
     """The power modes of ``device`` with at least one profiled engine."""
-    seen: dict[str, None] = {}
-    for engine in manifest.get("engines", []):
-        for mode in ((engine.get("profile") or {}).get(device) or {}):
-            seen[mode] = None
-    return list(seen)
+    if isinstance(manifest, Manifest):
+        return manifest.profiled_modes(device)
+    return records.profiled_modes(_all_profiles(manifest), device)
 
 
-def target_of(device: str) -> str:
-    """The target class of a profile key (``x86-cpu:<model>:<hash>`` or ``x86-cpu``)."""
-    return device.split(":", 1)[0]
-
-
-def default_device(manifest: dict) -> str | None:
+def default_device(manifest) -> str | None:
     """The device whose numbers apply by default: the first profiled device of the
     manifest's own target, else the only profiled device, else None."""
-    devices = profiled_devices(manifest)
-    own = (manifest.get("device") or {}).get("target")
-    mine = [d for d in devices if target_of(d) == own]
-    if mine:
-        return mine[0]
-    return devices[0] if len(devices) == 1 else None
+    if isinstance(manifest, Manifest):
+        return manifest.default_device()
+    return records.default_device(_devices(manifest), (manifest.get("device") or {}).get("target"))
 
 
-def device_identities(manifest: dict) -> dict[str, dict | None]:
+def device_identities(manifest) -> dict[str, dict | None]:
     """Every profiled device and the identity facts recorded with it (None: none recorded)."""
+    if isinstance(manifest, Manifest):
+        return manifest.device_identities()
     sections = manifest.get("profiling") or {}
-    return {d: (sections.get(d) or {}).get("identity") for d in profiled_devices(manifest)}
+    return {d: (sections.get(d) or {}).get("identity") for d in _devices(manifest)}
 
 
-def resolve_device(manifest: dict, name: str) -> str | None:
+def resolve_device(manifest, name: str) -> str | None:
     """A profiled device by its key, or by its target's name (the first profiled machine
     of that target); None when neither is profiled."""
-    devices = profiled_devices(manifest)
-    if name in devices:
-        return name
-    return next((d for d in devices if target_of(d) == name), None)
+    return records.resolve_device(_devices(manifest), name)

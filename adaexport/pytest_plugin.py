@@ -2,11 +2,11 @@
 
     pytest --adaexport-manifest out/demo [--adaexport-baseline base/manifest.json] [--adaexport-max-drop 0.5]
 
-Each engine of the manifest becomes a test item ``adaexport::<engine id>`` that checks its
-parity passed, that it has an accuracy (``adaexport eval``), and, with a baseline, that its
-top-1 did not drop by more than the tolerance; a configuration the baseline has and the
-build lacks becomes a failing item too. Pending engines (built on the device later) are
-skipped. The plugin loads in every pytest run of an environment where adaexport is
+Each engine of the manifest becomes a test item ``adaexport::<engine id>`` judged by the
+gate's one rule (``adaexport.gate.compare``, what ``adaexport check`` runs): its parity
+passed, it has an accuracy (``adaexport eval``), and, with a baseline, its top-1 did not
+drop by more than the tolerance; a configuration the baseline has and the build lacks
+becomes a failing item too. Pending engines (built on the device later) are skipped. The plugin loads in every pytest run of an environment where adaexport is
 installed, so without ``--adaexport-manifest`` it only registers its options: no imports
 beyond pytest, no items.
 """
@@ -33,28 +33,19 @@ class ConfigurationFailed(Exception):
 
 
 class ConfigurationItem(pytest.Item):
-    def __init__(self, *, engine: dict | None, verdict=None, **kw):
+    """One configuration, judged by the gate's rule (``adaexport.gate.compare``, the rule
+    ``adaexport check`` applies)."""
+
+    def __init__(self, *, verdict, **kw):
         super().__init__(**kw)
-        self.engine, self.verdict = engine, verdict
+        self.verdict = verdict
         self.add_marker(pytest.mark.adaexport)
 
     def runtest(self) -> None:
-        engine, problems = self.engine, []
-        if engine is None:  # in the baseline, not in the build
+        if self.verdict.verdict == "pending":
+            pytest.skip(f"{self.name}: {self.verdict.message}")
+        if self.verdict.failed:
             raise ConfigurationFailed(f"{self.name}: {self.verdict.message}")
-        if engine.get("status", "ready") != "ready":
-            pytest.skip(f"{engine['id']}: {engine.get('status')} (built on the device later)")
-        parity = engine.get("parity")
-        if parity is None:
-            problems.append("parity was not checked (build it with `adaexport build`)")
-        elif not parity.get("passed"):
-            problems.append("parity with PyTorch failed")
-        if (engine.get("accuracy") or {}).get("top1") is None:
-            problems.append("no accuracy (run `adaexport eval`)")
-        if self.verdict is not None and self.verdict.failed and self.verdict.verdict != "not evaluated":
-            problems.append(self.verdict.message)
-        if problems:
-            raise ConfigurationFailed(f"{engine['id']}: " + "; ".join(problems))
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, ConfigurationFailed):
@@ -78,18 +69,13 @@ class ManifestCollector(pytest.File):
             baseline_path = config.getoption("adaexport_baseline")
             max_drop = config.getoption("adaexport_max_drop")
             max_drop = DEFAULT_MAX_DROP if max_drop is None else max_drop_points(max_drop, "--adaexport-max-drop")
-            verdicts = {}
-            if baseline_path:
-                verdicts = {v.id: v for v in compare(manifest, load_baseline(Path(baseline_path)), max_drop)}
+            baseline = load_baseline(Path(baseline_path)) if baseline_path else None
+            verdicts = compare(manifest, baseline, max_drop)
         except (ManifestError, ValueError) as exc:
             raise pytest.UsageError(str(exc) if "--adaexport-" in str(exc) else f"--adaexport-manifest: {exc}") \
                 from None
-        for engine in manifest["engines"]:
-            yield ConfigurationItem.from_parent(self, name=engine["id"], engine=engine,
-                                                verdict=verdicts.get(engine["id"]))
-        for ident, verdict in verdicts.items():
-            if verdict.verdict == "missing":
-                yield ConfigurationItem.from_parent(self, name=ident, engine=None, verdict=verdict)
+        for verdict in verdicts:
+            yield ConfigurationItem.from_parent(self, name=verdict.id, verdict=verdict)
 
 
 def pytest_configure(config) -> None:

@@ -14,17 +14,22 @@ import html
 import io
 
 from .errors import UsageError
-from .measurements import DEFAULT_MODE, accuracy_of, default_device, front_key, latency_ms, profiled_devices, \
-    resolve_device, \
-    profiled_modes
+from .manifest_reader import as_engine
+from .manifest_records import AccuracyRecord, Manifest
+from .measurements import DEFAULT_MODE, default_device, front_key, latency_ms, profiled_devices, profiled_modes, \
+    resolve_device
 from .pareto import front
 
-KIND_STYLE = {  # (backend, precision) -> (marker, colour)
-    ("onnxruntime", "fp32"): ("o", "#1f77b4"), ("onnxruntime", "int8"): ("s", "#ff7f0e"),
-    ("openvino", "fp32"): ("^", "#2ca02c"), ("openvino", "fp16"): ("D", "#d62728"),
-    ("openvino", "int8"): ("v", "#9467bd"), ("tensorrt", "fp32"): ("P", "#8c564b"),
-    ("tensorrt", "fp16"): ("X", "#e377c2"), ("tensorrt", "int8"): ("*", "#7f7f7f"),
-}
+PRECISION_MARKERS = {"fp32": "o", "fp16": "D", "int8": "s"}   # one marker per precision, one colour per backend
+COLOURS = ("#1f77b4", "#2ca02c", "#8c564b", "#ff7f0e", "#9467bd", "#d62728", "#e377c2", "#7f7f7f")
+
+
+def kind_styles(kinds) -> dict[str, tuple[str, str]]:
+    """"<backend> <precision>" -> (marker, colour): the marker says the precision, the
+    colour the backend (in name order), whatever backends the build has."""
+    backends = sorted({kind.split()[0] for kind in kinds})
+    return {kind: (PRECISION_MARKERS.get(kind.split()[-1], "^"), COLOURS[backends.index(kind.split()[0]) % len(COLOURS)])
+            for kind in kinds}
 
 
 @dataclasses.dataclass
@@ -51,10 +56,11 @@ class Axis:
     def front_name(self) -> str:
         return front_key(self.device, self.mode) if self.profiled else "flops"
 
-    def cost(self, engine: dict) -> float | None:
+    def cost(self, engine) -> float | None:
+        engine = as_engine(engine)
         if self.profiled:
             return latency_ms(engine, self.device, self.mode)
-        return float(engine["flops"])
+        return float(engine.flops)
 
 
 def choose_axis(manifest: dict, device: str | None = None, mode: str | None = None, flops: bool = False) -> Axis:
@@ -99,18 +105,17 @@ class Row:
     status: str
 
 
-def rows(manifest: dict, axis: Axis) -> list[Row]:
+def rows(manifest, axis: Axis) -> list[Row]:
     """Every engine, with the front computed for the chosen axis (the same rule as
     ``manifest["pareto"]``, recomputed so a report never shows a stale front)."""
-    engines = manifest["engines"]
-    items = [(e["id"], axis.cost(e), accuracy_of(e)) for e in engines if e.get("status", "ready") == "ready"]
+    engines = [as_engine(e) for e in (manifest.engines if isinstance(manifest, Manifest) else manifest["engines"])]
+    items = [(e.id, axis.cost(e), e.accuracy_on()) for e in engines if e.ready]
     on = set(front((i, c, a) for i, c, a in items if c is not None and a is not None))
     out = []
     for e in engines:
-        p, acc = e["point"], e.get("accuracy") or {}
-        out.append(Row(e["id"], f"t{p['tokens']}_w{p['width']}_d{p['depth']}", f"{e['backend']} {e['precision']}",
-                       int(e["flops"]), axis.cost(e), acc.get("top1"), acc.get("top5"), acc.get("reference_top1"),
-                       e["id"] in on, e.get("status", "ready")))
+        p, acc = e.point, e.accuracy or AccuracyRecord()
+        out.append(Row(e.id, f"t{p.tokens}_w{p.width}_d{p.depth}", f"{e.backend} {e.precision}", int(e.flops),
+                       axis.cost(e), acc.top1, acc.top5, acc.reference_top1, e.id in on, e.status or "ready"))
     return out
 
 
@@ -165,9 +170,10 @@ def plot_png(table: list[Row], axis: Axis, title: str, width: int = 1200, height
     shown = [r for r in table if r.cost is not None and r.top1 is not None]
     scale = 1.0 if axis.profiled else 1e-6  # FLOPs are plotted in millions
     shown = [dataclasses.replace(r, cost=r.cost * scale) for r in shown]
-    for kind in sorted({r.kind for r in shown}):
+    styles = kind_styles({r.kind for r in shown})
+    for kind in sorted(styles):
         group = [r for r in shown if r.kind == kind]
-        marker, colour = KIND_STYLE.get(tuple(kind.split()), ("o", "#17becf"))
+        marker, colour = styles[kind]
         ax.scatter([r.cost for r in group], [100 * r.top1 for r in group], marker=marker, color=colour, s=22,
                    alpha=0.75, label=kind, zorder=2)
     best = sorted((r for r in shown if r.on_front), key=lambda r: r.cost)

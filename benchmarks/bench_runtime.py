@@ -77,10 +77,10 @@ def overhead(directory: Path, repeats: int, calls: int = 200) -> dict:
 
     rt = Runtime(directory, preload="all", threads=1)
     engine = rt.status.engine
-    entry = next(e for e in rt.manifest["engines"] if e["id"] == engine)
+    entry = rt.manifest.engine(engine)
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
-    plain = ort.InferenceSession(str(directory / entry["file"]), options, providers=["CPUExecutionProvider"])
+    plain = ort.InferenceSession(str(directory / entry.file), options, providers=["CPUExecutionProvider"])
     own = rt.pool.get(engine)
     unshared_rt = Runtime(directory, preload="lazy", threads=1, share_weights=False)
     unshared = unshared_rt.pool.get(engine)
@@ -201,7 +201,7 @@ def cascade(directory: Path, samples: int, thresholds=(0.5, 0.7, 0.8, 0.9, 0.95)
 
     x, y = eval_inputs(directory, samples)
     rt = Runtime(directory, preload="all", threads=1)
-    flops = {e["id"]: float(e["flops"]) for e in rt.manifest["engines"]}
+    flops = {e.id: float(e.flops) for e in rt.manifest.engines}
     logits, mean_ms = {}, {}
     for eid in rt.engines():
         session = rt.pool.get(eid)
@@ -261,16 +261,16 @@ def published_size(directory: Path, repeats: int) -> dict:
     from adaexport.runtime import Runtime
 
     rt = Runtime(directory, preload="lazy", threads=1, share_weights=True)
-    entries = sorted((e for e in rt.manifest["engines"] if e["id"] in rt.engines()), key=lambda e: e["flops"])
+    entries = sorted((e for e in rt.manifest.engines if e.id in rt.engines()), key=lambda e: e.flops)
     x = np.zeros(rt.input_shape, np.float32)
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
     out: dict = {}
     for label, entry, calls in (("smallest", entries[0], 5), ("largest", entries[-1], 2)):
-        plain = ort.InferenceSession(str(directory / entry["file"]), options, providers=["CPUExecutionProvider"])
-        shared = rt.pool.get(entry["id"])
+        plain = ort.InferenceSession(str(directory / entry.file), options, providers=["CPUExecutionProvider"])
+        shared = rt.pool.get(entry.id)
         fns = {"plain": lambda: plain.run(None, {"image": x}), "shared": lambda: shared.run({"image": x})}
-        if entry["id"] == rt.status.engine:
+        if entry.id == rt.status.engine:
             fns["runtime"] = lambda: rt.infer(x)
         per_call = {k: [] for k in fns}
         for r in range(repeats):
@@ -282,7 +282,7 @@ def published_size(directory: Path, repeats: int) -> dict:
                     fns[name]()
                 per_call[name].append((time.perf_counter() - start) / calls * 1e3)
         rounds = range(repeats)
-        out[label] = {"engine": entry["id"], "gflops": entry["flops"] / 1e9,
+        out[label] = {"engine": entry.id, "gflops": entry.flops / 1e9,
                       **{f"{k}_ms": _rows_stat(v) for k, v in per_call.items()},
                       "shared_over_plain": _rows_stat([per_call["shared"][i] / per_call["plain"][i] for i in rounds])}
         if "runtime" in per_call:

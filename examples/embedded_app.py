@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 
-def frames(count: int, spec: dict):
+def frames(count: int, spec):
     """The demo's evaluation images as a stream of prepared model inputs."""
     from adaexport.demo import load_eval_subset
     from adaexport.runtime.preprocess import to_model_input
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         print(f"skipped {eid}: {why}")
     per_phase = max(1, args.frames // len(phases))
     correct = 0
-    for i, (x, label) in enumerate(frames(args.frames, rt.manifest["model"]["input"])):
+    for i, (x, label) in enumerate(frames(args.frames, rt.manifest.model.input)):
         if i % per_phase == 0 and i // per_phase < len(phases):
             limit = phases[i // per_phase]
             print(f"frame {i}: latency limit {limit if limit is not None else 'none'} ms")

@@ -280,7 +280,7 @@ def test_tensorrt_cross_build_records_pending_engines(family, tmp_path):
     assert fp16.files == ["t16_w48_d3-tensorrt-fp16-dla1.plan"]
     assert fp16.facts["source"] == os.path.relpath(onnx_path, tmp_path)   # the exported model, weights beside it
     assert "--useDLACore=1 --allowGPUFallback" in fp16.facts["trtexec"]
-    with pytest.raises(BackendError, match="not a pending TensorRT"):
+    with pytest.raises(BackendError, match="engine, not a pending one"):
         finish_pending(compile_engine(onnx_path, tmp_path, "x86-cpu", "onnxruntime", "fp32"))
 
 

@@ -18,8 +18,12 @@ def acc(top1, dataset="demo", samples=2000):
             "reference_top5": None, "evaluated": "2026-01-01T00:00:00Z"}
 
 
+PASSED = {"passed": True}
+
+
 def family(**accuracies):
-    return {"engines": [{"id": ident, **({"accuracy": a} if a is not None else {})} for ident, a in accuracies.items()]}
+    return {"engines": [{"id": ident, "parity": PASSED, **({"accuracy": a} if a is not None else {})}
+                        for ident, a in accuracies.items()]}
 
 
 def verdicts_of(build, baseline, max_drop=DEFAULT_MAX_DROP):
@@ -36,6 +40,19 @@ def test_each_verdict():
         "over": "drop", "gone": "missing", "unevaluated": "not evaluated", "other": "incomparable",
         "fresh": "new",  # "never" had no baseline accuracy: nothing to judge
     }
+
+
+def test_parity_and_pending_come_before_accuracy():
+    """A configuration whose parity failed (or was never checked) fails the gate whatever
+    its accuracy; a pending one passes, judged when it is built on the device."""
+    baseline = family(a=acc(0.9), b=acc(0.9), c=acc(0.9), d=acc(0.9))
+    build = family(a=acc(0.9), b=acc(0.9), c=acc(0.9), d=acc(0.9))
+    build["engines"][1]["parity"] = {"passed": False}
+    build["engines"][2]["parity"] = None
+    build["engines"][3]["status"] = "pending"
+    assert verdicts_of(build, baseline) == {"a": "pass", "b": "parity", "c": "parity", "d": "pending"}
+    assert verdicts_of(build, None) == {"a": "pass", "b": "parity", "c": "parity", "d": "pending"}
+    assert [v.failed for v in compare(build, None)] == [False, True, True, False]
 
 
 def test_tolerance_zero_and_improvements():

@@ -259,3 +259,28 @@ def test_an_all_nan_input_is_refused_not_classified():
     spec = {"shape": [1, 1, 28, 28]}
     with pytest.raises(InputError, match="NaN or infinite"):
         to_model_input(np.full((1, 28, 28), np.nan, np.float32), spec)
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
+def test_eval_and_run_prepare_identical_tensors(tmp_path, interpolation):
+    """`adaexport eval` (an image folder, an npz of arrays) and `adaexport run --input` (the
+    runtime's reader) turn the same image into the same tensor, bit for bit: one path."""
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    from adaexport.runtime.preprocess import load_image, to_model_input
+
+    cfg = AdaPerceiverConfig.from_file(CONFORMANCE / "classification" / "config.json")
+    spec = {"resize": 37, "crop": 32, "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3],
+            "interpolation": interpolation}
+    cfg = AdaPerceiverConfig.from_dict({**cfg.to_dict(), "preprocessing": spec, "class_names": None})
+    image = np.random.default_rng(1).integers(0, 256, (45, 61, 3), dtype=np.uint8)
+    (tmp_path / "a").mkdir()
+    Image.fromarray(image).save(tmp_path / "a" / "x.png")
+    np.savez(tmp_path / "d.npz", x=image[None], y=np.array([0]))
+    served = to_model_input(load_image(tmp_path / "a" / "x.png", 3),
+                            {"shape": [1, 3, 32, 32], "preprocessing": spec})
+    folder, _ = model_inputs(f"imagefolder:{tmp_path}", cfg)
+    arrays, _ = model_inputs(f"npz:{tmp_path / 'd.npz'}", cfg)
+    assert served.shape == (1, 3, 32, 32)
+    assert np.array_equal(served, folder) and np.array_equal(served, arrays)

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adaexport.profiling.device_memory import device_memory_reader, parse_nvmap_maps
+from adaexport.hardware.device_memory import device_memory_reader, parse_nvmap_maps
 from adaexport.profiling.family import Energy, device_section
 from adaexport.profiling.measure import Candidate, backend_memory, measure_engines
-from adaexport.profiling.sensors import ina3221_meter, nvml_meter
+from adaexport.hardware.sensors import ina3221_meter, nvml_meter
 from adaexport.profiling.settings import ProfilingSettings
 from adaexport.targets import load_target
 

@@ -8,7 +8,7 @@ import pytest
 
 from adaexport.errors import UsageError
 from adaexport.profiling.modes_plan import plan_modes
-from adaexport.profiling.power_modes import (
+from adaexport.hardware.power_modes import (
     PowerModeError,
     current_power_mode,
     parse_nvpmodel_conf,

@@ -3,7 +3,7 @@
 import pytest
 
 from adaexport.profiles import ProfileError, load_profile
-from adaexport.profiling.errors import ProfilingError
+from adaexport.hardware.errors import ProfilingError
 from adaexport.profiling.settings import ProfilingSettings
 
 FP32 = "[parity.fp32]\nmax_abs = 1e-3\nmin_top1_agreement = 0.99\n"

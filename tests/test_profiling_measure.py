@@ -95,7 +95,7 @@ def test_a_noisy_engine_is_measured_again_and_warned_about(models):
 
 
 def test_energy_is_the_window_above_idle_per_run_with_its_source(models):
-    from adaexport.profiling.sensors import CounterMeter
+    from adaexport.hardware.sensors import CounterMeter
 
     # a counter (in microjoules, like RAPL's) that a 5 W load would advance; no such sensor here
     meter = CounterMeter(lambda: time.perf_counter() * 5e6, 1e-6, None, "test counter (5 W)")

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from adaexport.profiling.power_modes import (
+from adaexport.hardware.power_modes import (
     NOT_ROOT,
     PowerModeError,
     current_power_mode,
@@ -13,6 +13,7 @@ from adaexport.profiling.power_modes import (
     set_power_mode,
     walk_power_modes,
 )
+from adaexport.targets import load_target
 
 from .jetson_fixtures import NVPMODEL
 
@@ -70,7 +71,7 @@ def test_no_nvpmodel_means_none(tmp_path, monkeypatch):
     monkeypatch.delenv("ADAEXPORT_NVPMODEL", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     assert current_power_mode(root=tmp_path) is None
-    assert current_power_mode("x86-cpu") is None
+    assert current_power_mode(load_target("x86-cpu")) is None
 
 
 def test_set_by_name_uses_the_conf_id(jetson):

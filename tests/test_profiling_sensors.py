@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from adaexport.profiling.sensors import (
+from adaexport.hardware.sensors import (
     CounterMeter,
     SensorUnavailable,
     ina3221_meter,

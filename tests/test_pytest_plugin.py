@@ -79,3 +79,27 @@ def test_drops_missing_and_unevaluated_configurations_fail(build, tmp_path):
     assert f"{len(ids)} failed" in bare.stdout and "no accuracy (run `adaexport eval`)" in bare.stdout
     missing = pytest_run(tmp_path, "--adaexport-manifest", str(tmp_path / "nowhere"))
     assert missing.returncode != 0 and "no manifest.json there" in missing.stderr + missing.stdout
+
+
+@pytest.mark.slow
+def test_check_and_the_plugin_give_the_same_verdicts(build, tmp_path):
+    """One gate rule: on one build and baseline (a drop, a missing configuration, a parity
+    failure), `adaexport check` and the plugin fail exactly the same configurations."""
+    from .conftest import run_cli
+
+    ids = [e["id"] for e in json.loads((build / "manifest.json").read_text())["engines"]]
+    baseline = raised_baseline(build, tmp_path / "base.json", [ids[2]], points=3.0)
+    data = json.loads(baseline.read_text())
+    data["engines"].append({**data["engines"][0], "id": "t99_w32_d1-onnxruntime-fp32"})
+    baseline.write_text(json.dumps(data))
+    copy = copy_build(build, tmp_path / "copy")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["engines"][0]["parity"]["passed"] = False
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+
+    checked = run_cli("check", str(copy), "--baseline", str(baseline), "--json")
+    assert checked.returncode == 1, checked.stderr
+    by_check = {c["id"] for c in json.loads(checked.stdout)["configurations"] if not c["passed"]}
+    result = pytest_run(tmp_path, "--adaexport-manifest", str(copy), "--adaexport-baseline", str(baseline))
+    by_plugin = {line.split("::")[1].split(" ")[0] for line in result.stdout.splitlines() if line.startswith("FAILED")}
+    assert by_check == by_plugin == {ids[0], ids[2], "t99_w32_d1-onnxruntime-fp32"}

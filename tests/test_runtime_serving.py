@@ -43,7 +43,7 @@ def direct_outputs(directory, entry, x):
     """The engine's own output, through a plain ONNX Runtime session on its file."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(directory / entry["file"]), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(directory / entry.file), providers=["CPUExecutionProvider"])
     return session.run(None, {"image": x})[0]
 
 
@@ -52,7 +52,7 @@ def test_serves_the_chosen_engine_and_its_outputs(measured, inputs):
     with Runtime(directory, limits=Limits(latency_ms=2.5), preload="all") as rt:
         expected = max((e for e in latency if latency[e] <= 2.5), key=accuracy.get)
         assert rt.status.engine == expected and rt.status.fits
-        entry = next(e for e in rt.manifest["engines"] if e["id"] == expected)
+        entry = rt.manifest.engine(expected)
         result = rt.infer(inputs[0])
         assert result.engine == expected
         np.testing.assert_allclose(result.outputs[0], direct_outputs(directory, entry, inputs[:1]), atol=1e-5)
@@ -143,7 +143,7 @@ def test_lazy_preload_opens_on_first_use(measured, inputs):
         result = rt.infer(inputs[0])
         assert [e for e in rt.engines() if rt.pool.is_open(e)] == [result.engine]
     with Runtime(directory, preload="pareto") as rt:      # the front of the measured family: every engine
-        front = set(rt.manifest["pareto"]["flops"])
+        front = set(rt.manifest.pareto["flops"])
         assert {e for e in rt.engines() if rt.pool.is_open(e)} == front
 
 
@@ -219,7 +219,7 @@ def test_cascade_escalates_along_the_front(measured, inputs, threshold, chain):
     runs the whole path, cheapest first, and the answer is the chosen engine's."""
     directory, latency, accuracy = measured
     with Runtime(directory, preload="all", policy="cascade", cascade_threshold=threshold, cascade_chain=chain) as rt:
-        front = rt.manifest["pareto"]["flops"]
+        front = rt.manifest.pareto["flops"]
         best = max(accuracy, key=accuracy.get)
         path = [e for e in front if e != best] + [best]
         if chain == "two-stage":

@@ -5,7 +5,6 @@ import pytest
 from adaexport.backends import backend_names
 from adaexport.errors import UsageError
 from adaexport.targets import (
-    JETSON_MODULES,
     PowerMode,
     TargetFileError,
     detect_target,
@@ -14,6 +13,7 @@ from adaexport.targets import (
     l4t_release,
     list_targets,
     load_target,
+    module_targets,
     parse_target,
     read_jetson,
     resolve_target,
@@ -68,7 +68,7 @@ def test_every_packaged_target_loads_and_is_consistent():
         assert summary["name"] == name and summary["power_modes"] == [m.name for m in target.power_modes]
 
 
-def test_jetson_targets():
+def test_jetson_targets(tmp_path):
     for name, sensors in (("jetson-orin-nano", {"VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC"}),
                           ("jetson-orin-nx", {"VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC"}),
                           ("jetson-agx-orin", {"VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0", "VDDQ_VDD2_1V8AO"})):
@@ -77,7 +77,10 @@ def test_jetson_targets():
         assert target.backends[0] == "tensorrt" and "onnxruntime" in target.backends
         assert set(target.precisions("tensorrt")) >= {"fp16", "int8"}
         assert {s.name for s in target.power_sensors} == sensors
-        assert {m.compatible for m in target.modules} == {k for k, v in JETSON_MODULES.items() if v == name}
+        assert {m.compatible for m in target.modules} == {k for k, v in module_targets().items() if v == name}
+        for module in target.modules:       # each module the TOML lists is recognised as its target
+            root = device_tree(tmp_path / module.compatible, "NVIDIA Jetson", [f"nvidia,{module.compatible}"])
+            assert read_jetson(root).target == name and read_jetson(root).sku == module.compatible
     assert load_target("jetson-orin-nano").dla_cores() == 0
     assert load_target("jetson-orin-nx").dla_cores("p3767-0000") == 2
     assert load_target("jetson-orin-nx").dla_cores("p3767-0001") == 1

@@ -52,7 +52,7 @@ def profile(directory: str | Path, *, device: str | None = None, power_mode: str
     from ..manifest import read_manifest, write_manifest
     from ..profiling.family import device_key, profile_manifest
     from ..profiling.modes_plan import plan_modes
-    from ..profiling.power_modes import walk_power_modes
+    from ..hardware.power_modes import walk_power_modes
     from ..progress import QuietReporter
     from ..targets import get_target, resolve_target
 

@@ -174,9 +174,9 @@ def run(directory: str | Path, input_file: str | Path, *, latency_ms: float | No
         raise UsageError(f"--top must be >= 1, got {top}")
     directory, input_file, warnings = Path(directory), Path(input_file), []
     rt = _runtime(directory, _limits(latency_ms, power_w, None, None, percentile), power_mode, device, warnings)
-    spec = rt.manifest["model"]["input"]
+    spec = rt.manifest.model.input
     try:
-        pixels = load_image(input_file, spec["shape"][1])
+        pixels = load_image(input_file, spec.shape[1])
     except InputError as exc:
         raise UsageError(str(exc)) from None
     try:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..manifest_reader import as_engine, verify_engine_files
 from .base import (
     ARTIFACT_SCHEMA,
     BUILTIN_BACKENDS,
@@ -49,53 +50,51 @@ __all__ = [
 ]
 
 
-# The open-time option that pins a backend's intra-op threads.
-THREAD_OPTIONS = {"onnxruntime": "intra_op_num_threads", "openvino": "INFERENCE_NUM_THREADS"}
-
-
-def open_engine(directory: str | os.PathLike, entry: dict, threads: int | None = None,
+def open_engine(directory: str | os.PathLike, entry, threads: int | None = None,
                 providers: list[str] | None = None, weights=None) -> Session:
-    """The one way to open an engine of a build's manifest: build parity, eval, profiling,
-    `adaexport compile` and the runtime all come here, so what is measured is what serves.
+    """The one way to open an engine of a build's manifest (an ``EngineRecord``, or its JSON
+    entry): build parity, eval, profiling, `adaexport compile` and the runtime all come here,
+    so what is measured is what serves.
 
     The ONNX Runtime fp32 engine is the family's ``.onnx`` itself (it keeps the shared
     weights file, and has no sidecar); every other engine opens through its artifact's
     sidecar. ``threads``: None keeps each engine's own default (the family ONNX one intra-op
     thread, as the build's parity check runs it; compiled engines their sidecar's); a number
     (0: the backend's default) pins the intra-op threads of either kind. ``weights``: the
-    family's ``onnxruntime_backend.SharedWeights``, shared by family ONNX sessions. The
-    session's ``options`` say what it runs with.
+    family's ``onnxruntime_backend.SharedWeights``, shared by family ONNX sessions as the
+    entry's external-data table (``shared_tensors``) places them. The session's ``options``
+    say what it runs with.
 
     Every file the engine reads is first checked against the manifest entry's sha256 and
     size (EngineIntegrityError when one differs): what is measured is what was built."""
-    verify_engines(directory, [entry])
-    path = Path(directory) / entry["file"]
-    if is_family_onnx(entry):
+    engine = as_engine(entry)
+    verify_engines(directory, [engine])
+    path = Path(directory) / engine.file
+    if engine.is_family_onnx:
         from .onnxruntime_backend import OrtSession
 
         return OrtSession(path, {"intra_op_num_threads": 1 if threads is None else threads,
                                  "graph_optimization_level": "all",
-                                 "providers": providers or ["CPUExecutionProvider"]}, weights)
+                                 "providers": providers or ["CPUExecutionProvider"]},
+                          weights if engine.shared_tensors else None, engine.shared_tensors)
     overrides: dict[str, Any] = {}
-    if threads is not None and entry["backend"] in THREAD_OPTIONS:
-        overrides[THREAD_OPTIONS[entry["backend"]]] = threads
-    if providers and entry["backend"] == "onnxruntime":
+    backend = get_backend(engine.backend)
+    if threads is not None and backend.thread_option:
+        overrides[backend.thread_option] = threads
+    if providers and backend.accepts_providers:
         overrides["providers"] = providers
     return open_artifact(path, **overrides)
 
 
-def is_family_onnx(entry: dict) -> bool:
+def is_family_onnx(entry) -> bool:
     """The ONNX Runtime fp32 engine that is the exported .onnx itself (no sidecar)."""
-    return entry.get("backend") == "onnxruntime" and entry.get("precision") == "fp32" \
-        and str(entry.get("file", "")).endswith(".onnx") and "extra" not in entry
+    return as_engine(entry).is_family_onnx
 
 
-def verify_engines(directory: str | os.PathLike, entries: list[dict]) -> None:
+def verify_engines(directory: str | os.PathLike, entries: list) -> None:
     """EngineIntegrityError naming the first of these manifest engines one of whose files is
     missing or differs from its recorded sha256 and size (eval and profile check every
     engine before they start, open_engine each one as it opens it)."""
-    from ..manifest import verify_engine_files
-
     for entry in entries:
         problem = verify_engine_files(Path(directory), entry)
         if problem:
@@ -144,8 +143,8 @@ class EngineChoice:
 
 def engine_choices(target, *, defer_tensorrt: bool = True) -> list[EngineChoice]:
     """The target's (backend, precision) pairs in order of preference, with whether each can
-    be compiled here; TensorRT engines that cannot be built here are `deferred` (pending)
-    when `defer_tensorrt`."""
+    be compiled here; engines of a backend that ``defers`` (TensorRT) that cannot be built
+    here are `deferred` (pending) when `defer_tensorrt`."""
     target = _target(target)
     choices = []
     for engine in target.engines:
@@ -156,7 +155,7 @@ def engine_choices(target, *, defer_tensorrt: bool = True) -> list[EngineChoice]
             continue
         for precision in engine.precisions:
             state = backend.available(precision)
-            deferred = bool(not state and defer_tensorrt and engine.backend == "tensorrt")
+            deferred = bool(not state and defer_tensorrt and backend.defers)
             choices.append(EngineChoice(engine.backend, precision, state, deferred))
     return choices
 
@@ -188,7 +187,7 @@ def pending_engine(onnx_path: str | os.PathLike, out_dir: str | os.PathLike, tar
     """Record a TensorRT engine to be built on the device (cross-building without TensorRT):
     prepares the ONNX it parses (the calibrated QDQ model for int8) and writes its sidecar with
     status "pending" and the command that finishes it (artifact.facts["finish"])."""
-    backend = get_backend("tensorrt")
+    backend = get_backend(kw.pop("backend_name", "tensorrt"))
     return backend.pending(Path(onnx_path), _target(target), precision,
                            _options(out_dir, calibration_inputs, options, kw))
 
@@ -197,18 +196,21 @@ def compile_or_defer(onnx_path, out_dir, target, backend_name: str, precision: s
                      calibration_inputs: np.ndarray | None = None, **kw: Any) -> Artifact:
     """compile_engine, except that a TensorRT engine that cannot be built here is recorded
     as pending (pending_engine) instead of failing."""
-    if backend_name == "tensorrt" and not get_backend("tensorrt").available(precision):
-        return pending_engine(onnx_path, out_dir, target, precision, calibration_inputs, **kw)
+    backend = get_backend(backend_name)
+    if backend.defers and not backend.available(precision):
+        return pending_engine(onnx_path, out_dir, target, precision, calibration_inputs, backend_name=backend_name,
+                              **kw)
     return compile_engine(onnx_path, out_dir, target, backend_name, precision, calibration_inputs, **kw)
 
 
 def finish_pending(artifact: Artifact | str | os.PathLike, target=None, **kw: Any) -> Artifact:
     """Build a pending TensorRT engine on this device (what `adaexport compile DIR` runs)."""
     art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
-    if art.backend != "tensorrt" or art.status != "pending":
-        raise BackendError(f"{art.path.name} is a {art.status} {art.backend} engine, not a pending TensorRT one")
+    backend = get_backend(art.backend)
+    if not backend.defers or art.status != "pending":
+        raise BackendError(f"{art.path.name} is a {art.status} {art.backend} engine, not a pending one")
     options = CompileOptions(out_dir=art.root, **kw) if kw else None
-    return get_backend("tensorrt").finish_pending(art, _target(target) if target is not None else None, options)
+    return backend.finish_pending(art, _target(target) if target is not None else None, options)
 
 
 def lint_engine(onnx_path: str | os.PathLike, backend_name: str, precision: str | None = None, *,

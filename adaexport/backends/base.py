@@ -36,8 +36,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..atomic import STAGING_PREFIX, write_bytes_atomic  # noqa: F401 - re-exported for the backends
-from ..errors import EXIT_ENVIRONMENT, AdaexportError
+from ..atomic import STAGING_PREFIX, move_into_place, write_bytes_atomic  # noqa: F401 - re-exported for the backends
+from ..errors import EXIT_ENVIRONMENT, BackendError  # noqa: F401 - BackendError: defined with the other user errors
 from ..hashing import file_record, sha256_file  # noqa: F401 - sha256_file re-exported for the backends
 
 ENTRY_POINT_GROUP = "adaexport.backends"
@@ -53,10 +53,6 @@ BUILTIN_BACKENDS = {
 
 
 # --------------------------------------------------------------------------- errors
-
-
-class BackendError(AdaexportError, RuntimeError):
-    """A backend failed to compile or open an engine; the message is one line for a user."""
 
 
 class BackendUnavailable(BackendError):
@@ -273,10 +269,14 @@ class Backend(abc.ABC):
     its runtime side may import besides numpy and the standard library)."""
 
     name: str = ""
-    runtime_modules: tuple[str, ...] = ()
+    runtime_modules: tuple[str, ...] = ()   # what the runtime needs to open its engines (checked before opening)
     precisions: tuple[str, ...] = PRECISIONS
     extension: str = ""
     recipe: str | None = None       # bumped when the same inputs compile differently (build cache keys)
+    thread_option: str | None = None          # the open() override that pins intra-op threads, if any
+    accepts_providers: bool = False           # open() takes ONNX Runtime-style execution providers
+    defers: bool = False            # unavailable here: the build records its engines as pending (pending())
+    distributions: tuple[str, ...] = ()       # the packages whose installed version is its version fact
 
     # -- both sides
     @abc.abstractmethod
@@ -296,6 +296,25 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def open(self, artifact: "Artifact | str | os.PathLike", **overrides: Any) -> Session:
         """Load an artifact (or the path of its main file) and return a session."""
+
+    # -- deferred builds (backends with ``defers``: built later on the device)
+    def pending(self, onnx_path: Path, target, precision: str, options: CompileOptions) -> Artifact:
+        """Record an engine to be built on the device: its sidecar with status "pending"."""
+        raise BackendError(f"{self.name} cannot defer a build to the device")
+
+    def finish_pending(self, artifact: "Artifact | str | os.PathLike", target=None,
+                       options: CompileOptions | None = None) -> Artifact:
+        """Build a pending engine here (``adaexport compile DIR``)."""
+        raise BackendError(f"{self.name} has no pending engines to finish")
+
+    def support_table(self, version: str | None = None):
+        """The ONNX operators and opsets this backend reads (a ``lint.OpSupport``), for the
+        compatibility lint; None: no table, the lint checks nothing."""
+        return None
+
+    def lint_graph(self, proto, *, precision: str | None = None, dla: bool = False) -> list[str]:
+        """What this backend refuses in an ONNX graph beyond its operator table (one line each)."""
+        return []
 
     # -- helpers shared by the backends
     def require(self, precision: str | None = None) -> None:
@@ -401,11 +420,7 @@ class Staging:
 
     def commit(self, names: Iterable[str]) -> None:
         for name in names:
-            src = self.dir / name
-            with open(src, "rb") as f:
-                os.fsync(f.fileno())
-            os.chmod(src, 0o644)
-            os.replace(src, self.out_dir / name)
+            move_into_place(self.dir / name, self.out_dir / name)
 
 
 def finalize(artifact: Artifact, session: "Session", check: bool) -> Artifact:

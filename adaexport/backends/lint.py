@@ -41,6 +41,8 @@ class OpSupport:
     domains: frozenset[str] = frozenset()  # other domains it runs
     since: dict[str, str] = dataclasses.field(default_factory=dict)   # op -> first backend version
     source: str = ""
+    product: str = ""                      # the backend's name in messages ("TensorRT")
+    oldest: str | None = None              # the oldest version built with, when `since` matters
 
 
 _TRT_OPS = frozenset("""
@@ -92,31 +94,43 @@ def _version_key(version: str | None) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", version or ""))[:3]
 
 
-def support_table(backend: str, version: str | None = None) -> OpSupport:
-    """What `backend` (at `version`; None: the oldest one we build with) reads."""
-    if backend == "tensorrt":
-        v = _version_key(version or TENSORRT_OLDEST)
-        return OpSupport(
-            backend="tensorrt", ops=_TRT_OPS, min_opset=9, max_opset=17 if v < (10,) else 20,
-            since={"LayerNormalization": "8.6", "Gelu": "10.0", "GroupNormalization": "10.0", "Attention": "10.15",
-                   "RMSNormalization": "10.15", "RotaryEmbedding": "10.15", "TensorScatter": "10.15",
-                   "CastLike": "10.0", "BlackmanWindow": "10.0", "HammingWindow": "10.0", "HannWindow": "10.0",
-                   "DeformConv": "10.0", "STFT": "10.0", "Mish": "10.0", "NonZero": "10.0",
-                   "RandomNormal": "10.0", "RandomNormalLike": "10.0", "Mod": "10.0", "Reciprocal": "10.0",
-                   "MeanVarianceNormalization": "10.0", "Shrink": "10.0", "GridSample": "8.6", "RoiAlign": "8.6",
-                   "IsInf": "10.0", "HardSwish": "10.0", "Hardmax": "10.0", "OneHot": "8.6",
-                   "Trilu": "8.6"},
-            source="onnx-tensorrt docs/operators.md")
-    if backend == "openvino":
-        return OpSupport(backend="openvino", ops=_OPENVINO_OPS, max_opset=22,
-                         domains=frozenset({"com.microsoft", "org.openvinotoolkit"}),
-                         source="openvino src/frontends/onnx/docs/supported_ops.md")
-    if backend == "onnxruntime":
-        v = _version_key(version)
-        return OpSupport(backend="onnxruntime", ops=None, max_opset=21 if v >= (1, 18) else 20,
-                         domains=frozenset({"com.microsoft", "ai.onnx.ml", "com.ms.internal.nhwc"}),
-                         source="ONNX Runtime operator kernels (every default-domain operator to its opset)")
-    raise ValueError(f"no operator table for backend {backend!r}")
+def tensorrt_table(version: str | None = None) -> OpSupport:
+    """What the ONNX-TensorRT parser reads (at `version`; None: the oldest we build with)."""
+    v = _version_key(version or TENSORRT_OLDEST)
+    return OpSupport(
+        backend="tensorrt", ops=_TRT_OPS, min_opset=9, max_opset=17 if v < (10,) else 20,
+        since={"LayerNormalization": "8.6", "Gelu": "10.0", "GroupNormalization": "10.0", "Attention": "10.15",
+               "RMSNormalization": "10.15", "RotaryEmbedding": "10.15", "TensorScatter": "10.15",
+               "CastLike": "10.0", "BlackmanWindow": "10.0", "HammingWindow": "10.0", "HannWindow": "10.0",
+               "DeformConv": "10.0", "STFT": "10.0", "Mish": "10.0", "NonZero": "10.0",
+               "RandomNormal": "10.0", "RandomNormalLike": "10.0", "Mod": "10.0", "Reciprocal": "10.0",
+               "MeanVarianceNormalization": "10.0", "Shrink": "10.0", "GridSample": "8.6", "RoiAlign": "8.6",
+               "IsInf": "10.0", "HardSwish": "10.0", "Hardmax": "10.0", "OneHot": "8.6",
+               "Trilu": "8.6"},
+        source="onnx-tensorrt docs/operators.md", product="TensorRT", oldest=TENSORRT_OLDEST)
+
+
+def openvino_table(version: str | None = None) -> OpSupport:
+    """What OpenVINO's ONNX frontend reads."""
+    return OpSupport(backend="openvino", ops=_OPENVINO_OPS, max_opset=22,
+                     domains=frozenset({"com.microsoft", "org.openvinotoolkit"}),
+                     source="openvino src/frontends/onnx/docs/supported_ops.md")
+
+
+def onnxruntime_table(version: str | None = None) -> OpSupport:
+    """What ONNX Runtime runs: every default-domain operator to its opset, and its contrib domains."""
+    v = _version_key(version)
+    return OpSupport(backend="onnxruntime", ops=None, max_opset=21 if v >= (1, 18) else 20,
+                     domains=frozenset({"com.microsoft", "ai.onnx.ml", "com.ms.internal.nhwc"}),
+                     source="ONNX Runtime operator kernels (every default-domain operator to its opset)")
+
+
+def support_table(backend: str, version: str | None = None) -> OpSupport | None:
+    """What `backend` (at `version`; None: the oldest one we build with) reads: the backend
+    class's ``support_table`` (None: it has no table, and the op check is skipped)."""
+    from .base import get_backend
+
+    return get_backend(backend).support_table(version)
 
 
 def lint_op_types(op_types: Iterable[str], opset: int, backend: str, version: str | None = None) -> list[str]:
@@ -124,6 +138,8 @@ def lint_op_types(op_types: Iterable[str], opset: int, backend: str, version: st
     domain, as adaexport.export.op_types gives them) at default-domain `opset`."""
     table = support_table(backend, version)
     problems = []
+    if table is None:           # a backend without an operator table: nothing to check against
+        return problems
     if not table.min_opset <= opset <= table.max_opset:
         problems.append(f"opset {opset}: {backend}{' ' + version if version else ''} reads opsets "
                         f"{table.min_opset} to {table.max_opset}")
@@ -137,9 +153,10 @@ def lint_op_types(op_types: Iterable[str], opset: int, backend: str, version: st
             problems.append(f"{name}: not supported by {backend}'s ONNX importer ({table.source})")
             continue
         first = table.since.get(name)
-        if backend == "tensorrt" and first and _version_key(version or TENSORRT_OLDEST) < _version_key(first):
-            problems.append(f"{name}: needs TensorRT {first} or later "
-                            f"(building for {version or 'TensorRT ' + TENSORRT_OLDEST + '+'})")
+        product = table.product or backend
+        if first and _version_key(version or table.oldest or first) < _version_key(first):
+            problems.append(f"{name}: needs {product} {first} or later "
+                            f"(building for {version or product + ' ' + str(table.oldest) + '+'})")
     return problems
 
 
@@ -182,43 +199,54 @@ def _tensor_types(graph) -> dict[str, int]:
 
 def lint_model(proto, backend: str, version: str | None = None, *, precision: str | None = None,
                dla: bool = False) -> list[str]:
-    """Problems of an in-memory onnx.ModelProto for `backend` (empty: it fits)."""
-    from onnx import numpy_helper
+    """Problems of an in-memory onnx.ModelProto for `backend` (empty: it fits): its operator
+    table, then the backend class's own graph rules (``Backend.lint_graph``)."""
+    from .base import get_backend
 
     graph = proto.graph
     problems = lint_op_types({_qualified(n) for n in graph.node}, _default_opset(proto), backend, version)
+    return problems + get_backend(backend).lint_graph(proto, precision=precision, dla=dla)
+
+
+def tensorrt_graph_problems(proto, *, precision: str | None = None, dla: bool = False) -> list[str]:
+    """What the TensorRT parser refuses beyond its operator table: dynamic input shapes,
+    LayerNormalization's extra outputs, inputs that must be constants, non-zero Q/DQ zero
+    points, DequantizeLinear inputs other than INT8, fp32 on the DLA."""
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    problems = []
     initializers = {t.name: t for t in graph.initializer}
     constants = set(initializers) | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
-    if backend == "tensorrt":
-        for value in graph.input:
-            if value.name in initializers:
-                continue
-            dims = value.type.tensor_type.shape.dim
-            if not all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
-                problems.append(f"input {value.name}: dynamic shape (the engine is built without "
-                                "optimisation profiles; export with a fixed batch)")
-        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-        types = _tensor_types(graph)
-        seen = set()
-        for node in graph.node:
-            label = f"{node.op_type} {node.name or node.output[0]}"
-            if node.op_type == "LayerNormalization" and any(o in used for o in node.output[1:] if o):
-                problems.append(f"{label}: only LayerNormalization's first output is supported by TensorRT")
-            index = _TRT_CONSTANT_INPUTS.get(node.op_type)
-            if index is not None and len(node.input) > index and node.input[index] \
-                    and node.input[index] not in constants and node.op_type not in seen:
-                seen.add(node.op_type)
-                problems.append(f"{label}: input {index} must be a build-time constant for TensorRT")
-            if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2 and node.input[2]:
-                zero = initializers.get(node.input[2])
-                if zero is not None and numpy_helper.to_array(zero).any():
-                    problems.append(f"{label}: TensorRT needs zero points of 0 (symmetric quantization)")
-            bad = _TRT_BAD_DQ_INPUTS.get(types.get(node.input[0])) if node.op_type == "DequantizeLinear" else None
-            if bad:
-                problems.append(f"{label}: input {node.input[0]} is {bad[0]}, TensorRT's DequantizeLinear takes "
-                                f"INT8 ({bad[1]})")
-        if dla and precision == "fp32":
-            problems.append("DLA runs fp16 and int8 layers only; an fp32 engine cannot use the DLA")
+    for value in graph.input:
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if not all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
+            problems.append(f"input {value.name}: dynamic shape (the engine is built without "
+                            "optimisation profiles; export with a fixed batch)")
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    types = _tensor_types(graph)
+    seen = set()
+    for node in graph.node:
+        label = f"{node.op_type} {node.name or node.output[0]}"
+        if node.op_type == "LayerNormalization" and any(o in used for o in node.output[1:] if o):
+            problems.append(f"{label}: only LayerNormalization's first output is supported by TensorRT")
+        index = _TRT_CONSTANT_INPUTS.get(node.op_type)
+        if index is not None and len(node.input) > index and node.input[index] \
+                and node.input[index] not in constants and node.op_type not in seen:
+            seen.add(node.op_type)
+            problems.append(f"{label}: input {index} must be a build-time constant for TensorRT")
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2 and node.input[2]:
+            zero = initializers.get(node.input[2])
+            if zero is not None and numpy_helper.to_array(zero).any():
+                problems.append(f"{label}: TensorRT needs zero points of 0 (symmetric quantization)")
+        bad = _TRT_BAD_DQ_INPUTS.get(types.get(node.input[0])) if node.op_type == "DequantizeLinear" else None
+        if bad:
+            problems.append(f"{label}: input {node.input[0]} is {bad[0]}, TensorRT's DequantizeLinear takes "
+                            f"INT8 ({bad[1]})")
+    if dla and precision == "fp32":
+        problems.append("DLA runs fp16 and int8 layers only; an fp32 engine cannot use the DLA")
     return problems
 
 

@@ -64,19 +64,13 @@ _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended"
            "all": "ORT_ENABLE_ALL"}
 
 
-def _share_initializers(options, path: Path, weights: SharedWeights) -> list[str]:
-    """Hand the session the family's tensors from ``weights``; the names shared."""
-    from .onnx_tensors import shareable_tensors
-
-    try:
-        tensors = shareable_tensors(path)
-    except (OSError, ValueError) as exc:
-        raise BackendError(f"{path.name}: cannot read its tensor table ({exc})") from None
+def _share_initializers(options, weights: SharedWeights, table: list) -> list[str]:
+    """Hand the session the family's tensors from ``weights``, as the manifest's external-data
+    table (``EngineRecord.shared_tensors``) places them; the names shared."""
     shared = []
-    for tensor in tensors:
-        if tensor.location == weights.path.name:
-            options.add_initializer(tensor.name, weights.value(tensor))
-            shared.append(tensor.name)
+    for tensor in table:
+        options.add_initializer(tensor.name, weights.value(tensor))
+        shared.append(tensor.name)
     if shared:
         options.add_session_config_entry("session.disable_prepacking", "1")
     return shared
@@ -149,7 +143,7 @@ TENSORRT_QDQ_OPTIONS = {"ActivationSymmetric": True, "WeightSymmetric": True, "Q
 def cpu_has_vnni(root: str | os.PathLike | None = None) -> bool | None:
     """Whether the CPU has 8-bit VNNI dot products (avx512_vnni / avx_vnni in /proc/cpuinfo under
     `root`, default $ADAEXPORT_SYSFS_ROOT or "/"); None where cpuinfo cannot be read."""
-    from ..device_identity import cpu_facts
+    from ..hardware.machine import cpu_facts
 
     isa = cpu_facts(root)["isa"]
     return None if isa is None else bool(set(isa) & {"avx512_vnni", "avx_vnni"})
@@ -239,11 +233,19 @@ class OnnxRuntimeBackend(Backend):
     runtime_modules = ("onnxruntime",)
     extension = ".onnx"
     precisions = ("fp32", "fp16", "int8")     # ONNX Runtime's CPU kernels have no bf16
+    thread_option = "intra_op_num_threads"
+    accepts_providers = True
+    distributions = ("onnxruntime", "onnxruntime-gpu")
 
     @property
     def recipe(self) -> str:
         """int8 engines depend on the building CPU (reduce_range "auto"): it keys the build cache."""
         return f"vnni={cpu_has_vnni()}"
+
+    def support_table(self, version: str | None = None):
+        from .lint import onnxruntime_table
+
+        return onnxruntime_table(version)
 
     def available(self, precision: str | None = None) -> Availability:
         if precision is not None and precision not in self.precisions:
@@ -357,7 +359,7 @@ class SharedWeights:
     def value(self, tensor) -> Any:
         import onnxruntime as ort
 
-        key = (tensor.offset, tensor.length, tensor.dtype, tensor.shape)
+        key = (tensor.offset, tensor.length, tensor.dtype, tuple(tensor.shape))
         with self._lock:
             found = self._values.get(key)
             if found is None:
@@ -379,7 +381,8 @@ class OrtSession(Session):
     whose large tensors live in that file (its sessions then share them, without MLAS
     prepacking: a prepacked copy per session is what sharing avoids)."""
 
-    def __init__(self, path: Path, runtime: dict[str, Any], weights: SharedWeights | None = None):
+    def __init__(self, path: Path, runtime: dict[str, Any], weights: SharedWeights | None = None,
+                 table: list = ()):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -392,7 +395,7 @@ class OrtSession(Session):
         options.log_severity_level = 3
         self.shared: list[str] = []
         if weights is not None:
-            self.shared = _share_initializers(options, Path(path), weights)
+            self.shared = _share_initializers(options, weights, table)
         have = ort.get_available_providers()
         providers = [p for p in runtime.get("providers", ["CPUExecutionProvider"]) if p in have]
         try:

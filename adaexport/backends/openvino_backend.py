@@ -95,6 +95,8 @@ class OpenVinoBackend(Backend):
     extension = ".xml"
     precisions = PRECISIONS
     recipe = "2: fp32/fp16/bf16 engines read the family's ONNX"     # build cache keys
+    thread_option = "INFERENCE_NUM_THREADS"
+    distributions = ("openvino",)
 
     def available(self, precision: str | None = None) -> Availability:
         if precision is not None and precision not in self.precisions:
@@ -109,6 +111,11 @@ class OpenVinoBackend(Backend):
             if not native:
                 return Availability.no(f"bf16 runs natively only on CPUs with AVX-512 BF16 or AMX: {why}")
         return Availability.yes()
+
+    def support_table(self, version: str | None = None):
+        from .lint import openvino_table
+
+        return openvino_table(version)
 
     def versions(self) -> dict[str, Any]:
         import openvino as ov

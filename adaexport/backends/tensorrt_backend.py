@@ -555,7 +555,19 @@ class TensorRtBackend(Backend):
     runtime_modules = ("tensorrt",)
     extension = PLAN_SUFFIX
     precisions = ("fp32", "fp16", "int8")
+    defers = True
+    distributions = ("tensorrt", "tensorrt-cu12", "tensorrt-cu11")
     recipe = "2: TensorRT QDQ layout, DLA int8 from a calibration cache, versioned timing cache"
+
+    def support_table(self, version: str | None = None):
+        from .lint import tensorrt_table
+
+        return tensorrt_table(version)
+
+    def lint_graph(self, proto, *, precision: str | None = None, dla: bool = False) -> list[str]:
+        from .lint import tensorrt_graph_problems
+
+        return tensorrt_graph_problems(proto, precision=precision, dla=dla)
 
     def available(self, precision: str | None = None) -> Availability:
         if precision is not None and precision not in self.precisions:

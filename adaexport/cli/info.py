@@ -20,7 +20,7 @@ def _render_inspect(result) -> None:
         f = result.fields
         console.print(f"{f['directory']}: {result.name} ({f['task']}, attention {f['attention']}), target "
                       f"{f['target']}, built by {f['built by']} at {f['created']}", highlight=False)
-        from ..manifest import engines_table
+        from ..render import engines_table
 
         console.print(engines_table(result.manifest))
         return

@@ -10,14 +10,14 @@ file holds either a bare state dict (config.json beside it) or
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_path, write_bytes_atomic
+from ..hashing import sha256_files
 from .adaperceiver import AdaPerceiver
 from .config import AdaPerceiverConfig, CheckpointError
 
@@ -36,15 +36,6 @@ class LoadedModel:
     @property
     def config(self) -> AdaPerceiverConfig:
         return self.model.config
-
-
-def _hash_files(*paths: Path) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -137,7 +128,7 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedModel:
     model = skeleton
     model.load_state_dict({k: v.float() for k, v in state.items()}, assign=True)
     model.eval()
-    return LoadedModel(model=model, name=name, path=path, sha256=_hash_files(*hashed))
+    return LoadedModel(model=model, name=name, path=path, sha256=sha256_files(*hashed))
 
 
 def save_checkpoint(model: AdaPerceiver, directory: str | os.PathLike) -> Path:
@@ -147,13 +138,8 @@ def save_checkpoint(model: AdaPerceiver, directory: str | os.PathLike) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as tmp:
-        pass
-    save_file(state, tmp.name)
-    os.chmod(tmp.name, 0o644)  # NamedTemporaryFile is owner-only; a checkpoint is for sharing
-    os.replace(tmp.name, directory / WEIGHTS_NAME)
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp))
     text = json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n"
-    tmp_config = directory / (CONFIG_NAME + ".tmp")
-    tmp_config.write_text(text)
-    os.replace(tmp_config, directory / CONFIG_NAME)
+    write_bytes_atomic(directory / CONFIG_NAME, text.encode("utf-8"))
     return directory

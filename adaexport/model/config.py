@@ -8,11 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checks import checked_number, optional_number, read_utf8
-from ..errors import AdaexportError
-
-
-class CheckpointError(AdaexportError, ValueError):
-    """A checkpoint that cannot be loaded; the message is one line meant for a user."""
+from ..errors import CheckpointError  # noqa: F401 - defined with the other user errors
 
 
 @dataclasses.dataclass(frozen=True)

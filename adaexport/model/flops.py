@@ -13,7 +13,7 @@ reproduces that convention (to within 0.5%).
 
 from __future__ import annotations
 
-from ..space import ConfigPoint
+from .point import ConfigPoint
 from .config import AdaPerceiverConfig, ffn_hidden
 
 

@@ -25,7 +25,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from ..space import ConfigPoint
+from .point import ConfigPoint
 from .adaperceiver import (AdaPerceiver, attend, attention_bias_for, cross_attend, cross_keys, pos_embed_at,
                            process_block, query_heads, rope_for)
 from .config import AdaPerceiverConfig, ffn_hidden

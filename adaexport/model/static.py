@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..space import ConfigPoint, validate_point
+from .point import ConfigPoint, validate_point
 from .adaperceiver import AdaPerceiver, cross_attend, pos_embed_at, process_block, query_heads
 from .config import ffn_hidden
 from .layers import Mlp

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from ..checks import checked_number, optional_number, read_utf8
 from ..data_paths import toml_files
-from ..errors import AdaexportError
-from ..profiling.errors import ProfilingError
+from ..errors import ProfileError  # noqa: F401 - defined with the other user errors
+from ..hardware.errors import ProfilingError
 from ..profiling.settings import ProfilingSettings
 
 if sys.version_info >= (3, 11):
@@ -25,10 +25,6 @@ else:  # pragma: no cover
 
 
 RANDOM_SAMPLES = 16  # default [parity] random_samples: sized for a published-size build (see docs/DESIGN.md)
-
-
-class ProfileError(AdaexportError, ValueError):
-    """A profile that cannot be used; one line for the user."""
 
 
 @dataclasses.dataclass(frozen=True)

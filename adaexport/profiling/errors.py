@@ -1,8 +1,3 @@
-"""The profiler's bad-input error (stdlib only): the CLI turns it into one line and exit 2."""
+"""The profiler's bad-input error (defined with the platform facts that raise it)."""
 
-
-from ..errors import AdaexportError
-
-
-class ProfilingError(AdaexportError, ValueError):
-    """Profiling cannot go ahead as asked; the message is one line for the user."""
+from ..hardware.errors import ProfilingError  # noqa: F401

@@ -17,10 +17,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..hardware.power_modes import current_power_mode
+from ..manifest_reader import as_engine
+from ..manifest_records import InputSpec
 from ..measurements import DEFAULT_MODE
 from .errors import ProfilingError
 from .measure import Candidate, measure_engines, utc_now
-from .power_modes import current_power_mode
 from .settings import ProfilingSettings
 
 
@@ -33,7 +35,7 @@ class Energy:
 
     @classmethod
     def measure(cls, target, settings: ProfilingSettings, root=None) -> "Energy":
-        from .sensors import SensorUnavailable, open_meter
+        from ..hardware.sensors import SensorUnavailable, open_meter
 
         meter, reason = open_meter(target, root)
         if meter is None:
@@ -60,17 +62,17 @@ def open_engine(directory: Path, entry: dict, target) -> Any:
     """A session over a manifest engine with the target's threads and providers."""
     from ..backends import open_engine as open_manifest_engine
 
-    providers = list(target.options("onnxruntime").get("providers", ["CPUExecutionProvider"]))
-    return open_manifest_engine(directory, entry, threads_for(target, entry["backend"]), providers)
+    backend = entry["backend"]
+    providers = target.options(backend).get("providers")       # only a backend that takes providers uses them
+    return open_manifest_engine(directory, entry, threads_for(target, backend), list(providers) if providers else None)
 
 
 def model_feeds(manifest: dict) -> dict[str, Any]:
     """Fixed pseudo-random inputs of the model's input shape (the same for every engine)."""
     import numpy as np
 
-    spec = manifest["model"]["input"]
-    data = np.random.default_rng(0).standard_normal(spec["shape"]).astype(spec.get("dtype", "float32"))
-    return {spec.get("name", "image"): data}
+    spec = InputSpec.from_json(manifest["model"]["input"])
+    return {spec.name: np.random.default_rng(0).standard_normal(spec.shape).astype(spec.dtype)}
 
 
 def select_engines(manifest: dict, wanted: list[str] | None) -> tuple[list[dict], list[str]]:
@@ -89,20 +91,21 @@ def select_engines(manifest: dict, wanted: list[str] | None) -> tuple[list[dict]
         engines = [e for e in engines if e["id"] in wanted]
     available = available_backends()
     chosen, skipped = [], []
-    for engine in engines:
-        if engine.get("status", "ready") != "ready":
-            skipped.append(f"{engine['id']}: {engine.get('status')} (build it on the device with adaexport compile)")
-        elif not available.get(engine["backend"]):
-            reason = getattr(available.get(engine["backend"]), "reason", None) or "unknown backend"
-            skipped.append(f"{engine['id']}: {engine['backend']} is not usable here ({reason})")
+    for entry in engines:
+        engine = as_engine(entry)
+        if not engine.ready:
+            skipped.append(f"{engine.id}: {engine.status} (build it on the device with adaexport compile)")
+        elif not available.get(engine.backend):
+            reason = getattr(available.get(engine.backend), "reason", None) or "unknown backend"
+            skipped.append(f"{engine.id}: {engine.backend} is not usable here ({reason})")
         else:
-            chosen.append(engine)
+            chosen.append(entry)
     return chosen, skipped
 
 
 def candidates_for(directory: Path, manifest: dict, engines: list[dict], target) -> list[Candidate]:
     feeds = model_feeds(manifest)
-    batch = int(manifest["model"]["input"]["shape"][0])
+    batch = int(InputSpec.from_json(manifest["model"]["input"]).shape[0])
     return [Candidate(id=e["id"], open=(lambda e=e: open_engine(directory, e, target)), feeds=feeds, batch=batch,
                       threads=threads_for(target, e["backend"])) for e in engines]
 
@@ -179,7 +182,7 @@ def run_measurements(directory: Path, manifest: dict, engines: list[dict], targe
             reporter.advance(ident, f"p50 {lat['p50']:.3f} ms (p99 {lat['p99']:.3f}, min..max {lat['min']:.3f}.."
                                     f"{lat['max']:.3f}), cv {entry['cv']:.1f}%, load {entry['load_ms']:.0f} ms")
 
-    from .device_memory import device_memory_reader
+    from ..hardware.device_memory import device_memory_reader
 
     try:
         return measure_engines(candidates_for(directory, manifest, engines, target), settings, meter=energy.meter,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..measurements import DEFAULT_MODE
-from .power_modes import current_power_mode, mode_ids
+from ..hardware.power_modes import current_power_mode, mode_ids
 
 
 def plan_modes(target, asked: str | None, root=None) -> tuple[list[str], bool]:

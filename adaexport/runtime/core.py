@@ -27,10 +27,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..manifest import read_manifest
-from ..measurements import DEFAULT_MODE, FLOPS_FRONT, accuracy_of, default_device, device_identities, front_key, \
-    profile_of
-from ..backends import is_family_onnx
+from ..manifest_reader import load_manifest
+from ..manifest_records import DEFAULT_MODE, Manifest, ProfileRecord
 from .engine_pool import EnginePool, EngineUnavailable, SessionArgs
 from .loop import Controller, LoopSettings
 from .policy import CASCADE_CHAINS, Candidate, Decision, Limits, cascade_stages
@@ -72,98 +70,87 @@ class InferenceResult:
         return iter((self.outputs, self.engine))
 
 
-def match_device(manifest: dict, target: str | None = None) -> tuple[str | None, str]:
+def match_device(manifest: Manifest, target: str | None = None) -> tuple[str | None, str]:
     """The profiled device of ``target`` (default: the manifest's) whose numbers fit this
     machine, and how well (``exact``, ``same model``, ``target class``: another machine of
     the target, ``other``: only another target's numbers, ``none``), from the identities
     recorded with each profile."""
     from ..device_identity import identity, match
 
-    target = target or (manifest.get("device") or {}).get("target") or ""
-    key, how = match(device_identities(manifest), identity(target))
-    if key is None and default_device(manifest) is not None:
-        return default_device(manifest), "other"
+    target = target or manifest.device.target
+    key, how = match(manifest.device_identities(), identity(target))
+    if key is None and manifest.default_device() is not None:
+        return manifest.default_device(), "other"
     return key, how
 
 
 def current_mode() -> str:
     """The device's power mode (nvpmodel on a Jetson), or ``default`` where there is none."""
-    try:
-        from ..profiling.power_modes import current_power_mode
-    except ImportError:
-        return DEFAULT_MODE
+    from ..hardware.power_modes import current_power_mode
+
     try:
         return current_power_mode() or DEFAULT_MODE
     except Exception:  # noqa: BLE001 - reading a sensor must not take the app down
         return DEFAULT_MODE
 
 
-def untrusted_profiles(manifest: dict, args: dict[str, SessionArgs], device: str | None, mode: str) -> dict[str, str]:
+def _session_of(profile: ProfileRecord | None) -> dict:
+    return profile.session if profile is not None else {}
+
+
+def untrusted_profiles(manifest: Manifest, args: dict[str, SessionArgs], device: str | None, mode: str) -> dict[str, str]:
     """Engines whose profile at ``device``/``mode`` was measured with other session options
     than the runtime opens them with (threads, shared weights): engine id -> what
     differs. Their numbers would judge a session that never ran, so they are not used."""
     out = {}
-    for entry in manifest.get("engines", []):
-        recorded = ((profile_of(entry, device, mode) or {}).get("session") or {}) if device else {}
-        differs = args[entry["id"]].differs_from(recorded) if recorded and entry["id"] in args else []
+    for entry in manifest.engines:
+        recorded = _session_of(entry.profile_at(device, mode))
+        differs = args[entry.id].differs_from(recorded) if recorded and entry.id in args else []
         if differs:
-            out[entry["id"]] = "profiled with other session options (" + ", ".join(differs) + \
+            out[entry.id] = "profiled with other session options (" + ", ".join(differs) + \
                 "): its numbers are not used; the closed loop measures it as it serves"
     return out
 
 
-def session_args(manifest: dict, device: str | None, mode: str, share_weights: bool | None,
+def session_args(manifest: Manifest, device: str | None, mode: str, share_weights: bool | None,
                  threads: int | None) -> dict[str, SessionArgs]:
     """How to open each engine: as its profile at ``device``/``mode`` was measured (threads,
     shared weights), unless the app says otherwise; unprofiled, with the target's threads
     and the family's weights shared."""
-    facts = (manifest.get("device") or {}).get("target_facts") or {}
+    facts = manifest.device.target_facts or {}
     default_threads = facts.get("threads") if isinstance(facts.get("threads"), int) else 0
     out = {}
-    for entry in manifest.get("engines", []):
-        recorded = ((profile_of(entry, device, mode) or {}).get("session") or {}) if device else {}
+    for entry in manifest.engines:
+        recorded = _session_of(entry.profile_at(device, mode))
         share = share_weights if share_weights is not None else bool(recorded.get("shared_weights", not recorded))
-        out[entry["id"]] = SessionArgs(
+        out[entry.id] = SessionArgs(
             threads=threads if threads is not None else int(recorded.get("threads", default_threads) or 0),
-            share_weights=share and is_family_onnx(entry))
+            share_weights=share and entry.is_family_onnx)
     return out
 
 
-def engine_memory(profile: dict | None) -> int | None:
-    """What one engine holds: its resident-set growth, plus the device memory the resident
-    set cannot see (Jetson nvmap, a GPU's) where the profile has it; None when unmeasured."""
-    memory = (profile or {}).get("memory") or {}
-    rss = _num(memory.get("rss_bytes"))
-    return None if rss is None else int(rss + (_num(memory.get("device_bytes")) or 0))
-
-
-def candidates_for(manifest: dict, engine_ids: Sequence[str], device: str | None, mode: str,
+def candidates_for(manifest: Manifest, engine_ids: Sequence[str], device: str | None, mode: str,
                    untrusted: dict[str, str] | None = None, loaded: Sequence[str] = ()) -> list[Candidate]:
     """The policy's view of each engine at ``device`` in power mode ``mode`` (the measured
     numbers of ``untrusted`` engines left out). An engine's memory is what serving with it
     holds: its own plus that of every other engine the runtime keeps ``loaded``."""
-    by_id = {e["id"]: e for e in manifest.get("engines", [])}
+    by_id = manifest.by_id()
 
-    def profile(eid):
-        return (profile_of(by_id[eid], device, mode) if device and eid not in (untrusted or {}) else None) or {}
+    def profile(eid) -> ProfileRecord:
+        found = by_id[eid].profile_at(device, mode) if eid not in (untrusted or {}) else None
+        return found or ProfileRecord()
 
-    held = {eid: engine_memory(profile(eid)) for eid in loaded}
+    held = {eid: profile(eid).memory_bytes() for eid in loaded}
     out = []
     for eid in engine_ids:
         entry, measured = by_id[eid], profile(eid)
-        energy = measured.get("energy") or {}
-        latency = {k: float(v) for k, v in (measured.get("latency_ms") or {}).items() if isinstance(v, (int, float))}
         others = [v for k, v in held.items() if k != eid]
-        own = engine_memory(measured)
+        own = measured.memory_bytes()
         memory = None if own is None or None in others else own + sum(others)
-        out.append(Candidate(id=eid, flops=float(entry.get("flops") or 0), accuracy=accuracy_of(entry, device),
-                             latency_ms=latency or None, energy_mj=_num(energy.get("per_inference_mj")),
-                             idle_power_w=_num(energy.get("idle_power_w")), memory_bytes=memory))
+        out.append(Candidate(id=eid, flops=float(entry.flops or 0), accuracy=entry.accuracy_on(device),
+                             latency_ms=measured.latencies() or None, energy_mj=measured.energy_mj(),
+                             idle_power_w=measured.idle_power_w(), memory_bytes=memory))
     return out
-
-
-def _num(value):
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def softmax_top1(logits: np.ndarray) -> np.ndarray:
@@ -184,10 +171,10 @@ class Runtime:
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
         self.directory = Path(directory)
-        self.manifest = read_manifest(self.directory)          # ManifestError: the only fatal load error
+        self.manifest = load_manifest(self.directory)          # ManifestError: the only fatal load error
         # "target class"/"other": another machine's numbers (status.device_match says so; the
         # closed loop corrects the latencies as it observes them)
-        if device and ":" not in device and device not in device_identities(self.manifest):   # a target's name
+        if device and ":" not in device and device not in self.manifest.device_identities():   # a target's name
             found, how = match_device(self.manifest, device)
             self.device, self.device_match = (found, how) if found and how != "other" else (device, "given")
         else:
@@ -206,9 +193,9 @@ class Runtime:
                                args=self.session_args)
         for eid, why in self.pool.problems().items():
             log.warning("adaexport runtime: engine %s skipped: %s", eid, why)
-        spec = self.manifest["model"]["input"]
-        self.input_name, self.input_shape = spec["name"], tuple(spec["shape"])
-        self.class_names = self.manifest["model"].get("class_names")
+        spec = self.manifest.model.input
+        self.input_name, self.input_shape = spec.name, tuple(spec.shape)
+        self.class_names = self.manifest.model.class_names
         self._controller = Controller(self._candidates(), limits or Limits(), loop, now=self._clock())
         self._stages = self._cascade_stages()
         self._preload(preload)
@@ -225,10 +212,7 @@ class Runtime:
         return untrusted_profiles(self.manifest, self.session_args, self.device, self.mode)
 
     def _front(self) -> list[str]:
-        pareto = self.manifest.get("pareto") or {}
-        if self.device and front_key(self.device, self.mode) in pareto:
-            return list(pareto[front_key(self.device, self.mode)])
-        return list(pareto.get(FLOPS_FRONT, []))
+        return self.manifest.front(self.device, self.mode)
 
     def _cascade_stages(self) -> tuple[str, ...]:
         c = self._controller

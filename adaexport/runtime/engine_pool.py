@@ -26,12 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import is_family_onnx, open_engine
-from ..backends.base import Artifact, BackendError
+from ..backends import open_engine
+from ..backends.base import Artifact, BackendError, get_backend
 from ..backends.onnxruntime_backend import SharedWeights
-from ..manifest import ManifestError, check_file_record, safe_relative_path, verify_engine_files
-
-_BACKEND_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
+from ..manifest_reader import ManifestError, check_file_record, safe_relative_path, verify_engine_files
+from ..manifest_records import EngineRecord, Manifest
 
 
 class EngineUnavailable(RuntimeError):
@@ -58,7 +57,7 @@ class SessionArgs:
 @dataclasses.dataclass
 class EngineState:
     id: str
-    entry: dict
+    entry: EngineRecord
     problem: str | None = None       # why it cannot serve (None: it can)
     session: Any = None
     load_ms: float | None = None     # open + first inference, as the profile's load_ms
@@ -68,7 +67,7 @@ class EngineState:
 class EnginePool:
     """``args``: engine id -> SessionArgs (how to open it; default: the engine's own)."""
 
-    def __init__(self, directory: Path, manifest: dict, *, backends: list[str] | None = None,
+    def __init__(self, directory: Path, manifest: Manifest, *, backends: list[str] | None = None,
                  args: dict[str, SessionArgs] | None = None, clock=None):
         import time
 
@@ -80,36 +79,40 @@ class EnginePool:
         self._weights_lock = threading.Lock()
         self.engines: dict[str, EngineState] = {}
         weights_problem = self._check_weights()
-        for entry in manifest.get("engines", []):
-            state = EngineState(entry["id"], entry)
+        for entry in manifest.engines:
+            state = EngineState(entry.id, entry)
             state.problem = self._check_engine(entry, backends, weights_problem)
-            self.engines[entry["id"]] = state
+            self.engines[entry.id] = state
 
     # ---------------------------------------------------------------- verification
 
     def _check_weights(self) -> str | None:
-        return check_file_record(self.directory, self.manifest.get("weights") or {}, "the shared weights")
+        if self.manifest.weights is None:
+            return "the manifest names no shared weights file"
+        return check_file_record(self.directory, self.manifest.weights, "the shared weights")
 
-    def _check_engine(self, entry: dict, backends, weights_problem) -> str | None:
-        if entry.get("status", "ready") != "ready":
-            return f"the engine is {entry.get('status')} (build it on the device: adaexport compile)"
-        backend = entry.get("backend")
-        if backends is not None and backend not in backends:
-            return f"backend {backend} not selected"
-        module = _BACKEND_MODULES.get(backend)
-        if module is not None and importlib.util.find_spec(module) is None:
-            return f"backend {backend} is not installed here"
+    def _check_engine(self, entry: EngineRecord, backends, weights_problem) -> str | None:
+        if not entry.ready:
+            return f"the engine is {entry.status} (build it on the device: adaexport compile)"
+        if backends is not None and entry.backend not in backends:
+            return f"backend {entry.backend} not selected"
+        try:
+            modules = get_backend(entry.backend).runtime_modules
+        except BackendError:
+            return f"backend {entry.backend} is not installed here"
+        if any(importlib.util.find_spec(module) is None for module in modules):
+            return f"backend {entry.backend} is not installed here"
         return self._check_files(entry, weights_problem)
 
-    def _check_files(self, entry: dict, weights_problem: str | None = None) -> str | None:
+    def _check_files(self, entry: EngineRecord, weights_problem: str | None = None) -> str | None:
         """Why the engine's files are not the ones its manifest entry recorded (None: they are)."""
         problem = verify_engine_files(self.directory, entry)
         if problem:
             return problem
-        if is_family_onnx(entry):
+        if entry.is_family_onnx:
             return weights_problem
         try:
-            Artifact.load(safe_relative_path(self.directory, entry["file"])).verify()
+            Artifact.load(safe_relative_path(self.directory, entry.file)).verify()
         except (BackendError, ManifestError) as exc:
             return str(exc)
         return None
@@ -126,8 +129,8 @@ class EnginePool:
         """The family's shared weights buffer, read (and hashed) once, on first use."""
         with self._weights_lock:
             if self._weights is None:
-                weights = self.manifest["weights"]
-                self._weights = SharedWeights(safe_relative_path(self.directory, weights["file"]), weights["sha256"])
+                weights = self.manifest.weights
+                self._weights = SharedWeights(safe_relative_path(self.directory, weights.file), weights.sha256)
             return self._weights
 
     def get(self, engine_id: str):
@@ -159,18 +162,15 @@ class EnginePool:
     def _warm_up(self, session) -> None:
         """One inference on zeros: the first run of a session allocates and plans, so a switch
         to a preloaded engine should not pay for it."""
-        spec = (self.manifest.get("model") or {}).get("input") or {}
-        shape = spec.get("shape")
-        if not shape or not all(isinstance(d, int) for d in shape):
-            return
+        spec = self.manifest.model.input
         try:
-            session.run({spec.get("name", "image"): np.zeros(shape, dtype=np.float32)})
+            session.run({spec.name: np.zeros(spec.shape, dtype=np.float32)})
         except Exception as exc:  # noqa: BLE001 - an engine that cannot run must not serve
             raise EngineUnavailable(f"the engine fails on a test input ({exc})") from None
 
-    def _open(self, entry: dict):
-        args = self.args.get(entry["id"], SessionArgs())
-        weights = self.weights() if args.share_weights and is_family_onnx(entry) else None
+    def _open(self, entry: EngineRecord):
+        args = self.args.get(entry.id, SessionArgs())
+        weights = self.weights() if args.share_weights and entry.is_family_onnx and entry.shared_tensors else None
         return open_engine(self.directory, entry, threads=args.threads, weights=weights)
 
     def is_open(self, engine_id: str) -> bool:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..images import open_image, pillow
+from ..images import open_image
+from ..manifest_records import InputSpec
+from ..preprocessing import prepare
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
@@ -21,10 +23,6 @@ class InputError(ValueError):
 
 
 NEEDS_PILLOW = "reading PNG/JPEG needs Pillow (pip install pillow); or pass a .npy array"
-
-
-def _pillow():
-    return pillow(InputError, NEEDS_PILLOW)
 
 
 def load_image(path: str | Path, channels: int) -> np.ndarray:
@@ -65,9 +63,12 @@ def _channels(array: np.ndarray, channels: int, path: Path) -> np.ndarray:
     raise InputError(f"{path}: {array.shape[-1]} channel(s), the model takes {channels}")
 
 
-def to_model_input(pixels: np.ndarray, input_spec: dict) -> np.ndarray:
+def to_model_input(pixels: np.ndarray, input_spec: InputSpec | dict) -> np.ndarray:
     """uint8 (H, W, C) -> float32 (1, C, size, size): resize the short side, centre crop,
-    scale to 0..1, normalise with the manifest's mean and std. Float arrays pass through."""
+    scale to 0..1, normalise with the manifest's mean and std (``preprocessing.prepare``,
+    the path eval, parity and calibration take). Float arrays pass through."""
+    if isinstance(input_spec, InputSpec):
+        input_spec = input_spec.to_json()
     shape = tuple(input_spec["shape"])
     if pixels.dtype != np.uint8:
         x = pixels.reshape((1,) + pixels.shape) if pixels.ndim == len(shape) - 1 else pixels
@@ -76,21 +77,4 @@ def to_model_input(pixels: np.ndarray, input_spec: dict) -> np.ndarray:
         if not np.isfinite(x).all():
             raise InputError("the input holds NaN or infinite values")
         return np.ascontiguousarray(x, dtype=np.float32)
-    spec = input_spec.get("preprocessing") or {}
-    size = shape[-1]
-    resize, crop = int(spec.get("resize", size)), int(spec.get("crop", size))
-    h, w = pixels.shape[:2]
-    if min(h, w) != resize:
-        Image = _pillow()
-        scale = resize / min(h, w)
-        new = (max(resize, round(w * scale)), max(resize, round(h * scale)))
-        mode = Image.Resampling.BICUBIC if spec.get("interpolation") == "bicubic" else Image.Resampling.BILINEAR
-        bands = [np.asarray(Image.fromarray(pixels[..., c]).resize(new, mode)) for c in range(pixels.shape[-1])]
-        pixels = np.stack(bands, axis=-1)
-        h, w = pixels.shape[:2]
-    top, left = (h - crop) // 2, (w - crop) // 2
-    pixels = pixels[top:top + crop, left:left + crop]
-    x = pixels.astype(np.float32).transpose(2, 0, 1) / 255.0
-    mean = np.asarray(spec.get("mean", [0.0] * x.shape[0]), dtype=np.float32)[:, None, None]
-    std = np.asarray(spec.get("std", [1.0] * x.shape[0]), dtype=np.float32)[:, None, None]
-    return np.ascontiguousarray(((x - mean) / std)[None], dtype=np.float32)
+    return prepare(pixels[None], input_spec.get("preprocessing") or {}, shape[-1], InputError)

@@ -10,13 +10,14 @@ import hashlib
 import os
 from pathlib import Path
 
+from ..backends.onnx_tensors import shared_tensor_table
 from ..build_cache import digest
 from ..datasets import NO_DATASET, RANDOM_SEED
 from ..model.flops import count_flops, count_params
 from ..space import ConfigPoint
 from ..validate import Parity, compare, run_batched
 from .context import BuildContext
-from .export import ENGINES_DIR
+from .export import ENGINES_DIR, WEIGHTS_NAME
 from .jobs import worker_state
 from .reference import ReferenceFamily
 
@@ -90,6 +91,7 @@ def compile_stage(ctx: BuildContext) -> None:
                 slots.append(({"id": engine_id, **head}, {
                     "backend": backend, "precision": precision, "status": "ready", **main,
                     "size": sum(f["size"] for f in files), "files": files,
+                    "shared_tensors": shared_tensor_table(out / record["file"], WEIGHTS_NAME),
                     "lint": lint(out, record, backend, precision)}))
                 continue
             recipe = get_backend(backend).recipe

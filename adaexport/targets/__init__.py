@@ -27,13 +27,13 @@ import dataclasses
 import os
 import platform as _platform
 import re
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..checks import checked_number, optional_number, read_utf8
 from ..data_paths import toml_files
+from ..hardware.jetson import has_nvidia_gpu, jetpack_release, l4t_release, read_device_tree  # noqa: F401
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -44,30 +44,12 @@ ALIASES_FROM_DEVICE_TREE = ("jetson-orin",)
 KINDS = ("jetson", "gpu", "cpu")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
-# Device-tree compatible string of each Orin module -> its target.
-JETSON_MODULES = {
-    "p3767-0000": "jetson-orin-nx",     # Orin NX 16GB
-    "p3767-0001": "jetson-orin-nx",     # Orin NX 8GB
-    "p3767-0003": "jetson-orin-nano",   # Orin Nano 8GB
-    "p3767-0004": "jetson-orin-nano",   # Orin Nano 4GB
-    "p3767-0005": "jetson-orin-nano",   # Orin Nano 8GB in the Developer Kit
-    "p3701-0000": "jetson-agx-orin",    # AGX Orin (Developer Kit)
-    "p3701-0004": "jetson-agx-orin",    # AGX Orin 32GB
-    "p3701-0005": "jetson-agx-orin",    # AGX Orin 64GB
-    "p3701-0008": "jetson-agx-orin",    # AGX Orin Industrial
-}
 # The device-tree model string, when the compatible string names no known module.
 _MODEL_PATTERNS = (
     (re.compile(r"\bAGX\s+Orin\b", re.I), "jetson-agx-orin"),
     (re.compile(r"\bOrin\s+NX\b", re.I), "jetson-orin-nx"),
     (re.compile(r"\bOrin\s+Nano\b", re.I), "jetson-orin-nano"),
 )
-# Jetson Linux (L4T) release -> JetPack release, for the releases this table knows.
-JETPACK_OF_L4T = {
-    "35.1.0": "5.0.2", "35.2.1": "5.1", "35.3.1": "5.1.1", "35.4.1": "5.1.2", "35.5.0": "5.1.3",
-    "35.6.0": "5.1.4", "36.2.0": "6.0 DP", "36.3.0": "6.0", "36.4.0": "6.1", "36.4.3": "6.2",
-    "36.4.4": "6.2.1",
-}
 HOST_TARGETS = {"x86_64": "x86-cpu", "amd64": "x86-cpu", "aarch64": "arm64-cpu", "arm64": "arm64-cpu"}
 
 
@@ -345,65 +327,24 @@ class JetsonModule:
     target: str | None         # its target, None for a module no target covers
 
 
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_bytes().decode("utf-8", "replace")
-    except OSError:
-        return None
+def module_targets() -> dict[str, str]:
+    """Each Jetson module's part number (its device-tree compatible string) -> its target,
+    from the targets' ``modules`` lists (the one place modules are listed)."""
+    return {m.compatible: name for name in list_targets() for m in load_target(name).modules}
 
 
 def read_jetson(root: str | os.PathLike = "/") -> JetsonModule | None:
     """The Jetson module of the machine whose filesystem is at `root`, or None when it is
     not an NVIDIA Tegra device."""
-    tree = Path(root) / "proc" / "device-tree"
-    compatible_raw = _read_text(tree / "compatible")
-    model = (_read_text(tree / "model") or "").strip("\0 \n")
-    compatible = tuple(c for c in (compatible_raw or "").replace("\n", "\0").split("\0") if c)
-    is_tegra = any(c.startswith("nvidia,") for c in compatible) or "jetson" in model.lower()
-    if not is_tegra:
+    tree = read_device_tree(root)
+    if tree is None:
         return None
-    sku = None
-    for entry in compatible:
-        # "nvidia,p3767-0005", the carrier+module form "nvidia,p3768-0000+p3767-0005", or JetPack
-        # 6.2's "nvidia,p3768-0000+p3767-0005-super"
-        for part in entry.split(",", 1)[-1].split("+"):
-            part = part.removesuffix("-super")
-            if part in JETSON_MODULES:
-                sku = part
-    target = JETSON_MODULES.get(sku) if sku else None
+    known = module_targets()
+    sku = next((p for p in reversed(tree.parts) if p in known), tree.sku)
+    target = known.get(sku) if sku else None
     if target is None:
-        target = next((t for pattern, t in _MODEL_PATTERNS if pattern.search(model)), None)
-    return JetsonModule(model=model, compatible=compatible, sku=sku, target=target)
-
-
-def l4t_release(root: str | os.PathLike = "/") -> str | None:
-    """The Jetson Linux release from /etc/nv_tegra_release ("# R36 (release), REVISION: 4.3, ..."
-    -> "36.4.3"), or None when the file is missing or unreadable."""
-    text = _read_text(Path(root) / "etc" / "nv_tegra_release")
-    if not text:
-        return None
-    match = re.search(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*(\d+)(?:\.(\d+))?", text)
-    if not match:
-        return None
-    major, minor, patch = match.group(1), match.group(2), match.group(3) or "0"
-    return f"{int(major)}.{int(minor)}.{int(patch)}"
-
-
-def jetpack_release(l4t: str | None) -> str | None:
-    """The JetPack release of a Jetson Linux release, when the table knows it."""
-    return JETPACK_OF_L4T.get(l4t) if l4t else None
-
-
-def has_nvidia_gpu(root: str | os.PathLike = "/") -> bool:
-    """An NVIDIA driver with a GPU (/proc/driver/nvidia/gpus/*), or nvidia-smi on PATH
-    (only looked for on the real root)."""
-    gpus = Path(root) / "proc" / "driver" / "nvidia" / "gpus"
-    try:
-        if gpus.is_dir() and any(gpus.iterdir()):
-            return True
-    except OSError:
-        pass
-    return Path(root).resolve() == Path("/") and shutil.which("nvidia-smi") is not None
+        target = next((t for pattern, t in _MODEL_PATTERNS if pattern.search(tree.model)), None)
+    return JetsonModule(model=tree.model, compatible=tree.compatible, sku=sku, target=target)
 
 
 def detect_target(root: str | os.PathLike = "/", machine: str | None = None) -> str:

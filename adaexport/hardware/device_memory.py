@@ -20,7 +20,7 @@ import os
 import re
 from typing import Callable
 
-from ..device_identity import system_root
+from . import system_root
 
 NVMAP_MAPS = "sys/kernel/debug/nvmap/iovmm/maps"
 _LINE = re.compile(r"^\s*(?P<user>\S+)\s+(?P<process>\S+)\s+(?P<pid>\d+)\s+(?P<size>\d+)(?P<unit>[KMG]?)B?\s*$", re.I)

@@ -36,8 +36,8 @@ import shutil
 import subprocess
 from typing import Callable, Iterable
 
-from ..device_identity import system_root
 from ..errors import EXIT_ENVIRONMENT
+from . import system_root
 from .errors import ProfilingError
 
 NVPMODEL_ENV = "ADAEXPORT_NVPMODEL"
@@ -188,19 +188,12 @@ def _target_has_nvpmodel(target) -> bool | None:
     """False for a target known to have no nvpmodel (not a Jetson), else None (unknown)."""
     if target is None:
         return None
-    if isinstance(target, str):
-        try:
-            from ..targets import load_target
-
-            target = load_target(target)
-        except Exception:  # noqa: BLE001 - an unknown name: do not decide from it
-            return None
     return None if getattr(target, "kind", "jetson") == "jetson" else False
 
 
 def current_power_mode(target=None, root=None) -> str | None:
     """The current nvpmodel mode's name, or None where there is no nvpmodel (or `target`,
-    a Target or its name, is not a Jetson)."""
+    a Target, is not a Jetson)."""
     if _target_has_nvpmodel(target) is False:
         return None
     command = nvpmodel_command()

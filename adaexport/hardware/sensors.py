@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..device_identity import system_root
+from . import system_root
 
 RAPL_DEFAULT = "/sys/class/powercap/intel-rapl:0/energy_uj"
 SAMPLE_INTERVAL_S = 0.005
