@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 
 from .stages import STAGES, prepare
-from .stages.context import EXPORTER, parity_inputs, resolve_dataset
+from .stages.context import EXPORTER, BuildRequest, parity_inputs, resolve_dataset
 from .stages.export import ENGINES_DIR, ONNX_DIR, WEIGHTS_NAME
 from .stages.jobs import JobsFailed, WorkerSetup, make_executor
 from .stages.reference import ReferenceFamily as _ReferenceFamily  # tests count its passes
@@ -31,26 +31,6 @@ class BuildFailed(RuntimeError):
 
 
 @dataclasses.dataclass
-class BuildRequest:
-    out: Path
-    model: Path | None = None           # None: the bundled demo
-    target: str = "x86-cpu"
-    profile: str = "default"
-    grid: str | None = None             # a preset; front / front:K are chosen from a search
-    search: Path | None = None          # --search FILE for --grid front[:K] (None: search the dataset)
-    tokens: list[int] | None = None
-    widths: list[int] | None = None
-    depths: list[int] | None = None
-    attention: str | None = None        # None: the checkpoint's own
-    batch: int = 1
-    dataset: str | None = None          # None: the demo's data where it fits the model, else "none"
-    parity: bool = True                 # False for `adaexport export`
-    measure: bool = True                # profile stage (on the device the build is for); --no-profile
-    jobs: int = 1                       # worker processes for export, compile and parity (--jobs)
-    ray: str | None = None              # a Ray cluster's address: the same work as --jobs actors there (--ray)
-
-
-@dataclasses.dataclass
 class BuildResult:
     manifest: dict
     directory: Path
@@ -63,12 +43,7 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
     """Check every input (`prepare`: nothing is written before), then run the stages in order."""
     ctx = prepare(request, reporter)
     setup = WorkerSetup(ctx.loaded.path, ctx.attention, request.batch, ctx.out, ctx.data)
-    if request.ray is not None:
-        from .farm.executor import RayExecutor
-
-        ctx.executor = RayExecutor(request.ray, request.jobs, setup, reporter)
-    else:
-        ctx.executor = make_executor(request.jobs, setup, ctx.loaded)
+    ctx.executor = make_executor(request.jobs, setup, ctx.loaded, request.ray, reporter)
     try:
         for stage in STAGES:
             stage(ctx)

@@ -80,3 +80,14 @@ class ProfilingError(AdaexportError, ValueError):
 
 class BackendError(AdaexportError, RuntimeError):
     """A backend failed to compile or open an engine; the message is one line for a user."""
+
+
+class JobsFailed(EnvironmentProblem, RuntimeError):
+    """Work that a build worker could not finish (it raised, or its process or node died);
+    names each task. Exit 3: nothing was recorded of it, and a rerun where the workers
+    survive redoes exactly that work."""
+
+    def __init__(self, failed: list[str], reason: str):
+        super().__init__(f"{len(failed)} piece(s) of work failed ({', '.join(failed)}): {reason}; "
+                         "nothing of them was recorded, a rerun redoes them")
+        self.failed = failed

@@ -21,7 +21,7 @@ __all__ = ["AccuracyRecord", "DEFAULT_MODE", "DeviceRecord", "EngineRecord", "FL
            "InputSpec", "Manifest", "ManifestError", "ModelRecord", "ParityRecord", "Point", "ProfileRecord",
            "SCHEMA_ID", "SharedTensor"]
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 STATUSES = ("ready", "pending")
 _fraction = number(0, 1)
 _size = integer(0)

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from .conftest import json_result
 from .evalbuild import copy_build, evaluated_build, raised_baseline
 
 
@@ -99,7 +100,7 @@ def test_check_and_the_plugin_give_the_same_verdicts(build, tmp_path):
 
     checked = run_cli("check", str(copy), "--baseline", str(baseline), "--json")
     assert checked.returncode == 1, checked.stderr
-    by_check = {c["id"] for c in json.loads(checked.stdout)["configurations"] if not c["passed"]}
+    by_check = {c["id"] for c in json_result(checked, ok=False)["configurations"] if not c["passed"]}
     result = pytest_run(tmp_path, "--adaexport-manifest", str(copy), "--adaexport-baseline", str(baseline))
     by_plugin = {line.split("::")[1].split(" ")[0] for line in result.stdout.splitlines() if line.startswith("FAILED")}
     assert by_check == by_plugin == {ids[0], ids[2], "t99_w32_d1-onnxruntime-fp32"}

@@ -67,7 +67,7 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")     # /proc/cpuinfo flags of native bf1
 def cpu_bf16(root: str | os.PathLike | None = None) -> tuple[bool, str]:
     """(does this CPU run bf16 natively?, why), from /proc/cpuinfo under `root` (default
     $ADAEXPORT_SYSFS_ROOT or /): AVX-512 BF16 or AMX-BF16 on x86."""
-    from ..device_identity import cpu_facts
+    from ..hardware.machine import cpu_facts
 
     facts = cpu_facts(root)
     if facts["isa"] is None:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import TEMP_SUFFIX, write_bytes_atomic
-from ..stages.jobs import JobsFailed, WorkerSetup
+from ..errors import JobsFailed
 from .cluster import connect
 
 ATTEMPTS = 2                    # a task whose actor died is tried once more elsewhere
@@ -67,9 +67,7 @@ class FarmWorker:
     """One Ray actor: the model loaded from its own copy of the checkpoint, and a mirror of
     the build directory. Ray serialises calls to one actor, so it runs one task at a time."""
 
-    def __init__(self, setup: WorkerSetup, is_dir: bool, names: list[str], *contents: bytes):
-        from ..stages import jobs
-
+    def __init__(self, setup, init, is_dir: bool, names: list[str], *contents: bytes):
         self.root = Path(tempfile.mkdtemp(prefix="adaexport-farm-build-"))
         checkpoint = self.root / "checkpoint"
         checkpoint.mkdir()
@@ -79,7 +77,7 @@ class FarmWorker:
         self.out.mkdir()
         model_path = checkpoint if is_dir else checkpoint / names[0]
         self.driver_out = Path(setup.out)
-        jobs._init_worker(dataclasses.replace(setup, model_path=model_path, out=self.out))
+        init(dataclasses.replace(setup, model_path=model_path, out=self.out))
 
     def node(self) -> str:
         import ray
@@ -104,11 +102,14 @@ class FarmWorker:
 
 
 class RayExecutor:
-    """``stages.jobs.Executor`` over ``jobs`` Ray actors on the cluster at ``address``."""
+    """``stages.jobs.Executor`` over ``jobs`` Ray actors on the cluster at ``address``.
+    ``setup``: the build's ``stages.jobs.WorkerSetup``; ``init``: what sets a worker process
+    up from it (``stages.jobs._init_worker``, as for a local worker process), run in each
+    actor against its own copies of the checkpoint and build directory."""
 
-    def __init__(self, address: str, jobs: int, setup: WorkerSetup, reporter=None):
+    def __init__(self, address: str, jobs: int, setup, init, reporter=None):
         self.ray = connect(address)
-        self.setup, self.reporter, self.jobs = setup, reporter, jobs
+        self.setup, self.init, self.reporter, self.jobs = setup, init, reporter, jobs
         self.actors: list[Any] = []
         self.held: dict[int, dict[str, str]] = {}          # actor index -> file -> sha256 it holds
         self.refs: dict[tuple[str, str], Any] = {}         # (file, sha256) -> object ref
@@ -123,7 +124,7 @@ class RayExecutor:
         files = sorted(p for p in model.iterdir() if p.is_file()) if model.is_dir() else [model]
         refs = [ray.put(p.read_bytes()) for p in files]
         actor = ray.remote(FarmWorker).options(num_cpus=1, max_restarts=0, scheduling_strategy="SPREAD")
-        self.actors = [actor.remote(self.setup, model.is_dir(), [p.name for p in files], *refs)
+        self.actors = [actor.remote(self.setup, self.init, model.is_dir(), [p.name for p in files], *refs)
                        for _ in range(self.jobs)]
         self.held = {i: {} for i in range(self.jobs)}
         nodes = ray.get([a.node.remote() for a in self.actors])

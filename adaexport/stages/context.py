@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -25,13 +25,33 @@ from ..profiles import BuildProfile, load_profile
 from ..space import ConfigPoint, build_grid, is_front_preset
 from .jobs import Executor, InlineExecutor
 
-if TYPE_CHECKING:
-    from ..build import BuildRequest
-
 EXPORTER = "torchscript"  # fixed, so artefact hashes never depend on a fallback
 PARITY_SAMPLES = 256         # "auto" parity samples for a model costing up to ...
 PARITY_GFLOP_BUDGET = 3600   # ... this many GFLOPs over the samples at its full point (256 x 14)
 MIN_PARITY_SAMPLES = 32
+
+
+@dataclasses.dataclass
+class BuildRequest:
+    """What `adaexport build` / `export` was asked (build.run_build's input)."""
+
+    out: Path
+    model: Path | None = None           # None: the bundled demo
+    target: str = "x86-cpu"
+    profile: str = "default"
+    grid: str | None = None             # a preset; front / front:K are chosen from a search
+    search: Path | None = None          # --search FILE for --grid front[:K] (None: search the dataset)
+    tokens: list[int] | None = None
+    widths: list[int] | None = None
+    depths: list[int] | None = None
+    attention: str | None = None        # None: the checkpoint's own
+    batch: int = 1
+    dataset: str | None = None          # None: the demo's data where it fits the model, else "none"
+    parity: bool = True                 # False for `adaexport export`
+    measure: bool = True                # profile stage (on the device the build is for); --no-profile
+    jobs: int = 1                       # worker processes for export, compile and parity (--jobs)
+    ray: str | None = None              # a Ray cluster's address: the same work as --jobs actors there (--ray)
+
 
 
 @dataclasses.dataclass
@@ -46,7 +66,7 @@ class ParityData:
 
 @dataclasses.dataclass
 class BuildContext:
-    request: "BuildRequest"
+    request: BuildRequest
     reporter: Any
     profile: BuildProfile
     target: Any                              # targets.Target
@@ -84,7 +104,7 @@ class BuildContext:
         return self.request.batch
 
 
-def prepare(request: "BuildRequest", reporter) -> BuildContext:
+def prepare(request: BuildRequest, reporter) -> BuildContext:
     """Check every input of the build and gather the context; bad input raises here
     (UsageError, DatasetError, ...), before anything is written."""
     from ..demo import DEMO_MODEL

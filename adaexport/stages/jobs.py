@@ -24,18 +24,7 @@ from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
-from ..errors import EnvironmentProblem
-
-
-class JobsFailed(EnvironmentProblem, RuntimeError):
-    """Work that a worker could not finish (it raised, or the process or its node died);
-    names each task. Exit 3: nothing was recorded of it, and a rerun where the workers
-    survive redoes exactly that work."""
-
-    def __init__(self, failed: list[str], reason: str):
-        super().__init__(f"{len(failed)} piece(s) of work failed ({', '.join(failed)}): {reason}; "
-                         "nothing of them was recorded, a rerun redoes them")
-        self.failed = failed
+from ..errors import JobsFailed  # noqa: F401 - defined with the other user errors
 
 
 @dataclasses.dataclass
@@ -139,5 +128,11 @@ class ProcessExecutor:
             self._pool = None
 
 
-def make_executor(jobs: int, setup: WorkerSetup, loaded) -> Executor:
+def make_executor(jobs: int, setup: WorkerSetup, loaded, ray: str | None = None, reporter=None) -> Executor:
+    """Inline for one job, N local worker processes, or with ``ray`` (a cluster's address)
+    N Ray workers there (adaexport.farm.executor), each set up as a local worker is."""
+    if ray is not None:
+        from ..farm.executor import RayExecutor
+
+        return RayExecutor(ray, jobs, setup, _init_worker, reporter)
     return InlineExecutor(setup, loaded) if jobs == 1 else ProcessExecutor(jobs, setup)
