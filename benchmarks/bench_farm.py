@@ -16,8 +16,6 @@ less its creation time): a correctness check, not a timing one.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import shutil
 import statistics
@@ -27,20 +25,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-
-
-def digest_tree(directory: Path) -> dict[str, str]:
-    out = {}
-    for path in sorted(directory.rglob("*")):
-        rel = path.relative_to(directory).as_posix()
-        if path.is_file() and not rel.startswith(".adaexport/"):
-            data = path.read_bytes()
-            if rel == "manifest.json":
-                doc = json.loads(data)
-                doc.pop("created", None)
-                data = json.dumps(doc, sort_keys=True).encode()
-            out[rel] = hashlib.sha256(data).hexdigest()
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
     from adaexport import api
-    from adaexport.farm.local import LocalRayCluster
+    from adaexport.farm.local import LocalRayCluster, build_digest
 
     model = None
     if args.published:
@@ -86,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                     start = time.perf_counter()
                     run(out, model, **options, **({"ray": cluster.address} if kind == "farm" else {}))
                     rows[kind].append(time.perf_counter() - start)
-                same = digest_tree(Path(tmp) / f"local-{repeat}") == digest_tree(Path(tmp) / f"farm-{repeat}")
+                same = build_digest(Path(tmp) / f"local-{repeat}") == build_digest(Path(tmp) / f"farm-{repeat}")
                 if not same:
                     print("error: the farm's build differs from the local one", file=sys.stderr)
                     return 1

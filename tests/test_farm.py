@@ -12,7 +12,7 @@ from .conftest import ROOT, json_result, run_cli
 
 pytest.importorskip("ray", reason="the farm tests need Ray (pip install 'adaexport[farm]')")
 
-from adaexport.farm.local import LocalRayCluster, fake_cpu_root  # noqa: E402
+from adaexport.farm.local import LocalRayCluster, build_digest, fake_cpu_root  # noqa: E402
 
 pytestmark = pytest.mark.slow
 XEON = ("Intel(R) Xeon(R) Platinum 8480+", "avx2 fma avx512f avx512bw avx512_vnni avx512_bf16 amx_tile amx_int8 amx_bf16")
@@ -120,23 +120,6 @@ def test_an_unreachable_cluster_is_one_line_and_exit_3(build):
     assert "cannot reach the Ray cluster" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def _files(directory):
-    """Every file of a build (relative path -> sha256), the manifest less its creation time."""
-    import hashlib
-
-    out = {}
-    for path in sorted(directory.rglob("*")):
-        rel = path.relative_to(directory).as_posix()
-        if path.is_file() and not rel.startswith(".adaexport/"):
-            data = path.read_bytes()
-            if rel == "manifest.json":
-                manifest = json.loads(data)
-                manifest.pop("created", None)
-                data = json.dumps(manifest, sort_keys=True).encode()
-            out[rel] = hashlib.sha256(data).hexdigest()
-    return out
-
-
 MIXED = str(ROOT / "tests" / "data" / "profiles" / "mixed.toml")
 FARM_GRID = ("--tokens", "8,16", "--width", "32", "--depth", "1,2")
 
@@ -155,7 +138,7 @@ def test_build_on_the_farm_is_byte_identical_to_a_local_build(cluster, local_bui
                     "--ray", cluster.address, "--jobs", "2")
     assert built.returncode == 0, built.stderr
     assert "farm: node" in built.stderr             # progress names the nodes that did the work
-    assert _files(out) == _files(local_build)
+    assert build_digest(out) == build_digest(local_build)
 
 
 def test_a_worker_node_killed_mid_build_names_the_unfinished_work_and_a_rerun_completes(local_build, tmp_path):
@@ -182,4 +165,4 @@ def test_a_worker_node_killed_mid_build_names_the_unfinished_work_and_a_rerun_co
     assert not (out / "manifest.json").exists()
     resumed = run_cli("build", "--out", str(out), "--build-profile", MIXED, *FARM_GRID, "--no-profile")
     assert resumed.returncode == 0, resumed.stderr
-    assert _files(out) == _files(local_build)
+    assert build_digest(out) == build_digest(local_build)

@@ -108,3 +108,22 @@ class LocalRayCluster:
         for name in [n for n in self.nodes if n != "head"] + (["head"] if "head" in self.nodes else []):
             self.kill(name, signal.SIGTERM)
         subprocess.run(["pkill", "-KILL", "-f", str(self.tmp)], check=False)     # anything left of this cluster
+
+
+def build_digest(directory: Path) -> dict[str, str]:
+    """Every file of a build directory (relative path -> sha256), the build cache left out
+    and the manifest less its creation time: what must be equal for two builds to be the
+    same bytes (a farm build against a local one)."""
+    import hashlib
+
+    out = {}
+    for path in sorted(Path(directory).rglob("*")):
+        rel = path.relative_to(directory).as_posix()
+        if path.is_file() and not rel.startswith(".adaexport/"):
+            data = path.read_bytes()
+            if rel == "manifest.json":
+                doc = json.loads(data)
+                doc.pop("created", None)
+                data = json.dumps(doc, sort_keys=True).encode()
+            out[rel] = hashlib.sha256(data).hexdigest()
+    return out
