@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -108,6 +109,7 @@ class LocalRayCluster:
         for name in [n for n in self.nodes if n != "head"] + (["head"] if "head" in self.nodes else []):
             self.kill(name, signal.SIGTERM)
         subprocess.run(["pkill", "-KILL", "-f", str(self.tmp)], check=False)     # anything left of this cluster
+        shutil.rmtree(self.tmp, ignore_errors=True)                               # its logs and session files
 
 
 def build_digest(directory: Path) -> dict[str, str]:
