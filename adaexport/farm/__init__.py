@@ -4,7 +4,10 @@
   resources (``adaexport farm join``); the driver lists them (``adaexport farm ls``);
 * ``profiling``: ``adaexport profile DIR --ray ADDRESS`` ships each device the engines it
   can run, profiles them there with the device's own ``adaexport profile`` and merges every
-  device's section into the one manifest, which only the driver writes.
+  device's section into the one manifest, which only the driver writes;
+* ``executor``: ``adaexport build|export --ray ADDRESS``, the build's per-point work on
+  Ray workers, the driver alone writing the build directory;
+* ``local``: a loopback cluster for the tests, the benchmark and trying the farm out.
 
 Ray is imported only here and only when a ``--ray`` option is used; nothing else in the
 package needs it.
@@ -23,7 +26,8 @@ class FarmUnavailable(EnvironmentProblem, RuntimeError):
 
 
 class FarmError(UsageError):
-    """A farm request that cannot be served as asked (no device matches, a device failed)."""
+    """A farm request that cannot be served as asked (a bad address or --devices selector,
+    no device joined): exit 2. A device that fails while working is reported per device."""
 
 
 def import_ray():

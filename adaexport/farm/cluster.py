@@ -57,20 +57,20 @@ def device_resources(key: str, target: str, backends: list[str]) -> dict[str, fl
     return resources
 
 
-def local_device(target: str | None = None) -> tuple[str, str, list[str], dict[str, Any]]:
-    """This machine as a farm device: (identity key, target, backends installed, facts)."""
+def local_device(target: str | None = None) -> tuple[str, str, list[str]]:
+    """This machine as a farm device: (identity key, target, backends installed)."""
     from ..device_identity import this_machine
     from ..targets import resolve_target
 
     name = resolve_target(target)
     key, facts = this_machine(name)
-    return key, name, sorted(facts.get("backends") or {}), facts
+    return key, name, sorted(facts.get("backends") or {})
 
 
 def join_command(address: str, target: str | None = None, extra: list[str] | None = None) -> list[str]:
     """The ``ray start`` command line that joins this machine to the cluster at ``address``
     as an adaexport device."""
-    key, name, backends, _facts = local_device(target)
+    key, name, backends = local_device(target)
     ray = shutil.which("ray", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     if ray is None:
         raise FarmUnavailable("the 'ray' command is not installed here: pip install 'adaexport[farm]' (Ray)")
@@ -158,14 +158,14 @@ def _describe_here(target: str) -> dict[str, Any]:
     return {"key": key, "identity": facts, "power_modes": modes or ["default"]}
 
 
-def list_devices(address: str, describe: bool = True) -> list[dict[str, Any]]:
+def list_devices(address: str) -> list[dict[str, Any]]:
     """Every device on the cluster with what it advertises and, from a task run on each
     live one, its identity facts and power modes (``adaexport farm ls``)."""
     ray = connect(address)
     devices = devices_from_nodes(ray.nodes())
     remote = ray.remote(_describe_here)
     pending = {d.key: remote.options(resources={d.resource: 0.001}, num_cpus=0).remote(d.target)
-               for d in devices if d.alive and describe}
+               for d in devices if d.alive}
     out = []
     for device in devices:
         row = device.as_dict()

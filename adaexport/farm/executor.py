@@ -130,14 +130,18 @@ class RayExecutor:
         nodes = ray.get([a.node.remote() for a in self.actors])
         self.nodes = dict(enumerate(nodes))
 
-    def _sync(self, i: int) -> None:
-        """Send actor i every build-directory file it does not hold at its current content."""
+    def _listing(self) -> dict[str, str]:
+        """Every build-directory file a worker may need, with its current sha256."""
         from ..hashing import file_record
 
         out = Path(self.setup.out)
+        return {rel: file_record(out / rel, out)["sha256"] for rel in _tree(out)}
+
+    def _sync(self, i: int, listing: dict[str, str]) -> None:
+        """Send actor i every file of ``listing`` it does not hold at that content."""
+        out = Path(self.setup.out)
         names, refs = [], []
-        for rel in _tree(out):
-            digest = file_record(out / rel, out)["sha256"]
+        for rel, digest in listing.items():
             if self.held[i].get(rel) == digest:
                 continue
             if (rel, digest) not in self.refs:
@@ -164,8 +168,9 @@ class RayExecutor:
         ray = self.ray
         self._start()
         alive = [i for i in range(len(self.actors)) if self.actors[i] is not None]
+        listing = self._listing()                           # walked and hashed once for every worker
         for i in alive:
-            self._sync(i)
+            self._sync(i, listing)
         queue = list(range(len(tasks)))
         attempts = {t: 0 for t in queue}
         running: dict[Any, tuple[int, int]] = {}           # ref -> (actor, task)
