@@ -83,6 +83,22 @@ def test_help_names_the_exit_codes_and_the_version_flag_works():
     assert version.returncode == 0 and version.stdout.startswith("adaexport ")
 
 
+def test_every_commands_help_shows_plain_metavars_not_type_tags():
+    """`--limit N`, `DIR`: never Typer's `<int>` / `<path>` tags, on any command."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from adaexport.cli import app
+
+    for command in COMMANDS:
+        helped = CliRunner().invoke(app, [*command.split(), "--help"])
+        assert helped.exit_code == 0, (command, helped.output)
+        tags = re.findall(r"<(?:int|float|str|path|bool|file|dir)>", helped.output)
+        assert not tags, (command, tags)
+        assert "Options:" in helped.output
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_bad_usage_is_exit_2_and_a_failed_envelope_with_json(command):
     result = run_cli(*command.split(), "--no-such-option", "--json")

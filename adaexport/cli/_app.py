@@ -124,6 +124,29 @@ class _OneLineUsageErrors(TyperGroup):
         with _usage_errors_as_one_line():
             return super().invoke(ctx)
 
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is not None:
+            _plain_metavars(command)
+        return command
+
+
+_METAVAR_BY_TYPE = {"int": "N", "float": "NUMBER"}
+
+
+def _plain_metavars(command) -> None:
+    """Help rows in the terminal's convention (`--limit N`, `DIR`) rather than Typer's
+    `<int>`/`<path>` type tags: an option without a metavar gets N, NUMBER, PATH or its
+    long name in capitals; an argument shows its metavar alone. Subcommands (`farm ...`) too."""
+    for param in command.params:
+        if param.param_type_name == "argument":
+            param.display_type_rich = lambda ctx: None
+        elif param.metavar is None and not (param.is_flag or param.count):
+            long = max(param.opts, key=len).lstrip("-").replace("-", "_").upper()
+            param.metavar = "PATH" if param.type_descriptor.is_path else _METAVAR_BY_TYPE.get(param.bare_type(), long)
+    for sub in getattr(command, "commands", {}).values():
+        _plain_metavars(sub)
+
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, cls=_OneLineUsageErrors,
                   rich_markup_mode=None, epilog=EPILOG,
