@@ -87,18 +87,6 @@ def check_demo_fits(dataset: str, cfg) -> None:
                          f"model ({cfg.in_channels} channels, {cfg.num_classes} classes); pass --dataset SPEC")
 
 
-REFERENCE_CHUNK = 64  # images per PyTorch forward (eval's reference and adaexport search)
-
-
-def reference_logits(model, point, attention: str, inputs: np.ndarray) -> np.ndarray:
-    """PyTorch's logits at one point: the static module, in chunks of REFERENCE_CHUNK
-    (``validate.torch_reference``, the reference build parity takes too)."""
-    from .model.static import specialize
-    from .validate import torch_reference
-
-    return torch_reference(specialize(model, point, attention), inputs, REFERENCE_CHUNK)[0]
-
-
 class ReferenceAccuracy:
     """PyTorch's top-1/top-5 per point, computed once and cached in DIR/.adaexport/cache."""
 
@@ -114,6 +102,7 @@ class ReferenceAccuracy:
                                          "data": self.data_digest}, sort_keys=True).encode()).hexdigest()
         record = self.cache.get("reference", key)
         if record is None:
+            from .reference import reference_logits
             from .space import ConfigPoint
 
             logits = reference_logits(self.loaded.model, ConfigPoint(**point), self.attention, self.inputs)

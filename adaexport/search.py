@@ -3,8 +3,8 @@ per image, the accuracy/FLOPs front, and the `front` / `front:K` build grids cho
 
 The passes are `adaexport.model.shared_pass`'s: under the block-causal mask one pass per
 width scores every (token count, depth); with `full` attention one pass per (token count,
-width) scores every depth. Images run in chunks of eval's reference (REFERENCE_CHUNK) and
-are scored with eval's own functions, so a configuration's top-1 is the one `adaexport
+width) scores every depth. Images run in chunks through `adaexport.reference` (eval's
+PyTorch reference, the same passes) and are scored with eval's own functions, so a configuration's top-1 is the one `adaexport
 eval` computes for PyTorch at that point on the same data, image by image.
 
 A search result is a JSON document (`adaexport.search/1`); `adaexport build --grid front:K
@@ -26,7 +26,7 @@ from . import __version__
 from .atomic import write_bytes_atomic
 from .datasets import DatasetError, model_inputs
 from .errors import UsageError
-from .evaluate import REFERENCE_CHUNK, check_demo_fits, topk_hits
+from .evaluate import check_demo_fits, topk_hits
 from .manifest import utc_now
 from .pareto import front
 from .space import ConfigPoint, build_grid, front_count
@@ -66,33 +66,30 @@ def data_digest(inputs: np.ndarray, labels: np.ndarray) -> str:
 def run_search(loaded, inputs: np.ndarray, labels: np.ndarray, dataset: str, attention: str,
                reporter) -> SearchResult:
     """Score every trained configuration of `loaded` on prepared inputs (see the module docstring)."""
-    import torch
-
-    from .model.shared_pass import SharedPass, plan_passes
+    from .model.shared_pass import plan_passes
+    from .reference import CHUNK, point_outputs
 
     cfg = loaded.config
     attention = search_attention(cfg, attention)
     points, _ = build_grid(cfg, "trained")
     started = time.perf_counter()
     plan = plan_passes(cfg, {p.tokens for p in points}, {p.width for p in points},
-                       {p.depth for p in points}, attention)
-    shared = SharedPass(loaded.model, plan)
+                       {p.depth for p in points}, attention)   # the plan point_outputs runs, for the record
     top5 = cfg.num_classes > 5
     hits1 = {p: 0 for p in points}
     hits5 = {p: 0 for p in points}
     predictions: dict[ConfigPoint, list[np.ndarray]] = {p: [] for p in points}
-    starts = range(0, len(inputs), REFERENCE_CHUNK)
-    per_step = math.ceil(len(starts) / PROGRESS_STEPS)
-    reporter.stage("search", math.ceil(len(starts) / per_step))
-    for i, start in enumerate(starts):
-        chunk_labels = labels[start:start + REFERENCE_CHUNK]
-        for point, logits in shared(torch.from_numpy(inputs[start:start + REFERENCE_CHUNK])).items():
-            logits = logits.numpy()
+    chunks = math.ceil(len(inputs) / CHUNK)
+    per_step = math.ceil(chunks / PROGRESS_STEPS)
+    reporter.stage("search", math.ceil(chunks / per_step))
+    for i, (start, outputs) in enumerate(point_outputs(loaded.model, points, attention, inputs)):
+        chunk_labels = labels[start:start + CHUNK]
+        for point, (logits, *_) in outputs.items():
             hits1[point] += int(topk_hits(logits, chunk_labels, 1).sum())
             hits5[point] += int(topk_hits(logits, chunk_labels, 5).sum()) if top5 else 0
             predictions[point].append(logits.argmax(axis=1).astype(np.int32))
-        if (i + 1) % per_step == 0 or i + 1 == len(starts):
-            done = min(start + REFERENCE_CHUNK, len(inputs))
+        if (i + 1) % per_step == 0 or i + 1 == chunks:
+            done = min(start + CHUNK, len(inputs))
             reporter.advance(f"{done}/{len(inputs)} images", f"{plan.passes} pass(es) per image")
     seconds = time.perf_counter() - started
     reporter.end_stage()

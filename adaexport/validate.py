@@ -105,15 +105,3 @@ def run_batched(fn: Callable[[np.ndarray], Sequence[np.ndarray]], inputs: np.nda
         raise ValueError(f"{len(inputs)} inputs are not a multiple of the engine batch {batch}")
     chunks = [fn(inputs[i:i + batch]) for i in range(0, len(inputs), batch)]
     return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
-
-
-def torch_reference(static_module, inputs: np.ndarray, chunk: int) -> list[np.ndarray]:
-    """Outputs of the PyTorch static module (the reference a compiled engine must match, and
-    eval's PyTorch accuracy), in chunks of `chunk` rows; the last may be shorter (the
-    PyTorch module takes any batch)."""
-    import torch
-
-    with torch.no_grad():
-        parts = [[o.numpy() for o in static_module(torch.from_numpy(inputs[i:i + chunk]))]
-                 for i in range(0, len(inputs), chunk)]
-    return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]

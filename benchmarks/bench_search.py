@@ -7,7 +7,7 @@ Per model and attention mode, each repeat times, side by side (the order alterna
 one repeat to the next):
 
 * **single point**: what `adaexport eval` spends on PyTorch for one configuration, the full
-  one (the most expensive): `evaluate.reference_logits` (specialise, then forward in chunks
+  one (the most expensive): `reference.reference_logits` (specialise, then forward in chunks
   of 64) over the images;
 * **search**: `search.run_search` over the same images: every trained configuration's
   top-1/top-5 (the shared passes, their set-up and the scoring included).
@@ -66,7 +66,7 @@ def _data(size: str, loaded, images: int):
 def measure(size: str, loaded, attention: str, inputs, labels, repeats: int) -> dict:
     from bench_common import measure as timed
 
-    from adaexport.evaluate import reference_logits
+    from adaexport.reference import reference_logits
     from adaexport.model.flops import count_flops
     from adaexport.progress import QuietReporter
     from adaexport.search import run_search

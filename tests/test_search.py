@@ -10,7 +10,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from adaexport.datasets import model_inputs
 from adaexport.errors import UsageError
-from adaexport.evaluate import reference_logits, scores
+from adaexport.evaluate import scores
+from adaexport.reference import reference_logits
 from adaexport.model.config import AdaPerceiverConfig
 from adaexport.model.flops import count_flops, count_search_flops
 from adaexport.model.shared_pass import SharedPass, plan_passes

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..space import ConfigPoint
-from ..validate import torch_reference
+from ..reference import CHUNK, reference_outputs
 
 
 class LazyReference:
@@ -23,14 +23,12 @@ class LazyReference:
 
 
 class ReferenceFamily:
-    """PyTorch's outputs for the build's points: every depth of one (tokens, width) comes
-    from one forward pass that writes out after each block (`model.shared_pass`), computed
-    the first time one of those points needs its reference and handed out once per point.
-    A distilled model (a features output besides the logits, which the shared pass does
-    not give) is run point by point through the static module. Either way the inputs go
-    in chunks of 64 (of 1 when the count is not a multiple of 64)."""
+    """PyTorch's outputs for the build's points (`adaexport.reference`): every depth of one
+    (tokens, width) from one forward pass that writes out after each block, computed the
+    first time one of those points needs its reference and handed out once per point. The
+    inputs go in chunks of 64 (of 1 when the count is not a multiple of 64)."""
 
-    CHUNK = 64
+    CHUNK = CHUNK
 
     def __init__(self, model, points: list[ConfigPoint], attention: str, inputs: np.ndarray | None):
         self.model, self.attention, self.inputs = model, attention, inputs
@@ -40,35 +38,13 @@ class ReferenceFamily:
         self._ready: dict[ConfigPoint, list[np.ndarray]] = {}
         self.passes = 0  # forward passes run (for the tests)
 
-    @property
-    def shared(self) -> bool:
-        return not self.model.config.distilled
-
-    def _chunk(self) -> int:
-        return self.CHUNK if len(self.inputs) % self.CHUNK == 0 else 1
-
     def outputs(self, point: ConfigPoint) -> list[np.ndarray]:
-        if point in self._ready:
-            return self._ready.pop(point)
-        if not self.shared:
-            from ..model.static import specialize
-
+        if point not in self._ready:
+            group = [point]
+            if not self.model.config.distilled:   # the shared pass gives every depth at once
+                group += [ConfigPoint(point.tokens, point.width, d)
+                          for d in self.depths.get((point.tokens, point.width), ())]
+            chunk = self.CHUNK if len(self.inputs) % self.CHUNK == 0 else 1
             self.passes += 1
-            return torch_reference(specialize(self.model, point, self.attention), self.inputs, self._chunk())
-        self._ready = self._shared_pass(point.tokens, point.width, self.depths.get((point.tokens, point.width),
-                                                                                   {point.depth}) | {point.depth})
+            self._ready.update(reference_outputs(self.model, group, self.attention, self.inputs, chunk))
         return self._ready.pop(point)
-
-    def _shared_pass(self, tokens: int, width: int, depths: set[int]) -> dict[ConfigPoint, list[np.ndarray]]:
-        import torch
-
-        from ..model.shared_pass import PassPlan, SharedPass
-
-        shared = SharedPass(self.model, PassPlan(self.attention, {tokens: (tokens,)}, (width,), tuple(sorted(depths))))
-        self.passes += 1
-        chunk = self._chunk()
-        logits: dict[ConfigPoint, list[np.ndarray]] = {}
-        for i in range(0, len(self.inputs), chunk):
-            for point, out in shared(torch.from_numpy(self.inputs[i:i + chunk])).items():
-                logits.setdefault(point, []).append(out.numpy())
-        return {point: [np.concatenate(parts)] for point, parts in logits.items()}
