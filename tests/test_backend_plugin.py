@@ -16,22 +16,6 @@ TOY = ROOT / "tests" / "data" / "toy_backend"
 
 pytestmark = pytest.mark.slow
 
-SCRIPT = """
-import sys
-from pathlib import Path
-import numpy as np
-from adaexport.backends import backend_names
-from adaexport.build import BuildRequest, run_build
-from adaexport.progress import QuietReporter
-from adaexport.runtime import Runtime
-
-toy, out = Path(sys.argv[1]), Path(sys.argv[2])
-assert "toyort" in backend_names(), backend_names()
-result = run_build(BuildRequest(out=out, target=str(toy / "toy-cpu.toml"), profile=str(toy / "toy.toml"),
-                                tokens=[8], widths=[32], depths=[1]), QuietReporter())
-assert result.failures == [], result.failures
-"""
-
 SERVE = """
 import sys
 import numpy as np
@@ -51,8 +35,11 @@ def test_a_backend_from_an_entry_point_builds_profiles_and_serves(tmp_path):
     site = shutil.copytree(TOY, tmp_path / "site", ignore=shutil.ignore_patterns("__pycache__"))  # a temporary install
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
     out = tmp_path / "fam"
-    built = _run(["-c", SCRIPT, str(site), str(out)], env)
-    assert built.returncode == 0, built.stderr[-2000:]
+    built = _run(["-m", "adaexport", "build", "--out", str(out), "--target-file", str(site / "toy-cpu.toml"),
+                  "--profile-file", str(site / "toy.toml"), "--tokens", "8", "--width", "32", "--depth", "1",
+                  "--no-profile", "--json"], env)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    assert json.loads(built.stdout)["ok"] is True
     manifest = json.loads((out / "manifest.json").read_text())
     toy = next(e for e in manifest["engines"] if e["backend"] == "toyort")
     assert toy["status"] == "ready" and toy["parity"]["passed"] and toy["lint"] == []

@@ -54,11 +54,11 @@ def profile(directory: str | Path, *, device: str | None = None, power_mode: str
     from ..profiling.modes_plan import plan_modes
     from ..hardware.power_modes import walk_power_modes
     from ..progress import QuietReporter
-    from ..targets import get_target, resolve_target
+    from ..targets import get_target
 
     directory = Path(directory)
     manifest = read_manifest(directory)
-    target = get_target(resolve_target(device))
+    target = get_target(device)
     settings = _settings(manifest, min_iterations=min_iterations, min_duration_s=min_duration, warmup_s=warmup,
                          rounds=rounds, max_cv=max_cv)
     modes, switch = plan_modes(target, power_mode)

@@ -60,9 +60,9 @@ def device_resources(key: str, target: str, backends: list[str]) -> dict[str, fl
 def local_device(target: str | None = None) -> tuple[str, str, list[str]]:
     """This machine as a farm device: (identity key, target, backends installed)."""
     from ..device_identity import this_machine
-    from ..targets import resolve_target
+    from ..targets import get_target
 
-    name = resolve_target(target)
+    name = get_target(target).name
     key, facts = this_machine(name)
     return key, name, sorted(facts.get("backends") or {})
 

@@ -9,7 +9,8 @@ and its default thread count.
     load_target("jetson-orin-nano")   -> Target
     list_targets()                    -> ["arm64-cpu", "jetson-agx-orin", ...]
     detect_target(root="/")           -> "x86-cpu" / "nvidia-gpu" / "jetson-orin-nx" / ...
-    resolve_target(name | None)       -> the canonical name (detected when None; aliases resolved)
+    resolve_target(name | None)       -> the canonical name (detected when None; aliases resolved;
+                                         a .toml path stays the path)
     get_target(name | None)           -> Target (the same resolution, loaded)
 
 The alias ``jetson-orin`` picks the module's target from the device tree of the
@@ -299,12 +300,15 @@ def _canonical(name: str, root: str | os.PathLike) -> str:
 
 
 def resolve_target(name: str | None = None, *, root: str | os.PathLike = "/") -> str:
-    """The canonical target name for `name`: detected from this machine when None, the
-    module's target for the jetson-orin alias. Unknown names raise UsageError."""
+    """What `load_target` takes for `name`: the canonical name, detected from this machine
+    when None, the module's target for the jetson-orin alias; a target file stays its path
+    (checked here), since its name alone would not find it again. Unknown names raise
+    UsageError."""
     if name is None:
         return detect_target(root)
     if name.endswith(".toml"):
-        return load_target(name).name
+        load_target(name)
+        return name
     return _canonical(name, root)
 
 
