@@ -1,6 +1,7 @@
 """The runtime side of TensorRT: a deserialised plan (refitted at load when its weights were
 stripped) run with the tensor API on CUDA buffers, and the logger it and the builder share.
-Imports numpy and tensorrt only (CUDA through `cuda_runtime`)."""
+CUDA goes through `cuda_runtime`; nothing of the toolchain side (`trt_build`, `trt_settings`, onnx)
+is imported."""
 
 from __future__ import annotations
 
