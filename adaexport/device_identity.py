@@ -38,7 +38,8 @@ def backend_versions() -> dict[str, str]:
     backend's ``distributions``, the library not imported)."""
     from importlib import metadata
 
-    from .backends.base import BackendError, backend_names, get_backend
+    from .backends.base import BackendError
+    from .backends.registry import backend_names, get_backend
 
     out = {}
     for backend in backend_names():

@@ -49,7 +49,9 @@ def _tensorrt() -> dict[str, Any]:
         import tensorrt as trt
     except ImportError as exc:
         return {"found": False, "reason": f"the tensorrt Python package cannot be imported ({exc})"}
-    from .backends.tensorrt_backend import BackendError, CudaRuntime, caps_of
+    from .backends.cuda_runtime import CudaRuntime
+    from .backends.trt_settings import caps_of
+    from .errors import BackendError
 
     caps = caps_of(trt)
     facts: dict[str, Any] = {"found": True, "version": caps.version, "capabilities": {

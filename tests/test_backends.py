@@ -20,22 +20,21 @@ from adaexport.backends import (
     get_backend,
     open_artifact,
 )
-from adaexport.backends import base
+from adaexport.backends import base, registry
 from adaexport.backends.lint import lint_model, lint_op_types, support_table
-from adaexport.backends.tensorrt_backend import (
+from adaexport.backends.trt_settings import (
     CAPS_8_6,
     CAPS_10,
     CAPS_11,
-    SystemKey,
     TrtCaps,
     build_settings,
     caps_of,
-    check_plan_key,
     format_dla_fallback,
     needed_source,
     trtexec_command,
     trtexec_command_line,
 )
+from adaexport.backends.trt_system import SystemKey, check_plan_key
 from adaexport.targets import load_target
 
 # The op types of every exported AdaPerceiver graph (opset 17).
@@ -50,7 +49,7 @@ def test_builtin_backends_are_registered_as_entry_points():
     from importlib.metadata import entry_points
 
     registered = {ep.name: ep.value for ep in entry_points(group="adaexport.backends")}
-    assert registered == base.BUILTIN_BACKENDS
+    assert registered == registry.BUILTIN_BACKENDS
     assert backend_names()[:3] == ["onnxruntime", "openvino", "tensorrt"]
     for name in ("onnxruntime", "openvino", "tensorrt"):
         backend = get_backend(name)
@@ -84,9 +83,9 @@ class EchoBackend(Backend):
 
 
 def test_other_packages_add_backends_through_the_entry_point_group(monkeypatch, tmp_path):
-    monkeypatch.setattr(base, "_entry_points", lambda: {"echo": f"{__name__}:EchoBackend",
-                                                        "broken": "no_such_module:Thing"})
-    monkeypatch.setattr(base, "_INSTANCES", {})
+    monkeypatch.setattr(registry, "_entry_points", lambda: {"echo": f"{__name__}:EchoBackend",
+                                                            "broken": "no_such_module:Thing"})
+    monkeypatch.setattr(registry, "_INSTANCES", {})
     assert "echo" in backend_names()
     assert get_backend("echo").versions() == {"echo": "1.0"}
     with pytest.raises(BackendError, match="backend 'broken': cannot load no_such_module:Thing"):
@@ -320,7 +319,7 @@ def test_trtexec_command_lines():
 def test_plans_are_weight_stripped_where_tensorrt_can_and_say_so_where_not():
     """TensorRT 10+ GPU plans keep no weights (STRIP_PLAN, refitted from the ONNX at load);
     8.x has no such flag and DLA engines are not refittable: their facts say so."""
-    from adaexport.backends.tensorrt_backend import weights_fact
+    from adaexport.backends.trt_settings import weights_fact
 
     s = build_settings(GPU, "fp32", CAPS_10, "../onnx/p.onnx")
     assert s.strip_weights and weights_fact(s) == ("stripped (STRIP_PLAN, REFIT_IDENTICAL): refitted at load from "

@@ -17,7 +17,7 @@ from adaexport.backends import BackendError, get_backend, pending_engine
 from adaexport.backends import trt_dla, trt_timing_cache
 from adaexport.backends.lint import lint_onnx
 from adaexport.backends.onnxruntime_backend import quantize_qdq
-from adaexport.backends.tensorrt_backend import (
+from adaexport.backends.trt_settings import (
     CAPS_8_5,
     CAPS_8_6,
     CAPS_10,
@@ -274,7 +274,7 @@ def test_a_good_cache_is_used_and_a_missing_one_is_no_warning(tmp_path):
 
 
 def test_the_cache_name_carries_the_tensorrt_version(tmp_path):
-    from adaexport.backends.tensorrt_backend import default_timing_cache
+    from adaexport.backends.trt_build import default_timing_cache
 
     name = trt_timing_cache.cache_name("jetson-orin-nx", "10.3.0.30")
     assert name == "tensorrt-jetson-orin-nx-trt10.3.0.timing-cache"

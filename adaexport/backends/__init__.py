@@ -24,8 +24,6 @@ import numpy as np
 from ..manifest_reader import as_engine, verify_engine_files
 from .base import (
     ARTIFACT_SCHEMA,
-    BUILTIN_BACKENDS,
-    ENTRY_POINT_GROUP,
     Artifact,
     Availability,
     Backend,
@@ -35,10 +33,8 @@ from .base import (
     EngineIntegrityError,
     PlanMismatch,
     Session,
-    backend_names,
-    get_backend,
-    open_artifact,
 )
+from .registry import BUILTIN_BACKENDS, ENTRY_POINT_GROUP, backend_names, get_backend, open_artifact
 
 __all__ = [
     "ARTIFACT_SCHEMA", "BUILTIN_BACKENDS", "ENTRY_POINT_GROUP", "Artifact", "Availability", "Backend",

@@ -128,7 +128,7 @@ def onnxruntime_table(version: str | None = None) -> OpSupport:
 def support_table(backend: str, version: str | None = None) -> OpSupport | None:
     """What `backend` (at `version`; None: the oldest one we build with) reads: the backend
     class's ``support_table`` (None: it has no table, and the op check is skipped)."""
-    from .base import get_backend
+    from .registry import get_backend
 
     return get_backend(backend).support_table(version)
 
@@ -201,7 +201,7 @@ def lint_model(proto, backend: str, version: str | None = None, *, precision: st
                dla: bool = False) -> list[str]:
     """Problems of an in-memory onnx.ModelProto for `backend` (empty: it fits): its operator
     table, then the backend class's own graph rules (``Backend.lint_graph``)."""
-    from .base import get_backend
+    from .registry import get_backend
 
     graph = proto.graph
     problems = lint_op_types({_qualified(n) for n in graph.node}, _default_opset(proto), backend, version)

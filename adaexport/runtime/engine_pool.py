@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from ..backends import open_engine
-from ..backends.base import Artifact, BackendError, get_backend
+from ..backends.base import Artifact, BackendError
 from ..backends.onnxruntime_backend import SharedWeights
+from ..backends.registry import get_backend
 from ..manifest_reader import ManifestError, check_file_record, safe_relative_path, verify_engine_files
 from ..manifest_records import EngineRecord, Manifest
 
