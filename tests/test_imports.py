@@ -136,3 +136,12 @@ def test_runtime_does_not_import_the_toolchain():
                                                     "adaexport.manifest.", "adaexport.evaluate"))
                    or d == "adaexport.manifest"}
             assert not bad, f"{name} imports {sorted(bad)}"
+
+
+def test_the_tensorrt_runtime_side_does_not_import_its_builder():
+    """A Jetson app that serves plans loads trt_session (and what it stands on), never the
+    plan builder or its build settings."""
+    graph = import_graph()
+    for name in ("adaexport.backends.trt_session", "adaexport.backends.trt_system", "adaexport.backends.cuda_runtime"):
+        bad = {d for d in graph[name] if d in ("adaexport.backends.trt_build", "adaexport.backends.trt_settings")}
+        assert not bad, f"{name} imports {sorted(bad)}"
