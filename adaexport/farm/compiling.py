@@ -27,7 +27,7 @@ from typing import Any
 
 from ..errors import EnvironmentProblem
 from .cluster import FarmDevice
-from .shipping import FilePuts, build_files, changed_since, error_line, land_files, run_adaexport, unpacked
+from .shipping import FilePuts, as_answered, build_files, changed_since, land_files, run_adaexport, unpacked
 
 
 class FarmCompileFailed(EnvironmentProblem, RuntimeError):
@@ -140,17 +140,7 @@ def compile_on_farm(directory: Path, ray, devices: list[FarmDevice], *, target: 
             names, job.engines, target, dataset, *puts.refs_of(names))
         running[ref] = job
     answers = []
-    while running:
-        ready, _ = ray.wait(list(running), num_returns=1, timeout=timeout_s)
-        if not ready:
-            for job in running.values():
-                job.error = f"no answer within {timeout_s} s"
-            break
-        job = running.pop(ready[0])
-        try:
-            answer = ray.get(ready[0])
-        except Exception as exc:  # noqa: BLE001 - a lost device or task: named with its reason
-            answer = {"error": error_line(exc)}
+    for job, answer in as_answered(ray, running, timeout_s):
         if "error" in answer:
             job.error = answer["error"]                # the caller names it (exit 3, or the device's outcome)
             continue

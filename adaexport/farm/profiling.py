@@ -31,7 +31,7 @@ from typing import Any
 
 from . import FarmError
 from .cluster import FarmDevice, connect, devices_from_nodes, select_devices
-from .shipping import FilePuts, error_line, run_adaexport, unpacked
+from .shipping import FilePuts, as_answered, run_adaexport, unpacked
 
 TRANSPORTABLE = ("onnxruntime", "openvino")     # engines that run on any device with the backend
 
@@ -156,17 +156,7 @@ def profile_on_farm(directory: Path, address: str, *, devices: str | None = None
         pending[ref] = outcome
     if pending:
         reporter.stage("profile", len(pending))
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=timeout_s)
-        if not ready:                                   # timed out: every device still out is named
-            for outcome in pending.values():
-                outcome.error = f"no answer within {timeout_s} s"
-            break
-        outcome = pending.pop(ready[0])
-        try:
-            answer = ray.get(ready[0])
-        except Exception as exc:  # noqa: BLE001 - a lost device or task: named, the others still count
-            answer = {"error": error_line(exc)}
+    for outcome, answer in as_answered(ray, pending, timeout_s):
         if "error" in answer:
             outcome.error = answer["error"]
             reporter.advance(outcome.device, f"failed: {outcome.error}")
@@ -175,8 +165,8 @@ def profile_on_farm(directory: Path, address: str, *, devices: str | None = None
         outcome.profiled_as, outcome.modes = answer["key"], answer["modes"]
         outcome.skipped += answer["skipped"]
         reporter.advance(outcome.device, f"{len(outcome.engines)} engine(s) profiled")
-        if not pending:
-            reporter.end_stage()
+    if pending:
+        reporter.end_stage()
     if any(o.profiled_as for o in outcomes):
         write_manifest(directory, update_pareto(manifest))
     return manifest, outcomes

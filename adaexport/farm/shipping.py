@@ -93,6 +93,25 @@ def run_adaexport(*args: str) -> tuple[dict | None, str | None]:
     return report.get("result", report), None      # the --json envelope, or an older bare document
 
 
+def as_answered(ray, running: dict, timeout_s: float | None = None) -> Iterator[tuple[Any, dict]]:
+    """(what the caller keyed a task by, the task's answer) for each task of ``running``
+    (object ref -> the caller's item) as its device answers; a lost device or task, or one
+    still out after ``timeout_s`` of waiting, answers ``{"error": one-line reason}``."""
+    running = dict(running)
+    while running:
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=timeout_s)
+        if not ready:
+            for item in running.values():
+                yield item, {"error": f"no answer within {timeout_s} s"}
+            return
+        item = running.pop(ready[0])
+        try:
+            answer = ray.get(ready[0])
+        except Exception as exc:  # noqa: BLE001 - a lost device or task: named, the others still count
+            answer = {"error": error_line(exc)}
+        yield item, answer
+
+
 def error_line(exc: BaseException) -> str:
     """A lost device's or task's exception as one line."""
     text = str(exc).strip()

@@ -2,22 +2,19 @@
 the ``toydefer_device`` module (on the device's path only) a build records them pending,
 and ``adaexport compile`` on the device finishes them (the ONNX with its weights embedded,
 run by ONNX Runtime). Registered through the ``adaexport.backends`` entry point of
-``toydefer-0.1.dist-info``."""
+``toydefer-0.1.dist-info``; its sessions are toyort's (beside it in the same folder)."""
 
 import importlib.util
 import os
 from pathlib import Path
 
-from adaexport.backends.base import Artifact, Availability, Backend, finalize, write_sidecar
-from adaexport.backends.onnxruntime_backend import OrtSession
+from toyort_backend import ToyBackend
+
+from adaexport.backends.base import Artifact, Availability, finalize, write_sidecar
 
 
-class ToyDeferBackend(Backend):
+class ToyDeferBackend(ToyBackend):
     name = "toydefer"
-    runtime_modules = ("onnxruntime",)
-    precisions = ("fp32",)
-    extension = ".onnx"
-    thread_option = "intra_op_num_threads"
     defers = True
     distributions = ("toydefer",)
 
@@ -56,7 +53,3 @@ class ToyDeferBackend(Backend):
     def compile(self, onnx_path, target, precision, options):
         self.require(precision)
         return self.finish_pending(self.pending(onnx_path, target, precision, options))
-
-    def open(self, artifact, **overrides):
-        art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
-        return OrtSession(art.path, {**art.runtime, **overrides})
