@@ -52,56 +52,81 @@ def _reference_inputs(manifest: dict, samples: int, random_samples: int,
     return preprocess(images[:n], spec["preprocessing"], channels, size), labels[:n]
 
 
-def finish_pending_engines(directory: Path, device: str | None, reporter, dataset: str | None = None) -> list[str]:
-    """Build every pending engine of DIR's manifest here; returns the ids finished.
-    `dataset`: where the build's parity data lies on this machine (default: the spec the
-    manifest records, e.g. the bundled demo)."""
+def parity_reference(manifest, engine):
+    """The engine a pending ``engine`` is checked against once built: its point's ONNX Runtime
+    fp32 engine (the exported ONNX). Records (``manifest_records``) in, record out."""
+    return next(e for e in manifest.engines if e.point == engine.point and e.backend == "onnxruntime"
+                and e.precision == "fp32")
+
+
+def pending_engines(manifest, engines: list[str] | None = None) -> list:
+    """The pending engines of ``manifest`` (records), only those of ``engines`` when given;
+    an id there that is not a pending engine of this build is a UsageError."""
+    from .errors import UsageError
+
+    pending = [e for e in manifest.engines if e.pending]
+    if engines is None:
+        return pending
+    unknown = sorted(set(engines) - {e.id for e in pending})
+    if unknown:
+        raise UsageError(f"--engines: {', '.join(unknown)} is not a pending engine of this build")
+    return [e for e in pending if e.id in engines]
+
+
+def finish_pending_engines(directory: Path, device: str | None, reporter, dataset: str | None = None,
+                           engines: list[str] | None = None) -> list[str]:
+    """Build every pending engine of DIR's manifest here (only those of ``engines`` when
+    given); returns the ids finished. `dataset`: where the build's parity data lies on this
+    machine (default: the spec the manifest records, e.g. the bundled demo)."""
     from .backends import BackendUnavailable, finish_pending, get_backend, open_artifact, open_engine
-    from .profiles import profile_of_manifest
+    from .manifest_records import Manifest
+    from .profiles import PARITY_SAMPLES, profile_of_manifest
     from .targets import get_target
     from .validate import compare, run_batched
 
     directory = Path(directory)
     manifest = read_manifest(directory)
-    remove_leftovers({directory, *(directory / Path(e["file"]).parent for e in manifest["engines"]
-                                   if e.get("status") == "pending")})   # what a killed compile left
-    target = get_target(device or manifest["device"]["target"])
+    records = Manifest.from_json(manifest)
+    remove_leftovers({directory, *(directory / Path(e.file).parent      # what a killed compile left
+                                   for e in records.engines if e.pending)})
+    target = get_target(device or records.device.target)
     profile = profile_of_manifest(manifest)  # the manifest's own copy: no file from the build host
-    pending = [e for e in manifest["engines"] if e.get("status") == "pending"]
+    pending = pending_engines(records, engines)
     if not pending:
         reporter.info(f"{directory}: no pending engines")
         return []
-    for entry in pending:
-        state = get_backend(entry["backend"]).available(entry["precision"])
+    for engine in pending:
+        state = get_backend(engine.backend).available(engine.precision)
         if not state:
             raise BackendUnavailable(f"cannot finish {len(pending)} pending engine(s) on this machine: {state.reason}")
     inputs = labels = None
-    batch = manifest["model"]["input"]["shape"][0]
+    batch = records.model.input.shape[0]
+    entries = {e["id"]: e for e in manifest["engines"]}      # what is rewritten: the JSON entries
     references: dict[str, list[np.ndarray]] = {}  # per reference engine id: a point's engines share one
     finished = []
     reporter.stage("compile", len(pending))
-    for entry in pending:
-        artifact = finish_pending(directory / entry["file"], target)
+    for engine in pending:
+        entry = entries[engine.id]
+        artifact = finish_pending(directory / engine.file, target)
         entry.update(artifact.record(directory))
-        reference_entry = next(e for e in manifest["engines"] if e["point"] == entry["point"]
-                               and e["backend"] == "onnxruntime" and e["precision"] == "fp32")
+        reference_engine = parity_reference(records, engine)
         if inputs is None:
-            samples = manifest.get("build", {}).get("parity_samples", profile.parity_samples or 256)
+            samples = (records.build or {}).get("parity_samples", profile.parity_samples or PARITY_SAMPLES)
             inputs, labels = _reference_inputs(manifest, samples, profile.random_samples, dataset)
-        if reference_entry["id"] not in references:
-            reference_session = open_engine(directory, reference_entry, threads=0)
-            references[reference_entry["id"]] = run_batched(
+        if reference_engine.id not in references:
+            reference_session = open_engine(directory, reference_engine, threads=0)
+            references[reference_engine.id] = run_batched(
                 lambda x: reference_session.run({"image": x}), inputs, batch)
-        reference = references[reference_entry["id"]]
+        reference = references[reference_engine.id]
         session = open_artifact(artifact.path)
         candidate = run_batched(lambda x: session.run({"image": x}), inputs, batch)
-        tol = profile.tolerance(entry["precision"])
+        tol = profile.tolerance(engine.precision)
         parity = compare(reference, candidate, labels)
-        entry["parity"] = parity.record(tol) | {"reference": reference_entry["id"]}
+        entry["parity"] = parity.record(tol) | {"reference": reference_engine.id}
         if labels is None:
             entry["parity"].update(inputs="random", seed=RANDOM_SEED)
-        finished.append(entry["id"])
-        reporter.advance(entry["id"], f"top-1 agreement {parity.top1_agreement:.3f}")
+        finished.append(engine.id)
+        reporter.advance(engine.id, f"top-1 agreement {parity.top1_agreement:.3f}")
     reporter.end_stage()
     write_manifest(directory, manifest)
     return finished

@@ -1,8 +1,13 @@
 """The Ray farm on a real local cluster (issue 17): a head and two device nodes on loopback,
 joined with the real `adaexport farm join`, one of them showing another CPU through a
-fixture system root so the two measure under different device identities."""
+fixture system root so the two measure under different device identities; for the pending
+engines, a third device of another target with the toy deferred backend (toydefer) that
+only that node can build."""
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
 
@@ -120,6 +125,98 @@ def test_an_unreachable_cluster_is_one_line_and_exit_3(build):
     assert "cannot reach the Ray cluster" in proc.stderr and "Traceback" not in proc.stderr
 
 
+TOY = ROOT / "tests" / "data" / "toy_backend"
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """The toydefer backend installed (a temporary site folder whose dist-info importlib.metadata
+    finds) and its target toy-device known: the driver's environment, where toydefer engines can
+    only be recorded pending, and the device's, where its toydefer_device module builds them."""
+    site = shutil.copytree(TOY, tmp_path_factory.mktemp("toy") / "site", ignore=shutil.ignore_patterns("__pycache__"))
+    driver = {"PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]), "ADAEXPORT_TARGETS_PATH": str(site / "targets")}
+    device = {**driver, "PYTHONPATH": os.pathsep.join([str(site), str(site / "device"), str(ROOT)])}
+    return {"site": site, "driver": driver, "device": device}
+
+
+@pytest.fixture(scope="module")
+def toy_device(cluster, toy):
+    """A third device node, of target toy-device, the only one that can build toydefer engines."""
+    cluster.join_device("toy", target="toy-device", env=toy["device"])
+    try:
+        yield cluster
+    finally:
+        cluster.kill("toy", signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def toy_build(tmp_path_factory, toy):
+    out = tmp_path_factory.mktemp("toy-build") / "build"
+    built = run_cli("build", "--device", "toy-device", "--build-profile", str(toy["site"] / "toydefer.toml"), "--out",
+                    str(out), "--tokens", "8", "--width", "32,64", "--depth", "1", "--no-profile", env=toy["driver"])
+    assert built.returncode == 0, built.stderr
+    pending = [e["id"] for e in json.loads((out / "manifest.json").read_text())["engines"] if e["status"] == "pending"]
+    assert pending == ["t8_w32_d1-toydefer-fp32", "t8_w64_d1-toydefer-fp32"]
+    return out
+
+
+def test_compile_ray_builds_pending_engines_on_the_matching_device_as_a_local_compile(toy_device, toy_build, toy,
+                                                                                       tmp_path):
+    local, farm = (shutil.copytree(toy_build, tmp_path / name) for name in ("local", "farm"))
+    here = run_cli("compile", str(local), env=toy["device"])            # where toydefer builds: the reference
+    assert here.returncode == 0, here.stderr
+    cannot = run_cli("compile", str(farm), env=toy["driver"])          # the driver itself cannot build them
+    assert cannot.returncode == 3 and "toydefer builds only on its device" in cannot.stderr
+    done = run_cli("compile", str(farm), "--ray", toy_device.address, env=toy["driver"])
+    assert done.returncode == 0, done.stderr
+    assert build_digest(farm) == build_digest(local)                   # the same files, the same manifest
+    assert "finished 2 engine(s) on toy-device:" in done.stdout
+    # progress names the device for each engine as it comes back
+    assert [ln.split(": built on ")[0].split()[-1] for ln in done.stderr.splitlines() if ": built on toy-device" in ln] \
+        == ["t8_w32_d1-toydefer-fp32", "t8_w64_d1-toydefer-fp32"]
+    from adaexport.manifest import read_manifest, verify_files
+
+    assert verify_files(farm, read_manifest(farm)) == []
+
+
+def test_compile_ray_with_a_device_that_fails_names_it_and_writes_nothing(toy_device, toy_build, toy, tmp_path):
+    directory = shutil.copytree(toy_build, tmp_path / "build")
+    before = build_digest(directory)
+    failed = run_cli("compile", str(directory), "--ray", toy_device.address, "--dataset", "npz:/nonexistent.npz",
+                     env=toy["driver"])
+    assert failed.returncode == 3, failed.stderr
+    lines = [ln for ln in failed.stderr.splitlines() if ln.strip() and not ln.startswith(("farm:", "["))]
+    assert len(lines) == 1 and "device toy-device:" in lines[0] and "nonexistent" in lines[0], failed.stderr
+    assert "Traceback" not in failed.stderr and build_digest(directory) == before
+
+
+def test_profile_ray_compiles_pending_engines_on_their_device_then_profiles_them(toy_device, toy_build, toy, tmp_path):
+    directory = shutil.copytree(toy_build, tmp_path / "build")
+    done = run_cli("profile", str(directory), "--ray", toy_device.address, "--devices", "toy-device", "--json", *QUICK,
+                   env=toy["driver"])
+    assert done.returncode == 0, done.stderr
+    (outcome,) = json_result(done)["devices"]
+    assert outcome["compiled"] == ["t8_w32_d1-toydefer-fp32", "t8_w64_d1-toydefer-fp32"] and not outcome["error"]
+    manifest = json.loads((directory / "manifest.json").read_text())
+    key = outcome["profiled_as"]
+    for engine in manifest["engines"]:
+        assert engine["status"] == "ready" and engine["profile"][key]["default"]["latency_ms"]["p50"] > 0
+    assert {e["id"] for e in manifest["engines"]} >= set(outcome["compiled"]) and not outcome["skipped"]
+
+
+def test_compile_ray_without_a_device_of_the_target_exits_3_naming_it(cluster, tmp_path):
+    out = tmp_path / "nx"
+    built = run_cli("build", "--device", "jetson-orin-nx", "--out", str(out), "--tokens", "8", "--width", "32",
+                    "--depth", "1", "--no-profile")                    # its TensorRT engines pending
+    assert built.returncode == 0, built.stderr
+    before = build_digest(out)
+    refused = run_cli("compile", str(out), "--ray", cluster.address)
+    assert refused.returncode == 3, refused.stderr
+    lines = [ln for ln in refused.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "target jetson-orin-nx" in lines[0] and "tensorrt backend" in lines[0]
+    assert build_digest(out) == before
+
+
 MIXED = str(ROOT / "tests" / "data" / "profiles" / "mixed.toml")
 FARM_GRID = ("--tokens", "8,16", "--width", "32", "--depth", "1,2")
 
@@ -137,7 +234,10 @@ def test_build_on_the_farm_is_byte_identical_to_a_local_build(cluster, local_bui
     built = run_cli("build", "--out", str(out), "--build-profile", MIXED, *FARM_GRID, "--no-profile",
                     "--ray", cluster.address, "--jobs", "2")
     assert built.returncode == 0, built.stderr
-    assert "farm: node" in built.stderr             # progress names the nodes that did the work
+    assert "farm: node" in built.stderr             # progress names the nodes that did the work ...
+    exports = [ln for ln in built.stderr.splitlines() if ln.startswith("farm: export ")]
+    assert len(exports) == 4 and all(" done on node " in ln for ln in exports)     # ... for each task as it ends
+    assert exports[-1].endswith("4/4 of this stage)")
     assert build_digest(out) == build_digest(local_build)
 
 

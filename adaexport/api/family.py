@@ -37,10 +37,12 @@ class BuildResult(Result):
 @dataclasses.dataclass
 class CompileResult(Result):
     directory: Path
-    finished: list[str]          # the engine ids built and checked here
+    finished: list[str]          # the engine ids built and checked (here, or on the farm's devices)
+    devices: list[dict] = dataclasses.field(default_factory=list)   # --ray: device, engines, finished
 
     def to_json(self) -> dict[str, Any]:
-        return {"manifest": str(self.directory / "manifest.json"), "finished": self.finished}
+        return {"manifest": str(self.directory / "manifest.json"), "finished": self.finished,
+                **({"devices": self.devices} if self.devices else {})}
 
 
 def parse_knobs(tokens, widths, depths) -> dict[str, list[int] | None]:
@@ -110,16 +112,27 @@ def export(out: str | Path, model: str | Path | None = None, **options) -> Build
 
 
 def compile(directory: str | Path, device: str | None = None, reporter=None,  # noqa: A001
-            dataset: str | None = None) -> CompileResult:
+            dataset: str | None = None, engines: list[str] | None = None, ray: str | None = None) -> CompileResult:
     """On the device: build and check the engines a cross-build left pending (`adaexport
     compile`); needs no torch and nothing from the build host but the build directory
-    (and `dataset`, the build's parity data, where it was not the bundled demo)."""
-    from ..device_compile import finish_pending_engines
+    (and `dataset`, the build's parity data, where it was not the bundled demo).
+    `engines`: only these pending engine ids. `ray`: a cluster address; each pending engine
+    is built by a device there of the build's target (`device`: another) with its backend,
+    and only this process writes the build directory (adaexport.farm.compiling)."""
     from ..progress import QuietReporter
 
     reporter = reporter or QuietReporter()
     try:
-        finished = finish_pending_engines(Path(directory), device, reporter, dataset)
+        if ray is not None:
+            from ..farm.compiling import compile_with_farm
+
+            jobs = compile_with_farm(Path(directory), ray, target=device, dataset=dataset, engines=engines,
+                                     reporter=reporter)
+            return CompileResult(directory=Path(directory), finished=[e for j in jobs for e in j.finished],
+                                 devices=[j.as_dict() for j in jobs])
+        from ..device_compile import finish_pending_engines
+
+        finished = finish_pending_engines(Path(directory), device, reporter, dataset, engines)
     finally:
         reporter.close()
     return CompileResult(directory=Path(directory), finished=finished)

@@ -61,11 +61,18 @@ class FarmProfileResult(Result):
 def profile_on_farm(directory: str | Path, address: str, *, devices: str | None = None, power_mode: str | None = None,
                     min_iterations: int | None = None, min_duration: float | None = None,
                     warmup: float | None = None, rounds: int | None = None,
-                    max_cv: float | None = None) -> FarmProfileResult:
-    """`adaexport profile DIR --ray ADDRESS`: every selected device (`devices`: patterns on
-    target or identity) profiles the engines it can run; the manifest gets each one's section."""
+                    max_cv: float | None = None, reporter=None) -> FarmProfileResult:
+    """`adaexport profile DIR --ray ADDRESS`: the build's pending engines are first built on
+    the selected devices of its target that have their backend, then every selected device
+    (`devices`: patterns on target or identity) profiles the engines it can run; the
+    manifest gets each one's section. `reporter`: a line per device as it answers."""
     from ..farm.profiling import profile_on_farm as run, profile_options
+    from ..progress import QuietReporter
 
     options = profile_options(power_mode, min_iterations, min_duration, warmup, rounds, max_cv)
-    _, outcomes = run(Path(directory), address, devices=devices, options=options)
+    reporter = reporter or QuietReporter()
+    try:
+        _, outcomes = run(Path(directory), address, devices=devices, options=options, reporter=reporter)
+    finally:
+        reporter.close()
     return FarmProfileResult(Path(directory), outcomes)

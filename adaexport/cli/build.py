@@ -178,13 +178,28 @@ def compile(
     device: Optional[str] = typer.Option(None, "--device", metavar="TARGET", help="Target device (default: the "
                                          "manifest's)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", metavar="SPEC", help="Where the build's parity data "
-                                          "lies on this machine, when not where the manifest says (the demo is "
-                                          "bundled)."),
+                                          "lies on this machine (with --ray: on the device), when not where the "
+                                          "manifest says (the demo is bundled)."),
+    engines: Optional[str] = typer.Option(None, "--engines", help="Only these pending engine ids, comma-separated."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="HOST:PORT", help="Build them on the devices of this Ray "
+                                      "cluster whose target and backends match instead of here; see adaexport farm."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """On the device: build the engines a cross-build left pending (TensorRT) and check them; needs no torch."""
+    """On the device: build the engines a cross-build left pending (TensorRT) and check them; needs no torch.
+
+    \b
+    Example: adaexport compile family --ray 10.0.0.2:6379
+    """
     from .. import api
 
-    result = api.compile(directory, device, reporter(json_out), dataset)
-    emit(result, json_out, lambda r: r.finished and console.print(
-        f"finished {len(r.finished)} engine(s): {', '.join(r.finished)}", highlight=False))
+    wanted = [e.strip() for e in engines.split(",") if e.strip()] if engines is not None else None
+    result = api.compile(directory, device, reporter(json_out), dataset, wanted, ray)
+    emit(result, json_out, _render_compile)
+
+
+def _render_compile(result) -> None:
+    for job in result.devices or [{"device": None, "finished": result.finished}]:
+        if job["finished"]:
+            where = f" on {job['device']}" if job["device"] else ""
+            console.print(f"finished {len(job['finished'])} engine(s){where}: {', '.join(job['finished'])}",
+                          highlight=False)

@@ -76,7 +76,8 @@ def profile(
 
         return emit(api.profile_on_farm(directory, ray, devices=devices, power_mode=power_mode,
                                         min_iterations=min_iterations, min_duration=min_duration, warmup=warmup,
-                                        rounds=rounds, max_cv=max_cv), json_out, render_farm_profile)
+                                        rounds=rounds, max_cv=max_cv, reporter=reporter(json_out)), json_out,
+                    render_farm_profile)
     if devices is not None:
         raise UsageError("--devices needs --ray")
     wanted = [e.strip() for e in engines.split(",") if e.strip()] if engines is not None else None

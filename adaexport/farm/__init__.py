@@ -5,6 +5,11 @@
 * ``profiling``: ``adaexport profile DIR --ray ADDRESS`` ships each device the engines it
   can run, profiles them there with the device's own ``adaexport profile`` and merges every
   device's section into the one manifest, which only the driver writes;
+* ``compiling``: ``adaexport compile DIR --ray ADDRESS`` (and the first step of ``profile
+  --ray``) builds a cross-build's pending engines on devices of the build's target with the
+  device's own ``adaexport compile``, the driver writing what comes back;
+* ``shipping``: what those two share: files put into the object store once, unpacked on the
+  device, the device's ``adaexport`` command run on them, what changed brought back;
 * ``executor``: ``adaexport build|export --ray ADDRESS``, the build's per-point work on
   Ray workers, the driver alone writing the build directory;
 * ``local``: a loopback cluster for the tests, the benchmark and trying the farm out.

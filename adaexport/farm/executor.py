@@ -29,25 +29,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..atomic import TEMP_SUFFIX, write_bytes_atomic
 from ..errors import JobsFailed
 from .cluster import connect
+from .shipping import build_files, changed_since, land_files
 
 ATTEMPTS = 2                    # a task whose actor died is tried once more elsewhere
-CACHE_DIR = ".adaexport"        # the driver's cache: never mirrored
-
-
-def _tree(root: Path) -> dict[str, tuple[int, int]]:
-    """Every regular file under ``root`` (relative path -> (size, mtime_ns)), skipping the
-    build cache and temporary files of atomic writes."""
-    out: dict[str, tuple[int, int]] = {}
-    for path in root.rglob("*"):
-        rel = path.relative_to(root).as_posix()
-        if rel.split("/", 1)[0] == CACHE_DIR or path.name.endswith(TEMP_SUFFIX) or not path.is_file():
-            continue
-        stat = path.stat()
-        out[rel] = (stat.st_size, stat.st_mtime_ns)
-    return out
 
 
 def _remap(task: Any, driver_out: Path, mirror: Path) -> Any:
@@ -91,11 +77,9 @@ class FarmWorker:
             path.write_bytes(data)
 
     def run(self, fn, task) -> tuple[Any, dict[str, bytes]]:
-        before = _tree(self.out)
+        before = build_files(self.out)
         result = fn(_remap(task, self.driver_out, self.out))
-        after = _tree(self.out)
-        changed = {rel: (self.out / rel).read_bytes() for rel, stamp in after.items() if before.get(rel) != stamp}
-        return result, changed
+        return result, changed_since(self.out, before)
 
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -135,7 +119,7 @@ class RayExecutor:
         from ..hashing import file_record
 
         out = Path(self.setup.out)
-        return {rel: file_record(out / rel, out)["sha256"] for rel in _tree(out)}
+        return {rel: file_record(out / rel, out)["sha256"] for rel in build_files(out)}
 
     def _sync(self, i: int, listing: dict[str, str]) -> None:
         """Send actor i every file of ``listing`` it does not hold at that content."""
@@ -156,10 +140,8 @@ class RayExecutor:
         """Write what a task made into the build directory (the driver alone writes it)."""
         import hashlib
 
-        out = Path(self.setup.out)
-        for rel, data in sorted(changed.items()):
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            write_bytes_atomic(out / rel, data)
+        land_files(Path(self.setup.out), changed)
+        for rel, data in changed.items():
             self.held[i][rel] = hashlib.sha256(data).hexdigest()
 
     def run(self, fn, tasks):
@@ -175,6 +157,7 @@ class RayExecutor:
         attempts = {t: 0 for t in queue}
         running: dict[Any, tuple[int, int]] = {}           # ref -> (actor, task)
         idle = list(alive)
+        finished = 0
         while queue or running:
             while queue and idle:
                 i, t = idle.pop(0), queue.pop(0)
@@ -203,6 +186,10 @@ class RayExecutor:
             idle.append(i)
             node = self.nodes.get(i, "?")
             self.done_by_node[node] = self.done_by_node.get(node, 0) + 1
+            finished += 1
+            if self.reporter is not None:      # per-node work as it happens (-q, --json: not shown)
+                self.reporter.info(f"farm: {tasks[t]} done on node {node[:8]} ({self.done_by_node[node]} there, "
+                                   f"{finished}/{len(tasks)} of this stage)")
             yield t, result
 
     def _fail(self, running: dict, queue: list[int], failed: int, tasks: list, reason: str):

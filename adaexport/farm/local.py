@@ -57,9 +57,10 @@ class LocalRayCluster:
         self.wait_nodes(1)
 
     def join_device(self, name: str, root: Path | None = None, target: str = "x86-cpu", extra: tuple = (),
-                    cpus: int = 1, object_store_mb: int = 80) -> None:
-        """A device node: `adaexport farm join` (the real CLI) with --block; ``root`` fakes its system."""
-        env = dict(self.env)
+                    cpus: int = 1, object_store_mb: int = 80, env: dict | None = None) -> None:
+        """A device node: `adaexport farm join` (the real CLI) with --block; ``root`` fakes its
+        system, ``env`` adds to its environment (what its workers see: PYTHONPATH, targets)."""
+        env = {**self.env, **(env or {})}
         if root is not None:
             env["ADAEXPORT_SYSFS_ROOT"] = str(root)
         before = len(self.alive_nodes())

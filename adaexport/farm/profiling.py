@@ -1,12 +1,14 @@
 """``adaexport profile DIR --ray ADDRESS``: profile one build on every device of a farm.
 
-For each selected device the driver
+First, the build's pending engines (a cross-build's TensorRT plans) are finished on the
+selected devices of the build's target that have their backend (``compiling``, the same as
+``adaexport compile DIR --ray``). Then, for each selected device, the driver
 
 1. chooses the engines that device can run: ready, of a backend installed there and listed
    by the device's target, and TensorRT plans only on devices of the build's own target
    (a plan is specific to the GPU it was built for);
-2. ships them through Ray's object store (each file put once, whatever the number of
-   devices): the manifest and exactly the files those engines read (``files`` records,
+2. ships them through Ray's object store (``shipping``: each file put once, whatever the
+   number of devices): the manifest and exactly the files those engines read (``files`` records,
    the shared weights included), which the device checks against their sha256 as any
    ``adaexport profile`` does;
 3. runs the device's own ``adaexport profile`` on that copy in a temporary directory, so
@@ -24,14 +26,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from . import FarmError
 from .cluster import FarmDevice, connect, devices_from_nodes, select_devices
+from .shipping import FilePuts, as_answered, run_adaexport, unpacked
 
 TRANSPORTABLE = ("onnxruntime", "openvino")     # engines that run on any device with the backend
 
@@ -45,20 +45,22 @@ class DeviceOutcome:
     modes: list[str] = dataclasses.field(default_factory=list)
     skipped: list[str] = dataclasses.field(default_factory=list)
     error: str | None = None
+    compiled: list[str] = dataclasses.field(default_factory=list)   # pending engines it finished first
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def runnable_on(manifest: dict, device: FarmDevice, device_backends: list[str]) -> tuple[list[dict], list[str]]:
-    """The engines of ``manifest`` that ``device`` can run, and why the others are not sent."""
-    build_target = (manifest.get("device") or {}).get("target")
+def runnable_on(manifest, device: FarmDevice, device_backends: list[str]) -> tuple[list, list[str]]:
+    """The engines of ``manifest`` (a ``manifest_records.Manifest``) that ``device`` can run,
+    and why the others are not sent."""
+    build_target = manifest.device.target
     chosen, skipped = [], []
-    for engine in manifest.get("engines", []):
-        ident, backend = engine["id"], engine["backend"]
-        if engine.get("status", "ready") != "ready":
-            skipped.append(f"{ident}: {engine.get('status')} (finish it on a {build_target} device with "
-                           "adaexport compile first)")
+    for engine in manifest.engines:
+        ident, backend = engine.id, engine.backend
+        if not engine.ready:
+            skipped.append(f"{ident}: {engine.status} (no device of {build_target} with {backend} among the "
+                           "selected ones finished it: adaexport compile DIR --ray ADDRESS)")
         elif backend not in device.backends:
             skipped.append(f"{ident}: {backend} is not installed on {device.key}")
         elif backend not in device_backends:
@@ -70,35 +72,23 @@ def runnable_on(manifest: dict, device: FarmDevice, device_backends: list[str]) 
     return chosen, skipped
 
 
-def _files_of(engines: list[dict]) -> list[str]:
-    from ..manifest import engine_file_records
-
-    names: dict[str, None] = {}
+def _files_of(engines: list) -> list[str]:
+    names: dict[str, None] = {"manifest.json": None}
     for engine in engines:
-        for record in engine_file_records(engine):
-            names[record["file"]] = None
+        for record in engine.file_records():
+            names[record.file] = None
     return list(names)
 
 
-def profile_here(manifest_text: str, names: list[str], engine_ids: list[str], target: str, options: list[str],
+def profile_here(names: list[str], engine_ids: list[str], target: str, options: list[str],
                  *contents: bytes) -> dict[str, Any]:
-    """Runs on a device: write the shipped build into a temporary directory, profile it with
-    this machine's ``adaexport profile``, and return this device's sections."""
-    with tempfile.TemporaryDirectory(prefix="adaexport-farm-") as tmp:
-        root = Path(tmp)
-        (root / "manifest.json").write_text(manifest_text, encoding="utf-8")
-        for name, data in zip(names, contents):
-            path = root / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        command = [sys.executable, "-m", "adaexport", "profile", str(root), "--device", target,
-                   "--engines", ",".join(engine_ids), "--json", *options]
-        proc = subprocess.run(command, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            lines = [ln for ln in (proc.stderr + proc.stdout).strip().splitlines() if ln.strip()]
-            return {"error": lines[-1] if lines else f"adaexport profile exited {proc.returncode}"}
-        report = json.loads(proc.stdout)
-        report = report.get("result", report)            # the --json envelope, or the older bare document
+    """Runs on a device: profile the shipped build (its manifest among ``names``) with this
+    machine's ``adaexport profile`` and return this device's sections."""
+    with unpacked(names, contents) as root:
+        report, error = run_adaexport("profile", str(root), "--device", target, "--engines", ",".join(engine_ids),
+                                      *options)
+        if error is not None:
+            return {"error": error}
         manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
     key = report["device"]
     return {"key": key, "modes": report.get("modes", []), "skipped": report.get("skipped", []),
@@ -126,53 +116,57 @@ def profile_options(power_mode: str | None = None, min_iterations: int | None = 
 
 
 def profile_on_farm(directory: Path, address: str, *, devices: str | None = None, options: list[str] | None = None,
-                    timeout_s: float | None = None) -> tuple[dict, list[DeviceOutcome]]:
-    """Profile the build in ``directory`` on every selected device of the farm and write the
-    merged manifest; returns (manifest, one outcome per device)."""
+                    timeout_s: float | None = None, reporter=None) -> tuple[dict, list[DeviceOutcome]]:
+    """Compile the build's pending engines on the selected devices that can (``compiling``),
+    then profile the build in ``directory`` on every selected device and write the merged
+    manifest; returns (manifest, one outcome per device)."""
     from ..manifest import read_manifest, write_manifest
+    from ..manifest_records import Manifest
     from ..pareto import update_pareto
+    from ..progress import SilentReporter
     from ..targets import get_target
+    from .compiling import compile_on_farm
 
     directory = Path(directory)
-    manifest = read_manifest(directory)
+    reporter = reporter or SilentReporter()
     ray = connect(address)
     chosen = select_devices(devices_from_nodes(ray.nodes()), devices)
     if not chosen:
         raise FarmError(f"no adaexport device has joined the cluster at {address} (adaexport farm join)")
+    jobs, _ = compile_on_farm(directory, ray, chosen, reporter=reporter, all_or_nothing=False, timeout_s=timeout_s)
+    manifest = read_manifest(directory)
+    records = Manifest.from_json(manifest)
     remote = ray.remote(profile_here)
-    manifest_text = (directory / "manifest.json").read_text(encoding="utf-8")
-    shipped: dict[str, Any] = {}                       # file -> object ref, each put once
+    puts = FilePuts(ray, directory)
     outcomes, pending = [], {}
     for device in chosen:
-        engines, skipped = runnable_on(manifest, device, get_target(device.target).backends)
-        outcome = DeviceOutcome(device=device.key, target=device.target, engines=[e["id"] for e in engines],
+        engines, skipped = runnable_on(records, device, get_target(device.target).backends)
+        outcome = DeviceOutcome(device=device.key, target=device.target, engines=[e.id for e in engines],
                                 skipped=skipped)
+        for job in jobs:
+            if job.device == device.key:
+                outcome.compiled, outcome.error = job.finished, job.error and f"compile failed: {job.error}"
         outcomes.append(outcome)
         if not engines:
-            outcome.error = "no engine of this build can run there"
+            outcome.error = outcome.error or "no engine of this build can run there"
             continue
         names = _files_of(engines)
-        for name in names:
-            if name not in shipped:
-                shipped[name] = ray.put((directory / name).read_bytes())
-        pending[device.key] = remote.options(resources={device.resource: 1}, num_cpus=0, max_retries=0).remote(
-            manifest_text, names, outcome.engines, device.target, list(options or []), *[shipped[n] for n in names])
-    for outcome in outcomes:
-        ref = pending.get(outcome.device)
-        if ref is None:
-            continue
-        try:
-            answer = ray.get(ref, timeout=timeout_s)
-        except Exception as exc:  # noqa: BLE001 - a lost device or task: named, the others still count
-            text = str(exc).strip()
-            outcome.error = text.splitlines()[-1] if text else type(exc).__name__
-            continue
+        ref = remote.options(resources={device.resource: 1}, num_cpus=0, max_retries=0).remote(
+            names, outcome.engines, device.target, list(options or []), *puts.refs_of(names))
+        pending[ref] = outcome
+    if pending:
+        reporter.stage("profile", len(pending))
+    for outcome, answer in as_answered(ray, pending, timeout_s):
         if "error" in answer:
             outcome.error = answer["error"]
+            reporter.advance(outcome.device, f"failed: {outcome.error}")
             continue
         merge_device(manifest, answer)
         outcome.profiled_as, outcome.modes = answer["key"], answer["modes"]
         outcome.skipped += answer["skipped"]
+        reporter.advance(outcome.device, f"{len(outcome.engines)} engine(s) profiled")
+    if pending:
+        reporter.end_stage()
     if any(o.profiled_as for o in outcomes):
         write_manifest(directory, update_pareto(manifest))
     return manifest, outcomes

@@ -24,6 +24,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+PARITY_SAMPLES = 256  # "auto" [parity] samples at most (stages.context.parity_sample_count; adaexport compile
+                     # falls back to it for a manifest that does not record its count)
 RANDOM_SAMPLES = 16  # default [parity] random_samples: sized for a published-size build (see docs/DESIGN.md)
 
 

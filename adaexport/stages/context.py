@@ -21,13 +21,13 @@ from ..build_cache import Cache
 from ..datasets import CALIBRATION_SAMPLES, NO_DATASET, RANDOM_SEED, DatasetError, model_inputs, random_inputs
 from ..errors import UsageError
 from ..model import ATTENTION_MODES, AdaPerceiverConfig, LoadedModel, load_checkpoint
-from ..profiles import BuildProfile, load_profile
+from ..profiles import PARITY_SAMPLES, BuildProfile, load_profile
 from ..space import ConfigPoint, build_grid, is_front_preset
 from .jobs import Executor, InlineExecutor
 
 EXPORTER = "torchscript"  # fixed, so artefact hashes never depend on a fallback
-PARITY_SAMPLES = 256         # "auto" parity samples for a model costing up to ...
-PARITY_GFLOP_BUDGET = 3600   # ... this many GFLOPs over the samples at its full point (256 x 14)
+PARITY_GFLOP_BUDGET = 3600   # "auto": PARITY_SAMPLES for a model costing up to this many GFLOPs over
+                             # the samples at its full point (256 x 14), fewer above
 MIN_PARITY_SAMPLES = 32
 
 
