@@ -26,10 +26,10 @@ from .atomic import write_bytes_atomic
 from .hashing import sha256_file  # noqa: F401 - the one file hasher, re-exported
 from .manifest_fields import SCHEMA_ID, ManifestError, format_path, path_problem, short
 from .manifest_reader import (  # noqa: F401 - the reader's names, re-exported
-    MANIFEST_NAME, check_file_record, check_paths, engine_file_records, load_manifest, parse_json, read_manifest_text,
-    safe_relative_path, verify_engine_files, verify_files,
+    MANIFEST_NAME, as_manifest, check_file_record, check_paths, engine_file_records, load_manifest, parse_json,
+    read_manifest_text, safe_relative_path, verify_engine_files, verify_files,
 )
-from .manifest_records import EngineRecord, Manifest  # noqa: F401
+from .manifest_records import EngineRecord, FileRecord, Manifest  # noqa: F401
 
 __all__ = ["MANIFEST_NAME", "SCHEMA_ID", "Manifest", "ManifestError", "check_file_record", "host_info",
            "load_manifest", "load_schema", "parse_json", "read_manifest", "read_records", "safe_relative_path", "utc_now",
@@ -64,6 +64,53 @@ def host_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
     }
+
+
+# --------------------------------------------------------------------------- a build's manifest
+
+
+def new_manifest(*, model: dict, device: dict, build: dict, weights: FileRecord, engines: list[EngineRecord],
+                 version: str) -> Manifest:
+    """The manifest of a build made now by adaexport ``version``, as records (its sections
+    from ``manifest_model``, ``manifest_device`` and ``manifest_build``)."""
+    return Manifest.from_json({
+        "schema": SCHEMA_ID, "tool": {"name": "adaexport", "version": version}, "created": utc_now(),
+        "model": model, "device": device, "build": build, "weights": weights.to_json(),
+        "engines": [e.to_json() for e in engines]})
+
+
+def manifest_model(*, name: str, sha256: str, attention: str, batch: int, cfg) -> dict:
+    """The manifest's ``model``: a checkpoint's name and hash, and what its config
+    (``model.config.AdaPerceiverConfig``) says of the engines' input and outputs."""
+    return {
+        "name": name, "sha256": sha256,
+        "task": "classification+features" if cfg.distilled else "classification",
+        "attention": attention,
+        "input": {"name": "image", "shape": [batch, cfg.in_channels, cfg.img_size, cfg.img_size],
+                  "dtype": "float32", "layout": "NCHW", "preprocessing": cfg.preprocessing_spec()},
+        "outputs": [{"name": "logits", "shape": [batch, cfg.num_classes], "dtype": "float32"}]
+        + ([{"name": "features", "shape": [batch, cfg.num_patches, cfg.output_feat_dim],
+             "dtype": "float32"}] if cfg.distilled else []),
+        "trained_grid": {"tokens": list(cfg.mask_token_grans), "widths": list(cfg.mat_dims),
+                         "depths": list(range(1, cfg.depth + 1))},
+        **({"class_names": list(cfg.class_names)} if cfg.class_names else {}),
+    }
+
+
+def manifest_device(*, target: str, backends: dict[str, str], toolchain: dict[str, str], target_facts: dict) -> dict:
+    """The manifest's ``device``: the target built for, this host, the backend and toolchain versions."""
+    return {"target": target, "host": host_info(), "backends": backends, "toolchain": toolchain,
+            "target_facts": target_facts}
+
+
+def manifest_build(*, profile, dataset: str | None, batch: int, exporter: str, skipped: list[dict],
+                  parity_samples: int | None, selection: dict | None) -> dict:
+    """The manifest's ``build``: how it was built (``profile``: the profiles.BuildProfile, its
+    full text kept; ``dataset`` None: no parity run; only what applies is written)."""
+    return {"profile": profile.name, **profile.manifest_record(), "dataset": dataset, "batch": batch,
+            "exporter": exporter, **({"skipped": skipped} if skipped else {}),
+            **({"parity_samples": parity_samples} if parity_samples is not None else {}),
+            **({"selection": selection} if selection else {})}
 
 
 # --------------------------------------------------------------------------- validation

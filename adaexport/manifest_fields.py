@@ -247,10 +247,19 @@ class Record:
             _fail(path, f"unexpected field(s) {', '.join(short(k) for k in unknown)}")
         return cls(**values, unknown=unknown, key_order=tuple(data))
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """A field set on a record read from JSON joins its keys after the others (as a key
+        added to a dict would); an empty value adds nothing."""
+        object.__setattr__(self, name, value)
+        order = self.__dict__.get("key_order")
+        if order and not _empty(value) and name not in ("unknown", "key_order") \
+                and name in self.__dataclass_fields__ and self._key(name) not in order:
+            object.__setattr__(self, "key_order", order + (self._key(name),))
+
     def to_json(self) -> dict:
-        """The record as JSON: a record read from JSON writes every key it was read with (in
-        that order), then the fields set since (in declaration order); a record made in
-        code writes every field, null ones included."""
+        """The record as JSON: a record read from JSON writes every key it was read with, then
+        the fields set since, in that order (as a dict would); a record made in code writes
+        every field, null ones included."""
         out = {}
         made_here = not self.key_order
         for f in self._fields():

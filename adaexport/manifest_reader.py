@@ -144,6 +144,11 @@ def as_engine(entry: EngineRecord | dict) -> EngineRecord:
     return entry if isinstance(entry, EngineRecord) else EngineRecord.from_json(entry)
 
 
+def as_manifest(data: Manifest | dict) -> Manifest:
+    """A manifest as its records (its JSON is read, and checked, first)."""
+    return data if isinstance(data, Manifest) else Manifest.from_json(data)
+
+
 def engine_file_records(entry: EngineRecord | dict) -> list[dict]:
     """Every file a manifest engine reads, as ``{"file", "sha256", "size"}`` JSON records
     (``EngineRecord.file_records``)."""
@@ -166,7 +171,7 @@ def verify_files(directory: Path, manifest: Manifest | dict) -> list[str]:
     """Problems with the files the manifest names (unsafe path, missing, size or sha256
     mismatch), one line each, for the weights and every engine that is not pending (a
     pending engine's file need not exist yet). [] when all is well."""
-    manifest = manifest if isinstance(manifest, Manifest) else Manifest.from_json(manifest)
+    manifest = as_manifest(manifest)
     directory = Path(directory)
     problems: list[str] = []
     if manifest.weights is not None:

@@ -1,25 +1,31 @@
 """The manifest's records: the model, the device, the engines (their files, parity,
-precision, the shared-weights table), their profiles and accuracy.
+precision, the shared-weights table), their profiles and accuracy (the measured sections'
+records live in ``manifest_measured``), and the queries and updates the commands share.
 
 Standard library only (the runtime reads the manifest through them). ``Manifest.from_json``
 reads a parsed manifest.json, checking every modelled field (``ManifestError`` naming its
-JSON path); ``Manifest.to_json`` writes it back unchanged. Where the numbers live is
-described in docs/DESIGN.md ("Measurements in the manifest").
+JSON path); ``Manifest.to_json`` writes it back unchanged. Every reader and writer of the
+manifest goes through these records (and ``manifest.new_manifest`` for a new build's), so
+the manifest's keys are spelled here, in ``manifest_measured``, ``manifest_reader``,
+``manifest`` and the JSON Schema only. Where the numbers live is described in
+docs/DESIGN.md ("Measurements in the manifest").
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 from .manifest_fields import (
     DEFAULT_MODE, SCHEMA_ID, FLOPS_FRONT, ManifestError, Record, boolean, dict_of, field, format_path, integer,
     list_of, matching, nonempty, number, one_of, optional, path_problem, record, sha256, short, text,
 )
+from .manifest_measured import AccuracyRecord, DeviceProfiling, ModeRun, ProfileRecord
 
-__all__ = ["AccuracyRecord", "DEFAULT_MODE", "DeviceRecord", "EngineRecord", "FLOPS_FRONT", "FileRecord",
-           "InputSpec", "Manifest", "ManifestError", "ModelRecord", "ParityRecord", "Point", "ProfileRecord",
-           "SCHEMA_ID", "SharedTensor"]
+__all__ = ["AccuracyRecord", "DEFAULT_MODE", "DeviceProfiling", "DeviceRecord", "EngineRecord", "FLOPS_FRONT",
+           "FileRecord", "InputSpec", "Manifest", "ManifestError", "ModeRun", "ModelRecord", "ParityRecord", "Point",
+           "ProfileRecord", "SCHEMA_ID", "SharedTensor"]
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 STATUSES = ("ready", "pending")
@@ -45,6 +51,11 @@ class FileRecord(Record):
     file: str = field(_relpath, required=True)
     sha256: str = field(sha256, required=True)
     size: int = field(_size, required=True)
+
+    @classmethod
+    def pick(cls, data: dict) -> "FileRecord":
+        """The file record within a larger one (a build cache's export record, say)."""
+        return cls.from_json({f.name: data[f.name] for f in cls._fields()})
 
 
 @dataclass
@@ -116,53 +127,9 @@ class ParityRecord(Record):
     samples: int = field(_posint, required=True)
     tolerance: Tolerance = field(record(Tolerance), required=True)
     passed: bool = field(boolean, required=True)
-
-
-@dataclass
-class AccuracyRecord(Record):
-    """top-1/top-5 (0..1) of ``adaexport eval`` next to PyTorch's at the same point."""
-    dataset: str | None = field(optional(text))
-    samples: int | None = field(optional(integer(0)))
-    top1: float | None = field(optional(_fraction))
-    top5: float | None = field(optional(_fraction))
-    reference_top1: float | None = field(optional(_fraction))
-    reference_top5: float | None = field(optional(_fraction))
-    evaluated: str | None = field(optional(text))
-    device: str | None = field(optional(text))
-
-
-def _number_or_none(value):
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-@dataclass
-class ProfileRecord(Record):
-    """One engine measured on one device in one power mode (``adaexport profile``)."""
-    latency_ms: dict = field(dict_of(lambda v, p: v), factory=dict)
-    session: dict = field(dict_of(lambda v, p: v), factory=dict)
-    memory: dict = field(dict_of(lambda v, p: v), factory=dict)
-    energy: dict = field(dict_of(lambda v, p: v), factory=dict)
-    load_ms: float | None = field(optional(number(0)))
-
-    def latency(self, statistic: str = "p50") -> float | None:
-        value = _number_or_none(self.latency_ms.get(statistic))
-        return None if value is None else float(value)
-
-    def latencies(self) -> dict[str, float]:
-        """Every latency statistic that is a number (p50, p90, ..., mean), in ms."""
-        return {k: float(v) for k, v in self.latency_ms.items() if _number_or_none(v) is not None}
-
-    def memory_bytes(self) -> int | None:
-        """What the engine holds: its resident-set growth, plus the device memory the
-        resident set cannot see (Jetson nvmap, a GPU's) where measured; None unmeasured."""
-        rss = _number_or_none(self.memory.get("rss_bytes"))
-        return None if rss is None else int(rss + (_number_or_none(self.memory.get("device_bytes")) or 0))
-
-    def energy_mj(self) -> float | None:
-        return _number_or_none(self.energy.get("per_inference_mj"))
-
-    def idle_power_w(self) -> float | None:
-        return _number_or_none(self.energy.get("idle_power_w"))
+    accuracy_drop: float | None = field(optional(number()))   # PyTorch's top-1 - the engine's, in points
+    inputs: str | None = field(optional(one_of("dataset", "random")))   # random: seeded random inputs
+    seed: int | None = field(optional(integer(0)))            # with inputs random: their seed
 
 
 _profiles = dict_of(dict_of(record(ProfileRecord)))   # device -> mode -> ProfileRecord
@@ -174,6 +141,11 @@ class Point(Record):
     tokens: int = field(_posint, required=True)
     width: int = field(_posint, required=True)
     depth: int = field(_posint, required=True)
+
+    @property
+    def id(self) -> str:
+        """The point's name, as ``space.ConfigPoint.id`` writes it: ``t8_w32_d1``."""
+        return f"t{self.tokens}_w{self.width}_d{self.depth}"
 
 
 @dataclass
@@ -222,6 +194,11 @@ class EngineRecord(Record):
         """The engine's profile on ``device`` in power mode ``mode``, or None if not profiled."""
         return (self.profile.get(device) or {}).get(mode) if device else None
 
+    def latency_ms(self, device: str | None, mode: str = DEFAULT_MODE, statistic: str = "p50") -> float | None:
+        """One latency statistic (p50, p90, ..., mean) on ``device`` in ``mode``, or None."""
+        found = self.profile_at(device, mode)
+        return None if found is None else found.latency(statistic)
+
     def accuracy_on(self, device: str | None = None) -> float | None:
         """Measured top-1 (0..1): as measured on ``device`` when evaluated there (int8
         accuracy differs between CPUs), else the latest evaluation; None if never."""
@@ -230,7 +207,42 @@ class EngineRecord(Record):
 
     def facts(self) -> dict:
         """The compiled artifact's facts (its sidecar's), e.g. a pending engine's ``finish``."""
-        return dict((self.sidecar or {}).get("facts") or {})
+        return sidecar_facts(self.sidecar)
+
+    def sidecar_files(self) -> list[str]:
+        """The files the backend wrote for the engine, as its sidecar lists them."""
+        return list((self.sidecar or {}).get("files") or [])
+
+    @classmethod
+    def new(cls, engine_id: str, point: dict, flops: int, params: int, op_types: list, entry: dict
+            ) -> "EngineRecord":
+        """A build's engine before its parity check: its point's facts, then what the
+        backend recorded of it (``entry``: backend, precision, status, files...)."""
+        return cls.from_json({"id": engine_id, "point": point, "flops": flops, "params": params,
+                              "op_types": op_types, **entry, "parity": None})
+
+
+def sidecar_facts(sidecar: dict | None) -> dict:
+    """The facts of a compiled artifact's sidecar (``extra``) JSON, e.g. ``finish``, ``support_files``."""
+    return dict((sidecar or {}).get("facts") or {})
+
+
+def entry_facts(entry: dict) -> dict:
+    """The sidecar facts of what a backend recorded of an engine (``EngineRecord.new``'s ``entry``)."""
+    return sidecar_facts(entry.get(EngineRecord.KEYS["sidecar"]))
+
+
+def with_lint(entry: dict, problems: list[str]) -> dict:
+    """A backend's entry with what the backend's ONNX support lacks for the model."""
+    return {**entry, "lint": problems}
+
+
+def family_onnx_entry(main: FileRecord, weights: FileRecord, shared_tensors: list, lint: list) -> dict:
+    """What a build records of the fp32 engine that is a point's ONNX itself (run by ONNX
+    Runtime, its tensors in the shared weights file), in ``EngineRecord.new``'s ``entry``."""
+    files = [main.to_json(), weights.to_json()]
+    return with_lint({"backend": "onnxruntime", "precision": "fp32", "status": "ready", **main.to_json(),
+                      "size": main.size + weights.size, "files": files, "shared_tensors": shared_tensors}, lint)
 
 
 def _pareto(value, path):
@@ -251,7 +263,7 @@ class Manifest(Record):
     device: DeviceRecord = field(record(DeviceRecord), required=True)
     weights: FileRecord | None = field(optional(record(FileRecord)), required=True)
     engines: list = field(list_of(record(EngineRecord)), required=True)
-    profiling: dict = field(dict_of(dict_of(lambda v, p: v)), factory=dict)
+    profiling: dict = field(dict_of(record(DeviceProfiling)), factory=dict)   # device -> DeviceProfiling
     pareto: dict = field(_pareto, factory=dict)
     build: dict | None = field(optional(dict_of(lambda v, p: v)))
 
@@ -284,6 +296,16 @@ class Manifest(Record):
                 if eid not in seen:
                     yield ("pareto", mode, j), f"unknown engine id {short(eid)}"
 
+    def same_but_created(self, other: "Manifest") -> bool:
+        """Whether the two differ in nothing but ``created`` (as JSON; key order aside)."""
+        strip = lambda m: json.loads(json.dumps({k: v for k, v in m.to_json().items()  # noqa: E731
+                                                 if k != m._key("created")}))
+        return strip(self) == strip(other)
+
+    def tool_version(self) -> str | None:
+        """The adaexport version that wrote the manifest."""
+        return self.tool.get("version")
+
     def engine(self, engine_id: str) -> EngineRecord:
         return next(e for e in self.engines if e.id == engine_id)
 
@@ -294,23 +316,38 @@ class Manifest(Record):
 
     def profiled_devices(self) -> list[str]:
         """Every device with at least one profiled engine (or a profiling section), first seen first."""
-        return profiled_devices(self.profiling, [e.profile for e in self.engines])
+        seen = dict.fromkeys(self.profiling)
+        for engine in self.engines:
+            seen.update(dict.fromkeys(engine.profile))
+        return list(seen)
 
     def profiled_modes(self, device: str) -> list[str]:
-        return profiled_modes([e.profile for e in self.engines], device)
+        """The power modes of ``device`` with at least one profiled engine."""
+        seen: dict[str, None] = {}
+        for engine in self.engines:
+            seen.update(dict.fromkeys(engine.profile.get(device) or {}))
+        return list(seen)
 
     def default_device(self) -> str | None:
         """The first profiled device of the manifest's own target, else the only profiled
         device, else None."""
-        return default_device(self.profiled_devices(), self.device.target)
+        devices = self.profiled_devices()
+        mine = [d for d in devices if target_of(d) == self.device.target]
+        if mine:
+            return mine[0]
+        return devices[0] if len(devices) == 1 else None
 
     def device_identities(self) -> dict[str, dict | None]:
         """Every profiled device and the identity facts recorded with it (None: none)."""
-        return {d: (self.profiling.get(d) or {}).get("identity") for d in self.profiled_devices()}
+        return {d: self.profiling[d].identity if d in self.profiling else None for d in self.profiled_devices()}
 
     def resolve_device(self, name: str) -> str | None:
-        """A profiled device by its key, or by its target's name; None when neither is profiled."""
-        return resolve_device(self.profiled_devices(), name)
+        """A profiled device by its key, or by its target's name (the first profiled machine of
+        that target); None when neither is profiled."""
+        devices = self.profiled_devices()
+        if name in devices:
+            return name
+        return next((d for d in devices if target_of(d) == name), None)
 
     def front(self, device: str | None, mode: str = DEFAULT_MODE) -> list[str]:
         """The stored front of ``device``/``mode``, else the FLOPs front."""
@@ -318,13 +355,47 @@ class Manifest(Record):
             return list(self.pareto[front_key(device, mode)])
         return list(self.pareto.get(FLOPS_FRONT, []))
 
-    def modes_of(self, device: str) -> dict:
+    def modes_of(self, device: str) -> dict[str, ModeRun]:
         """The power modes recorded in ``profiling[device]``."""
-        return dict((self.profiling.get(device) or {}).get("modes") or {})
+        return dict(self.profiling[device].modes) if device in self.profiling else {}
+
+    def set_pareto(self, fronts: dict[str, list[str]]) -> None:
+        """Store the fronts; with none, the manifest has no ``pareto`` key at all."""
+        self.pareto = dict(fronts)
+        if not fronts:
+            self.key_order = tuple(k for k in self.key_order if k != self._key("pareto"))
+
+    def set_profile(self, device: str, mode: str, profiles: dict[str, dict], section: DeviceProfiling) -> None:
+        """Record one device's run in one power mode: ``profiles`` (engine id -> the
+        profile's JSON) and the device's ``profiling`` section; other devices' and other
+        modes' numbers are kept."""
+        for engine in self.engines:
+            if engine.id in profiles:
+                engine.profile = {**engine.profile, device: {**engine.profile.get(device, {}),
+                                                             mode: ProfileRecord.from_json(profiles[engine.id])}}
+        self.profiling = {**self.profiling, device: section}
+
+    def carry_measurements(self, old: "Manifest") -> None:
+        """Keep what ``old`` measured (profiles, accuracies, the profiling sections) for the
+        engines whose file is unchanged, when both were built from the same model and
+        shared weights: a rebuild never drops them."""
+        weights = lambda m: m.weights.sha256 if m.weights else None  # noqa: E731
+        if (old.model.sha256, weights(old)) != (self.model.sha256, weights(self)):
+            return
+        before = old.by_id()
+        for engine in self.engines:
+            previous = before.get(engine.id)
+            if previous is None or previous.sha256 != engine.sha256:
+                continue
+            for name in ("profile", "accuracy", "accuracies"):
+                if getattr(previous, name):
+                    setattr(engine, name, getattr(previous, name))
+        if old.profiling:
+            self.profiling = old.profiling
 
 
 def front_key(device: str, mode: str) -> str:
-    """The key of a device's power mode in ``manifest["pareto"]``."""
+    """The key of a device's power mode in the manifest's ``pareto`` fronts."""
     return f"{device}/{mode}"
 
 
