@@ -26,7 +26,7 @@ from .pareto import update_pareto
 
 @dataclasses.dataclass
 class EvalResult:
-    manifest: dict
+    manifest: Manifest
     evaluated: list[str]
     skipped: list[tuple[str, str]]  # (engine id, why)
     samples: int
@@ -157,6 +157,5 @@ def evaluate(directory: Path, dataset: str, limit: int | None, reporter, model_p
         evaluated.append(entry.id)
         reporter.advance(entry.id, f"top-1 {top1:.4f} (PyTorch {ref_top1:.4f})")
     reporter.end_stage()
-    document = update_pareto(manifest.to_json())
-    write_manifest(directory, document)
-    return EvalResult(manifest=document, evaluated=evaluated, skipped=skipped, samples=int(len(labels)))
+    write_manifest(directory, update_pareto(manifest))
+    return EvalResult(manifest=manifest, evaluated=evaluated, skipped=skipped, samples=int(len(labels)))

@@ -28,7 +28,8 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from .checks import checked_number
-from .manifest import MANIFEST_NAME, ManifestError, parse_json, read_manifest, validate
+from .manifest import MANIFEST_NAME, ManifestError, as_manifest, parse_json, read_records, validate
+from .manifest_records import EngineRecord, Manifest
 
 DEFAULT_MAX_DROP = 0.5
 FAILING = ("parity", "drop", "missing", "not evaluated", "incomparable")
@@ -57,7 +58,7 @@ class Verdict:
                 "top1": self.now, "change_points": self.change_points, "message": self.message}
 
 
-def load_baseline(path: Path) -> dict:
+def load_baseline(path: Path) -> Manifest:
     """A baseline manifest: a build directory or a manifest.json file (its engine files
     need not exist: CI often keeps only the released manifest)."""
     path = Path(path)
@@ -70,13 +71,13 @@ def load_baseline(path: Path) -> dict:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ManifestError(f"baseline {path}: not a readable manifest ({exc})") from None
     try:
-        validate(data)
+        manifest = validate(data)
     except ManifestError as exc:
         raise ManifestError(f"baseline {path}: {exc}") from None
-    if not any((e.get("accuracy") or {}).get("top1") is not None for e in data["engines"]):
+    if not any(_top1(e) is not None for e in manifest.engines):
         raise ManifestError(f"baseline {path}: no engine has an accuracy (run `adaexport eval` on the baseline "
                             "build first)")
-    return data
+    return manifest
 
 
 def max_drop_points(value, option: str = "--max-drop") -> float:
@@ -86,23 +87,23 @@ def max_drop_points(value, option: str = "--max-drop") -> float:
     return float(checked_number(value, option, ValueError, minimum=0))
 
 
-def _top1(engine: dict | None) -> float | None:
-    value = ((engine or {}).get("accuracy") or {}).get("top1")
-    return None if value is None else float(value)
+def _top1(engine: EngineRecord) -> float | None:
+    """The latest evaluation's top-1, wherever it ran (None: never evaluated)."""
+    return engine.accuracy_on()
 
 
-def _judge(ident: str, old: dict, new: dict | None, max_drop: float) -> Verdict:
+def _judge(ident: str, old: EngineRecord, new: EngineRecord | None, max_drop: float) -> Verdict:
     base = _top1(old)
     if new is None:
         return Verdict(ident, "missing", base, None, "configuration missing from the build")
     now = _top1(new)
     if now is None:
         return Verdict(ident, "not evaluated", base, None, "no accuracy in the build (run `adaexport eval`)")
-    a, b = old["accuracy"], new["accuracy"]
-    if (a.get("dataset"), a.get("samples")) != (b.get("dataset"), b.get("samples")):
+    a, b = old.accuracy, new.accuracy
+    if (a.dataset, a.samples) != (b.dataset, b.samples):
         return Verdict(ident, "incomparable", base, now,
-                       f"evaluated on {b.get('dataset')} ({b.get('samples')} samples), the baseline on "
-                       f"{a.get('dataset')} ({a.get('samples')} samples)")
+                       f"evaluated on {b.dataset} ({b.samples} samples), the baseline on "
+                       f"{a.dataset} ({a.samples} samples)")
     change = 100 * (now - base)
     if not math.isfinite(change):
         return Verdict(ident, "incomparable", base, now, f"top-1 {base} -> {now} is not a finite accuracy")
@@ -112,42 +113,45 @@ def _judge(ident: str, old: dict, new: dict | None, max_drop: float) -> Verdict:
     return Verdict(ident, "pass", base, now, f"top-1 {100 * base:.2f}% -> {100 * now:.2f}% ({change:+.2f} points)")
 
 
-def _state(engine: dict) -> Verdict | None:
+def _state(engine: EngineRecord) -> Verdict | None:
     """The verdict an engine gets whatever its accuracy: pending, or a parity failure."""
-    ident, status = engine["id"], engine.get("status") or "ready"
-    if status != "ready":
-        return Verdict(ident, "pending", None, _top1(engine), f"{status} (built on the device later)")
-    parity = engine.get("parity")
+    ident = engine.id
+    if not engine.ready:
+        return Verdict(ident, "pending", None, _top1(engine), f"{engine.status} (built on the device later)")
+    parity = engine.parity
     if parity is None:
         return Verdict(ident, "parity", None, _top1(engine), "parity was not checked (build it with `adaexport build`)")
-    if not parity.get("passed"):
+    if not parity.passed:
         return Verdict(ident, "parity", None, _top1(engine), "parity with PyTorch failed")
     return None
 
 
-def _alone(engine: dict) -> Verdict:
+def _alone(engine: EngineRecord) -> Verdict:
     now = _top1(engine)
     if now is None:
-        return Verdict(engine["id"], "not evaluated", None, None, "no accuracy (run `adaexport eval`)")
-    return Verdict(engine["id"], "pass", None, now, f"top-1 {100 * now:.2f}%")
+        return Verdict(engine.id, "not evaluated", None, None, "no accuracy (run `adaexport eval`)")
+    return Verdict(engine.id, "pass", None, now, f"top-1 {100 * now:.2f}%")
 
 
-def compare(build: dict, baseline: dict | None, max_drop: float = DEFAULT_MAX_DROP) -> list[Verdict]:
+def compare(build: Manifest | dict, baseline: Manifest | dict | None, max_drop: float = DEFAULT_MAX_DROP
+            ) -> list[Verdict]:
     """One verdict per configuration the baseline measured, then the build's new ones (every
     build engine without a baseline). A pending engine, or one whose parity failed, gets
     that verdict instead of its accuracy's."""
     max_drop = max_drop_points(max_drop)
-    now = {e["id"]: e for e in build["engines"]}
+    build = as_manifest(build)
+    now = build.by_id()
     if baseline is None:
-        verdicts = [_alone(e) for e in build["engines"]]
+        verdicts = [_alone(e) for e in build.engines]
     else:
-        measured = [e for e in baseline["engines"] if _top1(e) is not None]
-        verdicts = [_judge(e["id"], e, now.get(e["id"]), max_drop) for e in measured]
-        known, judged = {e["id"] for e in baseline["engines"]}, {e["id"] for e in measured}
-        for e in build["engines"]:
-            if e["id"] not in known:
-                verdicts.append(Verdict(e["id"], "new", None, _top1(e), "new configuration (not in the baseline)"))
-            elif e["id"] not in judged:  # unmeasured in the baseline: nothing to compare, but parity may fail
+        baseline = as_manifest(baseline)
+        measured = [e for e in baseline.engines if _top1(e) is not None]
+        verdicts = [_judge(e.id, e, now.get(e.id), max_drop) for e in measured]
+        known, judged = {e.id for e in baseline.engines}, {e.id for e in measured}
+        for e in build.engines:
+            if e.id not in known:
+                verdicts.append(Verdict(e.id, "new", None, _top1(e), "new configuration (not in the baseline)"))
+            elif e.id not in judged:  # unmeasured in the baseline: nothing to compare, but parity may fail
                 state = _state(e)
                 if state is not None and state.failed:
                     verdicts.append(state)
@@ -156,7 +160,7 @@ def compare(build: dict, baseline: dict | None, max_drop: float = DEFAULT_MAX_DR
 
 def check(directory: Path, baseline: Path, max_drop: float = DEFAULT_MAX_DROP) -> list[Verdict]:
     """Read both manifests and compare them."""
-    return compare(read_manifest(Path(directory)), load_baseline(baseline), max_drop)
+    return compare(read_records(Path(directory)), load_baseline(baseline), max_drop)
 
 
 def junit_xml(verdicts: list[Verdict], suite: str = "adaexport.check") -> bytes:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .measurements import FLOPS_FRONT, accuracy_of, front_key, latency_ms, profiled_devices, profiled_modes
+from .manifest_reader import as_manifest
+from .manifest_records import FLOPS_FRONT, Manifest, front_key
 
 
 def front(items: Iterable[tuple[str, float, float]]) -> list[str]:
@@ -25,30 +26,32 @@ def front(items: Iterable[tuple[str, float, float]]) -> list[str]:
     return kept
 
 
-def compute_pareto(manifest: dict) -> dict[str, list[str]]:
+def compute_pareto(manifest: Manifest | dict) -> dict[str, list[str]]:
     """Every front the manifest's measurements allow: ``flops`` and one per profiled
     ``device/mode``. Empty when no engine has a measured accuracy."""
-    ready = [e for e in manifest.get("engines", []) if e.get("status", "ready") == "ready"
-             and accuracy_of(e) is not None]
+    manifest = as_manifest(manifest)
+    ready = [e for e in manifest.engines if e.ready and e.accuracy_on() is not None]
     fronts: dict[str, list[str]] = {}
     if not ready:
         return fronts
-    fronts[FLOPS_FRONT] = front((e["id"], float(e["flops"]), accuracy_of(e)) for e in ready)
-    for device in profiled_devices(manifest):
-        for mode in profiled_modes(manifest, device):
-            items = [(e["id"], latency_ms(e, device, mode), accuracy_of(e)) for e in ready]
+    fronts[FLOPS_FRONT] = front((e.id, float(e.flops), e.accuracy_on()) for e in ready)
+    for device in manifest.profiled_devices():
+        for mode in manifest.profiled_modes(device):
+            items = [(e.id, e.latency_ms(device, mode), e.accuracy_on()) for e in ready]
             items = [item for item in items if item[1] is not None]
             if items:
                 fronts[front_key(device, mode)] = front(items)
     return fronts
 
 
-def update_pareto(manifest: dict) -> dict:
-    """Recompute ``manifest["pareto"]`` in place (removed when there is nothing to rank);
-    returns the manifest. Call it after any stage that changes accuracy or profiles."""
-    fronts = compute_pareto(manifest)
-    if fronts:
-        manifest["pareto"] = fronts
-    else:
-        manifest.pop("pareto", None)
+def update_pareto(manifest: Manifest | dict) -> Manifest | dict:
+    """Recompute the manifest's fronts in place (no ``pareto`` at all when there is nothing
+    to rank); returns the manifest. Call it after any stage that changes accuracy or
+    profiles. A manifest's JSON is updated in place too (its keys keep their order)."""
+    record = as_manifest(manifest)
+    record.set_pareto(compute_pareto(record))
+    if isinstance(manifest, dict):
+        updated = record.to_json()
+        manifest.clear()
+        manifest.update(updated)
     return manifest

@@ -14,10 +14,8 @@ import html
 import io
 
 from .errors import UsageError
-from .manifest_reader import as_engine
-from .manifest_records import AccuracyRecord, Manifest
-from .measurements import DEFAULT_MODE, default_device, front_key, latency_ms, profiled_devices, profiled_modes, \
-    resolve_device
+from .manifest_reader import as_manifest
+from .manifest_records import DEFAULT_MODE, AccuracyRecord, EngineRecord, Manifest, front_key
 from .pareto import front
 
 PRECISION_MARKERS = {"fp32": "o", "fp16": "D", "int8": "s"}   # one marker per precision, one colour per backend
@@ -56,34 +54,34 @@ class Axis:
     def front_name(self) -> str:
         return front_key(self.device, self.mode) if self.profiled else "flops"
 
-    def cost(self, engine) -> float | None:
-        engine = as_engine(engine)
+    def cost(self, engine: EngineRecord) -> float | None:
         if self.profiled:
-            return latency_ms(engine, self.device, self.mode)
+            return engine.latency_ms(self.device, self.mode)
         return float(engine.flops)
 
 
-def choose_axis(manifest: dict, device: str | None = None, mode: str | None = None, flops: bool = False) -> Axis:
+def choose_axis(manifest: Manifest | dict, device: str | None = None, mode: str | None = None, flops: bool = False) -> Axis:
     """The device and mode to plot: as asked, else the manifest's default device (in the
     `default` mode, or its first profiled one); FLOPs when asked or nothing was profiled."""
     if flops:
         if device is not None or mode is not None:
             raise UsageError("--flops plots FLOPs, not a device's latency: leave out --device/--mode")
         return Axis(None, None, asked_flops=True)
-    devices = profiled_devices(manifest)
+    manifest = as_manifest(manifest)
+    devices = manifest.profiled_devices()
     if device is None:
         if mode is not None and not devices:
             raise UsageError(f"--mode {mode}: the build was not profiled on any device")
-        device = default_device(manifest) or (devices[0] if devices else None)
+        device = manifest.default_device() or (devices[0] if devices else None)
         if device is None:
             return Axis(None, None)
-    elif resolve_device(manifest, device) is not None:
-        device = resolve_device(manifest, device)
+    elif manifest.resolve_device(device) is not None:
+        device = manifest.resolve_device(device)
     else:
         raise UsageError(f"--device {device}: not profiled in this build"
                          + (f" (profiled: {', '.join(devices)})" if devices else " (nothing is profiled; "
                             "run `adaexport profile`)"))
-    modes = profiled_modes(manifest, device)
+    modes = manifest.profiled_modes(device)
     if mode is None:
         mode = DEFAULT_MODE if DEFAULT_MODE in modes else (modes[0] if modes else DEFAULT_MODE)
     elif mode not in modes:
@@ -105,16 +103,16 @@ class Row:
     status: str
 
 
-def rows(manifest, axis: Axis) -> list[Row]:
-    """Every engine, with the front computed for the chosen axis (the same rule as
-    ``manifest["pareto"]``, recomputed so a report never shows a stale front)."""
-    engines = [as_engine(e) for e in (manifest.engines if isinstance(manifest, Manifest) else manifest["engines"])]
+def rows(manifest: Manifest | dict, axis: Axis) -> list[Row]:
+    """Every engine, with the front computed for the chosen axis (the same rule as the
+    manifest's stored fronts, recomputed so a report never shows a stale front)."""
+    engines = as_manifest(manifest).engines
     items = [(e.id, axis.cost(e), e.accuracy_on()) for e in engines if e.ready]
     on = set(front((i, c, a) for i, c, a in items if c is not None and a is not None))
     out = []
     for e in engines:
         p, acc = e.point, e.accuracy or AccuracyRecord()
-        out.append(Row(e.id, f"t{p.tokens}_w{p.width}_d{p.depth}", f"{e.backend} {e.precision}", int(e.flops),
+        out.append(Row(e.id, p.id, f"{e.backend} {e.precision}", int(e.flops),
                        axis.cost(e), acc.top1, acc.top5, acc.reference_top1, e.id in on, e.status or "ready"))
     return out
 
@@ -213,11 +211,13 @@ def table_cells(row: Row, axis: Axis) -> list[str]:
             _pct(row.reference_top1), "yes" if row.on_front else ("pending" if row.status != "ready" else "")]
 
 
-def html_page(manifest: dict, table: list[Row], axis: Axis, png: bytes | None, note: str | None = None) -> bytes:
+def html_page(manifest: Manifest | dict, table: list[Row], axis: Axis, png: bytes | None, note: str | None = None
+              ) -> bytes:
     """A self-contained page: the plot embedded as base64 (when there is one) and the full table."""
-    title = f"{manifest['model']['name']}: accuracy against {'latency' if axis.profiled else 'FLOPs'}"
+    manifest = as_manifest(manifest)
+    title = f"{manifest.model.name}: accuracy against {'latency' if axis.profiled else 'FLOPs'}"
     front_ids = ", ".join(r.id for r in sorted((r for r in table if r.on_front), key=lambda r: r.cost)) or "none"
-    intro = (f"{len(table)} engine(s), target {manifest['device']['target']}, built {manifest['created']}; "
+    intro = (f"{len(table)} engine(s), target {manifest.device.target}, built {manifest.created}; "
              f"x axis: {axis.label}. Pareto front ({axis.front_name}): {front_ids}.")
     return _html_document(title, intro, png, note, table_columns(axis),
                           [(table_cells(r, axis), "front" if r.on_front else "") for r in table])

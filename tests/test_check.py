@@ -11,6 +11,7 @@ from adaexport.manifest import ManifestError
 
 from .conftest import json_result, run_cli
 from .evalbuild import evaluated_build, raised_baseline
+from .test_pareto import engine, manifest_of
 
 
 def acc(top1, dataset="demo", samples=2000):
@@ -18,12 +19,14 @@ def acc(top1, dataset="demo", samples=2000):
             "reference_top5": None, "evaluated": "2026-01-01T00:00:00Z"}
 
 
-PASSED = {"passed": True}
+def parity(passed: bool = True) -> dict:
+    return {"max_abs": 0.0, "max_rel": 0.0, "top1_agreement": 1.0, "samples": 1,
+            "tolerance": {"max_abs": None, "min_top1_agreement": 0.99}, "passed": passed}
 
 
 def family(**accuracies):
-    return {"engines": [{"id": ident, "parity": PASSED, **({"accuracy": a} if a is not None else {})}
-                        for ident, a in accuracies.items()]}
+    return manifest_of([{**engine(ident, 100), "parity": parity(), **({"accuracy": a} if a is not None else {})}
+                        for ident, a in accuracies.items()])
 
 
 def verdicts_of(build, baseline, max_drop=DEFAULT_MAX_DROP):
@@ -47,7 +50,7 @@ def test_parity_and_pending_come_before_accuracy():
     its accuracy; a pending one passes, judged when it is built on the device."""
     baseline = family(a=acc(0.9), b=acc(0.9), c=acc(0.9), d=acc(0.9))
     build = family(a=acc(0.9), b=acc(0.9), c=acc(0.9), d=acc(0.9))
-    build["engines"][1]["parity"] = {"passed": False}
+    build["engines"][1]["parity"] = parity(passed=False)
     build["engines"][2]["parity"] = None
     build["engines"][3]["status"] = "pending"
     assert verdicts_of(build, baseline) == {"a": "pass", "b": "parity", "c": "parity", "d": "pending"}

@@ -3,9 +3,10 @@ from the definition (non-dominated in accuracy and cost)."""
 
 import itertools
 
-from adaexport.measurements import (DEFAULT_MODE, FLOPS_FRONT, accuracy_of, default_device, front_key, latency_ms,
-                                    profile_of, profiled_devices, profiled_modes)
+from adaexport.manifest_records import DEFAULT_MODE, FLOPS_FRONT, EngineRecord, Manifest, front_key
 from adaexport.pareto import compute_pareto, front, update_pareto
+
+from .test_manifest import minimal_manifest
 
 
 def engine(ident, flops, top1=None, profile=None, status="ready"):
@@ -53,17 +54,22 @@ def test_front_is_cheapest_first_and_drops_dominated_and_equal_accuracy():
     assert front([]) == []
 
 
+def manifest_of(engines: list[dict], target: str = "x86-cpu") -> dict:
+    """A valid manifest (test_manifest's minimal one) of these engines, built for `target`."""
+    m = minimal_manifest("cd" * 32, "ef" * 32)
+    m["device"]["target"] = target
+    m["engines"] = engines
+    return m
+
+
 def family():
-    return {
-        "device": {"target": "x86-cpu"},
-        "engines": [
-            engine("a", 100, 0.80, {"x86-cpu": {"default": 1.0}, "jetson-orin-nx": {"MAXN": 5.0, "15W": 9.0}}),
-            engine("b", 200, 0.85, {"x86-cpu": {"default": 3.0}, "jetson-orin-nx": {"MAXN": 4.0, "15W": 12.0}}),
-            engine("c", 300, 0.84, {"x86-cpu": {"default": 2.0}}),
-            engine("d", 150, None, {"x86-cpu": {"default": 0.5}}),  # not evaluated: on no front
-            {**engine("e", 50, 0.99), "status": "pending"},  # pending: on no front
-        ],
-    }
+    return manifest_of([
+        engine("a", 100, 0.80, {"x86-cpu": {"default": 1.0}, "jetson-orin-nx": {"MAXN": 5.0, "15W": 9.0}}),
+        engine("b", 200, 0.85, {"x86-cpu": {"default": 3.0}, "jetson-orin-nx": {"MAXN": 4.0, "15W": 12.0}}),
+        engine("c", 300, 0.84, {"x86-cpu": {"default": 2.0}}),
+        engine("d", 150, None, {"x86-cpu": {"default": 0.5}}),  # not evaluated: on no front
+        {**engine("e", 50, 0.99), "status": "pending"},  # pending: on no front
+    ])
 
 
 def test_compute_pareto_per_device_and_mode_and_flops():
@@ -88,17 +94,18 @@ def test_update_pareto_stores_and_removes():
 
 def test_readers():
     m = family()
-    a = m["engines"][0]
-    assert latency_ms(a, "x86-cpu") == 1.0 and latency_ms(a, "jetson-orin-nx", "15W") == 9.0
-    assert latency_ms(a, "x86-cpu", statistic="p99") is None and latency_ms(a, "nowhere") is None
-    assert profile_of(a, "jetson-orin-nx", "MAXN") == {"latency_ms": {"p50": 5.0}}
-    assert accuracy_of(a) == 0.80 and accuracy_of(m["engines"][3]) is None
-    assert profiled_devices(m) == ["x86-cpu", "jetson-orin-nx"]
-    assert profiled_modes(m, "jetson-orin-nx") == ["MAXN", "15W"]
-    assert profiled_modes(m, "x86-cpu") == [DEFAULT_MODE]
-    assert default_device(m) == "x86-cpu"  # the manifest's own target
+    a, d = (EngineRecord.from_json(m["engines"][i]) for i in (0, 3))
+    assert a.latency_ms("x86-cpu") == 1.0 and a.latency_ms("jetson-orin-nx", "15W") == 9.0
+    assert a.latency_ms("x86-cpu", statistic="p99") is None and a.latency_ms("nowhere") is None
+    assert a.profile_at("jetson-orin-nx", "MAXN").to_json() == {"latency_ms": {"p50": 5.0}}
+    assert a.accuracy_on() == 0.80 and d.accuracy_on() is None
+    records = Manifest.from_json(m)
+    assert records.profiled_devices() == ["x86-cpu", "jetson-orin-nx"]
+    assert records.profiled_modes("jetson-orin-nx") == ["MAXN", "15W"]
+    assert records.profiled_modes("x86-cpu") == [DEFAULT_MODE]
+    assert records.default_device() == "x86-cpu"  # the manifest's own target
     m["device"]["target"] = "elsewhere"
-    assert default_device(m) is None  # two devices, neither the build's own
+    assert Manifest.from_json(m).default_device() is None  # two devices, neither the build's own
     for e in m["engines"]:
         (e.get("profile") or {}).pop("x86-cpu", None)
-    assert default_device(m) == "jetson-orin-nx"  # the only one
+    assert Manifest.from_json(m).default_device() == "jetson-orin-nx"  # the only one

@@ -13,7 +13,7 @@ from adaexport.report import Axis, choose_axis, html_page, matplotlib_available,
 
 from .conftest import run_cli
 from .evalbuild import evaluated_build
-from .test_pareto import engine
+from .test_pareto import engine, manifest_of
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -23,11 +23,12 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 
 def family():
-    return {"model": {"name": "toy"}, "device": {"target": "x86-cpu"}, "created": "2026-01-01T00:00:00Z",
-            "engines": [engine("a", 100, 0.80, {"x86-cpu": {"default": 1.0}, "jetson-orin-nx": {"MAXN": 5.0}}),
-                        engine("b", 200, 0.85, {"x86-cpu": {"default": 3.0}, "jetson-orin-nx": {"MAXN": 4.0}}),
-                        engine("c", 300, 0.84, {"x86-cpu": {"default": 2.0}}),
-                        engine("d", 50, None)]}
+    m = manifest_of([engine("a", 100, 0.80, {"x86-cpu": {"default": 1.0}, "jetson-orin-nx": {"MAXN": 5.0}}),
+                     engine("b", 200, 0.85, {"x86-cpu": {"default": 3.0}, "jetson-orin-nx": {"MAXN": 4.0}}),
+                     engine("c", 300, 0.84, {"x86-cpu": {"default": 2.0}}),
+                     engine("d", 50, None)])
+    m["model"]["name"], m["created"] = "toy", "2026-01-01T00:00:00Z"
+    return m
 
 
 def test_axis_choice_follows_the_profiles():

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..manifest_records import EngineRecord, Manifest
 from .results import Result
 
 
@@ -15,18 +16,18 @@ from .results import Result
 class EvalResult(Result):
     dataset: str
     samples: int
-    manifest: dict
+    manifest: Manifest
     evaluated: list[str]                # engine ids evaluated
     skipped: list[tuple[str, str]]      # (engine id, why)
 
     @property
-    def engines(self) -> list[dict]:
-        return [e for e in self.manifest["engines"] if e["id"] in set(self.evaluated)]
+    def engines(self) -> list[EngineRecord]:
+        return [e for e in self.manifest.engines if e.id in set(self.evaluated)]
 
     def to_json(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "samples": self.samples,
-                "engines": {e["id"]: e["accuracy"] for e in self.engines},
-                "skipped": dict(self.skipped), "pareto": self.manifest.get("pareto", {})}
+                "engines": {e.id: e.accuracy.to_json() for e in self.engines},
+                "skipped": dict(self.skipped), "pareto": self.manifest.pareto}
 
 
 def eval(directory: str | Path, dataset: str = "demo", limit: int | None = None, model: str | Path | None = None,

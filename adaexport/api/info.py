@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from ..manifest_records import Manifest
 from .results import Result
 
 
@@ -16,12 +17,12 @@ class InspectResult(Result):
     fields: dict[str, str]              # model: architecture, trained grid, FLOPs range; build: a summary
     points: list[dict]                  # the grid asked for: id, tokens, width, depth, flops, params
     warnings: list[str]
-    manifest: dict | None = None        # a build's manifest
+    manifest: Manifest | None = None    # a build's manifest
 
     def to_json(self) -> dict[str, Any]:
         out = {"kind": self.kind, "name": self.name, "fields": self.fields, "points": self.points}
         if self.manifest is not None:
-            out["engines"] = self.manifest["engines"]
+            out["engines"] = [e.to_json() for e in self.manifest.engines]
         return out
 
 
@@ -60,14 +61,14 @@ def inspect(model: str | Path | None = None, *, grid: str | None = None, tokens=
             depths=None) -> InspectResult:
     """A model's architecture, parameters, trained grid and FLOPs range (and the points of
     a grid, when one is asked for), or a build directory's manifest (`adaexport inspect`)."""
-    from ..manifest import MANIFEST_NAME, read_manifest
+    from ..manifest import MANIFEST_NAME, read_records
 
     if model is not None and (Path(model) / MANIFEST_NAME).is_file():
-        data = read_manifest(Path(model))
-        fields = {"directory": str(model), "model": data["model"]["name"], "task": data["model"]["task"],
-                  "attention": data["model"]["attention"], "target": data["device"]["target"],
-                  "built by": f"adaexport {data['tool']['version']}", "created": data["created"]}
-        return InspectResult("build", data["model"]["name"], fields, [], [], manifest=data)
+        data = read_records(Path(model))
+        fields = {"directory": str(model), "model": data.model.name, "task": data.model.task,
+                  "attention": data.model.attention, "target": data.device.target,
+                  "built by": f"adaexport {data.tool_version()}", "created": data.created}
+        return InspectResult("build", data.model.name, fields, [], [], manifest=data)
     from ..demo import DEMO_MODEL
     from ..model import load_checkpoint
     from ..model.flops import count_flops, count_params

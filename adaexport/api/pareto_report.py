@@ -65,16 +65,16 @@ def _write(png: Path | None, html: Path | None, plot, page, notes: list[str]) ->
 
 
 def _search_report(path: Path, from_build: bool, out, png, html, size) -> ReportResult:
-    from ..manifest import read_manifest
+    from ..manifest import read_records
     from ..report import plot_search_png, search_cells, search_columns, search_html, search_intro, search_rows
     from ..search import SEARCH_FILE, read_search
 
     built = None
     if from_build:
-        manifest = read_manifest(path)
+        manifest = read_records(path)
         if not (path / SEARCH_FILE).is_file():
             raise UsageError(f"{path}: no {SEARCH_FILE}: the build was not chosen from a search (--grid front[:K])")
-        built = {f"t{e['point']['tokens']}_w{e['point']['width']}_d{e['point']['depth']}" for e in manifest["engines"]}
+        built = {e.point.id for e in manifest.engines}
         path = path / SEARCH_FILE
     doc = read_search(path)
     table = search_rows(doc, built)
@@ -101,7 +101,7 @@ def report(directory: str | Path, *, out: str | Path | None = None, png: str | P
     """The Pareto report of a build (accuracy against p50 latency, FLOPs where not
     profiled) or of a search result / a build's search (`search=True`), written as
     PREFIX.png and PREFIX.html (`out`, default DIR/report) or to `png`/`html`."""
-    from ..manifest import read_manifest
+    from ..manifest import read_records
     from ..report import choose_axis, html_page, plot_png, rows, table_cells, table_columns
 
     directory = Path(directory)
@@ -115,13 +115,13 @@ def report(directory: str | Path, *, out: str | Path | None = None, png: str | P
         if device is not None or mode is not None or flops:
             raise UsageError("a search result is plotted against FLOPs: leave out --device/--mode/--flops")
         return _search_report(directory, search and not directory.is_file(), out, png, html, size)
-    manifest = read_manifest(directory)
+    manifest = read_records(directory)
     axis = choose_axis(manifest, device, mode, flops)
     table = rows(manifest, axis)
     png, html = _output_paths(out if out is not None else directory / "report", png, html)
     notes = [] if any(r.top1 is not None for r in table) else [
         "no engine has an accuracy yet (run `adaexport eval`): the plot is empty and there is no front"]
-    name = manifest["model"]["name"]
+    name = manifest.model.name
     written = _write(png, html, lambda: plot_png(
         table, axis, f"{name}: accuracy against {'latency' if axis.profiled else 'FLOPs'}", *size),
         lambda image, note: html_page(manifest, table, axis, image, note), notes)

@@ -57,22 +57,21 @@ def _limits(latency_ms, power_w, memory_mb, rate_hz, percentile):
 def _check_device_and_mode(directory: Path, device, power_mode) -> None:
     """device: one this build was profiled on, or a known target; power_mode: one that
     device was profiled in, one its target names, or `default`."""
-    from ..manifest import read_manifest
-    from ..measurements import DEFAULT_MODE, default_device, profiled_devices, profiled_modes, resolve_device, \
-        target_of
+    from ..manifest import read_records
+    from ..manifest_records import DEFAULT_MODE, target_of
     from ..targets import get_target, list_targets
 
     if device is None and power_mode is None:
         return
-    manifest = read_manifest(directory)
-    profiled = profiled_devices(manifest)
+    manifest = read_records(directory)
+    profiled = manifest.profiled_devices()
     if device is not None and device not in profiled and device not in list_targets():
         raise UsageError(f"--device {device}: not a device target, nor profiled in this build (profiled: "
                          f"{', '.join(profiled) or 'none'}; targets: {', '.join(list_targets())})")
     if power_mode is None:
         return
-    device = device or default_device(manifest) or manifest["device"]["target"]
-    modes = [DEFAULT_MODE, *profiled_modes(manifest, resolve_device(manifest, device) or device)]
+    device = device or manifest.default_device() or manifest.device.target
+    modes = [DEFAULT_MODE, *manifest.profiled_modes(manifest.resolve_device(device) or device)]
     if target_of(device) in list_targets():
         modes += [m.name for m in get_target(target_of(device)).power_modes]
     if power_mode not in modes:

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from ..manifest_records import FLOPS_FRONT
 from ._app import app, command, console, emit, reporter, tagged, warn
 from .options import DATASET_HELP, DIR_ARG, JSON_OPT, MODEL_ARG
 
@@ -22,13 +23,13 @@ def _render_eval(result) -> None:
     for col in ("engine", "top-1", "PyTorch top-1", "change", "top-5", "PyTorch top-5"):
         table.add_column(col, justify="left" if col == "engine" else "right")
     for e in result.engines:
-        a = e["accuracy"]
-        table.add_row(e["id"], _pct(a["top1"]), _pct(a["reference_top1"]),
-                      f"{100 * (a['top1'] - a['reference_top1']):+.2f}", _pct(a["top5"]), _pct(a["reference_top5"]))
+        a = e.accuracy
+        table.add_row(e.id, _pct(a.top1), _pct(a.reference_top1), f"{100 * (a.top1 - a.reference_top1):+.2f}",
+                      _pct(a.top5), _pct(a.reference_top5))
     console.print(table)
     for ident, why in result.skipped:
         console.print(f"skipped {ident}: {why}", highlight=False)
-    front = result.manifest.get("pareto", {}).get("flops", [])
+    front = result.manifest.pareto.get(FLOPS_FRONT, [])
     console.print(f"Pareto front (accuracy vs FLOPs): {', '.join(front) or 'none'}", highlight=False, soft_wrap=True)
 
 

@@ -161,11 +161,14 @@ def load_profile(name_or_path: "str | BuildProfile" = "default") -> BuildProfile
     return parse_profile(text, name)
 
 
-def profile_of_manifest(manifest: dict) -> BuildProfile:
-    """The build profile a build was made with: the full text the manifest keeps
-    (`build.profile_source`), so a device needs neither the build host's file nor this
-    package's copy; else (an older manifest) the packaged profile of that name."""
-    build = manifest.get("build") or {}
+def profile_of_manifest(manifest) -> BuildProfile:
+    """The build profile a build was made with (`manifest`: its records or JSON): the full
+    text the manifest keeps (`build.profile_source`, written by `manifest_record`), so a
+    device needs neither the build host's file nor this package's copy; else (an older
+    manifest) the packaged profile of that name."""
+    from ..manifest_reader import as_manifest
+
+    build = as_manifest(manifest).build or {}
     name = build.get("profile") or "default"
     if build.get("profile_source"):
         return apply_overrides(parse_profile(build["profile_source"], name), build.get("profile_overrides"))
