@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from .manifest_records import Manifest
 from .stages import STAGES, prepare
 from .stages.context import EXPORTER, BuildRequest, parity_inputs, resolve_dataset
 from .stages.export import ENGINES_DIR, ONNX_DIR, WEIGHTS_NAME
@@ -32,7 +33,7 @@ class BuildFailed(RuntimeError):
 
 @dataclasses.dataclass
 class BuildResult:
-    manifest: dict
+    manifest: Manifest
     directory: Path
     exported: int                       # points exported in this run (0 when all were cached)
     parity_runs: int                    # parity checks run in this run

@@ -7,7 +7,8 @@ depends on, so changing one option redoes only what depends on it. Only the buil
 driver process writes records (workers of `build --jobs N` return them).
 
 Used by the build stages, `adaexport eval` (the PyTorch reference accuracy), search and
-profiling; it imports nothing else of the package but the atomic writer and the hasher.
+profiling; it imports nothing else of the package but the atomic writer, the hasher and
+the manifest reader's file check (a cached artefact is checked as a manifest's file is).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_bytes_atomic
-from .hashing import file_record, sha256_file
+from .hashing import file_record
+from .manifest_reader import check_file_record
 
 CACHE_DIR = ".adaexport/cache"
 
@@ -49,10 +51,7 @@ class Cache:
 
     def valid(self, record: dict | None) -> bool:
         """A record of a file counts only if the file is there with the recorded size and hash."""
-        if not record:
-            return False
-        path = self.directory / record["file"]
-        return path.is_file() and path.stat().st_size == record["size"] and sha256_file(path) == record["sha256"]
+        return bool(record) and check_file_record(self.directory, record, "cache") is None
 
     def file_record(self, path: Path, **extra) -> dict:
         """{file (relative to the build directory), sha256, size} of an artefact, plus `extra`."""

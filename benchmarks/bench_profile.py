@@ -56,16 +56,15 @@ def _build(ctx: Context, out: Path, engines: list[str] | None):
 
 
 def _profile_once(out: Path, settings, threads: int) -> tuple[dict, float]:
-    from adaexport.manifest import read_manifest
+    from adaexport.manifest import read_records
     from adaexport.profiling.family import profile_manifest
     from adaexport.targets import get_target
 
-    manifest = read_manifest(out)
-    target = dataclasses.replace(get_target(manifest["device"]["target"]), threads=threads)
+    manifest = read_records(out)
+    target = dataclasses.replace(get_target(manifest.device.target), threads=threads)
     started = time.perf_counter()
     results, _ = profile_manifest(out, manifest, target, device=target.name, mode="default", settings=settings)
-    return {e["id"]: (e, results[e["id"]]) for e in manifest["engines"] if e["id"] in results}, \
-        time.perf_counter() - started
+    return {e.id: (e, results[e.id]) for e in manifest.engines if e.id in results}, time.perf_counter() - started
 
 
 def run(ctx: Context, engines: list[str] | None = None) -> list[dict]:
@@ -93,12 +92,12 @@ def run(ctx: Context, engines: list[str] | None = None) -> list[dict]:
         value_row(NAME, f"engines with CV > {max_cv:g}% after re-measurement", noisy / (2 * len(ids)) * 100, "%",
                   "both runs"),
     ]
-    kinds = sorted({(e["backend"], e["precision"]) for e, _ in first.values()})
+    kinds = sorted({(e.backend, e.precision) for e, _ in first.values()})
     for backend, precision in kinds:
-        members = [i for i in ids if (first[i][0]["backend"], first[i][0]["precision"]) == (backend, precision)]
+        members = [i for i in ids if (first[i][0].backend, first[i][0].precision) == (backend, precision)]
         if len(members) < 3:
             continue
-        flops = [float(first[i][0]["flops"]) for i in members]
+        flops = [float(first[i][0].flops) for i in members]
         for label, run_ in (("run 1", first), ("run 2", second)):
             p50 = [run_[i][1]["latency_ms"]["p50"] for i in members]
             slope, r = stats.loglog_fit(flops, p50)

@@ -55,6 +55,7 @@ def _median_call(fn, calls: int) -> float:
 
 
 def build_family(ctx: Context, out: Path, dataset: str | None) -> dict:
+    """Build the family (no profiling); its manifest's JSON."""
     from adaexport.build import BuildRequest, run_build
     from adaexport.progress import QuietReporter
 
@@ -65,7 +66,7 @@ def build_family(ctx: Context, out: Path, dataset: str | None) -> dict:
                                     batch=ctx.batch, dataset=dataset, measure=False), QuietReporter())
     if result.failures:
         raise AssertionError(f"the build failed parity: {result.failures[0]}")
-    return result.manifest
+    return result.manifest.to_json()
 
 
 def run(ctx: Context, dataset: str | None = None, rounds: int = ROUNDS, calls: int = CALLS) -> list[dict]:

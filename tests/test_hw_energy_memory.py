@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 
 from adaexport.hardware.device_memory import device_memory_reader, parse_nvmap_maps
+from adaexport.manifest_records import Manifest
 from adaexport.profiling.family import Energy, device_section
 from adaexport.profiling.measure import Candidate, backend_memory, measure_engines
 from adaexport.hardware.sensors import ina3221_meter, nvml_meter
 from adaexport.profiling.settings import ProfilingSettings
 from adaexport.targets import load_target
 
+from .test_pareto import manifest_of
 from .test_profiling_measure import Logged, tiny_model
 from .test_profiling_sensors import agx_orin_tree
 
@@ -73,9 +75,9 @@ def test_agx_orin_energy_says_which_rails_it_summed(tmp_path, model):
     record = measure_engines(one(model), TINY, meter=energy.meter, idle_w=energy.idle_w)["e0"]["energy"]
     assert record["rails"] == ["VDD_GPU_SOC (1-0040)", "VDD_CPU_CV (1-0040)", "VIN_SYS_5V0 (1-0040)",
                                "VDDQ_VDD2_1V8AO (1-0041)"]
-    section = device_section({}, "jetson-agx-orin", agx, TINY, "MODE_30W", energy, [])
-    assert section["modes"]["MODE_30W"]["power_rails"] == record["rails"]
-    assert "sum of all rails" in section["modes"]["MODE_30W"]["power_source"]
+    section = device_section(Manifest.from_json(manifest_of([])), "jetson-agx-orin", agx, TINY, "MODE_30W", energy, [])
+    assert section.modes["MODE_30W"].power_rails == record["rails"]
+    assert "sum of all rails" in section.modes["MODE_30W"].power_source
 
 
 # --------------------------------------------------------------------------- memory

@@ -2,7 +2,7 @@
 
     from adaexport import api
     result = api.build(out="family", tokens="8", widths="32", depths="1,2")
-    result.failures, result.manifest["engines"]
+    result.failures, result.manifest.engines
 
 The command line (`adaexport.cli`) is a thin layer over these functions: it parses
 options, calls one of them and renders its result (a table, or the JSON envelope whose

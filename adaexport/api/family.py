@@ -7,12 +7,13 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from ..manifest_records import EngineRecord, Manifest
 from .results import Result
 
 @dataclasses.dataclass
 class BuildResult(Result):
     directory: Path
-    manifest: dict
+    manifest: Manifest
     exported: int                # points exported in this run (0 when all came from the cache)
     parity_runs: int             # parity checks run in this run
     failures: list[str]          # engines that failed their check (the manifest says why)
@@ -22,16 +23,16 @@ class BuildResult(Result):
         return self.directory / "manifest.json"
 
     @property
-    def pending(self) -> list[dict]:
+    def pending(self) -> list[EngineRecord]:
         """Engines left for `adaexport compile` on the device (TensorRT not installed here)."""
-        return [e for e in self.manifest["engines"] if e.get("status") == "pending"]
+        return [e for e in self.manifest.engines if e.pending]
 
     def failed_checks(self) -> list[str]:
         return list(self.failures)
 
     def to_json(self) -> dict[str, Any]:
         return {"manifest": str(self.manifest_path), "exported": self.exported, "parity_runs": self.parity_runs,
-                "failures": self.failures, "engines": self.manifest["engines"]}
+                "failures": self.failures, "engines": [e.to_json() for e in self.manifest.engines]}
 
 
 @dataclasses.dataclass

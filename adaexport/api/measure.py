@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EnvironmentProblem
+from ..manifest_records import Manifest
 from .results import Result
 
 
 @dataclasses.dataclass
 class ProfileResult(Result):
     directory: Path
-    manifest: dict
+    manifest: Manifest
     device: str                         # the device key the numbers are recorded under
     target: str
     modes: dict[str, list[str]]         # power mode -> the engine ids profiled in it
@@ -24,11 +25,11 @@ class ProfileResult(Result):
         done = self.modes
         return {"manifest": str(self.directory / "manifest.json"), "device": self.device, "target": self.target,
                 "modes": list(done), "skipped_modes": self.skipped_modes, "skipped": self.skipped,
-                "engines": {e["id"]: {m: e["profile"][self.device][m] for m in done if e["id"] in done[m]}
-                            for e in self.manifest["engines"] if any(e["id"] in ids for ids in done.values())}}
+                "engines": {e.id: {m: e.profile_at(self.device, m).to_json() for m in done if e.id in done[m]}
+                            for e in self.manifest.engines if any(e.id in ids for ids in done.values())}}
 
 
-def _settings(manifest: dict, **overrides):
+def _settings(manifest: Manifest, **overrides):
     """The build profile's [profiling] settings (the manifest's own copy of the profile
     where it has one), with the command's overrides."""
     from ..profiles import ProfileError, profile_of_manifest
@@ -49,7 +50,7 @@ def profile(directory: str | Path, *, device: str | None = None, power_mode: str
     """Measure every engine (or `engines`) of a build here: latency percentiles, load time,
     memory, energy where there is a sensor; recorded per device and power mode, each mode
     written to the manifest as soon as it is measured (`adaexport profile`)."""
-    from ..manifest import read_manifest, write_manifest
+    from ..manifest import read_records, write_manifest
     from ..profiling.family import device_key, profile_manifest
     from ..profiling.modes_plan import plan_modes
     from ..hardware.power_modes import walk_power_modes
@@ -57,7 +58,7 @@ def profile(directory: str | Path, *, device: str | None = None, power_mode: str
     from ..targets import get_target
 
     directory = Path(directory)
-    manifest = read_manifest(directory)
+    manifest = read_records(directory)
     target = get_target(device)
     settings = _settings(manifest, min_iterations=min_iterations, min_duration_s=min_duration, warmup_s=warmup,
                          rounds=rounds, max_cv=max_cv)

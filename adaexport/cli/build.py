@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ..errors import UsageError
+from ..manifest_records import Manifest
 from ._app import app, command, console, emit, err_console, reporter, tagged, warn
 from .options import DEVICE_OPT, JSON_OPT, MODEL_ARG
 
@@ -46,35 +47,30 @@ def _profile(build_profile: str, old: Optional[str], profile_file: Optional[Path
     return str(profile_file) if profile_file is not None else build_profile
 
 
-def _summary_table(manifest: dict) -> Table:
+def _summary_table(manifest: Manifest) -> Table:
     from ..api.info import si
 
-    table = Table(title=f"{manifest['model']['name']}: {len(manifest['engines'])} engine(s)")
+    table = Table(title=f"{manifest.model.name}: {len(manifest.engines)} engine(s)")
     for col in ("point", "engine", "FLOPs", "params", "parity (max_abs / top-1 agreement / accuracy)", "size"):
         table.add_column(col, justify="left" if col in ("point", "engine") else "right")
-    for e in manifest["engines"]:
-        p = e["parity"]
-        parity = ("pending" if e.get("status") == "pending" else "not checked") if p is None else (
-            f"{'pass' if p['passed'] else 'FAIL'} {p['max_abs']:.0e} / {p['top1_agreement']:.3f}"
-            + (f" / {-p['accuracy_drop']:+.2f}pt" if p.get("accuracy_drop") is not None and e["precision"] != "fp32"
-               else ""))
-        point = e["point"]
-        size = f"{e['size'] / 1024:.1f} KiB" if "size" in e else "-"
-        table.add_row(f"t{point['tokens']}_w{point['width']}_d{point['depth']}", f"{e['backend']} {e['precision']}",
-                      si(e["flops"]), f"{e['params']:,}", parity, size)
-    weights = manifest.get("weights")
+    for e in manifest.engines:
+        p = e.parity
+        parity = ("pending" if e.pending else "not checked") if p is None else (
+            f"{'pass' if p.passed else 'FAIL'} {p.max_abs:.0e} / {p.top1_agreement:.3f}"
+            + (f" / {-p.accuracy_drop:+.2f}pt" if p.accuracy_drop is not None and e.precision != "fp32" else ""))
+        size = f"{e.size / 1024:.1f} KiB" if e.size is not None else "-"
+        table.add_row(e.point.id, f"{e.backend} {e.precision}", si(e.flops), f"{e.params:,}", parity, size)
+    weights = manifest.weights
     if weights:
-        table.caption = f"shared weights: {weights['file']} ({weights['size'] / 1024:.1f} KiB)"
+        table.caption = f"shared weights: {weights.file} ({weights.size / 1024:.1f} KiB)"
     return table
 
 
-def _profile_lines(manifest: dict) -> None:
+def _profile_lines(manifest: Manifest) -> None:
     """One line per power mode on the build's profile stage: how many engines, the p50 range."""
-    from ..measurements import latency_ms
-
-    device = manifest["device"]["target"]
-    for mode in ((manifest.get("profiling") or {}).get(device) or {}).get("modes") or {}:
-        p50 = [v for v in (latency_ms(e, device, mode) for e in manifest["engines"]) if v is not None]
+    device = manifest.device.target
+    for mode in manifest.modes_of(device):
+        p50 = [v for v in (e.latency_ms(device, mode) for e in manifest.engines) if v is not None]
         if p50:
             console.print(f"profile ({device}, {mode}): {len(p50)} engine(s), p50 {min(p50):.3f} .. {max(p50):.3f} ms "
                           f"(every statistic in the manifest; `adaexport profile DIR` measures again)", highlight=False)
@@ -84,11 +80,11 @@ def render_build(result) -> None:
     manifest = result.manifest
     console.print(_summary_table(manifest))
     _profile_lines(manifest)
-    console.print(f"manifest: {result.manifest_path} ({len(manifest['engines'])} engine(s); this run exported "
+    console.print(f"manifest: {result.manifest_path} ({len(manifest.engines)} engine(s); this run exported "
                   f"{result.exported} point(s) and ran {result.parity_runs} parity check(s), the rest came from the "
                   "cache)", highlight=False)
     if result.pending:
-        finish = result.pending[0].get("extra", {}).get("facts", {}).get("finish", "adaexport compile DIR")
+        finish = result.pending[0].facts().get("finish", "adaexport compile DIR")
         console.print(f"{len(result.pending)} TensorRT engine(s) pending: TensorRT is not installed here. Finish them "
                       f"on the device with: {finish.replace(' DIR ', f' {result.directory} ')}", highlight=False,
                       soft_wrap=True)

@@ -9,24 +9,24 @@ import typer
 from rich.table import Table
 
 from ..errors import UsageError
+from ..manifest_records import Manifest
 from ._app import app, command, console, emit, reporter, warn
 from .options import DIR_ARG, JSON_OPT
 
 
-def _table(manifest: dict, device: str, mode: str, ids: list[str]) -> Table:
+def _table(manifest: Manifest, device: str, mode: str, ids: list[str]) -> Table:
     table = Table(title=f"{device} / {mode}: {len(ids)} engine(s) profiled")
     for col in ("engine", "p50 ms", "p90", "p99", "min..max", "cv", "runs", "load ms", "rss", "energy/inference"):
         table.add_column(col, justify="left" if col == "engine" else "right")
-    for engine in manifest["engines"]:
-        if engine["id"] not in ids:
+    for engine in manifest.engines:
+        if engine.id not in ids:
             continue
-        p = engine["profile"][device][mode]
-        lat, energy = p["latency_ms"], p["energy"]
-        rss = p["memory"]["rss_bytes"]
-        table.add_row(engine["id"], f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}",
-                      f"{lat['min']:.3f}..{lat['max']:.3f}", f"{p['cv']:.1f}%" + (" !" if p["warnings"] else ""),
-                      str(p["iterations"]), f"{p['load_ms']:.0f}", "-" if rss is None else f"{rss / 2**20:.1f} MiB",
-                      "-" if energy["per_inference_mj"] is None else f"{energy['per_inference_mj']:.3f} mJ")
+        p = engine.profile_at(device, mode)
+        lat, rss, energy = p.latencies(), p.rss_bytes(), p.energy_mj()
+        table.add_row(engine.id, f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}",
+                      f"{lat['min']:.3f}..{lat['max']:.3f}", f"{p.cv:.1f}%" + (" !" if p.warnings else ""),
+                      str(p.iterations), f"{p.load_ms:.0f}", "-" if rss is None else f"{rss / 2**20:.1f} MiB",
+                      "-" if energy is None else f"{energy:.3f} mJ")
     return table
 
 

@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..hardware.power_modes import current_power_mode
-from ..manifest_reader import as_engine
-from ..manifest_records import InputSpec
-from ..measurements import DEFAULT_MODE
+from ..manifest_records import DEFAULT_MODE, DeviceProfiling, EngineRecord, Manifest, ModeRun, ProfileRecord
 from .errors import ProfilingError
 from .measure import Candidate, measure_engines, utc_now
 from .settings import ProfilingSettings
@@ -58,56 +56,55 @@ def threads_for(target, backend: str) -> int:
     return int(target.options(backend).get("threads", target.threads) or 0)
 
 
-def open_engine(directory: Path, entry: dict, target) -> Any:
+def open_engine(directory: Path, entry: EngineRecord, target) -> Any:
     """A session over a manifest engine with the target's threads and providers."""
     from ..backends import open_engine as open_manifest_engine
 
-    backend = entry["backend"]
+    backend = entry.backend
     providers = target.options(backend).get("providers")       # only a backend that takes providers uses them
     return open_manifest_engine(directory, entry, threads_for(target, backend), list(providers) if providers else None)
 
 
-def model_feeds(manifest: dict) -> dict[str, Any]:
+def model_feeds(manifest: Manifest) -> dict[str, Any]:
     """Fixed pseudo-random inputs of the model's input shape (the same for every engine)."""
     import numpy as np
 
-    spec = InputSpec.from_json(manifest["model"]["input"])
+    spec = manifest.model.input
     return {spec.name: np.random.default_rng(0).standard_normal(spec.shape).astype(spec.dtype)}
 
 
-def select_engines(manifest: dict, wanted: list[str] | None) -> tuple[list[dict], list[str]]:
+def select_engines(manifest: Manifest, wanted: list[str] | None) -> tuple[list[EngineRecord], list[str]]:
     """The ready engines to profile (all, or the `wanted` ids) and why others are not."""
     from ..backends import available_backends
 
-    engines = manifest.get("engines", [])
+    engines = manifest.engines
     if wanted is not None:
         if not wanted:
             raise ProfilingError("--engines: no engine id given (expected ids, comma-separated)")
-        known = {e["id"] for e in engines}
+        known = {e.id for e in engines}
         unknown = [w for w in wanted if w not in known]
         if unknown:
             raise ProfilingError(f"--engines: no engine {unknown[0]!r} in the manifest "
                                  f"(e.g. {', '.join(sorted(known)[:3])})")
-        engines = [e for e in engines if e["id"] in wanted]
+        engines = [e for e in engines if e.id in wanted]
     available = available_backends()
     chosen, skipped = [], []
-    for entry in engines:
-        engine = as_engine(entry)
+    for engine in engines:
         if not engine.ready:
             skipped.append(f"{engine.id}: {engine.status} (build it on the device with adaexport compile)")
         elif not available.get(engine.backend):
             reason = getattr(available.get(engine.backend), "reason", None) or "unknown backend"
             skipped.append(f"{engine.id}: {engine.backend} is not usable here ({reason})")
         else:
-            chosen.append(entry)
+            chosen.append(engine)
     return chosen, skipped
 
 
-def candidates_for(directory: Path, manifest: dict, engines: list[dict], target) -> list[Candidate]:
+def candidates_for(directory: Path, manifest: Manifest, engines: list[EngineRecord], target) -> list[Candidate]:
     feeds = model_feeds(manifest)
-    batch = int(InputSpec.from_json(manifest["model"]["input"]).shape[0])
-    return [Candidate(id=e["id"], open=(lambda e=e: open_engine(directory, e, target)), feeds=feeds, batch=batch,
-                      threads=threads_for(target, e["backend"])) for e in engines]
+    batch = int(manifest.model.input.shape[0])
+    return [Candidate(id=e.id, open=(lambda e=e: open_engine(directory, e, target)), feeds=feeds, batch=batch,
+                      threads=threads_for(target, e.backend)) for e in engines]
 
 
 def device_key(target) -> tuple[str, dict]:
@@ -117,38 +114,33 @@ def device_key(target) -> tuple[str, dict]:
     return this_machine(target.name)
 
 
-def device_section(manifest: dict, device: str, target, settings: ProfilingSettings, mode: str, energy: Energy,
-                   backends: list[str]) -> dict:
+def device_section(manifest: Manifest, device: str, target, settings: ProfilingSettings, mode: str, energy: Energy,
+                   backends: list[str]) -> DeviceProfiling:
     """manifest.profiling[device] with `mode`'s entry added or replaced (other modes kept)."""
     from ..backends import backend_versions
     from ..manifest import host_info
 
-    old = (manifest.get("profiling") or {}).get(device) or {}
+    old = manifest.profiling.get(device)
     versions = {name: str(facts.get(name, "unknown")) for name, facts in backend_versions(sorted(backends)).items()}
-    modes = dict(old.get("modes") or {})
-    modes[mode] = {"profiled": utc_now(), "idle_power_w": energy.idle_w,
-                   "power_source": energy.meter.source if energy.meter else None, "energy_reason": energy.reason,
-                   "power_rails": list(energy.meter.rails) if energy.meter else []}
-    return {"target": target.name, "identity": device_key(target)[1], "host": host_info(), "backends": {**(old.get("backends") or {}), **versions},
-            "settings": settings.as_dict(), "threads": {b: threads_for(target, b) for b in sorted(backends)},
-            "modes": modes}
+    run = ModeRun(profiled=utc_now(), idle_power_w=energy.idle_w,
+                  power_source=energy.meter.source if energy.meter else None, energy_reason=energy.reason,
+                  power_rails=list(energy.meter.rails) if energy.meter else [])
+    return DeviceProfiling(target=target.name, identity=device_key(target)[1], host=host_info(),
+                           backends={**(old.backends if old else {}), **versions}, settings=settings.as_dict(),
+                           threads={b: threads_for(target, b) for b in sorted(backends)},
+                           modes={**manifest.modes_of(device), mode: run})
 
 
-def merge(manifest: dict, device: str, mode: str, results: dict[str, dict], section: dict) -> dict:
+def merge(manifest: Manifest, device: str, mode: str, results: dict[str, dict], section: DeviceProfiling
+          ) -> Manifest:
     """Write results into the manifest in place (only this device and mode) and rank."""
     from ..pareto import update_pareto
 
-    for engine in manifest.get("engines", []):
-        if engine["id"] in results:
-            profile = engine.get("profile") or {}
-            per_device = dict(profile.get(device) or {})
-            per_device[mode] = results[engine["id"]]
-            engine["profile"] = {**profile, device: per_device}
-    manifest["profiling"] = {**(manifest.get("profiling") or {}), device: section}
+    manifest.set_profile(device, mode, results, section)
     return update_pareto(manifest)
 
 
-def profile_manifest(directory: Path, manifest: dict, target, *, device: str, mode: str,
+def profile_manifest(directory: Path, manifest: Manifest, target, *, device: str, mode: str,
                      settings: ProfilingSettings, wanted: list[str] | None = None, reporter=None,
                      root=None) -> tuple[dict[str, dict], list[str]]:
     """Measure the engines of a manifest on this machine as `device` in `mode` and merge
@@ -163,24 +155,25 @@ def profile_manifest(directory: Path, manifest: dict, target, *, device: str, mo
     energy = Energy.measure(target, settings, root)
     results = run_measurements(Path(directory), manifest, engines, target, settings, energy, reporter)
     merge(manifest, device, mode, results,
-          device_section(manifest, device, target, settings, mode, energy, [e["backend"] for e in engines]))
+          device_section(manifest, device, target, settings, mode, energy, [e.backend for e in engines]))
     return results, skipped
 
 
-def run_measurements(directory: Path, manifest: dict, engines: list[dict], target, settings: ProfilingSettings,
-                     energy: Energy, reporter=None) -> dict[str, dict]:
+def run_measurements(directory: Path, manifest: Manifest, engines: list[EngineRecord], target,
+                     settings: ProfilingSettings, energy: Energy, reporter=None) -> dict[str, dict]:
     if reporter:
         reporter.stage("profile", len(engines))
 
     noisy: list[str] = []
 
     def done(ident: str, entry: dict) -> None:
-        if entry["cv"] > settings.max_cv:
+        profile = ProfileRecord.from_json(entry)
+        if profile.cv > settings.max_cv:
             noisy.append(ident)
         if reporter:
-            lat = entry["latency_ms"]
+            lat = profile.latencies()
             reporter.advance(ident, f"p50 {lat['p50']:.3f} ms (p99 {lat['p99']:.3f}, min..max {lat['min']:.3f}.."
-                                    f"{lat['max']:.3f}), cv {entry['cv']:.1f}%, load {entry['load_ms']:.0f} ms")
+                                    f"{lat['max']:.3f}), cv {profile.cv:.1f}%, load {profile.load_ms:.0f} ms")
 
     from ..hardware.device_memory import device_memory_reader
 
@@ -208,7 +201,7 @@ def _as_cached(record: dict) -> dict:
     return json.loads(json.dumps(record, sort_keys=True))
 
 
-def profile_build_stage(out: Path, manifest: dict, target, settings: ProfilingSettings, cache,
+def profile_build_stage(out: Path, manifest: Manifest, target, settings: ProfilingSettings, cache,
                         reporter=None) -> None:
     """The build's profile stage: profile the manifest's engines on this machine (its
     target), reusing an engine's cached profile (`cache`: the build's `build_cache.Cache`,
@@ -230,15 +223,16 @@ def profile_build_stage(out: Path, manifest: dict, target, settings: ProfilingSe
             reporter.info(f"not profiled: {reason}")
     if not engines:
         return
-    weights = (manifest.get("weights") or {}).get("sha256")
+    weights = manifest.weights.sha256 if manifest.weights else None
     base = {"stage": "profile", "device": device, "mode": mode, "settings": settings.as_dict(),
-            "target": target.source, "host": host_info(), "input": manifest["model"]["input"]}
-    keys = {e["id"]: digest({**base, "engine": {k: e.get(k) for k in ("sha256", "backend", "precision", "file")},
-                             "weights": weights if e["file"].endswith(".onnx") else None}) for e in engines}
+            "target": target.source, "host": host_info(), "input": manifest.model.input.to_json()}
+    keys = {e.id: digest({**base, "engine": {k: getattr(e, k) for k in ("sha256", "backend", "precision", "file")},
+                          "weights": weights if e.file.endswith(".onnx") else None}) for e in engines}
     results = {ident: (cache_get(key) or {}).get("profile") for ident, key in keys.items()}
-    todo = [e for e in engines if results[e["id"]] is None]
+    todo = [e for e in engines if results[e.id] is None]
     section_key = digest({**base, "engines": sorted(keys.values())})
-    section = (cache_get(section_key) or {}).get("section")
+    cached = (cache_get(section_key) or {}).get("section")
+    section = None if cached is None else DeviceProfiling.from_json(cached)
     if todo or section is None:
         energy = Energy.measure(target, settings) if todo else Energy(None, "not measured (every engine cached)")
         if todo:
@@ -246,11 +240,10 @@ def profile_build_stage(out: Path, manifest: dict, target, settings: ProfilingSe
             for ident, entry in measured.items():
                 results[ident] = _as_cached(entry)
                 cache_put(keys[ident], {"profile": entry})
-        section = device_section(manifest, device, target, settings, mode, energy, [e["backend"] for e in engines])
-        cache_put(section_key, {"section": section})
-        section = _as_cached(section)
+        section = device_section(manifest, device, target, settings, mode, energy, [e.backend for e in engines])
+        cache_put(section_key, {"section": section.to_json()})
+        section = DeviceProfiling.from_json(_as_cached(section.to_json()))
     elif reporter:
         reporter.info(f"profile: {len(engines)} engine(s) on {device} ({mode}) from the cache")
-    kept = ((manifest.get("profiling") or {}).get(device) or {}).get("modes") or {}
-    section = {**section, "modes": {**kept, **section["modes"]}}   # other modes' runs stay
+    section.modes = {**manifest.modes_of(device), **section.modes}   # other modes' runs stay
     merge(manifest, device, mode, {k: v for k, v in results.items() if v is not None}, section)

@@ -20,6 +20,7 @@ import numpy as np
 from ..build_cache import Cache
 from ..datasets import CALIBRATION_SAMPLES, NO_DATASET, RANDOM_SEED, DatasetError, model_inputs, random_inputs
 from ..errors import UsageError
+from ..manifest_records import EngineRecord, Manifest
 from ..model import ATTENTION_MODES, AdaPerceiverConfig, LoadedModel, load_checkpoint
 from ..profiles import PARITY_SAMPLES, BuildProfile, load_profile
 from ..space import ConfigPoint, build_grid, is_front_preset
@@ -89,11 +90,11 @@ class BuildContext:
     # results so far
     weights_record: dict | None = None
     export_records: dict[ConfigPoint, dict] = dataclasses.field(default_factory=dict)
-    engines: list[dict] = dataclasses.field(default_factory=list)
+    engines: list[EngineRecord] = dataclasses.field(default_factory=list)
     failures: list[str] = dataclasses.field(default_factory=list)
     exported: int = 0
     parity_runs: int = 0
-    manifest: dict | None = None
+    manifest: Manifest | None = None
 
     @property
     def cfg(self) -> AdaPerceiverConfig:

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..backends.onnx_tensors import shared_tensor_table
 from ..build_cache import digest
 from ..datasets import NO_DATASET, RANDOM_SEED
+from ..manifest_records import EngineRecord, FileRecord, ParityRecord, entry_facts, family_onnx_entry, with_lint
 from ..model.flops import count_flops, count_params
 from ..space import ConfigPoint
 from ..validate import Parity, compare, run_batched
@@ -34,17 +35,17 @@ class CompileTask:
         return f"compile {self.engine_id}"
 
 
-def lint(out: Path, onnx_record: dict, backend: str, precision: str) -> list[str]:
+def lint(out: Path, onnx: FileRecord, backend: str, precision: str) -> list[str]:
     """What the backend's ONNX support lacks for this model (empty: nothing)."""
     from ..backends import lint_engine
 
-    return lint_engine(out / onnx_record["file"], backend, precision)
+    return lint_engine(out / onnx.file, backend, precision)
 
 
-def beside(root: Path, entry: dict, *kinds: str) -> set[Path]:
-    """Files a backend keeps beside an engine (facts "support_files": what it is built from, e.g.
-    a pending TensorRT engine's QDQ model; "shared_files": caches the family shares)."""
-    facts = entry.get("extra", {}).get("facts", {})
+def beside(root: Path, facts: dict, *kinds: str) -> set[Path]:
+    """Files a backend keeps beside an engine (its sidecar's `facts` "support_files": what it
+    is built from, e.g. a pending TensorRT engine's QDQ model; "shared_files": caches the
+    family shares)."""
     return {Path(os.path.normpath(root / f)) for kind in kinds for f in facts.get(kind, [])}
 
 
@@ -55,16 +56,14 @@ def compile_one(task: CompileTask) -> dict:
     from ..hashing import file_record
 
     state = worker_state()
-    out = state.setup.out
-    problems = lint(out, task.onnx_record, task.backend, task.precision)
+    out, onnx = state.setup.out, FileRecord.pick(task.onnx_record)
+    problems = lint(out, onnx, task.backend, task.precision)
     engines_dir = out / ENGINES_DIR
     engines_dir.mkdir(exist_ok=True)
     calibration = state.setup.data.calibration if task.precision == "int8" else None
-    artifact = compile_or_defer(out / task.onnx_record["file"], engines_dir, task.target, task.backend,
-                                task.precision, calibration)
-    entry = artifact.record(out)
-    entry["lint"] = problems
-    support = sorted(beside(engines_dir, entry, "support_files"))
+    artifact = compile_or_defer(out / onnx.file, engines_dir, task.target, task.backend, task.precision, calibration)
+    entry = with_lint(artifact.record(out), problems)
+    support = sorted(beside(engines_dir, entry_facts(entry), "support_files"))
     files = [file_record(p, out) for p in [*artifact.paths(), artifact.sidecar, *support] if p.is_file()]
     return {"entry": entry, "files": files, "problems": problems, "trtexec": artifact.facts.get("trtexec")}
 
@@ -79,30 +78,28 @@ def compile_stage(ctx: BuildContext) -> None:
     slots: list[tuple[dict, dict | None]] = []     # (the point's fields, the engine's entry or None: to compile)
     tasks, keys = [], []
     calibration = hashlib.sha256(ctx.data.calibration.tobytes()).hexdigest() if ctx.data is not None else None
+    weights = FileRecord.pick(ctx.weights_record)
     for point in ctx.points:
         record = ctx.export_records[point]
+        onnx = FileRecord.pick(record)
         head = {"point": point.as_dict(), "flops": count_flops(ctx.cfg, point),
                 "params": count_params(ctx.cfg, point), "op_types": record["op_types"]}
         for backend, precision in ctx.choices:
             engine_id = f"{point.id}-{backend}-{precision}"
             if backend == "onnxruntime" and precision == "fp32":
-                main = {k: record[k] for k in ("file", "sha256", "size")}
-                files = [main, {k: ctx.weights_record[k] for k in ("file", "sha256", "size")}]
-                slots.append(({"id": engine_id, **head}, {
-                    "backend": backend, "precision": precision, "status": "ready", **main,
-                    "size": sum(f["size"] for f in files), "files": files,
-                    "shared_tensors": shared_tensor_table(out / record["file"], WEIGHTS_NAME),
-                    "lint": lint(out, record, backend, precision)}))
+                slots.append(({"engine_id": engine_id, **head}, family_onnx_entry(
+                    onnx, weights, shared_tensor_table(out / onnx.file, WEIGHTS_NAME),
+                    lint(out, onnx, backend, precision))))
                 continue
             recipe = get_backend(backend).recipe
-            key = digest({**ctx.base, "stage": "compile", "entry": 2, "onnx_sha256": record["sha256"],
+            key = digest({**ctx.base, "stage": "compile", "entry": 2, "onnx_sha256": onnx.sha256,
                           "backend": backend, **({"recipe": recipe} if recipe else {}), "precision": precision,
                           "target": ctx.target.source, "calibration": calibration if precision == "int8" else None})
             cached = cache.get("compile", key)
             if cached is not None and all(cache.valid(f) for f in cached["files"]):
-                slots.append(({"id": engine_id, **head}, cached["entry"]))
+                slots.append(({"engine_id": engine_id, **head}, cached["entry"]))
             else:
-                slots.append(({"id": engine_id, **head}, None))
+                slots.append(({"engine_id": engine_id, **head}, None))
                 tasks.append(CompileTask(engine_id, record, backend, precision, ctx.target))
                 keys.append((len(slots) - 1, key))
     if tasks:
@@ -116,21 +113,21 @@ def compile_stage(ctx: BuildContext) -> None:
                 ctx.reporter.info(f"trtexec equivalent: {result['trtexec']}")
             cache.put("compile", key, {"entry": result["entry"], "files": result["files"]})
             slots[slot] = (slots[slot][0], result["entry"])
-            status = result["entry"]["status"]
-            ctx.reporter.advance(tasks[i].engine_id, "compiled" if status == "ready" else
-                                 "pending: " + result["entry"]["extra"]["facts"].get("finish", "built on the device"))
+            engine = EngineRecord.new(**slots[slot][0], entry=result["entry"])
+            ctx.reporter.advance(tasks[i].engine_id, "compiled" if engine.ready else
+                                 "pending: " + engine.facts().get("finish", "built on the device"))
         ctx.reporter.end_stage()
-    ctx.engines = [{**head, **entry, "parity": None} for head, entry in slots]
+    ctx.engines = [EngineRecord.new(**head, entry=entry) for head, entry in slots]
 
 
 @dataclasses.dataclass
 class ParityTask:
     tokens: int
     width: int
-    entries: list[dict]         # the engines of this (tokens, width) to check, in build order
+    entries: list[EngineRecord]  # the engines of this (tokens, width) to check, in build order
 
     def __str__(self) -> str:
-        return f"parity t{self.tokens}_w{self.width} ({', '.join(e['id'] for e in self.entries)})"
+        return f"parity t{self.tokens}_w{self.width} ({', '.join(e.id for e in self.entries)})"
 
 
 def parity_one(task: ParityTask) -> list[dict]:
@@ -140,7 +137,7 @@ def parity_one(task: ParityTask) -> list[dict]:
 
     state = worker_state()
     data, out = state.setup.data, state.setup.out
-    points = [ConfigPoint(**e["point"]) for e in task.entries]
+    points = [ConfigPoint(**e.point.to_json()) for e in task.entries]
     family = ReferenceFamily(state.loaded.model, points, state.setup.attention, data.inputs)
     references: dict[ConfigPoint, list] = {}
     metrics = []
@@ -158,33 +155,32 @@ def parity_stage(ctx: BuildContext) -> None:
     engine's hash and the inputs; tolerances judged afresh), in the build's order."""
     if not ctx.request.parity:
         return
-    ready = [e for e in ctx.engines if e["status"] == "ready"]
-    keys = {e["id"]: digest({**ctx.base, "stage": "parity", "engine_sha256": e["sha256"], "backend": e["backend"],
-                             "precision": e["precision"], "inputs": ctx.data.digest, "dataset": ctx.dataset})
+    ready = [e for e in ctx.engines if e.ready]
+    keys = {e.id: digest({**ctx.base, "stage": "parity", "engine_sha256": e.sha256, "backend": e.backend,
+                          "precision": e.precision, "inputs": ctx.data.digest, "dataset": ctx.dataset})
             for e in ready}
-    metrics = {e["id"]: ctx.cache.get("parity", keys[e["id"]]) for e in ready}
-    groups: dict[tuple[int, int], list[dict]] = {}
+    metrics = {e.id: ctx.cache.get("parity", keys[e.id]) for e in ready}
+    groups: dict[tuple[int, int], list[EngineRecord]] = {}
     for e in ready:
-        if metrics[e["id"]] is None:
-            groups.setdefault((e["point"]["tokens"], e["point"]["width"]), []).append(e)
+        if metrics[e.id] is None:
+            groups.setdefault((e.point.tokens, e.point.width), []).append(e)
     tasks = [ParityTask(t, w, entries) for (t, w), entries in groups.items()]
     ctx.reporter.stage("parity", len(ready))
     for e in ready:
-        if metrics[e["id"]] is not None:
-            ctx.reporter.advance(e["id"], "cached")
+        if metrics[e.id] is not None:
+            ctx.reporter.advance(e.id, "cached")
     for i, results in ctx.executor.run(parity_one, tasks):
         for entry, result in zip(tasks[i].entries, results):
-            ctx.cache.put("parity", keys[entry["id"]], result)
-            metrics[entry["id"]] = result
+            ctx.cache.put("parity", keys[entry.id], result)
+            metrics[entry.id] = result
             ctx.parity_runs += 1
-            ctx.reporter.advance(entry["id"], f"max_abs {result['max_abs']:.2g}, "
+            ctx.reporter.advance(entry.id, f"max_abs {result['max_abs']:.2g}, "
                                  f"top-1 agreement {result['top1_agreement']:.3f}")
     ctx.reporter.end_stage()
     for entry in ready:
-        result, tol = Parity(**metrics[entry["id"]]), ctx.profile.tolerance(entry["precision"])
-        entry["parity"] = result.record(tol)
+        result, tol = Parity(**metrics[entry.id]), ctx.profile.tolerance(entry.precision)
+        entry.parity = ParityRecord.from_json(result.record(tol))
         if ctx.dataset == NO_DATASET:
-            entry["parity"].update(inputs="random", seed=RANDOM_SEED)
+            entry.parity.inputs, entry.parity.seed = "random", RANDOM_SEED
         if not result.passes(tol):
-            point = ConfigPoint(**entry["point"])
-            ctx.failures.append(result.failure_message(f"{point.id} ({entry['backend']} {entry['precision']})", tol))
+            ctx.failures.append(result.failure_message(f"{entry.point.id} ({entry.backend} {entry.precision})", tol))
