@@ -28,7 +28,7 @@ from typing import Any
 
 from .hardware import ROOT_ENV, system_root  # noqa: F401 - re-exported
 from .hardware.machine import KERNEL_FLAGS, cpu_facts, gpu_facts  # noqa: F401 - re-exported
-from .measurements import target_of
+from .manifest_records import target_of
 
 HARDWARE = ("target", "cpu", "isa", "gpu", "jetson_module", "l4t")
 

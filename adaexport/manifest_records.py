@@ -402,33 +402,3 @@ def front_key(device: str, mode: str) -> str:
 def target_of(device: str) -> str:
     """The target class of a profile key (``x86-cpu:<model>:<hash>`` or ``x86-cpu``)."""
     return device.split(":", 1)[0]
-
-
-# The rules behind Manifest's device queries, over plain mappings (``measurements`` applies
-# them to a manifest's JSON): ``profiles`` is each engine's device -> mode -> profile.
-
-def profiled_devices(profiling: dict, profiles) -> list[str]:
-    seen = dict.fromkeys(profiling)
-    for profile in profiles:
-        seen.update(dict.fromkeys(profile))
-    return list(seen)
-
-
-def profiled_modes(profiles, device: str) -> list[str]:
-    seen: dict[str, None] = {}
-    for profile in profiles:
-        seen.update(dict.fromkeys(profile.get(device) or {}))
-    return list(seen)
-
-
-def default_device(devices: list[str], own_target: str | None) -> str | None:
-    mine = [d for d in devices if target_of(d) == own_target]
-    if mine:
-        return mine[0]
-    return devices[0] if len(devices) == 1 else None
-
-
-def resolve_device(devices: list[str], name: str) -> str | None:
-    if name in devices:
-        return name
-    return next((d for d in devices if target_of(d) == name), None)

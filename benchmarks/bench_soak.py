@@ -63,13 +63,13 @@ def ranked_copy(directory: Path, dst: Path) -> Path:
     import shutil
 
     from adaexport.manifest import read_manifest, write_manifest
-    from adaexport.measurements import default_device, latency_ms
+    from adaexport.manifest_records import EngineRecord, Manifest
     from adaexport.pareto import update_pareto
 
     shutil.copytree(directory, dst, ignore=shutil.ignore_patterns(".adaexport"))
     manifest = read_manifest(dst)
-    device = default_device(manifest)
-    p90 = {e["id"]: latency_ms(e, device, statistic="p90") for e in manifest["engines"]}
+    device = Manifest.from_json(manifest).default_device()
+    p90 = {e["id"]: EngineRecord.from_json(e).latency_ms(device, statistic="p90") for e in manifest["engines"]}
     ranked = sorted((e for e in p90 if p90[e] is not None), key=lambda e: (p90[e], e))
     for engine in manifest["engines"]:
         if engine["id"] in ranked:

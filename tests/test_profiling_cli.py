@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from adaexport.manifest import read_manifest
-from adaexport.measurements import target_of
+from adaexport.manifest_records import target_of
 from adaexport.profiles import load_profile
 
 from .conftest import DATA, json_result, run_cli

@@ -116,8 +116,7 @@ def test_end_to_end_with_real_profile_and_eval(tmp_path_factory):
     """The real measuring stages feed the choice: `adaexport eval` and `adaexport profile`
     on a build, then `adaexport select` picks the most accurate engine whose measured p90
     fits, and the runtime serves it."""
-    from adaexport.manifest import read_manifest
-    from adaexport.measurements import accuracy_of, default_device, latency_ms
+    from adaexport.manifest import read_records
     from adaexport.runtime import Limits, Runtime
 
     directory = copy_family(small_family(tmp_path_factory), tmp_path_factory.mktemp("e2e") / "fam")
@@ -126,11 +125,11 @@ def test_end_to_end_with_real_profile_and_eval(tmp_path_factory):
     proc = run_cli("profile", str(directory), "--min-iterations", "20", "--min-duration", "0.02", "--rounds", "1",
                    "--warmup", "0.01", "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    manifest = read_manifest(directory)
-    device = default_device(manifest)
-    p90 = {e["id"]: latency_ms(e, device, "default", "p90") for e in manifest["engines"]}
-    acc = {e["id"]: accuracy_of(e) for e in manifest["engines"]}
-    flops = {e["id"]: e["flops"] for e in manifest["engines"]}
+    manifest = read_records(directory)
+    device = manifest.default_device()
+    p90 = {e.id: e.latency_ms(device, "default", "p90") for e in manifest.engines}
+    acc = {e.id: e.accuracy_on() for e in manifest.engines}
+    flops = {e.id: e.flops for e in manifest.engines}
     assert all(v is not None for v in p90.values()) and all(v is not None for v in acc.values())
     limit = sorted(p90.values())[len(p90) // 2]                 # about half the engines fit
     fitting = [e for e in p90 if p90[e] <= limit]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adaexport.manifest import read_manifest, write_manifest
-from adaexport.measurements import profile_of, profiled_devices
+from adaexport.manifest import read_manifest, read_records, write_manifest
+from adaexport.manifest_records import EngineRecord
 
 from .conftest import DATA, run_cli
 from .runtime_support import DEVICE, copy_family
@@ -31,8 +31,13 @@ def profiled(tmp_path_factory):
 
 def here(directory) -> str:
     """The profile key `adaexport profile` used: this machine's identity."""
-    (key,) = profiled_devices(read_manifest(directory))
+    (key,) = read_records(directory).profiled_devices()
     return key
+
+
+def profile_of(entry: dict, device: str) -> dict:
+    """An engine entry's profile on `device` (its default mode), as JSON."""
+    return EngineRecord.from_json(entry).profile_at(device).to_json()
 
 
 def test_every_profile_records_the_session_it_measured(profiled):

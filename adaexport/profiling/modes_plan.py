@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..measurements import DEFAULT_MODE
+from ..manifest_records import DEFAULT_MODE
 from ..hardware.power_modes import current_power_mode, mode_ids
 
 
