@@ -60,7 +60,8 @@ class Axis:
         return float(engine.flops)
 
 
-def choose_axis(manifest: Manifest | dict, device: str | None = None, mode: str | None = None, flops: bool = False) -> Axis:
+def choose_axis(manifest: Manifest | dict, device: str | None = None, mode: str | None = None,
+                flops: bool = False) -> Axis:
     """The device and mode to plot: as asked, else the manifest's default device (in the
     `default` mode, or its first profiled one); FLOPs when asked or nothing was profiled."""
     if flops:
