@@ -77,29 +77,40 @@ def test_status_subscribers_hear_every_change(measured):
         assert len(seen) == 2
 
 
-def test_shared_weights_are_one_buffer_and_give_the_same_outputs(family, inputs):
-    """Sessions read the pool's single weights buffer: writing into it changes every
-    engine's output (a per-session copy, e.g. a prepacked one, would not change); with the
-    buffer intact the outputs equal an unshared session's."""
+def test_shared_sessions_map_one_prepacked_file_and_give_the_plain_outputs(family, inputs):
+    """By default the family's sessions open from its prepacked cache: outputs identical to
+    plain sessions' (the same kernels on the same prepacked weights), every model reading
+    its tensors and prepacked buffers from the one deduplicated file that every session
+    maps, and the status says which engines share and how."""
+    import onnx
+
+    from adaexport.backends.ort_prepacked import PACKED
+
     with Runtime(family, preload="all") as shared, Runtime(family, preload="all", share_weights=False) as plain:
         ids = shared.engines()
         x = inputs[:1]
-        before = {e: shared.pool.get(e).run({"image": x})[0] for e in ids}
+        cache = shared.pool.weights()
         for e in ids:
             session = shared.pool.get(e)
-            assert isinstance(session, OrtSession) and session.shared and session.options["shared_weights"]
-            np.testing.assert_allclose(before[e], plain.pool.get(e).run({"image": x})[0], rtol=1e-5, atol=1e-5)
-        weights = shared.pool.weights()
-        assert weights.views <= sum(len(shared.pool.get(e).shared) for e in ids)
-        saved = weights.buffer.copy()
-        weights.buffer[:] = 0                              # every shared tensor becomes zeros
-        try:
-            for e in ids:
-                after = shared.pool.get(e).run({"image": x})[0]
-                assert not np.allclose(after, before[e]), e
-                np.testing.assert_allclose(plain.pool.get(e).run({"image": x})[0], before[e], rtol=1e-5, atol=1e-5)
-        finally:
-            weights.buffer[:] = saved
+            assert isinstance(session, OrtSession) and session.options["prepacking"] is True
+            assert session.options["sharing"] == cache.describe() and plain.pool.get(e).options["sharing"] is None
+            np.testing.assert_array_equal(session.run({"image": x})[0], plain.pool.get(e).run({"image": x})[0])
+        assert shared.status.sharing == {e: cache.describe() for e in ids}
+        assert all(why == "not shared: share_weights is off" for why in plain.status.sharing.values())
+        stored, prepacked = 0, 0                         # what the points read, counted per point
+        for record in cache.meta()["models"].values():
+            model = onnx.load(str(cache.path / record["file"]), load_external_data=False)
+            for tensor in model.graph.initializer:
+                entries = {e.key: e.value for e in tensor.external_data}
+                if entries:
+                    assert entries["location"] == PACKED
+                    stored += int(entries["length"])
+                    prepacked += sum(k.startswith("prepacked_") for k in entries)
+        assert prepacked > 0                             # the MatMul weights come prepacked
+        packed = cache.path / PACKED
+        assert packed.stat().st_size < stored            # a tensor several points use is stored once
+        mapped = [line for line in open("/proc/self/maps") if line.rstrip().endswith(str(packed))]
+        assert mapped                                    # mapped, not read into each session's heap
 
 
 def test_a_tampered_engine_is_skipped_and_the_rest_serve(family, tmp_path, inputs):
