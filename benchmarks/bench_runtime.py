@@ -230,6 +230,7 @@ def memory(directory: Path, repeats: int) -> dict:
 
 
 def cascade(directory: Path, samples: int, thresholds=(0.5, 0.7, 0.8, 0.9, 0.95)) -> dict:
+    from adaexport.manifest_records import FLOPS_FRONT
     from adaexport.pareto import front
     from adaexport.runtime import Runtime, softmax_top1
 
@@ -271,7 +272,7 @@ def cascade(directory: Path, samples: int, thresholds=(0.5, 0.7, 0.8, 0.9, 0.95)
     rt.close()
     check = Runtime(directory, preload="all", policy="cascade", cascade_threshold=0.9, cascade_chain="front",
                     threads=1)
-    check.manifest.setdefault("pareto", {})["flops"] = stages
+    check.manifest.pareto[FLOPS_FRONT] = stages
     check._stages = tuple(stages)
     agree = 0
     for i in range(min(200, len(x))):

@@ -113,6 +113,27 @@ def test_shared_sessions_map_one_prepacked_file_and_give_the_plain_outputs(famil
         assert mapped                                    # mapped, not read into each session's heap
 
 
+def test_a_tampered_prepacked_cache_is_not_served(family, tmp_path, inputs):
+    """An edit of the prepacked cache is caught before any session maps it: the engines open
+    plain (same outputs) and the status says why they do not share."""
+    from adaexport.backends.ort_prepacked import PACKED
+
+    directory = copy_family(family, tmp_path / "fam")
+    with Runtime(directory, preload="lazy") as rt:
+        packed = rt.pool.weights().path / PACKED
+    data = bytearray(packed.read_bytes())
+    data[len(data) // 2] ^= 0xFF                           # same size, another byte
+    packed.write_bytes(bytes(data))
+    with Runtime(directory, preload="all") as rt, Runtime(directory, preload="all", share_weights=False) as plain:
+        assert rt.engines() == plain.engines() and not rt.problems
+        assert all(why.startswith("not shared: the prepacked cache cannot be made") and "differs" in why
+                   for why in rt.status.sharing.values())
+        for e in rt.engines():
+            assert rt.pool.get(e).options["sharing"] is None
+            np.testing.assert_array_equal(rt.pool.get(e).run({"image": inputs[:1]})[0],
+                                          plain.pool.get(e).run({"image": inputs[:1]})[0])
+
+
 def test_a_tampered_engine_is_skipped_and_the_rest_serve(family, tmp_path, inputs):
     directory = copy_family(family, tmp_path / "fam")
     import json

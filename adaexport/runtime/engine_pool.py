@@ -143,6 +143,8 @@ class EnginePool:
                     cache = PrepackedFamily(self.directory, family, weights.sha256 if weights else None)
                     cache.meta()
                     self._weights = cache
+                except ImportError as exc:          # the runtime side may have onnxruntime alone
+                    self.sharing_problem = f"making the prepacked cache needs the onnx package ({exc})"
                 except (BackendError, OSError) as exc:
                     self.sharing_problem = f"the prepacked cache cannot be made ({exc})"
             return self._weights
