@@ -290,7 +290,9 @@ def published_size(directory: Path, repeats: int) -> dict:
     weights) and of the runtime's shared session (the family's prepacked cache) at the
     smallest and the largest point, every engine of the family loaded in the runtime, and
     of Runtime.infer at the point it serves (the largest, unprofiled); rounds interleaved,
-    ratios within a round; then the cache's cost and resident memory (fresh processes)."""
+    ratios within a round; then the switch time (limit change to the end of the first
+    inference on the new engine, preloaded and lazy), the cache's cost and resident memory
+    (fresh processes)."""
     import onnxruntime as ort
 
     from adaexport.runtime import Runtime
@@ -326,6 +328,7 @@ def published_size(directory: Path, repeats: int) -> dict:
                                                              for i in rounds])
         del plain
     rt.close()
+    out["switch_ms"] = switch_time(directory, 2)
     out["memory_mib"] = memory(directory, 1)
     return out
 
