@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from adaexport.runtime import Limits, Runtime
+from adaexport.runtime.loop import LoopSettings
 from adaexport.backends.onnxruntime_backend import OrtSession
 
 from .runtime_support import copy_family, measured_copy, small_family, write_measurements
@@ -298,7 +299,10 @@ def test_the_memory_limit_counts_every_engine_the_runtime_keeps_loaded(family, t
     with Runtime(directory, preload="all", limits=Limits(memory_bytes=150 << 20)) as rt:
         assert not rt.status.fits                                     # 4 x 50 MiB are held
         assert all("memory 200.0 MiB" in why for e, why in rt.decision.rejected.items())
-    with Runtime(directory, preload="lazy", limits=Limits(memory_bytes=120 << 20)) as rt:
+    # the closed loop held still (max_slowdown 1: every observed ratio clamps to 1), so the
+    # machine's speed, however loaded, cannot move the choice: only the limits decide here
+    still = LoopSettings(max_slowdown=1.0)
+    with Runtime(directory, preload="lazy", limits=Limits(memory_bytes=120 << 20), loop=still) as rt:
         assert rt.infer(inputs[0]).engine == ordered[-1] and rt.status.fits          # 50 MiB
         rt.set_limits(latency_ms=latency[ordered[-2]])
         assert rt.infer(inputs[0]).engine == ordered[-2] and rt.status.fits          # 100 MiB held
