@@ -8,14 +8,17 @@ into a temporary directory). Single-threaded sessions (intra_op_num_threads=1). 
 rows at that size (see ``published_size``).
 
 * overhead: ``Runtime.infer`` against a plain ``onnxruntime.InferenceSession.run`` on the
-  same engine file, and the runtime's own session with and without shared weights (no
-  prepacking vs prepacking), in rounds of 200 calls whose order rotates; median and
-  spread of the per-call times and of the ratios within a round;
+  same engine file (default options: its own copy of the weights, prepacked), the
+  runtime's shared session (the family's prepacked cache, ``backends.ort_prepacked``) and
+  its unshared one (``share_weights=False``), in rounds of 200 calls whose order rotates;
+  median and spread of the per-call times and of the ratios within a round;
 * switch: time from ``set_limits`` to the end of the first inference on the new engine,
   with every engine preloaded and with lazy opening (which includes opening the session);
-* memory: resident-set growth of a fresh process that opens one engine, every engine
-  with the shared weights, and every engine as separate plain sessions (each in its own
-  subprocess, one inference per engine, VmRSS from /proc/self/status);
+* memory: growth of a fresh process that opens one engine (shared, and plain), every
+  engine sharing, and every engine as separate plain sessions (each in its own
+  subprocess, one inference per engine). Proportional set size (Pss, /proc/self/
+  smaps_rollup) is the measure: the shared sessions map the same file pages, which VmRSS
+  counts once per mapping (it is printed too) while Pss counts each page once;
 * cascade: on the demo's held-out images, each engine's top-1, then the input-adaptive
   cascade over the FLOPs Pareto front (cheapest first; escalate when the softmax top-1
   probability is under a threshold) against the best single engine: accuracy, mean FLOPs
@@ -69,8 +72,9 @@ def eval_inputs(directory: Path, limit: int):
 
 def overhead(directory: Path, repeats: int, calls: int = 200) -> dict:
     """Per-call time of rt.infer, of the runtime's own session for the same engine (shared
-    weights, no prepacking) and of a plain ONNX Runtime session on the file (default
-    options, prepacking on); rounds rotate the order, ratios are taken within a round."""
+    through the prepacked cache), of its unshared session and of a plain ONNX Runtime
+    session on the file (default options); rounds rotate the order, ratios are taken
+    within a round."""
     import onnxruntime as ort
 
     from adaexport.runtime import Runtime
@@ -105,6 +109,7 @@ def overhead(directory: Path, repeats: int, calls: int = 200) -> dict:
             "runtime_minus_session_us": _rows_stat([per_call["runtime"][i] - per_call["session"][i] for i in rounds]),
             "runtime_over_plain": _rows_stat([per_call["runtime"][i] / per_call["plain"][i] for i in rounds]),
             "session_over_plain": _rows_stat([per_call["session"][i] / per_call["plain"][i] for i in rounds]),
+            "runtime_over_session": _rows_stat([per_call["runtime"][i] / per_call["session"][i] for i in rounds]),
             "shared_over_unshared": _rows_stat([per_call["session"][i] / per_call["unshared_session"][i]
                                                 for i in rounds])}
 
@@ -165,33 +170,62 @@ def switch_time(directory: Path, repeats: int) -> dict:
 
 _MEMORY_SCRIPT = """
 import sys, numpy as np
-def rss():
-    for line in open('/proc/self/status'):
-        if line.startswith('VmRSS'):
-            return int(line.split()[1]) * 1024
+def memory():
+    out = {}
+    for line in open('/proc/self/smaps_rollup'):
+        key, _, value = line.partition(':')
+        if key in ('Rss', 'Pss', 'Pss_Anon', 'Pss_File'):
+            out[key] = int(value.split()[0]) * 1024
+    return out
 from adaexport.runtime import Runtime
 import onnxruntime
 mode, directory = sys.argv[1], sys.argv[2]
-before = rss()
-rt = Runtime(directory, preload="lazy", share_weights=(mode != "separate"), threads=1)
+before = memory()
+rt = Runtime(directory, preload="lazy", share_weights=mode in ("one", "shared"), threads=1)
 x = np.zeros(rt.input_shape, np.float32)
-ids = rt.engines()[-1:] if mode == "one" else rt.engines()
+ids = rt.engines()[-1:] if mode.startswith("one") else rt.engines()
 for eid in ids:
     rt.pool.get(eid).run({"image": x})
-print(rss() - before, len(ids))
+after = memory()
+print(len(ids), *(after[k] - before[k] for k in ('Pss', 'Rss', 'Pss_Anon', 'Pss_File')))
 """
+MEMORY_MODES = {"one": "one engine, shared", "one-plain": "one engine, plain", "shared": "every engine, shared",
+                "separate": "every engine, plain"}
+
+
+def prepare_cache(directory: Path) -> dict:
+    """Make the family's prepacked cache before anything is measured (once per device): its
+    build time and size on disk against the family's weights file."""
+    from adaexport.backends.ort_prepacked import PrepackedFamily
+    from adaexport.manifest_reader import load_manifest
+
+    manifest = load_manifest(directory)
+    cache = PrepackedFamily(directory, manifest.engines, manifest.weights.sha256 if manifest.weights else None)
+    start = time.perf_counter()
+    cache.meta()
+    weights = (directory / manifest.weights.file).stat().st_size if manifest.weights else 0
+    return {"seconds": time.perf_counter() - start, "mib_on_disk": cache.bytes_on_disk / 2**20,
+            "weights_mib": weights / 2**20}
 
 
 def memory(directory: Path, repeats: int) -> dict:
+    """Pss (and VmRSS) growth, MiB, of a fresh process per mode and repeat; the ratios of
+    every engine shared to one plain engine, and to one shared engine."""
+    prepare_cache(directory)
     out = {}
-    for mode in ("one", "shared", "separate"):
-        values, count = [], 0
+    for mode in MEMORY_MODES:
+        values, count = {"pss": [], "rss": [], "pss_anon": [], "pss_file": []}, 0
         for _ in range(repeats):
             proc = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, mode, str(directory)], capture_output=True,
                                   text=True, check=True, cwd=ROOT)
-            grown, count = proc.stdout.split()
-            values.append(int(grown) / 2**20)
-        out[mode] = {**_rows_stat(values), "engines": int(count)}
+            count, *grown = proc.stdout.split()
+            for key, value in zip(values, grown):
+                values[key].append(int(value) / 2**20)
+        out[mode] = {"what": MEMORY_MODES[mode], "engines": int(count), **{k: _rows_stat(v) for k, v in values.items()}}
+    pss = {mode: out[mode]["pss"]["median"] for mode in out}
+    out["shared_over_one_plain"] = pss["shared"] / pss["one-plain"]
+    out["shared_over_one_shared"] = pss["shared"] / pss["one"]
+    out["separate_over_shared"] = pss["separate"] / pss["shared"]
     return out
 
 
@@ -238,7 +272,7 @@ def cascade(directory: Path, samples: int, thresholds=(0.5, 0.7, 0.8, 0.9, 0.95)
     rt.close()
     check = Runtime(directory, preload="all", policy="cascade", cascade_threshold=0.9, cascade_chain="front",
                     threads=1)
-    check.manifest.pareto[FLOPS_FRONT] = list(stages)
+    check.manifest.pareto[FLOPS_FRONT] = stages
     check._stages = tuple(stages)
     agree = 0
     for i in range(min(200, len(x))):
@@ -252,21 +286,24 @@ def cascade(directory: Path, samples: int, thresholds=(0.5, 0.7, 0.8, 0.9, 0.95)
 
 def published_size(directory: Path, repeats: int) -> dict:
     """For a family of the published model (ONNX Runtime fp32 engines, exported with
-    `adaexport export`), 1 thread: per-call time of a plain session (prepacking on) and of the
-    shared-weights session (prepacking off) at the smallest and the largest point, and of
-    Runtime.infer against calling its own session directly at the largest point (the one it
-    serves unprofiled); rounds interleaved, ratios taken within a round; then resident
-    memory with one engine, all engines shared and all separate (fresh processes)."""
+    `adaexport export`), 1 thread: per-call time of a plain session (its own prepacked
+    weights) and of the runtime's shared session (the family's prepacked cache) at the
+    smallest and the largest point, every engine of the family loaded in the runtime, and
+    of Runtime.infer at the point it serves (the largest, unprofiled); rounds interleaved,
+    ratios within a round; then the switch time (limit change to the end of the first
+    inference on the new engine, preloaded and lazy), the cache's cost and resident memory
+    (fresh processes)."""
     import onnxruntime as ort
 
     from adaexport.runtime import Runtime
 
-    rt = Runtime(directory, preload="lazy", threads=1, share_weights=True)
+    cache = prepare_cache(directory)
+    rt = Runtime(directory, preload="all", threads=1)
     entries = sorted((e for e in rt.manifest.engines if e.id in rt.engines()), key=lambda e: e.flops)
     x = np.zeros(rt.input_shape, np.float32)
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
-    out: dict = {}
+    out: dict = {"cache": cache, "sharing": rt.status.sharing}
     for label, entry, calls in (("smallest", entries[0], 5), ("largest", entries[-1], 2)):
         plain = ort.InferenceSession(str(directory / entry.file), options, providers=["CPUExecutionProvider"])
         shared = rt.pool.get(entry.id)
@@ -291,6 +328,7 @@ def published_size(directory: Path, repeats: int) -> dict:
                                                              for i in rounds])
         del plain
     rt.close()
+    out["switch_ms"] = switch_time(directory, 2)
     out["memory_mib"] = memory(directory, 1)
     return out
 
@@ -313,13 +351,14 @@ def run(ctx) -> list[dict]:
         switch = switch_time(directory, ctx.repeats)
         mem = memory(directory, 1)
     return [ratio_row(NAME, "infer / plain session", over["runtime_over_plain"]["values"], note=over["engine"]),
-            ratio_row(NAME, "shared-weights session / unshared", over["shared_over_unshared"]["values"]),
+            ratio_row(NAME, "shared session / plain session", over["session_over_plain"]["values"]),
             time_row(NAME, "infer's own cost per call", [v / 1e6 for v in own["runtime_own_us"]["values"]],
                      note="sessions replaced by an instant stand-in"),
             time_row(NAME, "switch preloaded", [v / 1e3 for v in switch["all"]["values"]]),
             time_row(NAME, "switch lazy", [v / 1e3 for v in switch["lazy"]["values"]]),
-            ratio_row(NAME, "RSS separate / shared (all engines)",
-                      [mem["separate"]["median"] / mem["shared"]["median"]], note="one fresh process each")]
+            ratio_row(NAME, "Pss all engines shared / one plain engine", [mem["shared_over_one_plain"]],
+                      note="one fresh process each"),
+            ratio_row(NAME, "Pss all engines plain / shared", [mem["separate_over_shared"]])]
 
 
 def main(argv=None) -> int:

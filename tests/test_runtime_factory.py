@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from adaexport.manifest import read_manifest, read_records, write_manifest
-from adaexport.manifest_records import EngineRecord
+from adaexport.manifest_records import DEFAULT_MODE, EngineRecord
 
 from .conftest import DATA, run_cli
 from .runtime_support import DEVICE, copy_family
@@ -53,13 +53,19 @@ def test_the_runtime_serves_with_the_sessions_that_were_profiled(profiled):
     from adaexport.runtime import Runtime
 
     manifest = read_manifest(profiled)
+    sharing_keys = ("shared_weights", "sharing")     # the prepacked cache: same kernels, weights mapped
     with Runtime(profiled, preload="all") as rt:
         assert rt.status.untrusted == {} and rt.status.device_match == "exact" and rt.device == here(profiled)
         for entry in manifest["engines"]:
             recorded = profile_of(entry, rt.device)["session"]
             served = rt.pool.get(entry["id"]).options
-            assert served == recorded, entry["id"]
-            direct = open_engine(profiled, entry, threads=recorded["threads"])     # the factory itself
+            assert {k: v for k, v in served.items() if k not in sharing_keys} == \
+                {k: v for k, v in recorded.items() if k not in sharing_keys}, entry["id"]
+            family = "extra" not in entry
+            assert bool(served.get("sharing")) == family, entry["id"]
+            assert rt.status.sharing[entry["id"]].startswith("prepacked" if family else "not shared: a "), entry["id"]
+            weights = rt.pool.weights() if family else None
+            direct = open_engine(profiled, entry, threads=recorded["threads"], weights=weights)   # the factory
             assert direct.options == served, entry["id"]
             x = np.zeros(rt.input_shape, np.float32)
             np.testing.assert_array_equal(direct.run({"image": x})[0], rt.pool.get(entry["id"]).run({"image": x})[0])
@@ -71,11 +77,15 @@ def test_a_profile_of_another_session_kind_is_not_used_silently(profiled, tmp_pa
 
     directory = copy_family(profiled, tmp_path / "fam")
     family = [e["id"] for e in read_manifest(directory)["engines"] if "extra" not in e]
-    with Runtime(directory, preload="lazy", share_weights=True,
-                 limits=Limits(latency_ms=1e6)) as rt:
+    manifest = read_manifest(directory)
+    for entry in manifest["engines"]:                # as the former unpacked sharing recorded its profiles
+        if entry["id"] in family:
+            entry["profile"][here(directory)][DEFAULT_MODE]["session"]["prepacking"] = False
+    write_manifest(directory, manifest)
+    with Runtime(directory, preload="lazy", limits=Limits(latency_ms=1e6)) as rt:
         untrusted = rt.status.untrusted
         assert set(untrusted) == set(family)
-        assert all("shared weights False -> True" in why for why in untrusted.values())
+        assert all("prepacking off -> on" in why for why in untrusted.values())
         candidates = {c.id: c for c in rt._candidates()}
         assert all(candidates[e].latency_ms is None for e in family)            # its numbers are not used
         assert all(candidates[e].latency_ms for e in candidates if e not in family)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from adaexport.runtime import Limits, Runtime
+from adaexport.runtime.loop import LoopSettings
 from adaexport.backends.onnxruntime_backend import OrtSession
 
 from .runtime_support import copy_family, measured_copy, small_family, write_measurements
@@ -77,29 +78,61 @@ def test_status_subscribers_hear_every_change(measured):
         assert len(seen) == 2
 
 
-def test_shared_weights_are_one_buffer_and_give_the_same_outputs(family, inputs):
-    """Sessions read the pool's single weights buffer: writing into it changes every
-    engine's output (a per-session copy, e.g. a prepacked one, would not change); with the
-    buffer intact the outputs equal an unshared session's."""
+def test_shared_sessions_map_one_prepacked_file_and_give_the_plain_outputs(family, inputs):
+    """By default the family's sessions open from its prepacked cache: outputs identical to
+    plain sessions' (the same kernels on the same prepacked weights), every model reading
+    its tensors and prepacked buffers from the one deduplicated file that every session
+    maps, and the status says which engines share and how."""
+    import onnx
+
+    from adaexport.backends.ort_prepacked import PACKED
+
     with Runtime(family, preload="all") as shared, Runtime(family, preload="all", share_weights=False) as plain:
         ids = shared.engines()
         x = inputs[:1]
-        before = {e: shared.pool.get(e).run({"image": x})[0] for e in ids}
+        cache = shared.pool.weights()
         for e in ids:
             session = shared.pool.get(e)
-            assert isinstance(session, OrtSession) and session.shared and session.options["shared_weights"]
-            np.testing.assert_allclose(before[e], plain.pool.get(e).run({"image": x})[0], rtol=1e-5, atol=1e-5)
-        weights = shared.pool.weights()
-        assert weights.views <= sum(len(shared.pool.get(e).shared) for e in ids)
-        saved = weights.buffer.copy()
-        weights.buffer[:] = 0                              # every shared tensor becomes zeros
-        try:
-            for e in ids:
-                after = shared.pool.get(e).run({"image": x})[0]
-                assert not np.allclose(after, before[e]), e
-                np.testing.assert_allclose(plain.pool.get(e).run({"image": x})[0], before[e], rtol=1e-5, atol=1e-5)
-        finally:
-            weights.buffer[:] = saved
+            assert isinstance(session, OrtSession) and session.options["prepacking"] is True
+            assert session.options["sharing"] == cache.describe() and plain.pool.get(e).options["sharing"] is None
+            np.testing.assert_array_equal(session.run({"image": x})[0], plain.pool.get(e).run({"image": x})[0])
+        assert shared.status.sharing == {e: cache.describe() for e in ids}
+        assert all(why == "not shared: share_weights is off" for why in plain.status.sharing.values())
+        stored, prepacked = 0, 0                         # what the points read, counted per point
+        for record in cache.meta()["models"].values():
+            model = onnx.load(str(cache.path / record["file"]), load_external_data=False)
+            for tensor in model.graph.initializer:
+                entries = {e.key: e.value for e in tensor.external_data}
+                if entries:
+                    assert entries["location"] == PACKED
+                    stored += int(entries["length"])
+                    prepacked += sum(k.startswith("prepacked_") for k in entries)
+        assert prepacked > 0                             # the MatMul weights come prepacked
+        packed = cache.path / PACKED
+        assert packed.stat().st_size < stored            # a tensor several points use is stored once
+        mapped = [line for line in open("/proc/self/maps") if line.rstrip().endswith(str(packed))]
+        assert mapped                                    # mapped, not read into each session's heap
+
+
+def test_a_tampered_prepacked_cache_is_not_served(family, tmp_path, inputs):
+    """An edit of the prepacked cache is caught before any session maps it: the engines open
+    plain (same outputs) and the status says why they do not share."""
+    from adaexport.backends.ort_prepacked import PACKED
+
+    directory = copy_family(family, tmp_path / "fam")
+    with Runtime(directory, preload="lazy") as rt:
+        packed = rt.pool.weights().path / PACKED
+    data = bytearray(packed.read_bytes())
+    data[len(data) // 2] ^= 0xFF                           # same size, another byte
+    packed.write_bytes(bytes(data))
+    with Runtime(directory, preload="all") as rt, Runtime(directory, preload="all", share_weights=False) as plain:
+        assert rt.engines() == plain.engines() and not rt.problems
+        assert all(why.startswith("not shared: the prepacked cache cannot be made") and "differs" in why
+                   for why in rt.status.sharing.values())
+        for e in rt.engines():
+            assert rt.pool.get(e).options["sharing"] is None
+            np.testing.assert_array_equal(rt.pool.get(e).run({"image": inputs[:1]})[0],
+                                          plain.pool.get(e).run({"image": inputs[:1]})[0])
 
 
 def test_a_tampered_engine_is_skipped_and_the_rest_serve(family, tmp_path, inputs):
@@ -266,7 +299,10 @@ def test_the_memory_limit_counts_every_engine_the_runtime_keeps_loaded(family, t
     with Runtime(directory, preload="all", limits=Limits(memory_bytes=150 << 20)) as rt:
         assert not rt.status.fits                                     # 4 x 50 MiB are held
         assert all("memory 200.0 MiB" in why for e, why in rt.decision.rejected.items())
-    with Runtime(directory, preload="lazy", limits=Limits(memory_bytes=120 << 20)) as rt:
+    # the closed loop held still (max_slowdown 1: every observed ratio clamps to 1), so the
+    # machine's speed, however loaded, cannot move the choice: only the limits decide here
+    still = LoopSettings(max_slowdown=1.0)
+    with Runtime(directory, preload="lazy", limits=Limits(memory_bytes=120 << 20), loop=still) as rt:
         assert rt.infer(inputs[0]).engine == ordered[-1] and rt.status.fits          # 50 MiB
         rt.set_limits(latency_ms=latency[ordered[-2]])
         assert rt.infer(inputs[0]).engine == ordered[-2] and rt.status.fits          # 100 MiB held

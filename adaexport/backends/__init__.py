@@ -57,9 +57,10 @@ def open_engine(directory: str | os.PathLike, entry, threads: int | None = None,
     sidecar. ``threads``: None keeps each engine's own default (the family ONNX one intra-op
     thread, as the build's parity check runs it; compiled engines their sidecar's); a number
     (0: the backend's default) pins the intra-op threads of either kind. ``weights``: the
-    family's ``onnxruntime_backend.SharedWeights``, shared by family ONNX sessions as the
-    entry's external-data table (``shared_tensors``) places them. The session's ``options``
-    say what it runs with.
+    family's ``ort_prepacked.PrepackedFamily``: a family ONNX then opens from that cache
+    (its prepacked weights mapped from the one file all the family's sessions map, same
+    kernels and outputs as a plain session). The session's ``options`` say what it runs
+    with, ``options["sharing"]`` how it shares its weights (None: it does not).
 
     Every file the engine reads is first checked against the manifest entry's sha256 and
     size (EngineIntegrityError when one differs): what is measured is what was built."""
@@ -69,10 +70,11 @@ def open_engine(directory: str | os.PathLike, entry, threads: int | None = None,
     if engine.is_family_onnx:
         from .onnxruntime_backend import OrtSession
 
-        return OrtSession(path, {"intra_op_num_threads": 1 if threads is None else threads,
-                                 "graph_optimization_level": "all",
-                                 "providers": providers or ["CPUExecutionProvider"]},
-                          weights if engine.shared_tensors else None, engine.shared_tensors)
+        runtime = {"intra_op_num_threads": 1 if threads is None else threads, "graph_optimization_level": "all",
+                   "providers": providers or ["CPUExecutionProvider"]}
+        if weights is not None:
+            return OrtSession(weights.model(engine.id), runtime, sharing=weights.describe())
+        return OrtSession(path, runtime)
     overrides: dict[str, Any] = {}
     backend = get_backend(engine.backend)
     if threads is not None and backend.thread_option:

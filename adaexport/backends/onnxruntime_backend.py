@@ -64,18 +64,6 @@ _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended"
            "all": "ORT_ENABLE_ALL"}
 
 
-def _share_initializers(options, weights: SharedWeights, table: list) -> list[str]:
-    """Hand the session the family's tensors from ``weights``, as the manifest's external-data
-    table (``EngineRecord.shared_tensors``) places them; the names shared."""
-    shared = []
-    for tensor in table:
-        options.add_initializer(tensor.name, weights.value(tensor))
-        shared.append(tensor.name)
-    if shared:
-        options.add_session_config_entry("session.disable_prepacking", "1")
-    return shared
-
-
 def _int8_weights(settings: dict) -> str:
     """The target's [backends.onnxruntime] int8_weights: "shared" (default: quantized at load
     from the family's weights.bin, no copy on disk, a slower load) or "embedded" (an int8
@@ -339,50 +327,29 @@ class OnnxRuntimeBackend(Backend):
         return OrtSession(art.path, {**art.runtime, **overrides})
 
 
-class SharedWeights:
-    """A family's weights file in one buffer, and one OrtValue per distinct tensor view: the
-    family ONNX files' MatMul/Gemm/Conv weights handed to every session
-    (``SessionOptions.add_initializer``), so N sessions hold one copy. A narrower width reads
-    a prefix of the same bytes. The buffer is hashed as read: what serves is what was checked."""
+_ARENA_LOCK = threading.Lock()
+_arena_registered = False
 
-    def __init__(self, path: Path, sha256: str | None = None):
-        from ..hashing import sha256_bytes
 
-        self.path = Path(path)
-        self.buffer = np.fromfile(self.path, dtype=np.uint8)
-        if sha256 is not None and sha256_bytes(self.buffer) != sha256:
-            raise EngineIntegrityError(f"the shared weights file {self.path.name} does not match the manifest's "
-                                       "sha256 (modified?)")
-        self._values: dict[tuple, Any] = {}
-        self._lock = threading.Lock()
-
-    def value(self, tensor) -> Any:
-        import onnxruntime as ort
-
-        key = (tensor.offset, tensor.length, tensor.dtype, tuple(tensor.shape))
-        with self._lock:
-            found = self._values.get(key)
-            if found is None:
-                dtype = np.dtype(tensor.dtype)
-                if tensor.offset + tensor.length > self.buffer.size or tensor.length % dtype.itemsize:
-                    raise BackendError(f"tensor {tensor.name} lies outside {self.path.name}")
-                view = np.frombuffer(self.buffer, dtype=dtype, count=tensor.length // dtype.itemsize,
-                                     offset=tensor.offset).reshape(tensor.shape)
-                found = self._values[key] = (ort.OrtValue.ortvalue_from_numpy(view), view)
-            return found[0]
-
-    @property
-    def views(self) -> int:
-        return len(self._values)
+def _shared_arena(ort) -> None:
+    """Register, once per process, the CPU arena that sessions with ``session.use_env_allocators``
+    share: the sessions of a family are rarely run at once, so one arena holds the activations
+    of whichever runs (a per-session arena keeps each one's peak)."""
+    global _arena_registered
+    with _ARENA_LOCK:
+        if not _arena_registered:
+            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+            ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
+            _arena_registered = True
 
 
 class OrtSession(Session):
-    """An ONNX Runtime session. ``weights``: the family's SharedWeights, for a family ONNX
-    whose large tensors live in that file (its sessions then share them, without MLAS
-    prepacking: a prepacked copy per session is what sharing avoids)."""
+    """An ONNX Runtime session. ``sharing``: set for a family ONNX opened from the family's
+    prepacked cache (``ort_prepacked``): its weights are prepacked buffers mapped from the one
+    file every session of the family maps, and its activations live in the process's shared
+    CPU arena; the text says how it shares (``options["sharing"]``)."""
 
-    def __init__(self, path: Path, runtime: dict[str, Any], weights: SharedWeights | None = None,
-                 table: list = ()):
+    def __init__(self, path: Path, runtime: dict[str, Any], sharing: str | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -393,9 +360,9 @@ class OrtSession(Session):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = _level(ort, level)
         options.log_severity_level = 3
-        self.shared: list[str] = []
-        if weights is not None:
-            self.shared = _share_initializers(options, weights, table)
+        if sharing:
+            _shared_arena(ort)
+            options.add_session_config_entry("session.use_env_allocators", "1")
         have = ort.get_available_providers()
         providers = [p for p in runtime.get("providers", ["CPUExecutionProvider"]) if p in have]
         try:
@@ -408,9 +375,10 @@ class OrtSession(Session):
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
         self.providers = self._session.get_providers()
+        self.sharing = sharing
         self.options = {"backend": "onnxruntime", "threads": threads, "providers": list(self.providers),
-                        "graph_optimization_level": level, "shared_weights": bool(self.shared),
-                        "prepacking": not self.shared}
+                        "graph_optimization_level": level, "shared_weights": bool(sharing),
+                        "sharing": sharing, "prepacking": True}
 
     def io(self) -> tuple[list[dict], list[dict]]:
         ins, outs = self._session.get_inputs(), self._session.get_outputs()

@@ -57,10 +57,13 @@ class Status:
     problems: dict[str, str]        # engine id -> why it cannot serve
     untrusted: dict[str, str] = dataclasses.field(default_factory=dict)   # engine id -> why its profile is not used
     device_match: str = "given"     # how `device` fits this machine: exact, same model, target class, other, none
+    sharing: dict[str, str] = dataclasses.field(default_factory=dict)   # engine id -> how it shares weights, or why not
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(slots=True)
 class InferenceResult:
+    """One inference's outputs, tagged with the engine that produced them (a plain slotted
+    record: a frozen dataclass's __init__ costs a microsecond per call more)."""
     outputs: list[np.ndarray]
     engine: str                      # the engine whose outputs these are
     latency_ms: float                # of that engine's run
@@ -114,18 +117,18 @@ def untrusted_profiles(manifest: Manifest, args: dict[str, SessionArgs], device:
 
 def session_args(manifest: Manifest, device: str | None, mode: str, share_weights: bool | None,
                  threads: int | None) -> dict[str, SessionArgs]:
-    """How to open each engine: as its profile at ``device``/``mode`` was measured (threads,
-    shared weights), unless the app says otherwise; unprofiled, with the target's threads
-    and the family's weights shared."""
+    """How to open each engine: with the threads its profile at ``device``/``mode`` was
+    measured with (unprofiled: the target's), unless the app says otherwise; the family
+    ONNX engines share their weights (the prepacked cache: the kernels of a plain session,
+    so a profile of either kind holds) unless ``share_weights`` is False."""
     facts = manifest.device.target_facts or {}
     default_threads = facts.get("threads") if isinstance(facts.get("threads"), int) else 0
     out = {}
     for entry in manifest.engines:
         recorded = _session_of(entry.profile_at(device, mode))
-        share = share_weights if share_weights is not None else bool(recorded.get("shared_weights", not recorded))
         out[entry.id] = SessionArgs(
             threads=threads if threads is not None else int(recorded.get("threads", default_threads) or 0),
-            share_weights=share and entry.is_family_onnx)
+            share_weights=share_weights is not False and entry.is_family_onnx)
     return out
 
 
@@ -243,7 +246,7 @@ class Runtime:
             return Status(engine=c.decision.engine, fits=c.decision.fits, reason=c.decision.reason,
                           limits=c.limits, device=self.device, mode=self.mode, slowdown=c.slowdown,
                           switches=c.switches, problems=self.pool.problems(), untrusted=self.untrusted,
-                          device_match=self.device_match)
+                          device_match=self.device_match, sharing=self.pool.sharing())
 
     @property
     def decision(self) -> Decision:
@@ -333,8 +336,7 @@ class Runtime:
         """Run ``x`` on the engine the limits call for; the result names that engine."""
         x = self.prepare(x)
         for _ in range(len(self.pool.engines) + 1):
-            with self._lock:
-                stages = self._stages
+            stages = self._stages              # one reference, replaced whole under the lock
             if not stages:
                 raise RuntimeUnavailable("no engine can serve: " + "; ".join(
                     f"{k}: {v}" for k, v in list(self.pool.problems().items())[:3]))
@@ -351,17 +353,19 @@ class Runtime:
         raise RuntimeUnavailable("no engine could be opened")
 
     def _run_stages(self, stages: Sequence[str], x: np.ndarray) -> InferenceResult:
-        ran = []
+        feed = {self.input_name: x}
+        engines = self.pool.engines
+        last = len(stages) - 1
         for i, engine in enumerate(stages):
-            session = self.pool.get(engine) if self.pool.is_open(engine) else self._open_lazily(engine)
+            session = engines[engine].session
+            if session is None:
+                session = self._open_lazily(engine)
             start = time.perf_counter()
-            outputs = session.run({self.input_name: x})
+            outputs = session.run(feed)
             latency = (time.perf_counter() - start) * 1000.0
-            ran.append(engine)
             self._observe(engine, latency)
-            last = i == len(stages) - 1
-            if last or float(softmax_top1(outputs[0]).min()) >= self.cascade_threshold:
-                return InferenceResult(outputs=list(outputs), engine=engine, latency_ms=latency, stages=tuple(ran))
+            if i == last or float(softmax_top1(outputs[0]).min()) >= self.cascade_threshold:
+                return InferenceResult(outputs, engine, latency, stages[:i + 1])
         raise AssertionError("unreachable")
 
     def _open_lazily(self, engine: str):
@@ -377,9 +381,9 @@ class Runtime:
 
     def _observe(self, engine: str, latency_ms: float) -> None:
         with self._lock:
-            before = self._snapshot()
-            self._controller.observe(engine, latency_ms, self._clock())
-            changed = self._snapshot() != before
+            before = self._controller.decision
+            decision = self._controller.observe(engine, latency_ms, self._clock())
+            changed = decision is not before and (decision.engine, decision.fits) != (before.engine, before.fits)
             if changed:
                 self._stages = self._cascade_stages()
         if changed:

@@ -7,10 +7,12 @@
   The shared weights buffer is hashed as read, so the bytes served are the bytes checked.
   An engine that fails is recorded with the reason and never opened, the others serve.
 * The ONNX Runtime fp32 engines are the family's ``onnx/*.onnx`` files, whose large
-  tensors live in the shared ``weights.bin``. With ``share_weights`` the pool reads that
-  file once into one buffer (``onnxruntime_backend.SharedWeights``) and every family
-  session views it; MLAS prepacking is off for those sessions, since a prepacked copy per
-  session is what sharing avoids (the benchmark measures what that costs in latency).
+  tensors live in the shared ``weights.bin``. With ``share_weights`` (the default) they
+  open from the family's prepacked cache (``backends.ort_prepacked``, built on this device
+  on first use): every session maps its prepacked weights from one deduplicated file, so
+  a tensor several points use is resident once, and runs the kernels a plain session runs.
+  Where the cache cannot be made the engines open plain, and ``sharing()`` says why.
+  Other backends' engines hold their own weights (``sharing()`` says so too).
 * Every engine opens through ``adaexport.backends.open_engine``, the one factory parity,
   eval and profiling use too, with the SessionArgs the runtime chose for it (by default
   the options its profile was measured with), importing only its own backend.
@@ -28,7 +30,7 @@ import numpy as np
 
 from ..backends import open_engine
 from ..backends.base import Artifact, BackendError
-from ..backends.onnxruntime_backend import SharedWeights
+from ..backends.ort_prepacked import PrepackedFamily
 from ..backends.registry import get_backend
 from ..manifest_reader import ManifestError, check_file_record, safe_relative_path, verify_engine_files
 from ..manifest_records import EngineRecord, Manifest
@@ -42,16 +44,19 @@ class EngineUnavailable(RuntimeError):
 class SessionArgs:
     """How the pool opens one engine (``backends.open_engine``'s arguments)."""
     threads: int | None = None          # None: the engine's own default
-    share_weights: bool = False         # a family ONNX: its tensors from the one shared buffer
+    share_weights: bool = False         # a family ONNX: from the family's prepacked cache
 
     def differs_from(self, recorded: dict) -> list[str]:
-        """What differs between these arguments and a profile's recorded session options."""
+        """What differs between these arguments and a profile's recorded session options, of
+        what changes the speed: the threads, and whether the weights are prepacked (sessions
+        sharing through the prepacked cache run the kernels of a plain one; a profile taken
+        with the former unpacked sharing did not)."""
         out = []
         if self.threads is not None and recorded.get("threads") is not None \
                 and int(recorded["threads"]) != self.threads:
             out.append(f"threads {recorded['threads']} -> {self.threads}")
-        if "shared_weights" in recorded and bool(recorded["shared_weights"]) != self.share_weights:
-            out.append(f"shared weights {bool(recorded['shared_weights'])} -> {self.share_weights}")
+        if not recorded.get("prepacking", True):
+            out.append("prepacking off -> on")
         return out
 
 
@@ -76,8 +81,9 @@ class EnginePool:
         self.manifest = manifest
         self.args = dict(args or {})
         self._clock = clock or time.perf_counter
-        self._weights: SharedWeights | None = None
+        self._weights: PrepackedFamily | None = None
         self._weights_lock = threading.Lock()
+        self.sharing_problem: str | None = None    # why family ONNX engines open unshared
         self.engines: dict[str, EngineState] = {}
         weights_problem = self._check_weights()
         for entry in manifest.engines:
@@ -126,13 +132,38 @@ class EnginePool:
     def problems(self) -> dict[str, str]:
         return {eid: s.problem for eid, s in self.engines.items() if s.problem is not None}
 
-    def weights(self) -> SharedWeights:
-        """The family's shared weights buffer, read (and hashed) once, on first use."""
+    def weights(self) -> PrepackedFamily | None:
+        """The family's prepacked cache (made on first use, then reused; None, with
+        ``sharing_problem`` set, where it cannot be made)."""
         with self._weights_lock:
-            if self._weights is None:
+            if self._weights is None and self.sharing_problem is None:
+                family = [self.engines[e].entry for e in self.usable() if self.engines[e].entry.is_family_onnx]
                 weights = self.manifest.weights
-                self._weights = SharedWeights(safe_relative_path(self.directory, weights.file), weights.sha256)
+                try:
+                    cache = PrepackedFamily(self.directory, family, weights.sha256 if weights else None)
+                    cache.meta()
+                    self._weights = cache
+                except ImportError as exc:          # the runtime side may have onnxruntime alone
+                    self.sharing_problem = f"making the prepacked cache needs the onnx package ({exc})"
+                except (BackendError, OSError) as exc:
+                    self.sharing_problem = f"the prepacked cache cannot be made ({exc})"
             return self._weights
+
+    def sharing(self) -> dict[str, str]:
+        """Engine id -> how it shares its weights with the family's other engines, or why not."""
+        out = {}
+        for eid in self.usable():
+            state = self.engines[eid]
+            how = (getattr(state.session, "options", None) or {}).get("sharing") if state.session is not None else None
+            if how:
+                out[eid] = how
+            elif not state.entry.is_family_onnx:
+                out[eid] = f"not shared: a {state.entry.backend} engine holds its own weights"
+            elif not self.args.get(eid, SessionArgs()).share_weights:
+                out[eid] = "not shared: share_weights is off"
+            else:
+                out[eid] = f"not shared: {self.sharing_problem}" if self.sharing_problem else "shares when opened"
+        return out
 
     def get(self, engine_id: str):
         """The engine's session, opened now if it is not yet; EngineUnavailable if it cannot be
@@ -171,7 +202,7 @@ class EnginePool:
 
     def _open(self, entry: EngineRecord):
         args = self.args.get(entry.id, SessionArgs())
-        weights = self.weights() if args.share_weights and entry.is_family_onnx and entry.shared_tensors else None
+        weights = self.weights() if args.share_weights and entry.is_family_onnx else None
         return open_engine(self.directory, entry, threads=args.threads, weights=weights)
 
     def is_open(self, engine_id: str) -> bool:
