@@ -187,8 +187,7 @@ def run(ctx: Context) -> list[dict]:
     from bench_export import peak_rss_bytes
 
     manifest = result.manifest
-    kinds = sorted({f"{e['backend']} {e['precision']}" for e in manifest["engines"]},
-                   key=lambda k: [f"{e['backend']} {e['precision']}" for e in manifest["engines"]].index(k))
+    kinds = list(dict.fromkeys(f"{e['backend']} {e['precision']}" for e in manifest["engines"]))  # build order
     samples = manifest["engines"][0]["parity"]["samples"]
     calibration = calibration_samples(manifest)
     compile_cpu = {k: {point_of(i): c for s, i, _, c in reporter.items if s == "compile" and kind_of(i) == k}
@@ -203,8 +202,8 @@ def run(ctx: Context) -> list[dict]:
             continue
         per = parts[what].setdefault(kind_of(name), {})
         per[point_of(name)] = per.get(point_of(name), 0.0) + c
-        wall.setdefault(kind_of(name), {})
-        wall[kind_of(name)][point_of(name)] = wall[kind_of(name)].get(point_of(name), 0.0) + w
+        per_wall = wall.setdefault(kind_of(name), {})
+        per_wall[point_of(name)] = per_wall.get(point_of(name), 0.0) + w
     default = default_parity_samples(ctx)
     scale = default / samples
     parity_cpu = {k: {p: parts["open"][k][p] + parts["run"][k][p] for p in parts["run"][k]} for k in kinds}
