@@ -33,6 +33,11 @@ class Context:
     threads: int
     profile: str           # build profile used by the rebuild benchmark
     exporter: str          # the exporter `adaexport build` uses
+    dataset: str | None = None     # the build's --dataset (None: the build's default)
+    rounds: int | None = None      # speed: interleaved rounds (None: bench_speed's default)
+    calls: int | None = None       # speed: calls per engine per round, their median kept
+    export_family: bool = True     # export: also time export_family (a second export of every point)
+    shared: dict = dataclasses.field(default_factory=dict)  # what one benchmark leaves for the next
 
     @property
     def model(self):
@@ -97,6 +102,21 @@ def _cpuinfo() -> tuple[str, int | None]:
     return model or platform.processor() or platform.machine(), (len(cores) or None)
 
 
+FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def _cpu_flags() -> list[str]:
+    """The matrix-related flags /proc/cpuinfo lists (what bf16 and int8 engines can use)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.partition(":")[2].split())
+                return [f for f in FLAGS if f in present]
+    except OSError:
+        pass
+    return []
+
+
 def _mem_total() -> int | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -146,6 +166,7 @@ def machine_facts(threads: int) -> dict:
         usable = os.cpu_count()
     return {
         "cpu": model,
+        "cpu_flags": _cpu_flags(),
         "logical_cpus": os.cpu_count(),
         "physical_cores": physical,
         "usable_cpus": usable,

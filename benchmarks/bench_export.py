@@ -33,12 +33,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import Context, load_average, measure, time_row, value_row
+from bench_common import Context, load_average, measure, ratio_row, time_row, value_row
 
 NAME = "export"
 
 
-def _weights_and_points(ctx: Context, directory: Path) -> tuple[float, dict]:
+def _weights_and_points(ctx: Context, directory: Path) -> tuple[float, float, dict, dict]:
     from adaexport.export import build_weights, export_point, write_weights
 
     def weights():
@@ -47,7 +47,9 @@ def _weights_and_points(ctx: Context, directory: Path) -> tuple[float, dict]:
         write_weights(store, directory / "weights.bin")
         return store
 
+    cpu_start = time.process_time()
     weights_s, store = measure(weights)
+    weights_cpu = time.process_time() - cpu_start
     per_point, cpu = {}, {}
     for point in ctx.points:
         start = time.process_time()
@@ -55,7 +57,7 @@ def _weights_and_points(ctx: Context, directory: Path) -> tuple[float, dict]:
                                                   batch=ctx.batch, weights_name="weights.bin",
                                                   exporter=ctx.exporter))
         per_point[point.id], cpu[point.id] = seconds, time.process_time() - start
-    return weights_s, per_point, cpu
+    return weights_s, weights_cpu, per_point, cpu
 
 
 def _family(ctx: Context, directory: Path) -> float:
@@ -77,26 +79,35 @@ def warm_up(ctx: Context) -> None:
 
 
 def run(ctx: Context) -> list[dict]:
+    """The rows above; ``ctx.export_family=False`` (run_all --published) leaves out the
+    export_family row, which exports every point a second time."""
+    family = ctx.export_family
     n = len(ctx.points)
-    weights_s, point_medians, separate_sums, family_s, cpu_medians = [], [], [], [], []
+    weights_s, point_medians, separate_sums, family_s, cpu_medians, weights_cpu = [], [], [], [], [], []
     by_point: dict[str, list[float]] = {}
+    cpu_by_point: dict[str, list[float]] = {}
     for _ in range(ctx.repeats):
         with tempfile.TemporaryDirectory(prefix="adaexport-bench-points-") as tmp:
-            w, per_point, cpu = _weights_and_points(ctx, Path(tmp))
+            w, w_cpu, per_point, cpu = _weights_and_points(ctx, Path(tmp))
         weights_s.append(w)
+        weights_cpu.append(w_cpu)
         cpu_medians.append(statistics.median(cpu.values()))
         point_medians.append(statistics.median(per_point.values()))
         separate_sums.append(w + sum(per_point.values()))
         for pid, seconds in per_point.items():
             by_point.setdefault(pid, []).append(seconds)
-        with tempfile.TemporaryDirectory(prefix="adaexport-bench-family-") as tmp:
-            family_s.append(_family(ctx, Path(tmp)))
+            cpu_by_point.setdefault(pid, []).append(cpu[pid])
+        if family:
+            with tempfile.TemporaryDirectory(prefix="adaexport-bench-family-") as tmp:
+                family_s.append(_family(ctx, Path(tmp)))
+    ctx.shared.update(export_cpu={pid: statistics.median(v) for pid, v in cpu_by_point.items()},
+                      weights_cpu=statistics.median(weights_cpu))
 
     typical = {pid: statistics.median(v) for pid, v in by_point.items()}
     fastest = min(typical, key=typical.get)
     slowest = max(typical, key=typical.get)
     per_point_in_family = [f / n for f in family_s]
-    return [
+    rows = [
         time_row(NAME, "weights file (build_weights + write)", weights_s,
                  "the full point exported once, its tensors laid out and written", key="weights"),
         time_row(NAME, f"one point (median over {n} points)", point_medians,
@@ -105,14 +116,31 @@ def run(ctx: Context) -> list[dict]:
                  key="point", per_point={pid: v for pid, v in sorted(by_point.items())}),
         time_row(NAME, f"one point, CPU seconds (median over {n} points)", cpu_medians,
                  "time.process_time of export_point (user + system of this process)", key="point_cpu"),
+        time_row(NAME, f"one point, CPU seconds, every point x repeat ({n} x {ctx.repeats})",
+                 [v for vs in cpu_by_point.values() for v in vs],
+                 "after the weights file; spread over the points and repeats", key="point_cpu_all"),
+        time_row(NAME, "weights file, CPU seconds", weights_cpu, "build_weights + write", key="weights_cpu"),
         value_row(NAME, "peak RSS of the process", peak_rss_bytes(), note="ru_maxrss after every export above",
                   key="peak_rss"),
+        ratio_row(NAME, "peak RSS / checkpoint size", [peak_rss_bytes() / checkpoint_bytes(ctx.model_path)],
+                  note=f"checkpoint {checkpoint_bytes(ctx.model_path) / 2**20:.0f} MiB on disk; the process "
+                       "(checkpoint load, warm-up and every export above)", key="peak_rss_vs_checkpoint"),
         time_row(NAME, f"weights + {n} points, exported one by one", separate_sums,
                  "sum of the two rows above, per repeat", key="separate"),
-        time_row(NAME, f"family of {n} points (export_family)", family_s,
-                 f"weights file + every point; median {statistics.median(per_point_in_family):.3f} s per point",
-                 key="family"),
     ]
+    if family:
+        rows.append(time_row(NAME, f"family of {n} points (export_family)", family_s,
+                             f"weights file + every point; median {statistics.median(per_point_in_family):.3f} s "
+                             "per point", key="family"))
+    return rows
+
+
+def checkpoint_bytes(path: Path) -> int:
+    """The checkpoint's bytes on disk (a directory's files, or the one file)."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.glob("*") if p.is_file())
+    return path.stat().st_size
 
 
 def peak_rss_bytes() -> int:
@@ -156,8 +184,7 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     explicit = any(v is not None for v in (args.tokens, args.width, args.depth))
     points, _ = build_grid(loaded.config, None if explicit else "corners", args.tokens, args.width, args.depth)
-    size = sum(p.stat().st_size for p in Path(args.model).glob("*") if p.is_file()) if Path(args.model).is_dir() \
-        else Path(args.model).stat().st_size
+    size = checkpoint_bytes(args.model)
     attention = loaded.config.default_attention
     cpu = []
     with tempfile.TemporaryDirectory(prefix="adaexport-bench-export-") as tmp:

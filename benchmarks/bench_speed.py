@@ -1,8 +1,11 @@
 """Engine latency against PyTorch eager and against the roofline, side by side in one run.
 
-Builds the family once (parity on, profiling off; at published size with ``--dataset none``
-unless the context names a dataset, so only fp32 engines are built there), then, at the
-context's thread count (pinned for torch, OpenMP and every engine's intra-op pool):
+In `run_all.py --published` it times the family `bench_build` built (every engine kind of
+x86-cpu: ONNX Runtime fp32/int8, OpenVINO fp32/fp16/bf16/int8); run alone, or in run_all
+without a build before it, it builds the family itself (parity on, profiling off; at
+published size with ``--dataset none`` unless a dataset is named, so only fp32 engines are
+built there). Then, at the context's thread count (pinned for torch, OpenMP and every
+engine's intra-op pool):
 
 * **GEMM rate**: the best of 5 fp32 ``torch.mm`` of 2048 x 2048 x 2048 (what this machine's
   fp32 matrix units deliver to one process at this thread count), measured first and again
@@ -11,12 +14,13 @@ context's thread count (pinned for torch, OpenMP and every engine's intra-op poo
   depth=)`` under ``torch.inference_mode``), which is how PyTorch users run it;
 * every engine of the point, opened through ``backends.open_engine`` as profiling does.
 
-Rounds are interleaved (eager, then each engine, for every point, per round) so that drift
-in the machine's speed lands on all of them alike; a round times ``calls`` runs of each and
-keeps their median. Reported per engine kind: engine / eager and engine / roofline, per
-round, as median and min..max over the rounds, for the worst point of the family (named in
-the note, every point in ``--json``). Under 1 means faster than eager; the roofline ratio is
->= 1 by construction unless the GEMM probe under-measures.
+Point by point (a point's engines are open together, then closed, so memory holds one
+point's sessions), rounds are interleaved (eager, then each engine of the point, per round)
+so that drift in the machine's speed lands on all of them alike; a round times ``calls`` runs
+of each and keeps their median. Reported per engine kind: engine / eager and engine /
+roofline, per round, as median and min..max over the rounds, for the worst point of the
+family (named in the note, every point in ``--json``). Under 1 means faster than eager; the
+roofline is the fp32 GEMM rate's, so reduced-precision engines can go under 1.
 """
 
 from __future__ import annotations
@@ -70,6 +74,33 @@ def build_family(ctx: Context, out: Path, dataset: str | None) -> dict:
 
 
 def run(ctx: Context, dataset: str | None = None, rounds: int = ROUNDS, calls: int = CALLS) -> list[dict]:
+    """Build the family (or take the one `bench_build` left in ``ctx.shared``), then time it."""
+    if "out" in ctx.shared:
+        return latency_rows(ctx, ctx.shared["out"], ctx.shared["manifest"], ctx.rounds or rounds,
+                            ctx.calls or calls)
+    with tempfile.TemporaryDirectory(prefix="adaexport-bench-speed-") as tmp:
+        out = Path(tmp) / "family"
+        manifest = build_family(ctx, out, dataset if dataset is not None else ctx.dataset)
+        return latency_rows(ctx, out, manifest, ctx.rounds or rounds, ctx.calls or calls)
+
+
+def _time_point(model, point, sessions: dict, tensor, feeds: dict, rounds: int, calls: int) -> dict[str, list[float]]:
+    """Per round, the median of `calls` runs of eager and of every engine of one point, in turn."""
+    forward = lambda: model(tensor, tokens=point.tokens, width=point.width, depth=point.depth)  # noqa: E731
+    forward()                               # warm every path once
+    for session in sessions.values():
+        session.run(feeds)
+    times: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        times.setdefault("eager", []).append(_median_call(forward, calls))
+        for engine_id, session in sessions.items():
+            times.setdefault(engine_id, []).append(_median_call(lambda: session.run(feeds), calls))
+    return times
+
+
+def latency_rows(ctx: Context, out: Path, manifest: dict, rounds: int, calls: int) -> list[dict]:
+    """Eager and every ready engine of the family, point by point (a point's engines open
+    together and close before the next point's, so memory holds one point's sessions)."""
     import numpy as np
     import torch
 
@@ -77,57 +108,44 @@ def run(ctx: Context, dataset: str | None = None, rounds: int = ROUNDS, calls: i
     from adaexport.model.flops import count_flops
     from adaexport.space import ConfigPoint
 
-    rows: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix="adaexport-bench-speed-") as tmp:
-        out = Path(tmp) / "family"
-        manifest = build_family(ctx, out, dataset)
-        shape = manifest["model"]["input"]["shape"]
-        image = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-        feeds = {manifest["model"]["input"].get("name", "image"): image}
-        tensor = torch.from_numpy(image)
-        model = ctx.model.eval()
-        rate_before = gemm_rate(ctx.threads)
-        by_point: dict[str, list[dict]] = {}
-        for engine in manifest["engines"]:
-            if engine.get("status", "ready") == "ready":
-                by_point.setdefault(ConfigPoint(**engine["point"]).id, []).append(engine)
-        sessions = {e["id"]: open_engine(out, e, ctx.threads) for es in by_point.values() for e in es}
-        points = {p.id: p for p in ctx.points}
-        times: dict[str, list[float]] = {}
-        with torch.inference_mode():
-            for name in by_point:       # warm every path once
-                p = points[name]
-                model(tensor, tokens=p.tokens, width=p.width, depth=p.depth)
-            for session in sessions.values():
-                session.run(feeds)
-            for _ in range(rounds):
-                for name, engines in by_point.items():
-                    p = points[name]
-                    times.setdefault(f"eager/{name}", []).append(_median_call(
-                        lambda: model(tensor, tokens=p.tokens, width=p.width, depth=p.depth), calls))
-                    for e in engines:
-                        times.setdefault(e["id"], []).append(_median_call(lambda: sessions[e["id"]].run(feeds), calls))
-        rate = max(rate_before, gemm_rate(ctx.threads))
-        rows.append(value_row(NAME, f"fp32 GEMM rate ({ctx.threads} thread(s))", round(rate / 1e9, 1), "GFLOP/s",
-                              note=f"before {rate_before / 1e9:.1f}, best of 5 mm 2048^3 at start and end"))
-        kinds: dict[str, dict[str, dict]] = {}
+    shape = manifest["model"]["input"]["shape"]
+    image = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    feeds = {manifest["model"]["input"].get("name", "image"): image}
+    tensor = torch.from_numpy(image)
+    model = ctx.model.eval()
+    rate_before = gemm_rate(ctx.threads)
+    by_point: dict[str, list[dict]] = {}
+    for engine in manifest["engines"]:
+        if engine.get("status", "ready") == "ready":
+            by_point.setdefault(ConfigPoint(**engine["point"]).id, []).append(engine)
+    points = {p.id: p for p in ctx.points}
+    times: dict[str, dict[str, list[float]]] = {}
+    with torch.inference_mode():
         for name, engines in by_point.items():
-            p = points[name]
-            roofline = count_flops(ctx.loaded.config, ConfigPoint(p.tokens, p.width, p.depth)) / rate
-            eager = times[f"eager/{name}"]
-            for e in engines:
-                mine = times[e["id"]]
-                kinds.setdefault(f"{e['backend']} {e['precision']}", {})[name] = {
-                    "vs_eager": [m / g for m, g in zip(mine, eager)], "vs_roofline": [m / roofline for m in mine],
-                    "ms": statistics.median(mine) * 1e3, "eager_ms": statistics.median(eager) * 1e3,
-                    "roofline_ms": roofline * 1e3}
-        for kind, per_point in kinds.items():
-            for measure in ("vs_eager", "vs_roofline"):
-                worst = max(per_point, key=lambda n: statistics.median(per_point[n][measure]))
-                medians = ", ".join(f"{n} {statistics.median(v[measure]):.2f}" for n, v in per_point.items())
-                rows.append(ratio_row(NAME, f"{kind} {measure.replace('_', ' ')} (worst point)",
-                                      per_point[worst][measure], note=f"worst {worst}; every point: {medians}",
-                                      points=per_point))
+            sessions = {e["id"]: open_engine(out, e, ctx.threads) for e in engines}
+            times[name] = _time_point(model, points[name], sessions, tensor, feeds, rounds, calls)
+            del sessions
+    rate = max(rate_before, gemm_rate(ctx.threads))
+    rows = [value_row(NAME, f"fp32 GEMM rate ({ctx.threads} thread(s))", round(rate / 1e9, 1), "GFLOP/s",
+                      note=f"before {rate_before / 1e9:.1f}, best of 5 mm 2048^3 at start and end", key="gemm")]
+    kinds: dict[str, dict[str, dict]] = {}
+    for name, engines in by_point.items():
+        p = points[name]
+        roofline = count_flops(ctx.loaded.config, ConfigPoint(p.tokens, p.width, p.depth)) / rate
+        eager = times[name]["eager"]
+        for e in engines:
+            mine = times[name][e["id"]]
+            kinds.setdefault(f"{e['backend']} {e['precision']}", {})[name] = {
+                "vs_eager": [m / g for m, g in zip(mine, eager)], "vs_roofline": [m / roofline for m in mine],
+                "ms": statistics.median(mine) * 1e3, "eager_ms": statistics.median(eager) * 1e3,
+                "roofline_ms": roofline * 1e3}
+    for kind, per_point in kinds.items():
+        for measure in ("vs_eager", "vs_roofline"):
+            worst = max(per_point, key=lambda n: statistics.median(per_point[n][measure]))
+            medians = ", ".join(f"{n} {statistics.median(v[measure]):.2f}" for n, v in per_point.items())
+            rows.append(ratio_row(NAME, f"{kind} {measure.replace('_', ' ')} (worst point)",
+                                  per_point[worst][measure], note=f"worst {worst}; every point: {medians}",
+                                  key=f"{kind.replace(' ', '_')}_{measure}", points=per_point))
     return rows
 
 

@@ -44,8 +44,14 @@ def test_every_benchmark_reports_rows_with_positive_values(report):
             assert row["values"] and all(v > 0 for v in row["values"]), row
             assert row["min"] <= row["median"] <= row["max"]
             assert row["name"] in stdout  # every row is in the printed table
-    assert {"weights", "point", "point_cpu", "peak_rss", "family"} <= rows(data, "export").keys()
-    assert len(rows(data, "export")["point"]["per_point"]) == 8
+    export = rows(data, "export")
+    assert {"weights", "point", "point_cpu", "point_cpu_all", "weights_cpu", "peak_rss", "peak_rss_vs_checkpoint",
+            "family"} <= export.keys()
+    assert len(export["point"]["per_point"]) == 8
+    assert export["point_cpu_all"]["n"] == 8   # every point of the one repeat
+    checkpoint = sum(p.stat().st_size for p in (ROOT / "adaexport" / "demo" / "model").iterdir() if p.is_file())
+    assert export["peak_rss_vs_checkpoint"]["median"] == pytest.approx(export["peak_rss"]["median"] / checkpoint,
+                                                                       rel=0.01)
 
 
 @pytest.mark.slow
