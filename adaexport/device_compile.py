@@ -13,32 +13,32 @@ import numpy as np
 
 from .atomic import remove_leftovers
 from .datasets import RANDOM_SEED
-from .manifest import read_manifest, write_manifest
+from .manifest import read_records, write_manifest
+from .manifest_records import Manifest
 
 
-def _input_config(manifest: dict):
+def _input_config(manifest: Manifest):
     """What an image folder is read for (classes, channels, size, preprocessing), from the
     manifest: compile has the build directory, not the checkpoint (nor torch)."""
     import types
 
-    model = manifest["model"]
-    _, channels, size, _ = model["input"]["shape"]
-    return types.SimpleNamespace(class_names=model.get("class_names"), num_classes=model["outputs"][0]["shape"][1],
+    model = manifest.model
+    _, channels, size, _ = model.input.shape
+    return types.SimpleNamespace(class_names=model.class_names, num_classes=model.outputs[0]["shape"][1],
                                  in_channels=channels, img_size=size,
-                                 preprocessing_spec=lambda: dict(model["input"]["preprocessing"]))
+                                 preprocessing_spec=lambda: model.input.preprocessing.to_json())
 
 
-def _reference_inputs(manifest: dict, samples: int, random_samples: int,
+def _reference_inputs(manifest: Manifest, samples: int, random_samples: int,
                       dataset: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """The parity inputs: the build's dataset as the build read it (or `dataset`, the same
     data where it lies on this machine), else the build's seeded random inputs."""
     from .datasets import CALIBRATION_SAMPLES, NO_DATASET, DatasetError, load_raw, preprocess, random_inputs
     from .errors import UsageError
 
-    spec = manifest["model"]["input"]
-    _, channels, size, _ = spec["shape"]
-    batch = spec["shape"][0]
-    built_with = manifest.get("build", {}).get("dataset") or "demo"
+    spec = manifest.model.input
+    batch, channels, size, _ = spec.shape
+    built_with = (manifest.build or {}).get("dataset") or "demo"
     if built_with == NO_DATASET:  # the build's own random inputs
         return random_inputs(-(-random_samples // batch) * batch, channels, size), None
     try:
@@ -49,7 +49,7 @@ def _reference_inputs(manifest: dict, samples: int, random_samples: int,
         raise UsageError(f"{exc} (the build's dataset {built_with}: where the same data lies elsewhere on this "
                          "machine, pass --dataset SPEC)") from None
     n = min(samples, len(images)) // batch * batch
-    return preprocess(images[:n], spec["preprocessing"], channels, size), labels[:n]
+    return preprocess(images[:n], spec.preprocessing.to_json(), channels, size), labels[:n]
 
 
 def parity_reference(manifest, engine):
@@ -79,18 +79,17 @@ def finish_pending_engines(directory: Path, device: str | None, reporter, datase
     given); returns the ids finished. `dataset`: where the build's parity data lies on this
     machine (default: the spec the manifest records, e.g. the bundled demo)."""
     from .backends import BackendUnavailable, finish_pending, get_backend, open_artifact, open_engine
-    from .manifest_records import Manifest
+    from .manifest_records import EngineRecord, ParityRecord
     from .profiles import PARITY_SAMPLES, profile_of_manifest
     from .targets import get_target
     from .validate import compare, run_batched
 
     directory = Path(directory)
-    manifest = read_manifest(directory)
-    records = Manifest.from_json(manifest)
+    records = read_records(directory)
     remove_leftovers({directory, *(directory / Path(e.file).parent      # what a killed compile left
                                    for e in records.engines if e.pending)})
     target = get_target(device or records.device.target)
-    profile = profile_of_manifest(manifest)  # the manifest's own copy: no file from the build host
+    profile = profile_of_manifest(records)  # the manifest's own copy: no file from the build host
     pending = pending_engines(records, engines)
     if not pending:
         reporter.info(f"{directory}: no pending engines")
@@ -101,18 +100,17 @@ def finish_pending_engines(directory: Path, device: str | None, reporter, datase
             raise BackendUnavailable(f"cannot finish {len(pending)} pending engine(s) on this machine: {state.reason}")
     inputs = labels = None
     batch = records.model.input.shape[0]
-    entries = {e["id"]: e for e in manifest["engines"]}      # what is rewritten: the JSON entries
     references: dict[str, list[np.ndarray]] = {}  # per reference engine id: a point's engines share one
     finished = []
     reporter.stage("compile", len(pending))
+    finished_records = {}
     for engine in pending:
-        entry = entries[engine.id]
         artifact = finish_pending(directory / engine.file, target)
-        entry.update(artifact.record(directory))
+        built = EngineRecord.from_json({**engine.to_json(), **artifact.record(directory)})
         reference_engine = parity_reference(records, engine)
         if inputs is None:
             samples = (records.build or {}).get("parity_samples", profile.parity_samples or PARITY_SAMPLES)
-            inputs, labels = _reference_inputs(manifest, samples, profile.random_samples, dataset)
+            inputs, labels = _reference_inputs(records, samples, profile.random_samples, dataset)
         if reference_engine.id not in references:
             reference_session = open_engine(directory, reference_engine, threads=0)
             references[reference_engine.id] = run_batched(
@@ -122,11 +120,12 @@ def finish_pending_engines(directory: Path, device: str | None, reporter, datase
         candidate = run_batched(lambda x: session.run({"image": x}), inputs, batch)
         tol = profile.tolerance(engine.precision)
         parity = compare(reference, candidate, labels)
-        entry["parity"] = parity.record(tol) | {"reference": reference_engine.id}
-        if labels is None:
-            entry["parity"].update(inputs="random", seed=RANDOM_SEED)
+        built.parity = ParityRecord.from_json(parity.record(tol) | {"reference": reference_engine.id} | (
+            {"inputs": "random", "seed": RANDOM_SEED} if labels is None else {}))
+        finished_records[engine.id] = built
         finished.append(engine.id)
         reporter.advance(engine.id, f"top-1 agreement {parity.top1_agreement:.3f}")
     reporter.end_stage()
-    write_manifest(directory, manifest)
+    records.engines = [finished_records.get(e.id, e) for e in records.engines]
+    write_manifest(directory, records)
     return finished

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EnvironmentProblem
+from ..manifest_records import EngineRecord, Manifest
 from .cluster import FarmDevice
 from .shipping import FilePuts, as_answered, build_files, changed_since, land_files, run_adaexport, unpacked
 
@@ -89,19 +90,20 @@ def compile_here(names: list[str], engine_ids: list[str], target: str, dataset: 
             return {"error": error}
         files = changed_since(root, before)
         files.pop("manifest.json", None)            # the driver merges the finished engines' entries
-        manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+        manifest = Manifest.from_json(json.loads((root / "manifest.json").read_text(encoding="utf-8")))
     finished = report["finished"]
-    return {"finished": finished, "files": files, "entries": [e for e in manifest["engines"] if e["id"] in finished]}
+    return {"finished": finished, "files": files,
+            "entries": [e.to_json() for e in manifest.engines if e.id in finished]}
 
 
-def _land(directory: Path, manifest: dict, answers: list[dict]) -> None:
+def _land(directory: Path, manifest: Manifest, answers: list[dict]) -> None:
     """Write what the devices made (each file atomically), then the manifest once."""
     from ..manifest import write_manifest
 
     for answer in answers:
         land_files(directory, answer["files"])
-    entries = {e["id"]: e for answer in answers for e in answer["entries"]}
-    manifest["engines"] = [entries.get(e["id"], e) for e in manifest["engines"]]
+    entries = {e["id"]: EngineRecord.from_json(e) for answer in answers for e in answer["entries"]}
+    manifest.engines = [entries.get(e.id, e) for e in manifest.engines]
     write_manifest(directory, manifest)
 
 
@@ -113,14 +115,12 @@ def compile_on_farm(directory: Path, ray, devices: list[FarmDevice], *, target: 
     no device could take some. With ``all_or_nothing`` (``adaexport compile --ray``) either
     is FarmCompileFailed and nothing is written."""
     from ..device_compile import pending_engines
-    from ..manifest import read_manifest
-    from ..manifest_records import Manifest
+    from ..manifest import read_records
     from ..progress import SilentReporter
 
     directory = Path(directory)
     reporter = reporter or SilentReporter()
-    manifest = read_manifest(directory)
-    records = Manifest.from_json(manifest)
+    records = read_records(directory)
     pending = pending_engines(records, engines)
     target = target or records.device.target
     jobs, unserved = plan_jobs(pending, devices, target)
@@ -153,7 +153,7 @@ def compile_on_farm(directory: Path, ray, devices: list[FarmDevice], *, target: 
     if failed and all_or_nothing:
         raise FarmCompileFailed(f"device {failed[0].device} failed: {failed[0].error} (nothing was written)")
     if answers:
-        _land(directory, manifest, answers)
+        _land(directory, records, answers)
     return jobs, unserved
 
 

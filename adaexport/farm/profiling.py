@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from . import FarmError
+from ..manifest_measured import DeviceProfiling
+from ..manifest_records import Manifest
 from .cluster import FarmDevice, connect, devices_from_nodes, select_devices
 from .shipping import FilePuts, as_answered, run_adaexport, unpacked
 
@@ -89,21 +91,23 @@ def profile_here(names: list[str], engine_ids: list[str], target: str, options: 
                                       *options)
         if error is not None:
             return {"error": error}
-        manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+        manifest = Manifest.from_json(json.loads((root / "manifest.json").read_text(encoding="utf-8")))
     key = report["device"]
     return {"key": key, "modes": report.get("modes", []), "skipped": report.get("skipped", []),
-            "section": manifest["profiling"][key],
-            "profiles": {e["id"]: e["profile"][key] for e in manifest["engines"]
-                         if e["id"] in engine_ids and key in (e.get("profile") or {})}}
+            "section": manifest.profiling[key].to_json(),
+            "profiles": {e.id: {mode: run.to_json() for mode, run in e.profile[key].items()}
+                         for e in manifest.engines if e.id in engine_ids and key in e.profile}}
 
 
-def merge_device(manifest: dict, answer: dict[str, Any]) -> None:
+def merge_device(manifest: Manifest, answer: dict[str, Any]) -> None:
     """Put one device's answer into the manifest (in memory): only its own key is written."""
-    key = answer["key"]
-    for engine in manifest.get("engines", []):
-        if engine["id"] in answer["profiles"]:
-            engine["profile"] = {**(engine.get("profile") or {}), key: answer["profiles"][engine["id"]]}
-    manifest["profiling"] = {**(manifest.get("profiling") or {}), key: answer["section"]}
+    section = DeviceProfiling.from_json(answer["section"])
+    modes = dict.fromkeys(mode for profiles in answer["profiles"].values() for mode in profiles)
+    for mode in modes:
+        manifest.set_profile(answer["key"], mode, {eid: profiles[mode] for eid, profiles in answer["profiles"].items()
+                                                   if mode in profiles}, section)
+    if not modes:
+        manifest.profiling = {**manifest.profiling, answer["key"]: section}
 
 
 def profile_options(power_mode: str | None = None, min_iterations: int | None = None,
@@ -120,8 +124,7 @@ def profile_on_farm(directory: Path, address: str, *, devices: str | None = None
     """Compile the build's pending engines on the selected devices that can (``compiling``),
     then profile the build in ``directory`` on every selected device and write the merged
     manifest; returns (manifest, one outcome per device)."""
-    from ..manifest import read_manifest, write_manifest
-    from ..manifest_records import Manifest
+    from ..manifest import read_records, write_manifest
     from ..pareto import update_pareto
     from ..progress import SilentReporter
     from ..targets import get_target
@@ -134,13 +137,12 @@ def profile_on_farm(directory: Path, address: str, *, devices: str | None = None
     if not chosen:
         raise FarmError(f"no adaexport device has joined the cluster at {address} (adaexport farm join)")
     jobs, _ = compile_on_farm(directory, ray, chosen, reporter=reporter, all_or_nothing=False, timeout_s=timeout_s)
-    manifest = read_manifest(directory)
-    records = Manifest.from_json(manifest)
+    manifest = read_records(directory)
     remote = ray.remote(profile_here)
     puts = FilePuts(ray, directory)
     outcomes, pending = [], {}
     for device in chosen:
-        engines, skipped = runnable_on(records, device, get_target(device.target).backends)
+        engines, skipped = runnable_on(manifest, device, get_target(device.target).backends)
         outcome = DeviceOutcome(device=device.key, target=device.target, engines=[e.id for e in engines],
                                 skipped=skipped)
         for job in jobs:
