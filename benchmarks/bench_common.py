@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 class Context:
     loaded: Any            # adaexport.model.LoadedModel
     model_path: Path
-    grid: str              # grid preset name
+    grid: str              # grid preset name, or "tokens .. x widths .. x depths .." (see grid_args)
     points: list           # list[ConfigPoint]
     attention: str
     batch: int
@@ -38,6 +38,15 @@ class Context:
     calls: int | None = None       # speed: calls per engine per round, their median kept
     export_family: bool = True     # export: also time export_family (a second export of every point)
     shared: dict = dataclasses.field(default_factory=dict)  # what one benchmark leaves for the next
+
+    def grid_args(self) -> dict:
+        """BuildRequest's grid arguments: the preset by its name, else the points' axes."""
+        from adaexport.space import PRESETS
+
+        if self.grid in PRESETS:
+            return {"grid": self.grid}
+        return {"tokens": sorted({p.tokens for p in self.points}), "widths": sorted({p.width for p in self.points}),
+                "depths": sorted({p.depth for p in self.points})}
 
     @property
     def model(self):

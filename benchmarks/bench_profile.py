@@ -47,7 +47,7 @@ def _build(ctx: Context, out: Path, engines: list[str] | None):
         extra = Path(out.parent) / "bench-profile.toml"
         extra.write_text(text + "\n[build]\nengines = [" + ", ".join(f'"{e}"' for e in engines) + "]\n")
         profile = str(extra)
-    result = run_build(BuildRequest(out=out, model=ctx.model_path, profile=profile, grid=ctx.grid,
+    result = run_build(BuildRequest(out=out, model=ctx.model_path, profile=profile, **ctx.grid_args(),
                                     attention=ctx.attention, batch=ctx.batch, parity=True, measure=False),
                        QuietReporter())
     if result.failures:

@@ -31,7 +31,7 @@ class RebuildError(AssertionError):
 def _request(ctx: Context, out: Path):
     from adaexport.build import BuildRequest
 
-    return BuildRequest(out=out, model=ctx.model_path, profile=ctx.profile, grid=ctx.grid,
+    return BuildRequest(out=out, model=ctx.model_path, profile=ctx.profile, **ctx.grid_args(),
                         attention=ctx.attention, batch=ctx.batch, parity=True)
 
 

@@ -11,6 +11,8 @@ import pytest
 from .conftest import ROOT
 
 BENCHMARKS = ("export", "rebuild", "size", "profile", "runtime")
+GRID = ("--tokens", "8,32", "--width", "32", "--depth", "1,4")   # 4 points: both token ends, shallow and deep
+POINTS = 4
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +20,7 @@ def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     env = {**os.environ, "COLUMNS": "200"}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--grid", "corners", "--repeats", "1",
+        [sys.executable, str(ROOT / "benchmarks" / "run_all.py"), *GRID, "--repeats", "1",
          "--threads", "1", "--profile", "quick", "--json", str(out), "--plain"],
         capture_output=True, text=True, cwd=out.parent, env=env, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -33,7 +35,7 @@ def rows(report, benchmark):
 def test_every_benchmark_reports_rows_with_positive_values(report):
     data, stdout = report
     assert data["errors"] == []
-    assert data["settings"]["grid"] == "corners" and data["settings"]["points"] == 8
+    assert data["settings"]["grid"] == "tokens 8,32 x widths 32 x depths 1,4" and data["settings"]["points"] == POINTS
     assert data["settings"]["repeats"] == 1
     for name in BENCHMARKS:
         assert data["benchmarks"][name], f"no rows for {name}"
@@ -47,8 +49,8 @@ def test_every_benchmark_reports_rows_with_positive_values(report):
     export = rows(data, "export")
     assert {"weights", "point", "point_cpu", "point_cpu_all", "weights_cpu", "peak_rss", "peak_rss_vs_checkpoint",
             "family"} <= export.keys()
-    assert len(export["point"]["per_point"]) == 8
-    assert export["point_cpu_all"]["n"] == 8   # every point of the one repeat
+    assert len(export["point"]["per_point"]) == POINTS
+    assert export["point_cpu_all"]["n"] == POINTS   # every point of the one repeat
     checkpoint = sum(p.stat().st_size for p in (ROOT / "adaexport" / "demo" / "model").iterdir() if p.is_file())
     assert export["peak_rss_vs_checkpoint"]["median"] == pytest.approx(export["peak_rss"]["median"] / checkpoint,
                                                                        rel=0.01)
@@ -59,8 +61,8 @@ def test_cached_rebuild_exports_nothing(report):
     data, _ = report
     rebuild = rows(data, "rebuild")
     # a cold build checks every engine the target names (on x86-cpu: several per point)
-    assert rebuild["cold"]["exported"] == [8] and rebuild["cold"]["parity_runs"][0] >= 8
-    assert rebuild["cold"]["parity_runs"][0] % 8 == 0
+    assert rebuild["cold"]["exported"] == [POINTS] and rebuild["cold"]["parity_runs"][0] >= POINTS
+    assert rebuild["cold"]["parity_runs"][0] % POINTS == 0
     assert rebuild["cached"]["exported"] == [0] and rebuild["cached"]["parity_runs"] == [0]
     assert rebuild["cold"]["failures"] == []
 
@@ -71,7 +73,7 @@ def test_sizes_add_up(report):
     size = rows(data, "size")
     value = {k: r["median"] for k, r in size.items()}
     assert value["shared"] == value["weights"] + value["graphs"]
-    assert len(size["self_contained"]["per_point"]) == 8
+    assert len(size["self_contained"]["per_point"]) == POINTS
     # Every self-contained file holds its point's weights, so together they hold more
     # than the one shared weights file (a size fact, not a timing).
     assert value["self_contained"] > value["shared"]
