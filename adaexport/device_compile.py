@@ -14,6 +14,7 @@ import numpy as np
 from .atomic import remove_leftovers
 from .datasets import RANDOM_SEED
 from .manifest import read_records, write_manifest
+from .manifest_reader import as_manifest
 from .manifest_records import Manifest
 
 
@@ -29,13 +30,14 @@ def _input_config(manifest: Manifest):
                                  preprocessing_spec=lambda: model.input.preprocessing.to_json())
 
 
-def _reference_inputs(manifest: Manifest, samples: int, random_samples: int,
+def _reference_inputs(manifest: Manifest | dict, samples: int, random_samples: int,
                       dataset: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """The parity inputs: the build's dataset as the build read it (or `dataset`, the same
     data where it lies on this machine), else the build's seeded random inputs."""
     from .datasets import CALIBRATION_SAMPLES, NO_DATASET, DatasetError, load_raw, preprocess, random_inputs
     from .errors import UsageError
 
+    manifest = as_manifest(manifest)         # records, or a caller's JSON
     spec = manifest.model.input
     batch, channels, size, _ = spec.shape
     built_with = (manifest.build or {}).get("dataset") or "demo"
