@@ -11,7 +11,7 @@ from rich.table import Table
 from ..errors import UsageError
 from ..manifest_records import Manifest
 from ._app import app, command, console, emit, err_console, reporter, tagged, warn
-from .options import DEVICE_OPT, JSON_OPT, MODEL_ARG
+from .options import DEPTH_OPT, DEVICE_OPT, JSON_OPT, MODEL_ARG, TOKENS_OPT, WIDTH_OPT
 
 OUT_OPT = typer.Option(..., "--out", "-o", metavar="DIR", show_default=False,
                        help="Build directory (created; a rebuild reuses its cache).")
@@ -21,11 +21,6 @@ GRID_OPT = typer.Option(None, "--grid", metavar="NAME",
 SEARCH_OPT = typer.Option(None, "--search", metavar="FILE",
                           help="With --grid front[:K]: the `adaexport search` result to choose from (default: search "
                           "the build's --dataset).")
-TOKENS_OPT = typer.Option(None, "--tokens", metavar="N,N",
-                          help="Latent token counts, e.g. 32,64 (the grid is the product of --tokens, --width and "
-                          "--depth).")
-WIDTH_OPT = typer.Option(None, "--width", metavar="N,N", help="FFN widths (mat_dim), e.g. 416,832.")
-DEPTH_OPT = typer.Option(None, "--depth", metavar="N,N", help="Depths (blocks), e.g. 12,21.")
 ATTENTION_OPT = typer.Option(None, "--attention", metavar="MODE", help="full or block (default: the checkpoint's own).")
 BATCH_OPT = typer.Option(1, "--batch", metavar="N", help="Fixed batch size of every engine.")
 PROFILE_OPT = typer.Option("default", "--build-profile", metavar="NAME|FILE",

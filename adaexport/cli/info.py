@@ -10,7 +10,7 @@ from rich.table import Table
 
 from .. import __version__
 from ._app import app, command, console, emit, envelope, warn
-from .options import JSON_OPT
+from .options import DEPTH_OPT, JSON_OPT, TOKENS_OPT, WIDTH_OPT
 
 
 def _render_inspect(result) -> None:
@@ -50,9 +50,9 @@ def inspect(
                                            "the bundled demo model."),
     grid: Optional[str] = typer.Option(None, "--grid", help="Also list a preset grid's points with FLOPs and "
                                        "parameters (trained, full, corners)."),
-    tokens: Optional[str] = typer.Option(None, "--tokens", help="Token counts, e.g. 32,64."),
-    width: Optional[str] = typer.Option(None, "--width", help="FFN widths (mat_dim), e.g. 416,832."),
-    depth: Optional[str] = typer.Option(None, "--depth", help="Depths, e.g. 12,21."),
+    tokens: Optional[str] = TOKENS_OPT,
+    width: Optional[str] = WIDTH_OPT,
+    depth: Optional[str] = DEPTH_OPT,
     json_out: bool = JSON_OPT,
 ) -> None:
     """Print a model's architecture, parameters, trained grid and FLOPs range, or a build directory's engines.

@@ -12,3 +12,8 @@ JSON_OPT = typer.Option(False, "--json", help="Print one JSON document, {\"comma
 DEVICE_OPT = typer.Option(None, "--device", metavar="TARGET",
                           help="Target device: a name from `adaexport targets` or a .toml file.")
 DATASET_HELP = ("demo, fashion-mnist:DIR, npz:FILE (arrays x, y) or imagefolder:DIR (one folder per class).")
+TOKENS_OPT = typer.Option(None, "--tokens", metavar="N,N",
+                          help="Latent token counts, e.g. 32,64 (the grid is the product of --tokens, --width and "
+                          "--depth).")
+WIDTH_OPT = typer.Option(None, "--width", metavar="N,N", help="FFN widths (mat_dim), e.g. 416,832.")
+DEPTH_OPT = typer.Option(None, "--depth", metavar="N,N", help="Depths (blocks), e.g. 12,21.")
