@@ -20,11 +20,13 @@ from .space import ConfigPoint
 CHUNK = 64  # images per forward pass: eval's reference, search, and parity where it divides
 
 
-def point_outputs(model, points, attention: str, inputs: np.ndarray,
-                  chunk: int = CHUNK) -> Iterator[tuple[int, dict[ConfigPoint, list[np.ndarray]]]]:
+def point_outputs(model, points, attention: str, inputs: np.ndarray, chunk: int = CHUNK,
+                  plan=None) -> Iterator[tuple[int, dict[ConfigPoint, list[np.ndarray]]]]:
     """Yield ``(start, {point: outputs})`` for each chunk ``inputs[start:start + chunk]`` (the
     last may be shorter); ``outputs`` is the list of the model's outputs at that point (the
-    logits, then the features of a distilled model). Only the asked `points` are given."""
+    logits, then the features of a distilled model). Only the asked `points` are given.
+    `plan`: the shared pass's `PassPlan` when the caller has it already (default: the
+    fewest passes for `points`, `plan_passes`)."""
     import torch
 
     points = sorted(set(points))
@@ -36,8 +38,9 @@ def point_outputs(model, points, attention: str, inputs: np.ndarray,
     else:
         from .model.shared_pass import SharedPass, plan_passes
 
-        shared = SharedPass(model, plan_passes(model.config, {p.tokens for p in points}, {p.width for p in points},
-                                               {p.depth for p in points}, attention))
+        plan = plan or plan_passes(model.config, {p.tokens for p in points}, {p.width for p in points},
+                                   {p.depth for p in points}, attention)
+        shared = SharedPass(model, plan)
         wanted = set(points)
         run = lambda x: {p: [out] for p, out in shared(x).items() if p in wanted}  # noqa: E731
     for start in range(0, len(inputs), chunk):

@@ -74,7 +74,7 @@ def run_search(loaded, inputs: np.ndarray, labels: np.ndarray, dataset: str, att
     points, _ = build_grid(cfg, "trained")
     started = time.perf_counter()
     plan = plan_passes(cfg, {p.tokens for p in points}, {p.width for p in points},
-                       {p.depth for p in points}, attention)   # the plan point_outputs runs, for the record
+                       {p.depth for p in points}, attention)
     top5 = cfg.num_classes > 5
     hits1 = {p: 0 for p in points}
     hits5 = {p: 0 for p in points}
@@ -82,7 +82,7 @@ def run_search(loaded, inputs: np.ndarray, labels: np.ndarray, dataset: str, att
     chunks = math.ceil(len(inputs) / CHUNK)
     per_step = math.ceil(chunks / PROGRESS_STEPS)
     reporter.stage("search", math.ceil(chunks / per_step))
-    for i, (start, outputs) in enumerate(point_outputs(loaded.model, points, attention, inputs)):
+    for i, (start, outputs) in enumerate(point_outputs(loaded.model, points, attention, inputs, plan=plan)):
         chunk_labels = labels[start:start + CHUNK]
         for point, (logits, *_) in outputs.items():
             hits1[point] += int(topk_hits(logits, chunk_labels, 1).sum())
