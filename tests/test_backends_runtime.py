@@ -148,10 +148,44 @@ def test_openvino_int8_with_nncf(family, tmp_path):
             compile_engine(family["onnx"][POINTS[0]], tmp_path, "x86-cpu", "openvino", "int8",
                            calibration_inputs=family["calibration"])
         pytest.skip(state.reason)
-    artifact = compile_engine(family["onnx"][POINTS[0]], tmp_path, "x86-cpu", "openvino", "int8",
+    build = tmp_path / "build"
+    shutil.copytree(family["dir"] / "onnx", build / "onnx")
+    point = POINTS[0]
+    onnx_path = build / "onnx" / family["onnx"][point].name
+    artifact = compile_engine(onnx_path, build / "engines", "x86-cpu", "openvino", "int8",
                               calibration_inputs=family["calibration"], threads=1)
     assert artifact.facts["quantization"]["tool"] == "nncf.quantize"
-    check_parity("int8", family["reference"][POINTS[0]], run_all(artifact, family["evaluation"]))
+    # Its weights are the family's weights.bin, bound at load: the IR's own .bin holds the
+    # FakeQuantize ranges and the point's own constants, not a copy (int8 would be 1/4).
+    assert artifact.files == [f"{point.id}-openvino-int8.xml", f"{point.id}-openvino-int8.bin", "../onnx/weights.bin"]
+    assert artifact.facts["shared_tensors"] > 0 and artifact.facts["embedded_tensors"] == 0
+    point_weights = sum(length for tensors in artifact.runtime["shared_weights"].values()
+                        for _, length in tensors.values())
+    assert (build / "engines" / artifact.files[1]).stat().st_size < point_weights / 8
+    record = artifact.record(build)
+    assert [f["file"] for f in record["files"]][2:] == ["onnx/weights.bin", f"engines/{point.id}-openvino-int8.xml.json"]
+    shared = run_all(artifact, family["evaluation"])
+    check_parity("int8", family["reference"][point], shared)
+    # The same engine with an int8 copy of its weights (NNCF's compression of the same ranges)
+    from adaexport.targets import parse_target
+
+    x86 = load_target("x86-cpu")
+    section = "[backends.openvino]\n"
+    embedded = compile_engine(onnx_path, tmp_path / "embedded", parse_target(x86.source.replace(
+        section, section + 'int8_weights = "embedded"\n')), "openvino", "int8",
+        calibration_inputs=family["calibration"], threads=1)
+    assert embedded.files == [f"{point.id}-openvino-int8.xml", f"{point.id}-openvino-int8.bin"]
+    assert "shared_weights" not in embedded.runtime
+    assert agreement(run_all(embedded, family["evaluation"]), shared)[2] >= 0.98
+    # Copied away with the files it lists, it runs where the build is gone
+    device = tmp_path / "device"
+    for path in artifact.paths() + [artifact.sidecar]:
+        copy = device / os.path.relpath(path, build)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, copy)
+    shutil.rmtree(build)
+    np.testing.assert_array_equal(run_all(device / "engines" / artifact.files[0], family["evaluation"][:8]),
+                                  shared[:8])
 
 
 def test_int8_without_calibration_fails_cleanly(family, tmp_path):

@@ -55,6 +55,8 @@ from .base import (
     sha256_file,
 )
 
+from .shared_int8 import int8_weights
+
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 CALIBRATION_LIMIT = 512          # samples used at most
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
@@ -62,16 +64,6 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(
               "tensor(double)": "float64"}
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
            "all": "ORT_ENABLE_ALL"}
-
-
-def _int8_weights(settings: dict) -> str:
-    """The target's [backends.onnxruntime] int8_weights: "shared" (default: quantized at load
-    from the family's weights.bin, no copy on disk, a slower load) or "embedded" (an int8
-    copy in each engine, as quantize_static writes it)."""
-    value = settings.get("int8_weights", "shared")
-    if value not in ("shared", "embedded"):
-        raise BackendError(f"onnxruntime: int8_weights must be \"shared\" or \"embedded\", got {value!r}")
-    return value
 
 
 def _level(ort, name: str):
@@ -266,7 +258,7 @@ class OnnxRuntimeBackend(Backend):
         runtime: dict[str, Any] = {"intra_op_num_threads": threads, "graph_optimization_level": "all",
                                    "providers": list(settings.get("providers", ["CPUExecutionProvider"]))}
         files = [main]
-        share = precision == "int8" and _int8_weights(settings) == "shared"
+        share = precision == "int8" and int8_weights(settings, self.name) == "shared"
         with Staging(options.out_dir) as stage:
             if precision == "int8":     # the QDQ model itself, reading the family's weights (shared_int8)
                 reduce_range, why = reduce_range_for(target)

@@ -12,8 +12,12 @@
   AVX-512 BF16) or f32, and the sidecar says so. bf16 is offered where the CPU has
   native bf16 (``cpu_bf16``: avx512_bf16 or amx_bf16 in /proc/cpuinfo).
 * int8: post-training quantization with NNCF (``nncf.quantize``, transformer model
-  type) calibrated on real preprocessed samples, saved as IR (.xml + .bin). NNCF is an
-  optional dependency: without it int8 is reported unavailable, with the reason.
+  type, SmoothQuant off) calibrated on real preprocessed samples, saved as IR (.xml +
+  .bin) whose weights are not its own: each is a Parameter bound at load to its bytes in
+  the family's ``weights.bin`` (``shared_int8``), so the IR keeps the graph, NNCF's
+  FakeQuantize ranges and the point's own constants. With the target's ``[backends.openvino]
+  int8_weights = "embedded"`` the IR holds an int8 copy of the weights (a faster load).
+  NNCF is an optional dependency: without it int8 is reported unavailable, with the reason.
 
 Sessions compile for the target's device (CPU by default) with the latency hint
 (``PERFORMANCE_HINT: LATENCY``) and the target's thread count. OpenVINO's compiled-model
@@ -55,11 +59,12 @@ from .base import (
 )
 
 from .onnx_tensors import family_files
+from .shared_int8 import attach_openvino_weights, detach_openvino_weights, int8_weights
 
 CACHE_ENV = "ADAEXPORT_OPENVINO_CACHE_DIR"   # where OpenVINO's compile cache goes, when wanted
 CALIBRATION_LIMIT = 300          # NNCF's default subset size
 # The float precisions and the INFERENCE_PRECISION_HINT each asks for; their engines read the
-# family's ONNX. int8 is a quantized IR.
+# family's ONNX. int8 is a quantized IR (reading the family's weights.bin unless embedded).
 HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")     # /proc/cpuinfo flags of native bf16 on x86
 
@@ -94,7 +99,7 @@ class OpenVinoBackend(Backend):
     runtime_modules = ("openvino",)
     extension = ".xml"
     precisions = PRECISIONS
-    recipe = "2: fp32/fp16/bf16 engines read the family's ONNX"     # build cache keys
+    recipe = "3: fp32/fp16/bf16 engines read the family's ONNX, int8 its weights.bin"     # build cache keys
     thread_option = "INFERENCE_NUM_THREADS"
     distributions = ("openvino",)
 
@@ -152,16 +157,25 @@ class OpenVinoBackend(Backend):
                                 runtime=runtime, facts=facts, name=stem)
         else:
             xml, weights = stem + ".xml", stem + ".bin"
+            share = int8_weights(settings, self.name) == "shared"
             try:
-                model = ov.convert_model(str(onnx_path))
+                # read_model, not convert_model: its constants are the ONNX's tensors as stored
+                # (convert_model transposes MatMul weights), so they can be found in weights.bin
+                model = ov.Core().read_model(str(onnx_path))
             except Exception as exc:  # noqa: BLE001 - the frontend raises its own types
                 raise BackendError(f"openvino could not convert {onnx_path.name}: {exc}") from None
-            model, facts["quantization"] = _quantize(model, onnx_path, options.calibration)
+            model, facts["quantization"] = _quantize(model, onnx_path, options.calibration, compress=not share)
+            shared: dict[str, dict] = {}
+            if share:
+                shared, found = detach_openvino_weights(model, onnx_path, Path(options.out_dir))
+                facts.update(found)
+                if shared:
+                    runtime["shared_weights"] = shared
             with Staging(options.out_dir) as stage:
                 ov.save_model(model, str(stage.path(xml)), compress_to_fp16=False)
                 canonical_layer_names(stage.path(xml))
                 stage.commit([weights, xml])       # the .bin before the .xml that reads it
-            artifact = Artifact(backend=self.name, precision=precision, files=[xml, weights],
+            artifact = Artifact(backend=self.name, precision=precision, files=[xml, weights, *shared],
                                 root=Path(options.out_dir), runtime=runtime, facts=facts)
         session = OvSession(artifact.path, artifact.runtime, artifact.root)
         facts["execution_precision"] = session.execution_precision
@@ -195,26 +209,33 @@ def canonical_layer_names(xml_path: Path) -> None:
     path.write_bytes(_GENERATED_NAME.sub(lambda m: m[1] + m[3] + b"_" + m[2] + m[4], text))
 
 
-def _quantize(model, onnx_path: Path, calibration: np.ndarray | None):
+def _quantize(model, onnx_path: Path, calibration: np.ndarray | None, compress: bool):
+    """NNCF's post-training quantization of `model`, with the weights left as they are
+    (SmoothQuant, which the transformer model type applies, rescales them) and, unless
+    `compress`, kept float32 under their FakeQuantize (an IR that shares them binds them at load)."""
     import logging
 
     import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
     batch = int(model.inputs[0].get_partial_shape()[0].get_length()) if model.inputs[0].get_partial_shape()[0]\
         .is_static else 1
     batches = calibration_batches(calibration, batch, CALIBRATION_LIMIT)
+    advanced = AdvancedQuantizationParameters(
+        smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1, convolution=-1),   # -1: off
+        backend_params={"compress_weights": compress})
     nncf.set_log_level(logging.ERROR)
     sink = io.StringIO()
     try:
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):   # NNCF's progress bars
             quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches),
                                       preset=nncf.QuantizationPreset.PERFORMANCE,
-                                      model_type=nncf.ModelType.TRANSFORMER)
+                                      model_type=nncf.ModelType.TRANSFORMER, advanced_parameters=advanced)
     except Exception as exc:  # noqa: BLE001
         raise BackendError(f"nncf could not quantize {onnx_path.name}: {exc}") from None
     samples = sum(len(b) for b in batches)
     return quantized, {"tool": "nncf.quantize", "nncf": _package_version("nncf"), "preset": "performance",
-                       "model_type": "transformer", "calibration_samples": samples,
+                       "model_type": "transformer", "smooth_quant": False, "calibration_samples": samples,
                        "calibration_sha256": digest_array(calibration[:samples])}
 
 
@@ -235,6 +256,8 @@ class OvSession(Session):
             core = ov.Core()
             # From the model read here, so a cache entry is keyed by the model's content, not its path.
             model = core.read_model(os.fspath(xml_path))
+            # an int8 IR's weights: bound to the family's weights.bin (kept mapped while compiled)
+            self._weights = attach_openvino_weights(model, runtime.get("shared_weights") or {}, Path(root))
             self._compiled = core.compile_model(model, str(runtime.get("device", "CPU")), config)
         except Exception as exc:  # noqa: BLE001
             raise BackendError(f"openvino could not compile {Path(xml_path).name}: {exc}") from None
@@ -275,3 +298,4 @@ class OvSession(Session):
     def close(self) -> None:
         self._idle.clear()
         self._compiled = None
+        self._weights = []
