@@ -63,7 +63,7 @@ def test_the_runtime_serves_with_the_sessions_that_were_profiled(profiled):
                 {k: v for k, v in recorded.items() if k not in sharing_keys}, entry["id"]
             family = "extra" not in entry
             assert bool(served.get("sharing")) == family, entry["id"]
-            assert rt.status.sharing[entry["id"]].startswith("prepacked" if family else "not shared: a "), entry["id"]
+            assert rt.status.sharing[entry["id"]].startswith("prepacked" if family else "not shared: "), entry["id"]
             weights = rt.pool.weights() if family else None
             direct = open_engine(profiled, entry, threads=recorded["threads"], weights=weights)   # the factory
             assert direct.options == served, entry["id"]

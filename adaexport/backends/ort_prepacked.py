@@ -43,6 +43,9 @@ PACKED = "prepacked.bin"
 META = "prepacked.json"
 ALIGN = 4096                       # ONNX Runtime maps external data at page-aligned offsets
 MECHANISM = "onnxruntime prepacked weights, memory-mapped from one deduplicated file"
+GROUP = "onnxruntime-prepacked"
+# The family ONNX engines' manifest record (``weight_sharing``): they share through this cache.
+SHARING = {"group": GROUP, "how": MECHANISM}
 _PREPACKED_KEY = "prepacked_"      # external_data entries "prepacked_N": "KEY|offset;length;..."
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..manifest_reader import load_manifest
 from ..manifest_records import DEFAULT_MODE, Manifest, ProfileRecord
-from .engine_pool import EnginePool, EngineUnavailable, SessionArgs
+from .engine_pool import EnginePool, EngineUnavailable, SessionArgs, shares_prepacked
 from .loop import Controller, LoopSettings
 from .policy import CASCADE_CHAINS, Candidate, Decision, Limits, cascade_stages
 
@@ -128,7 +128,7 @@ def session_args(manifest: Manifest, device: str | None, mode: str, share_weight
         recorded = _session_of(entry.profile_at(device, mode))
         out[entry.id] = SessionArgs(
             threads=threads if threads is not None else int(recorded.get("threads", default_threads) or 0),
-            share_weights=share_weights is not False and entry.is_family_onnx)
+            share_weights=share_weights is not False and shares_prepacked(entry))
     return out
 
 
