@@ -14,7 +14,9 @@
   Where the cache cannot be made the engines open plain, and ``sharing()`` says why.
   Which engines share is what the manifest records (``weight_sharing``, from the backend
   at build time; derived for a manifest written before it was); other backends' engines
-  hold their own weights and ``sharing()`` gives the record's reason.
+  hold their own weights and ``sharing()`` gives the record's reason. ``spans()`` says
+  which pages of the cache an engine maps, so the runtime counts them once
+  (``runtime.memory``).
 * Every engine opens through ``adaexport.backends.open_engine``, the one factory parity,
   eval and profiling use too, with the SessionArgs the runtime chose for it (by default
   the options its profile was measured with), importing only its own backend.
@@ -171,6 +173,21 @@ class EnginePool:
         """How the engine's open session shares its weights (None: it does not, or is not open)."""
         session = self.engines[engine_id].session
         return (getattr(session, "options", None) or {}).get("sharing") if session is not None else None
+
+    def spans(self, engine_id: str) -> tuple[str | None, list[tuple[int, int]]]:
+        """The sharing group whose file the engine's session maps its weights from and the
+        spans it maps there, or (None, []) when it holds its own weights: as it was opened,
+        or, not yet open, as it would open now (with the cache made: a first family engine
+        to open counts in full, as its profile says)."""
+        state = self.engines[engine_id]
+        if state.session is not None:
+            shares = bool(self._shares_now(engine_id))
+        else:
+            shares = self.args.get(engine_id, SessionArgs()).share_weights and shares_prepacked(state.entry)
+        cache = self._weights
+        if not shares or cache is None:
+            return None, []
+        return GROUP, cache.spans(engine_id)
 
     def sharing(self) -> dict[str, str]:
         """Engine id -> how it shares its weights with the family's other engines, or why not."""
