@@ -1,8 +1,9 @@
 """Export a family of static ONNX models, one per configuration point, sharing one weights file.
 
-Each point is specialised (`adaexport.model.static.specialize`), exported in memory
-with every weight embedded (`export_point_proto`), then its initializers are moved
-into one external-data file shared by the whole family (`WeightStore`):
+Each token count's graph is exported once at the model's full width and depth
+(`export_proto.export_graph`, its large tensors placed straight into the shared file),
+and every point of that token count is cut from it (`export_depths`). The tensors live
+in one external-data file shared by the whole family (`WeightStore`):
 
 * every distinct tensor is stored once, found by content (the blocks, heads and
   embeddings are the same bytes in every point);
@@ -24,10 +25,8 @@ embedded in the .onnx file: the shared file saves nothing worth a separate read
 for them. Offsets in the weights file are aligned (`weight_store._alignment`) so runtimes can
 map large tensors directly.
 
-The graphs are static: fixed input (batch, C, H, W) named `image`, outputs in the
-module's `output_names` order, opset 17 (read by ONNX Runtime 1.17+, OpenVINO and
-TensorRT 8.6+), and no shape-dependent, control-flow, Resize or complex-number ops
-(`FORBIDDEN_OPS`, checked on every export).
+The graphs are static (`export_proto`: fixed input, opset 17, no shape-dependent,
+control-flow, Resize or complex-number ops, checked on every export).
 
 Files are written atomically (`atomic.atomic_path`: a temp name in the output directory,
 then a rename),
@@ -41,30 +40,18 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-import warnings
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable
+from typing import BinaryIO, Callable
 
 import onnx
-import torch
 
 from .atomic import atomic_path, write_bytes_atomic
+from .export_proto import (  # noqa: F401 - re-exported: the export's API is this module
+    EXPORTERS, FORBIDDEN_OPS, OPSET, Interface, export_graph, export_point_proto, label, op_types, set_metadata,
+    verify_static)
 from .model.adaperceiver import AdaPerceiver
-from .model.static import StaticAdaPerceiver, specialize
 from .space import ConfigPoint
 from .weight_store import EXTERNAL_THRESHOLD, ExportError, WeightStore, externalize  # noqa: F401 - re-exported
-
-OPSET = 17
-EXPORTERS = ("auto", "torchscript", "dynamo")
-METADATA_PREFIX = "adaexport."
-
-# Ops a static export must not contain: shape-dependent computation, control flow,
-# resampling and complex-number / spectral ops.
-FORBIDDEN_OPS = frozenset({
-    "Shape", "Size", "If", "Loop", "Scan", "Resize", "Upsample", "NonZero",
-    "DFT", "STFT", "ComplexMul", "ComplexMulConj",
-})
-_COMPLEX_TYPES = frozenset({onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128})
 
 
 @dataclasses.dataclass
@@ -74,214 +61,6 @@ class ExportedModel:
     op_types: list[str]  # sorted unique op types used in the graph
 
 
-# --- one point, in memory ---
-
-
-def _export_torchscript(module: StaticAdaPerceiver, example: torch.Tensor) -> onnx.ModelProto:
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        # The legacy exporter's deprecation notice, and tracer warnings about Python
-        # numbers taken from shapes: the shapes are static, so those are constants.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), buffer, dynamo=False, opset_version=OPSET,
-                          input_names=["image"], output_names=list(module.output_names),
-                          do_constant_folding=True, export_params=True,
-                          keep_initializers_as_inputs=False)
-    proto = onnx.ModelProto()
-    proto.ParseFromString(buffer.getbuffer())  # no copy of the (weights-sized) buffer first
-    return proto
-
-
-def _export_dynamo(module: StaticAdaPerceiver, example: torch.Tensor) -> onnx.ModelProto:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(module, (example,), dynamo=True, opset_version=OPSET,
-                                    input_names=["image"], output_names=list(module.output_names),
-                                    optimize=True, verify=False, report=False, verbose=False)
-    return program.model_proto
-
-
-def _raw_export(module: StaticAdaPerceiver, example: torch.Tensor, exporter: str) -> onnx.ModelProto:
-    if exporter == "torchscript":
-        return _export_torchscript(module, example)
-    if exporter == "dynamo":
-        return _export_dynamo(module, example)
-    # auto: the TorchScript exporter is several times faster here and gives the same
-    # graph once folded; the dynamo exporter takes over where it is gone or fails.
-    try:
-        return _export_torchscript(module, example)
-    except Exception as first:  # noqa: BLE001 - any failure means: try the other exporter
-        try:
-            return _export_dynamo(module, example)
-        except Exception as second:
-            raise ExportError(f"{module.point.id}: ONNX export failed (torchscript: {first}; "
-                              f"dynamo: {second})") from second
-
-
-def _constants_to_initializers(graph: onnx.GraphProto) -> None:
-    """Turn Constant nodes holding a tensor into initializers, so that every weight-like
-    tensor is an initializer the weights file can take."""
-    kept = []
-    for node in graph.node:
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.attribute) == 1 \
-                and node.attribute[0].name == "value":
-            tensor = onnx.TensorProto()
-            tensor.CopyFrom(node.attribute[0].t)
-            tensor.name = node.output[0]
-            graph.initializer.append(tensor)
-        else:
-            kept.append(node)
-    del graph.node[:]
-    graph.node.extend(kept)
-
-
-def _strip_debug_info(proto: onnx.ModelProto) -> None:
-    """Drop doc strings and exporter metadata (stack traces with local paths): they carry
-    nothing a runtime needs and would make the bytes depend on where the code lives."""
-    proto.doc_string = ""
-    graph = proto.graph
-    graph.doc_string = ""
-    for node in graph.node:
-        node.doc_string = ""
-        del node.metadata_props[:]
-    for values in (graph.input, graph.output, graph.value_info, graph.initializer):
-        for value in values:
-            value.doc_string = ""
-            del value.metadata_props[:]
-    del graph.metadata_props[:]
-    del proto.metadata_props[:]
-
-
-def _tensor_shape(value: onnx.ValueInfoProto) -> list[int | str]:
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-            for d in value.type.tensor_type.shape.dim]
-
-
-def op_types(proto: onnx.ModelProto) -> list[str]:
-    """Sorted unique op types of the main graph (domain-qualified outside the default one)."""
-    return sorted({n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
-                   for n in proto.graph.node})
-
-
-def verify_static(proto: onnx.ModelProto, input_shape: Iterable[int], output_names: Iterable[str]) -> None:
-    """Raise ExportError unless the graph is the clean static model this module promises."""
-    name = proto.graph.name
-    graph = proto.graph
-    if [i.name for i in graph.input] != ["image"]:
-        raise ExportError(f"{name}: graph inputs are {[i.name for i in graph.input]}, expected ['image']")
-    image = graph.input[0]
-    if image.type.tensor_type.elem_type != onnx.TensorProto.FLOAT or _tensor_shape(image) != list(input_shape):
-        raise ExportError(f"{name}: input image is {_tensor_shape(image)} "
-                          f"(type {image.type.tensor_type.elem_type}), expected float32 {list(input_shape)}")
-    if [o.name for o in graph.output] != list(output_names):
-        raise ExportError(f"{name}: graph outputs are {[o.name for o in graph.output]}, expected {list(output_names)}")
-    for out in graph.output:
-        shape = _tensor_shape(out)
-        if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
-            raise ExportError(f"{name}: output {out.name} has no static shape ({shape})")
-    bad = sorted({n.op_type for n in graph.node if n.op_type in FORBIDDEN_OPS}
-                 | {f"{n.domain}.{n.op_type}" for n in graph.node if n.domain not in ("", "ai.onnx")}
-                 | {f"{n.op_type} with a subgraph" for n in graph.node
-                    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)})
-    if bad:
-        raise ExportError(f"{name}: the exported graph is not static, it contains {', '.join(bad)}")
-    complex_values = [v.name for v in list(graph.input) + list(graph.output) + list(graph.value_info)
-                      if v.type.tensor_type.elem_type in _COMPLEX_TYPES]
-    complex_values += [t.name for t in graph.initializer if t.data_type in _COMPLEX_TYPES]
-    if complex_values:
-        raise ExportError(f"{name}: complex-valued tensors in the graph: {', '.join(complex_values[:5])}")
-    if proto.functions:
-        raise ExportError(f"{name}: the graph calls local functions {[f.name for f in proto.functions]}")
-
-
-def point_metadata(module: StaticAdaPerceiver, batch: int) -> dict[str, str]:
-    """The metadata_props every exported model carries about its point."""
-    point = module.point
-    return {
-        "adaexport.point.id": point.id,
-        "adaexport.point.tokens": str(point.tokens),
-        "adaexport.point.width": str(point.width),
-        "adaexport.point.depth": str(point.depth),
-        "adaexport.attention": module.attention_mode,
-        "adaexport.batch": str(batch),
-        "adaexport.image_size": str(module.image_size),
-        "adaexport.outputs": ",".join(module.output_names),
-    }
-
-
-def set_metadata(proto: onnx.ModelProto, metadata: dict[str, str]) -> None:
-    """Replace the model's metadata_props with `metadata`, in key order."""
-    del proto.metadata_props[:]
-    for key in sorted(metadata):
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, str(metadata[key])
-
-
-def fold(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """onnxscript's `optimizer.optimize` as it runs on these graphs, with the one rewrite
-    rule that fires on them (Flatten -> Reshape, the logits' flatten) instead of its 46
-    default rules: the pattern matcher tries every rule at every node, which was 70% of a
-    published-size export (17.7 of 25 s at the full point) and changed nothing else.
-    `tests/test_export.py` checks the result is byte-identical to `optimize` (both
-    attention modes, a distilled model); pass order and options are optimize's."""
-    import onnx_ir as ir
-    from onnx_ir.passes import common
-    from onnxscript.optimizer._constant_folding import (DEFAULT_CONSTANT_FOLD_INPUT_SIZE_LIMIT,
-                                                        DEFAULT_CONSTANT_FOLD_OUTPUT_SIZE_LIMIT, FoldConstantsPass)
-    from onnxscript.rewriter import RewritePass
-    from onnxscript.rewriter.rules.common import flatten_to_reshape_rule
-
-    model = ir.serde.deserialize_model(proto)
-    passes = ir.passes.Sequential(
-        common.InlinePass(),
-        ir.passes.PassManager([FoldConstantsPass(shape_inference=True, input_size_limit=DEFAULT_CONSTANT_FOLD_INPUT_SIZE_LIMIT,
-                                                 output_size_limit=DEFAULT_CONSTANT_FOLD_OUTPUT_SIZE_LIMIT, should_fold=lambda node: None),
-                               RewritePass([flatten_to_reshape_rule]), common.RemoveUnusedNodesPass(),
-                               common.RemoveUnusedFunctionsPass(), common.RemoveUnusedOpsetsPass()],
-                              steps=2, early_stop=True),
-        common.RemoveUnusedNodesPass(),
-        common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
-        common.LiftSubgraphInitializersToMainGraphPass(), common.DeduplicateInitializersPass(),
-        common.CommonSubexpressionEliminationPass(), common.OutputFixPass(), common.NameFixPass())
-    passes(model)
-    return ir.serde.serialize_model(model)
-
-
-def export_point_proto(module: StaticAdaPerceiver, batch: int = 1, *, exporter: str = "auto",
-                       metadata: dict[str, str] | None = None) -> onnx.ModelProto:
-    """Export one static module to an in-memory ModelProto with all weights embedded.
-
-    The graph is folded (no image-independent work left, no Shape arithmetic),
-    stripped of exporter debug info, verified static (`verify_static`) and labelled
-    with the point (`point_metadata`) plus `metadata`. Limited by protobuf to models
-    under 2 GiB, which every AdaPerceiver size is.
-    """
-    if exporter not in EXPORTERS:
-        raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
-    cfg = module.config
-    shape = (batch, cfg.in_channels, module.image_size, module.image_size)
-    module.eval()
-    with torch.no_grad():
-        proto = _raw_export(module, torch.zeros(shape, dtype=torch.float32), exporter)
-    # Fold what the exporter left: shape arithmetic traced from static shapes, and
-    # Constant nodes (becoming initializers).
-    proto = fold(proto)
-    _constants_to_initializers(proto.graph)
-    _strip_debug_info(proto)
-    proto.graph.name = module.point.id
-    verify_static(proto, shape, module.output_names)
-    props = point_metadata(module, batch)
-    for key, value in (metadata or {}).items():
-        if key in props and props[key] != str(value):
-            raise ValueError(f"metadata key {key!r} is set by the exporter ({props[key]!r})")
-        props[key] = str(value)
-    set_metadata(proto, props)
-    return proto
-
-
-# --- files ---
 
 
 def _check_weights_name(weights_name: str) -> None:
@@ -293,16 +72,23 @@ def _check_weights_name(weights_name: str) -> None:
 
 def build_weights(model: AdaPerceiver, *, attention: str | None, batch: int = 1,
                   weights_name: str = "weights.bin", exporter: str = "auto",
-                  file: BinaryIO | None = None) -> WeightStore:
+                  file: BinaryIO | None = None, templates: list | None = None) -> WeightStore:
     """The family's weights, in memory (or in `file`, an empty binary file opened for
     reading and writing, which keeps a published-size build from holding them twice): the
     tensors of the model's full point, laid out once. The returned store is frozen:
-    points exported against it only reference it."""
+    points exported against it only reference it. The full point's (tokens, width) is
+    exported tapped (`export_depths`) to get them; that template is appended to
+    `templates`, when given, for the points of that (tokens, width) to be cut from."""
+    from .export_depths import tapped_template
+
     _check_weights_name(weights_name)
     store = WeightStore(io.BytesIO() if file is None else file)
-    full = specialize(model, ConfigPoint.full(model.config), attention)
-    externalize(export_point_proto(full, batch, exporter=exporter), store, weights_name)
+    full = ConfigPoint.full(model.config)
+    template = tapped_template(model, full.tokens, full.width, store, attention=attention, batch=batch,
+                               weights_name=weights_name, exporter=exporter)
     store.frozen = True
+    if templates is not None:
+        templates.append(((full.tokens, full.width), template))
     return store
 
 
@@ -322,15 +108,17 @@ def write_weights(store: WeightStore, path: Path) -> Path:
 def export_point(model: AdaPerceiver, point: ConfigPoint, out_dir: Path, store: WeightStore, *,
                  attention: str | None, batch: int = 1, weights_name: str = "weights.bin",
                  metadata: dict[str, str] | None = None, exporter: str = "auto",
-                 check: bool = True) -> ExportedModel:
+                 check: bool = True, templates=None) -> ExportedModel:
     """Export one point to out_dir/{point.id}.onnx referencing the (frozen) shared store,
-    whose file out_dir/weights_name must already be written (the checker reads it)."""
-    if not store.frozen:
-        raise ValueError("export points against a frozen store (see build_weights)")
-    module = specialize(model, point, attention)
-    proto = export_point_proto(module, batch, exporter=exporter, metadata=metadata)
-    del module
-    externalize(proto, store, weights_name)
+    whose file out_dir/weights_name must already be written (the checker reads it). The
+    point is cut from its (tokens, width)'s template (`export_depths.DepthTemplates`):
+    `templates` keeps them between calls (else this call exports the template)."""
+    from .export_depths import DepthTemplates
+
+    if templates is None:
+        templates = DepthTemplates(model, store, attention=attention, batch=batch, weights_name=weights_name,
+                                   exporter=exporter)
+    proto = templates.point_proto(point, metadata)
     path = Path(out_dir) / f"{point.id}.onnx"
     with atomic_path(path) as tmp:
         tmp.write_bytes(proto.SerializeToString(deterministic=True))
@@ -357,12 +145,19 @@ def export_family(model: AdaPerceiver, points: list[ConfigPoint], out_dir: Path,
     if len(set(points)) != len(points):
         raise ValueError("the points are not unique")
     out_dir.mkdir(parents=True, exist_ok=True)
-    store = build_weights(model, attention=attention, batch=batch, weights_name=weights_name, exporter=exporter)
+    from .export_depths import DepthTemplates
+
+    made: list = []
+    store = build_weights(model, attention=attention, batch=batch, weights_name=weights_name, exporter=exporter,
+                          templates=made)
     weights_path = write_weights(store, out_dir / weights_name)
+    templates = DepthTemplates(model, store, attention=attention, batch=batch, weights_name=weights_name,
+                               exporter=exporter, known=made)
     exported = []
     for point in points:
         result = export_point(model, point, out_dir, store, attention=attention, batch=batch,
-                              weights_name=weights_name, metadata=metadata, exporter=exporter, check=check)
+                              weights_name=weights_name, metadata=metadata, exporter=exporter, check=check,
+                              templates=templates)
         exported.append(result)
         if on_exported is not None:
             on_exported(result)

@@ -1,5 +1,5 @@
 """The manifest's records: the model, the device, the engines (their files, parity,
-precision, the shared-weights table), their profiles and accuracy (the measured sections'
+precision, how they share their weights), their profiles and accuracy (the measured sections'
 records live in ``manifest_measured``), and the queries and updates the commands share.
 
 Standard library only (the runtime reads the manifest through them). ``Manifest.from_json``
@@ -25,7 +25,7 @@ from .manifest_measured import AccuracyRecord, DeviceProfiling, ModeRun, Profile
 
 __all__ = ["AccuracyRecord", "DEFAULT_MODE", "DeviceProfiling", "DeviceRecord", "EngineRecord", "FLOPS_FRONT",
            "FileRecord", "InputSpec", "Manifest", "ManifestError", "ModeRun", "ModelRecord", "ParityRecord", "Point",
-           "ProfileRecord", "SCHEMA_ID", "SharedTensor"]
+           "ProfileRecord", "SCHEMA_ID", "WeightSharing"]
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 STATUSES = ("ready", "pending")
@@ -59,16 +59,14 @@ class FileRecord(Record):
 
 
 @dataclass
-class SharedTensor(Record):
-    """One row of a family ONNX's external-data table: a tensor whose bytes are
-    ``weights.bin[offset:offset + length]``, shareable between sessions (a MatMul, Gemm or
-    Conv weight), written at build time so the runtime need not parse the ONNX."""
+class WeightSharing(Record):
+    """How an engine's weights are held when the runtime keeps several engines of the family
+    loaded, as its backend says at build time: the engines of one ``group`` map the same
+    weight pages (each distinct page resident once); ``group`` null: the engine holds its own
+    weights, and ``how`` says why it cannot share."""
     CLOSED = True
-    name: str = field(nonempty, required=True)
-    offset: int = field(_size, required=True)
-    length: int = field(_size, required=True)
-    dtype: str = field(nonempty, required=True)
-    shape: list = field(list_of(_size), required=True)
+    group: str | None = field(optional(nonempty), required=True)
+    how: str = field(nonempty, required=True)
 
 
 @dataclass
@@ -164,7 +162,7 @@ class EngineRecord(Record):
     status: str | None = field(one_of(*STATUSES))
     parity: ParityRecord | None = field(optional(record(ParityRecord)), required=True)
     files: list = field(list_of(record(FileRecord), 1), factory=list)
-    shared_tensors: list = field(list_of(record(SharedTensor)), factory=list)
+    weight_sharing: WeightSharing | None = field(optional(record(WeightSharing)))   # None: a build before it was recorded
     profile: dict = field(_profiles, factory=dict)
     accuracy: AccuracyRecord | None = field(optional(record(AccuracyRecord)))
     accuracies: dict = field(dict_of(record(AccuracyRecord)), factory=dict)
@@ -237,12 +235,13 @@ def with_lint(entry: dict, problems: list[str]) -> dict:
     return {**entry, "lint": problems}
 
 
-def family_onnx_entry(main: FileRecord, weights: FileRecord, shared_tensors: list, lint: list) -> dict:
+def family_onnx_entry(main: FileRecord, weights: FileRecord, sharing: dict, lint: list) -> dict:
     """What a build records of the fp32 engine that is a point's ONNX itself (run by ONNX
-    Runtime, its tensors in the shared weights file), in ``EngineRecord.new``'s ``entry``."""
+    Runtime, its tensors in the shared weights file; ``sharing``: how its sessions share
+    their weights, a ``WeightSharing``'s JSON), in ``EngineRecord.new``'s ``entry``."""
     files = [main.to_json(), weights.to_json()]
     return with_lint({"backend": "onnxruntime", "precision": "fp32", "status": "ready", **main.to_json(),
-                      "size": main.size + weights.size, "files": files, "shared_tensors": shared_tensors}, lint)
+                      "size": main.size + weights.size, "files": files, "weight_sharing": sharing}, lint)
 
 
 def _pareto(value, path):

@@ -127,18 +127,25 @@ def externalize(proto: onnx.ModelProto, store: WeightStore, location: str,
     tensors it does not hold stay embedded."""
     for tensor in proto.graph.initializer:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            raise ExportError(f"{tensor.name}: already external")
+            place = {e.key: e.value for e in tensor.external_data}
+            if place.get("location") != location:
+                raise ExportError(f"{tensor.name}: already external, in {place.get('location')}")
+            point_to(tensor, location, int(place["offset"]), int(place["length"]))  # in canonical form
+            continue
         data = _tensor_bytes(tensor)
         if len(data) < threshold:
             continue
         found = store.add(data)
-        if found is None:
-            continue
-        offset, length = found
-        for field in _DATA_FIELDS:
-            tensor.ClearField(field)
-        del tensor.external_data[:]
-        tensor.data_location = onnx.TensorProto.EXTERNAL
-        for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
-            entry = tensor.external_data.add()
-            entry.key, entry.value = key, value
+        if found is not None:
+            point_to(tensor, location, *found)
+
+
+def point_to(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> None:
+    """Make `tensor` read its data from `location` at (offset, length), and hold none itself."""
+    for field in _DATA_FIELDS:
+        tensor.ClearField(field)
+    del tensor.external_data[:]
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value

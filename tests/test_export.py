@@ -356,7 +356,7 @@ def test_fold_gives_what_the_onnxscript_optimizer_gives(conformance_models, vari
     full optimizer's, or exports would silently change."""
     from onnxscript import optimizer
 
-    from adaexport.export import _raw_export, fold
+    from adaexport.export_proto import _raw_export, fold
 
     model = conformance_models[variant].model
     cfg = model.config

@@ -122,6 +122,10 @@ BROKEN = [
     ("profile not object", lambda d: engine(d).update(profile=[]), "$.engines[0].profile"),
     ("NaN parity", lambda d: engine(d)["parity"].update(max_rel=float("nan")), "$.engines[0].parity.max_rel"),
     ("non-JSON value", lambda d: engine(d).update(extra={"s": {1, 2}}), "$.engines[0].extra.s"),
+    ("weight sharing without why", lambda d: engine(d).update(weight_sharing={"group": None}),
+     "$.engines[0].weight_sharing: missing required field \"how\""),
+    ("weight sharing group empty", lambda d: engine(d).update(weight_sharing={"group": "", "how": "x"}),
+     "$.engines[0].weight_sharing.group"),
 ]
 
 # Variants both validators must accept.
@@ -145,6 +149,10 @@ ACCEPTED = [
                                  d["model"]["outputs"].append({"name": "features", "shape": [1, 16], "dtype": "float32"}))),
     ("uppercase sha256, offset UTC", lambda d: (engine(d).update(sha256="CD" * 32), d.update(created="2025-01-31T12:00:00.5+00:00"))),
     ("unknown cpu count", lambda d: d["device"]["host"].update(cpu_count=None)),
+    ("weight sharing", lambda d: engine(d).update(weight_sharing={"group": "onnxruntime-prepacked", "how": "mapped"})),
+    ("an engine that holds its own weights", lambda d: engine(d).update(weight_sharing={"group": None, "how": "x"})),
+    ("the shared-tensors table of an older build", lambda d: engine(d).update(shared_tensors=[
+        {"name": "w", "offset": 0, "length": 4, "dtype": "float32", "shape": [1]}])),
 ]
 
 def read_records(data):

@@ -63,13 +63,43 @@ def test_the_runtime_serves_with_the_sessions_that_were_profiled(profiled):
                 {k: v for k, v in recorded.items() if k not in sharing_keys}, entry["id"]
             family = "extra" not in entry
             assert bool(served.get("sharing")) == family, entry["id"]
-            assert rt.status.sharing[entry["id"]].startswith("prepacked" if family else "not shared: a "), entry["id"]
+            assert rt.status.sharing[entry["id"]].startswith("prepacked" if family else "not shared: "), entry["id"]
             weights = rt.pool.weights() if family else None
             direct = open_engine(profiled, entry, threads=recorded["threads"], weights=weights)   # the factory
             assert direct.options == served, entry["id"]
             x = np.zeros(rt.input_shape, np.float32)
             np.testing.assert_array_equal(direct.run({"image": x})[0], rt.pool.get(entry["id"]).run({"image": x})[0])
             direct.close()
+
+
+def test_only_the_family_onnx_engines_share_and_the_others_count_in_full(profiled):
+    """The manifest records, from each backend, which engines share their weights; the
+    runtime's memory counts every engine that holds its own (OpenVINO repacks its weights
+    per compiled model, an int8 ONNX Runtime engine quantizes them into its session) at its
+    full profile, and says why it does not share."""
+    from adaexport.backends.ort_prepacked import GROUP, SHARING
+    from adaexport.runtime import Runtime
+
+    engines = read_manifest(profiled)["engines"]
+    family = [e["id"] for e in engines if "extra" not in e]
+    assert len(family) == 1 and len(engines) == 5
+    for entry in engines:
+        sharing = entry["weight_sharing"]
+        assert sharing == SHARING if entry["id"] in family else sharing["group"] is None, entry["id"]
+        if entry["backend"] == "openvino":
+            assert "repacks its own copy of its weights" in sharing["how"]
+    with Runtime(profiled, preload="all") as rt:
+        memory = rt.status.memory
+        assert memory.groups == {GROUP: tuple(family)}
+        assert set(memory.alone) == {e["id"] for e in engines} - set(family)
+        for entry in engines:
+            full = EngineRecord.from_json(entry).profile_at(rt.device).memory_bytes()
+            if entry["id"] in family:
+                assert memory.own_bytes[entry["id"]] == full - memory.shared_bytes[GROUP]   # one engine: all its pages
+            else:
+                assert memory.own_bytes[entry["id"]] == full
+                assert rt.status.sharing[entry["id"]] == entry["weight_sharing"]["how"]
+        assert memory.total == sum(EngineRecord.from_json(e).profile_at(rt.device).memory_bytes() for e in engines)
 
 
 def test_a_profile_of_another_session_kind_is_not_used_silently(profiled, tmp_path):

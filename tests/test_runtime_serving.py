@@ -296,13 +296,15 @@ def test_the_memory_limit_counts_every_engine_the_runtime_keeps_loaded(family, t
     latency = {e: 1.0 + i for i, e in enumerate(ordered)}
     write_measurements(directory, latency_p90=latency, accuracy={e: 0.8 + 0.01 * i for i, e in enumerate(ordered)},
                        rss={e: 50 << 20 for e in ordered})
-    with Runtime(directory, preload="all", limits=Limits(memory_bytes=150 << 20)) as rt:
+    # plain sessions: each holds its profile in full (shared weights: tests/test_runtime_memory.py)
+    with Runtime(directory, preload="all", limits=Limits(memory_bytes=150 << 20), share_weights=False) as rt:
         assert not rt.status.fits                                     # 4 x 50 MiB are held
         assert all("memory 200.0 MiB" in why for e, why in rt.decision.rejected.items())
     # the closed loop held still (max_slowdown 1: every observed ratio clamps to 1), so the
     # machine's speed, however loaded, cannot move the choice: only the limits decide here
     still = LoopSettings(max_slowdown=1.0)
-    with Runtime(directory, preload="lazy", limits=Limits(memory_bytes=120 << 20), loop=still) as rt:
+    with Runtime(directory, preload="lazy", limits=Limits(memory_bytes=120 << 20), loop=still,
+                 share_weights=False) as rt:
         assert rt.infer(inputs[0]).engine == ordered[-1] and rt.status.fits          # 50 MiB
         rt.set_limits(latency_ms=latency[ordered[-2]])
         assert rt.infer(inputs[0]).engine == ordered[-2] and rt.status.fits          # 100 MiB held

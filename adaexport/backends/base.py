@@ -308,6 +308,13 @@ class Backend(abc.ABC):
         """What this backend refuses in an ONNX graph beyond its operator table (one line each)."""
         return []
 
+    def weight_sharing(self, artifact: "Artifact") -> dict[str, Any]:
+        """How the artifact's weights are held when the runtime keeps several engines of the
+        family loaded (the manifest's ``weight_sharing``): ``group`` names the engines that map
+        the same weight pages, None when the engine holds its own, and ``how`` says how it
+        shares or why it cannot."""
+        return {"group": None, "how": f"not shared: a {self.name} engine holds its own weights"}
+
     # -- helpers shared by the backends
     def require(self, precision: str | None = None) -> None:
         state = self.available(precision)

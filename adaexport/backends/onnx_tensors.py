@@ -1,14 +1,7 @@
-"""The external-data table of a family ONNX, written into the manifest at build time.
-
-The family's fp32 engines keep their large weights in the shared ``weights.bin``; each
-initializer names its bytes there (``external_data``: location, offset, length). To hand
-ONNX Runtime those tensors once for every session (``SessionOptions.add_initializer``) the
-runtime needs that table; the build writes it into the engine's manifest entry
-(``shared_tensors``, ``manifest_records.SharedTensor``), so the runtime never parses an
-ONNX file. Toolchain only (imports onnx).
-
-`family_files` lists what an engine that reads a point's ONNX reads (the ONNX and its
-weights file), as paths relative to the engine's folder (`family_relpath`).
+"""The files an engine that reads a family ONNX reads: `family_files` lists the point's
+ONNX and the files holding its external tensors (the family's ``weights.bin``), as paths
+relative to the engine's folder (`family_relpath`). Imports onnx where it is installed; on
+a device without it the family's layout answers.
 """
 
 from __future__ import annotations
@@ -17,38 +10,6 @@ import os
 from pathlib import Path
 
 from .base import BackendError, safe_artifact_path
-
-# Ops whose weight input (index 1) ONNX Runtime's optimisers use as is. Other initializers
-# (e.g. a table multiplied elementwise) may be rewritten in place by a graph optimiser
-# (reshaped to fold an Unsqueeze), which goes wrong for an initializer the session does
-# not own, so only these are shared.
-WEIGHT_INPUTS = {"MatMul": 1, "Gemm": 1, "Conv": 1}
-
-
-def shared_tensor_table(path: str | Path, weights_name: str) -> list[dict]:
-    """The external initializers of the ONNX at ``path`` stored in ``weights_name`` that
-    sessions can safely share (read only as the weight input of MatMul, Gemm or Conv), as
-    ``{"name", "offset", "length", "dtype", "shape"}`` rows in file order."""
-    import onnx
-    from onnx.helper import tensor_dtype_to_np_dtype
-
-    model = onnx.load(str(path), load_external_data=False)
-    uses: dict[str, list[tuple[str, int]]] = {}
-    for node in model.graph.node:
-        for index, name in enumerate(node.input):
-            uses.setdefault(name, []).append((node.op_type, index))
-    rows = []
-    for tensor in model.graph.initializer:
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        info = {entry.key: entry.value for entry in tensor.external_data}
-        consumers = uses.get(tensor.name, [])
-        if info.get("location") != weights_name or not consumers \
-                or not all(WEIGHT_INPUTS.get(op) == index for op, index in consumers):
-            continue
-        rows.append({"name": tensor.name, "offset": int(info.get("offset", 0)), "length": int(info["length"]),
-                     "dtype": tensor_dtype_to_np_dtype(tensor.data_type).name, "shape": list(tensor.dims)})
-    return rows
 
 
 def external_locations(path: str | Path) -> list[str]:

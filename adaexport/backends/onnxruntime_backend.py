@@ -314,6 +314,16 @@ class OnnxRuntimeBackend(Backend):
 
     # ---------------------------------------------------------------- runtime
 
+    def weight_sharing(self, artifact: Artifact) -> dict[str, Any]:
+        """Only the family's fp32 ONNX engines share (``ort_prepacked``); a compiled ONNX
+        Runtime engine holds its own weights."""
+        if artifact.runtime.get("external_data_dir"):
+            how = "not shared: its int8 weights are quantized at load from the family's weights file into the " \
+                  "session's own memory"
+        else:
+            how = f"not shared: the {artifact.precision} model embeds its own weights"
+        return {"group": None, "how": how}
+
     def open(self, artifact, **overrides: Any) -> "OrtSession":
         art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
         return OrtSession(art.path, {**art.runtime, **overrides})

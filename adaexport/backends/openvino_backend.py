@@ -186,6 +186,11 @@ class OpenVinoBackend(Backend):
 
     # ---------------------------------------------------------------- runtime
 
+    def weight_sharing(self, artifact: Artifact) -> dict[str, Any]:
+        return {"group": None, "how": "not shared: each OpenVINO compiled model repacks its own copy of its weights "
+                                      "(the CPU plugin's kernels; a mapped weights file is shared, the packed "
+                                      "copies are not)"}
+
     def open(self, artifact, **overrides: Any) -> "OvSession":
         art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
         return OvSession(art.path, {**art.runtime, **overrides}, art.root)

@@ -17,7 +17,9 @@ and runs on the mapped pages. So, once per device:
 Every session of the family then maps the same file: the pages of a buffer used by several
 points are resident once (the kernel's page cache; other processes share them too), and
 each session runs on prepacked weights. Original tensors that a kernel prepacked are mapped
-but never read, so they cost disk, not memory. The cache's disk cost: the family's distinct
+but never read, so they cost disk, not memory. The cache's ``prepacked.json`` records, per
+model, the spans its session keeps resident (``PrepackedFamily.spans``), so the runtime
+counts the shared pages once (``runtime.memory``). The cache's disk cost: the family's distinct
 tensors twice (original + packed), beside ``weights.bin``; see docs/DESIGN.md.
 
 Standard library, numpy-free; onnx and onnxruntime are imported on use.
@@ -43,6 +45,10 @@ PACKED = "prepacked.bin"
 META = "prepacked.json"
 ALIGN = 4096                       # ONNX Runtime maps external data at page-aligned offsets
 MECHANISM = "onnxruntime prepacked weights, memory-mapped from one deduplicated file"
+GROUP = "onnxruntime-prepacked"
+# The family ONNX engines' manifest record (``weight_sharing``): they share through this cache.
+SHARING = {"group": GROUP, "how": MECHANISM}
+FORMAT = 2                         # 2: each model's resident pages recorded (the cache key names it)
 _PREPACKED_KEY = "prepacked_"      # external_data entries "prepacked_N": "KEY|offset;length;..."
 
 
@@ -53,7 +59,7 @@ def cache_key(engines: list, weights_sha256: str | None) -> str:
 
     from ..hardware.machine import cpu_facts
 
-    facts = {"onnxruntime": ort.__version__, "cpu": cpu_facts(), "weights": weights_sha256,
+    facts = {"format": FORMAT, "onnxruntime": ort.__version__, "cpu": cpu_facts(), "weights": weights_sha256,
              "engines": sorted((e.id, e.sha256) for e in engines)}
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -101,13 +107,16 @@ class _Deduplicated:
         self.file.close()
 
 
-def _relocate(model_path: Path, packed: _Deduplicated) -> Any:
+def _relocate(model_path: Path, packed: _Deduplicated) -> tuple[Any, list[list[int]]]:
     """The model at ``model_path`` with every external tensor and prepacked buffer moved into
-    ``packed`` (its own data file is read, not changed)."""
+    ``packed`` (its own data file is read, not changed), and the ``[offset, length]`` in
+    ``packed`` of what its session keeps resident: the prepacked buffers, and the tensors no
+    kernel prepacked (a prepacked tensor's original is mapped but never read)."""
     import onnx
 
     proto = onnx.load(str(model_path), load_external_data=False)
     data_files: dict[str, Any] = {}
+    resident: set[tuple[int, int]] = set()
 
     def read(location: str, offset: int, length: int) -> bytes:
         if location not in data_files:
@@ -124,6 +133,7 @@ def _relocate(model_path: Path, packed: _Deduplicated) -> Any:
             location = entries["location"].value
             offset, length = int(entries["offset"].value), int(entries["length"].value)
             entries["offset"].value = str(packed.put(read(location, offset, length)))
+            buffers = []
             for key, entry in entries.items():
                 if key.startswith(_PREPACKED_KEY):        # "KEY|offset;length;..." (one buffer each)
                     name, _, where = entry.value.partition("|")
@@ -131,11 +141,13 @@ def _relocate(model_path: Path, packed: _Deduplicated) -> Any:
                     blob = read(location, int(fields[0]), int(fields[1]))
                     fields[0] = str(packed.put(blob))
                     entry.value = f"{name}|{';'.join(fields)}"
+                    buffers.append((int(fields[0]), len(blob)))
+            resident.update(buffers or [(int(entries["offset"].value), length)])
             entries["location"].value = PACKED
     finally:
         for f in data_files.values():
             f.close()
-    return proto
+    return proto, sorted([o, n] for o, n in resident)
 
 
 def build_cache(directory: Path, engines: list, out: Path) -> dict:
@@ -156,11 +168,11 @@ def build_cache(directory: Path, engines: list, out: Path) -> dict:
             scratch.mkdir()
             saved = scratch / "model.onnx"
             _save_optimised(Path(directory) / engine.file, saved)
-            proto = _relocate(saved, packed)
+            proto, resident = _relocate(saved, packed)
             shutil.rmtree(scratch)
             name = f"{engine.id}.onnx"
             onnx.save(proto, str(stage / name))
-            models[engine.id] = {"file": name, "sha256": sha256_file(stage / name)}
+            models[engine.id] = {"file": name, "sha256": sha256_file(stage / name), "resident": resident}
         packed.close()
         meta = {"mechanism": MECHANISM, "models": models, "packed": {
             "file": PACKED, "bytes": packed.size, "sha256": sha256_file(stage / PACKED)}}
@@ -231,6 +243,11 @@ class PrepackedFamily:
             raise BackendError(f"{engine_id} is not a family ONNX engine of the prepacked cache")
         self._check(record)
         return self.path / record["file"]
+
+    def spans(self, engine_id: str) -> list[tuple[int, int]]:
+        """The (offset, length) spans of ``prepacked.bin`` that a session of ``engine_id`` keeps
+        resident, in whole pages (``ALIGN``): the pages every session mapping them shares."""
+        return [(int(o), -(-int(n) // ALIGN) * ALIGN) for o, n in self.meta()["models"][engine_id]["resident"]]
 
     def describe(self) -> str:
         """How the sessions opened from this cache share (``OrtSession.options["sharing"]``)."""

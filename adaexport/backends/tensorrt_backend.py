@@ -278,6 +278,10 @@ class TensorRtBackend(Backend):
 
     # ---------------------------------------------------------------- runtime
 
+    def weight_sharing(self, artifact: Artifact) -> dict[str, Any]:
+        return {"group": None, "how": "not shared: a TensorRT engine holds its own weights in device memory "
+                                      "(one plan per engine; a weight-stripped plan is refitted into its own copy)"}
+
     def open(self, artifact, **overrides: Any) -> "TrtSession":
         art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
         if art.status != "ready":

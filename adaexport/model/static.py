@@ -25,10 +25,11 @@ from .layers import Mlp
 class TransposedLinear(nn.Module):
     """x @ weight_t + bias with the weight stored transposed, (in_features, out_features)."""
 
-    def __init__(self, weight_t: torch.Tensor, bias: torch.Tensor):
+    def __init__(self, weight_t: torch.Tensor, bias: torch.Tensor, copy: bool = True):
         super().__init__()
-        self.weight_t = nn.Parameter(weight_t.detach().contiguous().clone())
-        self.bias = nn.Parameter(bias.detach().clone())
+        self.weight_t = nn.Parameter(weight_t.detach().contiguous().clone() if copy else weight_t.detach(),
+                                     requires_grad=False)
+        self.bias = nn.Parameter(bias.detach().clone() if copy else bias.detach(), requires_grad=False)
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         """rows (M, in) -> (M, out); one Gemm consuming weight_t as stored."""
@@ -46,17 +47,26 @@ class SlicedMlp(nn.Module):
     Gemm(h, fc2.weight_t), consuming these tensors as they are; a Linear applied to
     (B, N, D) exports as MatMul with a folded, transposed copy of its weight, which
     would not be a prefix. fc2 keeps its full bias.
+
+    With `copy=False` the tensors are views of the model's (fc2's a transposed, strided
+    one), never copied: what an export wants, which reads each tensor once into the
+    weights file (at published size the copies were 2/3 of the model). The default
+    copies them into this layout, which the PyTorch reference's GEMMs run on.
     """
 
-    def __init__(self, mlp: Mlp, hidden: int):
+    def __init__(self, mlp: Mlp, hidden: int, copy: bool = True):
         super().__init__()
         fc1, fc2 = mlp.fc1, mlp.fc2
         # no random initialisation to overwrite (at published size 0.8 s per export)
         self.fc1 = nn.utils.skip_init(nn.Linear, fc1.in_features, hidden)
-        with torch.no_grad():
-            self.fc1.weight.copy_(fc1.weight[:hidden])
-            self.fc1.bias.copy_(fc1.bias[:hidden])
-        self.fc2 = TransposedLinear(fc2.weight[:, :hidden].t(), fc2.bias)
+        if copy:
+            with torch.no_grad():
+                self.fc1.weight.copy_(fc1.weight[:hidden])
+                self.fc1.bias.copy_(fc1.bias[:hidden])
+        else:
+            self.fc1.weight = nn.Parameter(fc1.weight.detach()[:hidden], requires_grad=False)
+            self.fc1.bias = nn.Parameter(fc1.bias.detach()[:hidden], requires_grad=False)
+        self.fc2 = TransposedLinear(fc2.weight[:, :hidden].t(), fc2.bias, copy)
 
     @property
     def hidden(self) -> int:
@@ -71,8 +81,8 @@ class SlicedMlp(nn.Module):
 
 
 def _sliced_mlp(mlp: Mlp, hidden: int) -> SlicedMlp:
-    """The MLP holding only the first `hidden` units (see SlicedMlp)."""
-    return SlicedMlp(mlp, hidden)
+    """The MLP holding only the first `hidden` units, as views of the model's (see SlicedMlp)."""
+    return SlicedMlp(mlp, hidden, copy=False)
 
 
 def _shared(module: nn.Module, *replaced: str) -> nn.Module:
@@ -92,7 +102,7 @@ class StaticAdaPerceiver(nn.Module):
     """The model at one point; forward(image) returns a tuple in `output_names` order."""
 
     def __init__(self, model: AdaPerceiver, point: ConfigPoint, attention: str | None = None,
-                 image_size: int | None = None):
+                 image_size: int | None = None, taps: bool = False):
         super().__init__()
         cfg = model.config
         validate_point(cfg, point)
@@ -102,6 +112,9 @@ class StaticAdaPerceiver(nn.Module):
         if self.image_size % cfg.patch_size:
             raise ValueError(f"image size {self.image_size} is not a multiple of patch_size {cfg.patch_size}")
         self.output_names = model.output_names
+        # taps: forward also returns the latents after every block (`tap_names`), so that an
+        # export of the full depth holds every shallower depth's graph (adaexport.export_templates)
+        self.taps = taps
         hidden = ffn_hidden(width, cfg.ffn_ratio)
 
         with torch.no_grad():
@@ -151,8 +164,19 @@ class StaticAdaPerceiver(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         patches = self.patch_embed(image, self.pos_embed)
         latents = self.latents + cross_attend(self.read_head, self.read_queries, patches)
+        tapped = []
         for block in self.blocks:
             latents = process_block(block, latents, self.rope_cos, self.rope_sin, self.attn_bias, None)
+            tapped.append(latents)
+        outputs = self._head(patches, latents)
+        return outputs + tuple(tapped) if self.taps else outputs
+
+    @property
+    def tap_names(self) -> tuple[str, ...]:
+        """The names of the latents after each block, as a tapped module outputs them."""
+        return tuple(tap_name(k) for k in range(len(self.blocks))) if self.taps else ()
+
+    def _head(self, patches: torch.Tensor, latents: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.out_token + cross_attend(self.write_head, self.write_queries, latents, self.rope_cos, self.rope_sin)
         logits = self.output_adapter(out).flatten(1)
         if not self.config.distilled:
@@ -163,7 +187,13 @@ class StaticAdaPerceiver(nn.Module):
         return logits, self.output_adapter_feat(feat)
 
 
+def tap_name(block: int) -> str:
+    """The output name of the latents after block `block` (0-based) of a tapped module."""
+    return f"latents_after_block_{block}"
+
+
 def specialize(model: AdaPerceiver, point: ConfigPoint, attention: str | None = None,
-               image_size: int | None = None) -> StaticAdaPerceiver:
-    """The static module for one point (see the module docstring)."""
-    return StaticAdaPerceiver(model, point, attention, image_size)
+               image_size: int | None = None, taps: bool = False) -> StaticAdaPerceiver:
+    """The static module for one point (see the module docstring); `taps`: also output the
+    latents after every block."""
+    return StaticAdaPerceiver(model, point, attention, image_size, taps)

@@ -29,7 +29,8 @@ import numpy as np
 
 from ..manifest_reader import load_manifest
 from ..manifest_records import DEFAULT_MODE, Manifest, ProfileRecord
-from .engine_pool import EnginePool, EngineUnavailable, SessionArgs
+from .engine_pool import EnginePool, EngineUnavailable, SessionArgs, shares_prepacked
+from .memory import Footprint, HeldMemory, held
 from .loop import Controller, LoopSettings
 from .policy import CASCADE_CHAINS, Candidate, Decision, Limits, cascade_stages
 
@@ -58,6 +59,7 @@ class Status:
     untrusted: dict[str, str] = dataclasses.field(default_factory=dict)   # engine id -> why its profile is not used
     device_match: str = "given"     # how `device` fits this machine: exact, same model, target class, other, none
     sharing: dict[str, str] = dataclasses.field(default_factory=dict)   # engine id -> how it shares weights, or why not
+    memory: HeldMemory | None = None  # what the loaded engines hold: who shares which pages, each one's own
 
 
 @dataclasses.dataclass(slots=True)
@@ -128,31 +130,49 @@ def session_args(manifest: Manifest, device: str | None, mode: str, share_weight
         recorded = _session_of(entry.profile_at(device, mode))
         out[entry.id] = SessionArgs(
             threads=threads if threads is not None else int(recorded.get("threads", default_threads) or 0),
-            share_weights=share_weights is not False and entry.is_family_onnx)
+            share_weights=share_weights is not False and shares_prepacked(entry))
     return out
 
 
-def candidates_for(manifest: Manifest, engine_ids: Sequence[str], device: str | None, mode: str,
-                   untrusted: dict[str, str] | None = None, loaded: Sequence[str] = ()) -> list[Candidate]:
-    """The policy's view of each engine at ``device`` in power mode ``mode`` (the measured
-    numbers of ``untrusted`` engines left out). An engine's memory is what serving with it
-    holds: its own plus that of every other engine the runtime keeps ``loaded``."""
+def _measured(manifest: Manifest, device: str | None, mode: str, untrusted: dict[str, str] | None):
+    """engine id -> its profile at ``device``/``mode`` (empty where unprofiled or untrusted)."""
     by_id = manifest.by_id()
 
-    def profile(eid) -> ProfileRecord:
+    def profile(eid: str) -> ProfileRecord:
         found = by_id[eid].profile_at(device, mode) if eid not in (untrusted or {}) else None
         return found or ProfileRecord()
+    return profile
 
-    held = {eid: profile(eid).memory_bytes() for eid in loaded}
+
+def footprints(manifest: Manifest, engine_ids: Sequence[str], device: str | None, mode: str,
+               untrusted: dict[str, str] | None = None, spans: Callable[[str], tuple] | None = None
+               ) -> dict[str, Footprint]:
+    """Each engine's memory at ``device``/``mode``: its profile, split into its own memory
+    and the pages it maps of a sharing group (``spans``: engine id -> (group, spans), e.g.
+    ``EnginePool.spans``; None: nothing shared), see ``runtime.memory``."""
+    profile = _measured(manifest, device, mode, untrusted)
+    return {eid: Footprint.of(profile(eid).memory_bytes(), *(spans(eid) if spans else (None, ())))
+            for eid in engine_ids}
+
+
+def candidates_for(manifest: Manifest, engine_ids: Sequence[str], device: str | None, mode: str,
+                   untrusted: dict[str, str] | None = None, loaded: Sequence[str] = (),
+                   spans: Callable[[str], tuple] | None = None) -> list[Candidate]:
+    """The policy's view of each engine at ``device`` in power mode ``mode`` (the measured
+    numbers of ``untrusted`` engines left out). An engine's memory is what serving with it
+    holds: it and every other engine the runtime keeps ``loaded``, the pages engines share
+    counted once (``spans``, as ``footprints`` takes it)."""
+    by_id = manifest.by_id()
+    profile = _measured(manifest, device, mode, untrusted)
+    memory = footprints(manifest, list(dict.fromkeys([*loaded, *engine_ids])), device, mode, untrusted, spans)
+    kept = {eid: memory[eid] for eid in loaded}
     out = []
     for eid in engine_ids:
         entry, measured = by_id[eid], profile(eid)
-        others = [v for k, v in held.items() if k != eid]
-        own = measured.memory_bytes()
-        memory = None if own is None or None in others else own + sum(others)
         out.append(Candidate(id=eid, flops=float(entry.flops or 0), accuracy=entry.accuracy_on(device),
                              latency_ms=measured.latencies() or None, energy_mj=measured.energy_mj(),
-                             idle_power_w=measured.idle_power_w(), memory_bytes=memory))
+                             idle_power_w=measured.idle_power_w(),
+                             memory_bytes=held({**kept, eid: memory[eid]}).total))
     return out
 
 
@@ -205,9 +225,20 @@ class Runtime:
 
     # ---------------------------------------------------------------- state
 
+    def _loaded(self) -> list[str]:
+        return [e for e in self.pool.usable() if self.pool.is_open(e)]
+
     def _candidates(self) -> list[Candidate]:
-        loaded = [e for e in self.pool.usable() if self.pool.is_open(e)]
-        return candidates_for(self.manifest, self.pool.usable(), self.device, self.mode, self.untrusted, loaded)
+        return candidates_for(self.manifest, self.pool.usable(), self.device, self.mode, self.untrusted,
+                              self._loaded(), self.pool.spans)
+
+    @property
+    def memory(self) -> HeldMemory:
+        """What the engines the runtime keeps loaded hold: per sharing group the engines that
+        share its pages and their bytes (once), each engine's own bytes, the total (what the
+        memory limit is checked against; None where a loaded engine was not profiled)."""
+        return held(footprints(self.manifest, self._loaded(), self.device, self.mode, self.untrusted,
+                               self.pool.spans))
 
     @property
     def untrusted(self) -> dict[str, str]:
@@ -246,7 +277,7 @@ class Runtime:
             return Status(engine=c.decision.engine, fits=c.decision.fits, reason=c.decision.reason,
                           limits=c.limits, device=self.device, mode=self.mode, slowdown=c.slowdown,
                           switches=c.switches, problems=self.pool.problems(), untrusted=self.untrusted,
-                          device_match=self.device_match, sharing=self.pool.sharing())
+                          device_match=self.device_match, sharing=self.pool.sharing(), memory=self.memory)
 
     @property
     def decision(self) -> Decision:

@@ -12,7 +12,11 @@
   on first use): every session maps its prepacked weights from one deduplicated file, so
   a tensor several points use is resident once, and runs the kernels a plain session runs.
   Where the cache cannot be made the engines open plain, and ``sharing()`` says why.
-  Other backends' engines hold their own weights (``sharing()`` says so too).
+  Which engines share is what the manifest records (``weight_sharing``, from the backend
+  at build time; derived for a manifest written before it was); other backends' engines
+  hold their own weights and ``sharing()`` gives the record's reason. ``spans()`` says
+  which pages of the cache an engine maps, so the runtime counts them once
+  (``runtime.memory``).
 * Every engine opens through ``adaexport.backends.open_engine``, the one factory parity,
   eval and profiling use too, with the SessionArgs the runtime chose for it (by default
   the options its profile was measured with), importing only its own backend.
@@ -30,14 +34,30 @@ import numpy as np
 
 from ..backends import open_engine
 from ..backends.base import Artifact, BackendError
-from ..backends.ort_prepacked import PrepackedFamily
+from ..backends.ort_prepacked import GROUP, SHARING, PrepackedFamily
 from ..backends.registry import get_backend
 from ..manifest_reader import ManifestError, check_file_record, safe_relative_path, verify_engine_files
-from ..manifest_records import EngineRecord, Manifest
+from ..manifest_records import EngineRecord, Manifest, WeightSharing
 
 
 class EngineUnavailable(RuntimeError):
     """An engine that cannot serve (bad file, missing backend, failed to open); one line."""
+
+
+def recorded_sharing(entry: EngineRecord) -> WeightSharing:
+    """How the manifest says the engine shares its weights; for a manifest written before
+    that was recorded, what that build's engines do: the family ONNX engines share through
+    the prepacked cache, every other engine holds its own weights."""
+    if entry.weight_sharing is not None:
+        return entry.weight_sharing
+    if entry.is_family_onnx:
+        return WeightSharing.from_json(SHARING)
+    return WeightSharing(group=None, how=f"not shared: a {entry.backend} engine holds its own weights")
+
+
+def shares_prepacked(entry: EngineRecord) -> bool:
+    """Whether the engine opens from the family's prepacked cache (when sharing is on)."""
+    return entry.is_family_onnx and recorded_sharing(entry).group == GROUP
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +157,7 @@ class EnginePool:
         ``sharing_problem`` set, where it cannot be made)."""
         with self._weights_lock:
             if self._weights is None and self.sharing_problem is None:
-                family = [self.engines[e].entry for e in self.usable() if self.engines[e].entry.is_family_onnx]
+                family = [self.engines[e].entry for e in self.usable() if shares_prepacked(self.engines[e].entry)]
                 weights = self.manifest.weights
                 try:
                     cache = PrepackedFamily(self.directory, family, weights.sha256 if weights else None)
@@ -149,16 +169,38 @@ class EnginePool:
                     self.sharing_problem = f"the prepacked cache cannot be made ({exc})"
             return self._weights
 
+    def _shares_now(self, engine_id: str) -> str | None:
+        """How the engine's open session shares its weights (None: it does not, or is not open)."""
+        session = self.engines[engine_id].session
+        return (getattr(session, "options", None) or {}).get("sharing") if session is not None else None
+
+    def spans(self, engine_id: str) -> tuple[str | None, list[tuple[int, int]]]:
+        """The sharing group whose file the engine's session maps its weights from and the
+        spans it maps there, or (None, []) when it holds its own weights: as it was opened,
+        or, not yet open, as it would open now (with the cache made: a first family engine
+        to open counts in full, as its profile says)."""
+        state = self.engines[engine_id]
+        if state.session is not None:
+            shares = bool(self._shares_now(engine_id))
+        else:
+            shares = self.args.get(engine_id, SessionArgs()).share_weights and shares_prepacked(state.entry)
+        cache = self._weights
+        if not shares or cache is None:
+            return None, []
+        return GROUP, cache.spans(engine_id)
+
     def sharing(self) -> dict[str, str]:
         """Engine id -> how it shares its weights with the family's other engines, or why not."""
         out = {}
         for eid in self.usable():
             state = self.engines[eid]
-            how = (getattr(state.session, "options", None) or {}).get("sharing") if state.session is not None else None
+            how = self._shares_now(eid)
+            recorded = recorded_sharing(state.entry)
             if how:
                 out[eid] = how
-            elif not state.entry.is_family_onnx:
-                out[eid] = f"not shared: a {state.entry.backend} engine holds its own weights"
+            elif not shares_prepacked(state.entry):
+                out[eid] = recorded.how if recorded.group is None else \
+                    f"not shared: this runtime has no {recorded.group} sharing for a {state.entry.backend} engine"
             elif not self.args.get(eid, SessionArgs()).share_weights:
                 out[eid] = "not shared: share_weights is off"
             else:

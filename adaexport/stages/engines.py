@@ -10,7 +10,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from ..backends.onnx_tensors import shared_tensor_table
+from ..backends.ort_prepacked import SHARING as FAMILY_SHARING
 from ..build_cache import digest
 from ..datasets import NO_DATASET, RANDOM_SEED
 from ..manifest_records import EngineRecord, FileRecord, ParityRecord, entry_facts, family_onnx_entry, with_lint
@@ -18,7 +18,7 @@ from ..model.flops import count_flops, count_params
 from ..space import ConfigPoint
 from ..validate import Parity, compare, run_batched
 from .context import BuildContext
-from .export import ENGINES_DIR, WEIGHTS_NAME
+from .export import ENGINES_DIR
 from .jobs import worker_state
 from .reference import ReferenceFamily
 
@@ -52,7 +52,7 @@ def beside(root: Path, facts: dict, *kinds: str) -> set[Path]:
 def compile_one(task: CompileTask) -> dict:
     """Compile (or record as pending) one engine from its point's ONNX: the cache record
     (entry, files), the lint problems and the trtexec line. Runs in a worker (or inline)."""
-    from ..backends import compile_or_defer
+    from ..backends import compile_or_defer, get_backend
     from ..hashing import file_record
 
     state = worker_state()
@@ -62,7 +62,8 @@ def compile_one(task: CompileTask) -> dict:
     engines_dir.mkdir(exist_ok=True)
     calibration = state.setup.data.calibration if task.precision == "int8" else None
     artifact = compile_or_defer(out / onnx.file, engines_dir, task.target, task.backend, task.precision, calibration)
-    entry = with_lint(artifact.record(out), problems)
+    sharing = get_backend(task.backend).weight_sharing(artifact)      # the manifest's weight_sharing
+    entry = with_lint({**artifact.record(out), "weight_sharing": sharing}, problems)
     support = sorted(beside(engines_dir, entry_facts(entry), "support_files"))
     files = [file_record(p, out) for p in [*artifact.paths(), artifact.sidecar, *support] if p.is_file()]
     return {"entry": entry, "files": files, "problems": problems, "trtexec": artifact.facts.get("trtexec")}
@@ -88,11 +89,10 @@ def compile_stage(ctx: BuildContext) -> None:
             engine_id = f"{point.id}-{backend}-{precision}"
             if backend == "onnxruntime" and precision == "fp32":
                 slots.append(({"engine_id": engine_id, **head}, family_onnx_entry(
-                    onnx, weights, shared_tensor_table(out / onnx.file, WEIGHTS_NAME),
-                    lint(out, onnx, backend, precision))))
+                    onnx, weights, FAMILY_SHARING, lint(out, onnx, backend, precision))))
                 continue
             recipe = get_backend(backend).recipe
-            key = digest({**ctx.base, "stage": "compile", "entry": 2, "onnx_sha256": onnx.sha256,
+            key = digest({**ctx.base, "stage": "compile", "entry": 3, "onnx_sha256": onnx.sha256,
                           "backend": backend, **({"recipe": recipe} if recipe else {}), "precision": precision,
                           "target": ctx.target.source, "calibration": calibration if precision == "int8" else None})
             cached = cache.get("compile", key)

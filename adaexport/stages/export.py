@@ -40,43 +40,55 @@ def open_directory(ctx: BuildContext) -> None:
     remove_leftovers([out, out / ONNX_DIR, out / ENGINES_DIR, *stages])  # one build per directory at a time
     ctx.versions = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
     ctx.base = {"tool": __version__, "model": ctx.loaded.sha256, "attention": ctx.attention, "batch": ctx.batch,
-                "exporter": EXPORTER, "image_size": ctx.cfg.img_size, **ctx.versions}
+                "exporter": EXPORTER, "cut": "depth-templates", "image_size": ctx.cfg.img_size, **ctx.versions}
     ctx.metadata = {"adaexport.source_sha256": ctx.loaded.sha256, "adaexport.tool_version": __version__,
                     "adaexport.model_name": ctx.loaded.name}
 
 
 @dataclasses.dataclass
 class ExportTask:
-    point: ConfigPoint
+    """The points of one token count: one template export (at the full width and depth), then
+    a cut per width and depth (`export_depths`), so a task is the unit `--jobs` spreads."""
+    points: list[ConfigPoint]
     onnx_dir: Path
     store_index: dict           # export.WeightStore.index() of the written weights file
     metadata: dict
+    template: tuple | None = None   # ((tokens, full width), (proto, interface)) already exported, if any
 
     def __str__(self) -> str:
-        return f"export {self.point.id}"
+        return f"export t{self.points[0].tokens} ({', '.join(p.id for p in self.points)})"
 
 
-def export_one(task: ExportTask) -> dict:
-    """Export one point against the family's weights file; its cache record (file, sha256,
-    size, op_types). Runs in a worker (or inline)."""
+def export_one(task: ExportTask) -> list[dict]:
+    """Export the task's points against the family's weights file; their cache records
+    (file, sha256, size, op_types), in order. Runs in a worker (or inline)."""
     from ..export import WeightStore, export_point
+    from ..export_depths import DepthTemplates
     from ..hashing import file_record
 
     state = worker_state()
+    setup = state.setup
     store = WeightStore.from_index(task.onnx_dir / WEIGHTS_NAME, task.store_index)
+    records = []
     try:
-        result = export_point(state.loaded.model, task.point, task.onnx_dir, store, attention=state.setup.attention,
-                              batch=state.setup.batch, weights_name=WEIGHTS_NAME, metadata=task.metadata,
-                              exporter=EXPORTER)
+        templates = DepthTemplates(state.loaded.model, store, attention=setup.attention, batch=setup.batch,
+                                   weights_name=WEIGHTS_NAME, exporter=EXPORTER,
+                                   known=[task.template] if task.template else [])
+        for point in task.points:
+            result = export_point(state.loaded.model, point, task.onnx_dir, store, attention=setup.attention,
+                                  batch=setup.batch, weights_name=WEIGHTS_NAME, metadata=task.metadata,
+                                  exporter=EXPORTER, templates=templates)
+            records.append({**file_record(result.path, setup.out), "op_types": result.op_types})
     finally:
         store.file.close()
-    return {**file_record(result.path, state.setup.out), "op_types": result.op_types}
+    return records
 
 
-def _weights(ctx: BuildContext, path: Path, write: bool) -> dict:
+def _weights(ctx: BuildContext, path: Path, write: bool) -> tuple[dict, tuple]:
     """Lay out the family's weights in a temp file beside `path` (not in memory: at published
     size that is the checkpoint's size again), renamed to `path` when `write` (fsync, then
-    rename: atomic), else removed; the store's index."""
+    rename: atomic), else removed; the store's index, and the full point's (tokens, width)
+    template that laying them out exported."""
     import os
     import tempfile
 
@@ -84,18 +96,29 @@ def _weights(ctx: BuildContext, path: Path, write: bool) -> dict:
     from ..export import build_weights
 
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    made: list = []
     try:
         with os.fdopen(fd, "w+b") as file:
             store = build_weights(ctx.loaded.model, attention=ctx.attention, batch=ctx.batch,
-                                  weights_name=path.name, exporter=EXPORTER, file=file)
+                                  weights_name=path.name, exporter=EXPORTER, file=file, templates=made)
             file.flush()
             os.fsync(file.fileno())
         if write:
             os.chmod(tmp, 0o644)
             os.replace(tmp, path)
-        return store.index()
+        return store.index(), made[0]
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _tasks(todo: list[ConfigPoint], onnx_dir: Path, index: dict, metadata: dict, template: tuple) -> list[ExportTask]:
+    """One task per token count of `todo`, in the order they first appear; the one the
+    weights file's layout already exported gets its template."""
+    groups: dict[int, list[ConfigPoint]] = {}
+    for point in todo:
+        groups.setdefault(point.tokens, []).append(point)
+    return [ExportTask(points, onnx_dir, index, metadata, template if tokens == template[0][0] else None)
+            for tokens, points in groups.items()]
 
 
 def export_stage(ctx: BuildContext) -> None:
@@ -114,14 +137,15 @@ def export_stage(ctx: BuildContext) -> None:
             ctx.reporter.advance(point.id, "cached")
     if todo:
         # the store's index is needed to export against, whether or not its file is current
-        index = _weights(ctx, onnx_dir / WEIGHTS_NAME, write=not weights_ok)
+        index, template = _weights(ctx, onnx_dir / WEIGHTS_NAME, write=not weights_ok)
         if not weights_ok:
             ctx.weights_record = cache.file_record(onnx_dir / WEIGHTS_NAME)
             cache.put("weights", weights_key, ctx.weights_record)
-        tasks = [ExportTask(p, onnx_dir, index, ctx.metadata) for p in todo]
-        for i, record in ctx.executor.run(export_one, tasks):
-            cache.put("export", keys[todo[i]], record)
-            ctx.exported += 1
-            ctx.reporter.advance(todo[i].id, "exported")
+        tasks = _tasks(todo, onnx_dir, index, ctx.metadata, template)
+        for i, records in ctx.executor.run(export_one, tasks):
+            for point, record in zip(tasks[i].points, records):
+                cache.put("export", keys[point], record)
+                ctx.exported += 1
+                ctx.reporter.advance(point.id, "exported")
     ctx.reporter.end_stage()
     ctx.export_records = {p: cache.get("export", keys[p]) for p in ctx.points}
