@@ -108,3 +108,20 @@ def test_profile_benchmark_reports_repeatability_and_scaling(report):
     largest = rows["largest relative p50 difference"]["median"]
     assert 0.0 <= rows["median relative p50 difference"]["median"] <= largest
     assert any("log-log slope of p50 vs FLOPs" in name for name in rows)
+
+
+@pytest.mark.slow
+def test_the_published_suite_runs_its_build_and_cost_on_the_demo(tmp_path):
+    """run_all --published's own benchmarks (export, the build with parity, the extrapolated
+    cost) on the demo's 2-point grid: the suite runs end to end on today's records."""
+    out = tmp_path / "published.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--published", "--model",
+         str(ROOT / "adaexport" / "demo" / "model"), "--tokens", "8,32", "--width", "32", "--depth", "1",
+         "--dataset", "demo", "--only", "export", "--only", "build", "--only", "cost", "--json", str(out), "--plain"],
+        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "200"}, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    cost = rows(report, "cost")
+    assert cost["export"]["median"] > 0 and cost["bytes"]["median"] > 0
+    assert rows(report, "export")["template_cpu"]["n"] == 1     # t8's template; t32's came with the weights

@@ -1,5 +1,6 @@
 """Stages `open_directory` and `export`: the build directory, the family's shared weights
-file, then one static ONNX per point (each point a task: `--jobs N` exports N at a time)."""
+file, then one static ONNX per point (a task per token count: one export, each point cut
+from it; `--jobs N` runs N token counts at a time)."""
 
 from __future__ import annotations
 
