@@ -76,9 +76,9 @@ def build_weights(model: AdaPerceiver, *, attention: str | None, batch: int = 1,
     """The family's weights, in memory (or in `file`, an empty binary file opened for
     reading and writing, which keeps a published-size build from holding them twice): the
     tensors of the model's full point, laid out once. The returned store is frozen:
-    points exported against it only reference it. The full point's (tokens, width) is
+    points exported against it only reference it. The full point's token count is
     exported tapped (`export_depths`) to get them; that template is appended to
-    `templates`, when given, for the points of that (tokens, width) to be cut from."""
+    `templates`, when given, for the points of that token count to be cut from."""
     from .export_depths import tapped_template
 
     _check_weights_name(weights_name)
@@ -111,7 +111,7 @@ def export_point(model: AdaPerceiver, point: ConfigPoint, out_dir: Path, store: 
                  check: bool = True, templates=None) -> ExportedModel:
     """Export one point to out_dir/{point.id}.onnx referencing the (frozen) shared store,
     whose file out_dir/weights_name must already be written (the checker reads it). The
-    point is cut from its (tokens, width)'s template (`export_depths.DepthTemplates`):
+    point is cut from its token count's template (`export_depths.DepthTemplates`):
     `templates` keeps them between calls (else this call exports the template)."""
     from .export_depths import DepthTemplates
 

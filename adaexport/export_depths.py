@@ -51,8 +51,7 @@ def cut_to_depth(template: onnx.ModelProto, depth: int, output_names: tuple[str,
     if not 1 <= depth <= len(taps):
         raise ValueError(f"depth {depth} is outside the template's 1..{len(taps)}")
     last, kept_tap = taps[-1], taps[depth - 1]
-    blocks_after = set(taps[depth - 1:])   # produced by a block the cut point does not run (but its own last)
-    blocks_after.discard(kept_tap)
+    blocks_after = set(taps[depth:])   # the latents of blocks the cut point does not run
 
     def rewired(node: onnx.NodeProto) -> list[str]:
         return [kept_tap if name == last else name for name in node.input]
@@ -134,9 +133,19 @@ def cut_to_width(template: onnx.ModelProto, hidden: int, full_hidden: int) -> on
     return proto
 
 
+def by_token_count(points: Iterable[ConfigPoint]) -> dict[int, list[ConfigPoint]]:
+    """The points grouped by token count (one template each), in the order the counts first
+    appear: how the build's export tasks run them."""
+    groups: dict[int, list[ConfigPoint]] = {}
+    for point in points:
+        groups.setdefault(point.tokens, []).append(point)
+    return groups
+
+
 class DepthTemplates:
-    """The family's tapped full-depth graphs, one per (tokens, width), externalized against
-    the frozen `store` as they are first needed (or `known`: ((tokens, width), (template,
+    """The family's tapped full-depth graphs: one exported per token count (at the full
+    width), each narrower width's cut from it (`cut_to_width`), kept per (tokens, width);
+    exported graphs are externalized against the frozen `store` as they are first needed (or `known`: ((tokens, width), (template,
     interface)) pairs made elsewhere, as `build_weights(templates=...)` gives the full
     point's); `point_proto` cuts and labels a point."""
 

@@ -10,6 +10,7 @@ TensorRT 8.6+), and no shape-dependent, control-flow, Resize or complex-number o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import warnings
@@ -34,23 +35,27 @@ FORBIDDEN_OPS = frozenset({
 })
 _COMPLEX_TYPES = frozenset({onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128})
 
+
 def _export_torchscript(module: StaticAdaPerceiver, example: torch.Tensor, store: WeightStore | None = None,
                         location: str | None = None) -> onnx.ModelProto:
-    if store is not None:   # the large weights straight into the store, never into the proto
-        from .torchscript_weights import export_to_store
+    """TorchScript's export of `module`, every weight embedded; with `store`, the large
+    weights go straight into it and are never serialised (`torchscript_weights`)."""
+    from .torchscript_weights import parameter_table, place_weights
 
-        return export_to_store(module, example, [*module.output_names, *module.tap_names], OPSET, store, location)
+    table: dict = {}
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), (parameter_table(table) if store is not None else contextlib.nullcontext()):
         # The legacy exporter's deprecation notice, and tracer warnings about Python
         # numbers taken from shapes: the shapes are static, so those are constants.
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (example,), buffer, dynamo=False, opset_version=OPSET,
                           input_names=["image"], output_names=[*module.output_names, *module.tap_names],
-                          do_constant_folding=True, export_params=True,
+                          do_constant_folding=True, export_params=store is None,
                           keep_initializers_as_inputs=False)
     proto = onnx.ModelProto()
     proto.ParseFromString(buffer.getbuffer())  # no copy of the (weights-sized) buffer first
+    if store is not None:
+        place_weights(proto, table, store, location)
     return proto
 
 

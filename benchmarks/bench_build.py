@@ -112,7 +112,7 @@ def parity_probes():
         return wrapper
 
     def opened_name(directory, entry, *_):
-        opened[0] = entry.id if hasattr(entry, "id") else entry["id"]   # an EngineRecord, or a manifest entry
+        opened[0] = entry.id   # the build's parity opens EngineRecords
         return opened[0]
 
     backends.open_engine = timed("open", originals[(backends, "open_engine")], opened_name)
@@ -186,7 +186,7 @@ def run(ctx: Context) -> list[dict]:
     wall_s, cpu_s = _now()[0] - start[0], _now()[1] - start[1]
     from bench_export import peak_rss_bytes
 
-    manifest = result.manifest.to_json() if hasattr(result.manifest, "to_json") else result.manifest
+    manifest = result.manifest.to_json()
     kinds = list(dict.fromkeys(f"{e['backend']} {e['precision']}" for e in manifest["engines"]))  # build order
     samples = manifest["engines"][0]["parity"]["samples"]
     calibration = calibration_samples(manifest)

@@ -61,7 +61,9 @@ def run(ctx: Context) -> list[dict]:
     rows = []
 
     token_counts = len({p.tokens for p in grid})
-    template = shared["template_cpu"] if shared["template_cpu"] is not None else max(shared["export_cpu"].values())
+    # without a second token count in the grid no template was timed alone: the weights file's
+    # (a template export and the file's layout) stands in for it, from above
+    template = shared["template_cpu"] if shared["template_cpu"] is not None else shared["weights_cpu"]
     export = shared["weights_cpu"] + (token_counts - 1) * template + (n - token_counts + 1) * shared["cut_cpu"]
     rows.append(value_row(NAME, f"export CPU, {n} points", round(export), "s", key="export",
                           note=f"weights file {shared['weights_cpu']:.1f} s (with the full token count's template) "

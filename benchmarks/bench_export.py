@@ -68,7 +68,9 @@ def _weights_and_points(ctx: Context, directory: Path) -> tuple[float, float, di
 def _template_order(points: list) -> list:
     """The points grouped by token count, as the build's export tasks run them: the first
     point of a group pays its template's export, the others are cut from it."""
-    return sorted(points, key=lambda p: [q.tokens for q in points].index(p.tokens))
+    from adaexport.export_depths import by_token_count
+
+    return [p for group in by_token_count(points).values() for p in group]
 
 
 def _family(ctx: Context, directory: Path) -> float:
@@ -100,12 +102,11 @@ def warm_up(ctx: Context) -> None:
 
 def templates_exported(points: list, full: int) -> set[str]:
     """The ids of the points whose export includes their token count's template: the first
-    of each token count in `_template_order`, but the model's full token count's (`full`),
+    of each token count (`by_token_count`), but the model's full token count's (`full`),
     whose template the weights file's layout exported."""
-    firsts: dict[int, str] = {}
-    for point in _template_order(points):
-        firsts.setdefault(point.tokens, point.id)
-    return {pid for tokens, pid in firsts.items() if tokens != full}
+    from adaexport.export_depths import by_token_count
+
+    return {group[0].id for tokens, group in by_token_count(points).items() if tokens != full}
 
 
 def run(ctx: Context) -> list[dict]:

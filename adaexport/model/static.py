@@ -113,7 +113,7 @@ class StaticAdaPerceiver(nn.Module):
             raise ValueError(f"image size {self.image_size} is not a multiple of patch_size {cfg.patch_size}")
         self.output_names = model.output_names
         # taps: forward also returns the latents after every block (`tap_names`), so that an
-        # export of the full depth holds every shallower depth's graph (adaexport.export_templates)
+        # export of the full depth holds every shallower depth's graph (adaexport.export_depths)
         self.taps = taps
         hidden = ffn_hidden(width, cfg.ffn_ratio)
 

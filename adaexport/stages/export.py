@@ -115,11 +115,10 @@ def _weights(ctx: BuildContext, path: Path, write: bool) -> tuple[dict, tuple]:
 def _tasks(todo: list[ConfigPoint], onnx_dir: Path, index: dict, metadata: dict, template: tuple) -> list[ExportTask]:
     """One task per token count of `todo`, in the order they first appear; the one the
     weights file's layout already exported gets its template."""
-    groups: dict[int, list[ConfigPoint]] = {}
-    for point in todo:
-        groups.setdefault(point.tokens, []).append(point)
+    from ..export_depths import by_token_count
+
     return [ExportTask(points, onnx_dir, index, metadata, template if tokens == template[0][0] else None)
-            for tokens, points in groups.items()]
+            for tokens, points in by_token_count(todo).items()]
 
 
 def export_stage(ctx: BuildContext) -> None:
