@@ -45,7 +45,7 @@ from typing import BinaryIO, Callable
 
 import onnx
 
-from .atomic import atomic_path, write_bytes_atomic
+from .atomic import atomic_path
 from .export_proto import (  # noqa: F401 - re-exported: the export's API is this module
     EXPORTERS, FORBIDDEN_OPS, OPSET, Interface, export_graph, export_point_proto, label, op_types, set_metadata,
     verify_static)
@@ -92,17 +92,32 @@ def build_weights(model: AdaPerceiver, *, attention: str | None, batch: int = 1,
     return store
 
 
-def write_weights(store: WeightStore, path: Path) -> Path:
-    """Write the store's bytes to `path` atomically (temp file, fsync, rename); a frozen
-    store then reads from that file (`attach`) instead of holding its bytes in memory."""
-    if isinstance(store.file, io.BytesIO):
-        write_bytes_atomic(path, store.file.getbuffer())
-    else:
-        store.file.seek(0)
-        write_bytes_atomic(path, store.file.read())
-    if store.frozen:
-        store.attach(path)
-    return path
+def lay_out_weights(model: AdaPerceiver, path: Path, *, attention: str | None, batch: int = 1,
+                    exporter: str = "auto", templates: list | None = None, keep: bool = True) -> WeightStore:
+    """The family's weights file at `path` (`build_weights`), laid out in a temp file beside
+    it, never in memory (at published size that is the checkpoint's size again), then
+    flushed to disk and renamed to `path` (readers see no part of it). The returned store is
+    frozen and reads from that file. With `keep=False` the file is laid out only for the
+    store's `index()` and removed (the store's file is then closed)."""
+    import tempfile
+
+    from .atomic import TEMP_SUFFIX
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "w+b") as file:
+            store = build_weights(model, attention=attention, batch=batch, weights_name=path.name, exporter=exporter,
+                                  file=file, templates=templates)
+            file.flush()
+            os.fsync(file.fileno())
+        if keep:
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+            store.attach(path)
+        return store
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def export_point(model: AdaPerceiver, point: ConfigPoint, out_dir: Path, store: WeightStore, *,
@@ -135,7 +150,7 @@ def export_family(model: AdaPerceiver, points: list[ConfigPoint], out_dir: Path,
     """Export one ONNX per point into out_dir (files named f"{point.id}.onnx") plus one shared
     external-data file out_dir/weights_name. Returns (exported models, weights path).
 
-    The weights file is written first (`build_weights`), then each .onnx file, verified
+    The weights file is written first (`lay_out_weights`), then each .onnx file, verified
     with the ONNX checker (`check`) before it takes its final name; `on_exported` is
     called as each lands. The returned list follows `points`.
     """
@@ -148,9 +163,9 @@ def export_family(model: AdaPerceiver, points: list[ConfigPoint], out_dir: Path,
     from .export_depths import DepthTemplates
 
     made: list = []
-    store = build_weights(model, attention=attention, batch=batch, weights_name=weights_name, exporter=exporter,
-                          templates=made)
-    weights_path = write_weights(store, out_dir / weights_name)
+    _check_weights_name(weights_name)
+    weights_path = out_dir / weights_name
+    store = lay_out_weights(model, weights_path, attention=attention, batch=batch, exporter=exporter, templates=made)
     templates = DepthTemplates(model, store, attention=attention, batch=batch, weights_name=weights_name,
                                exporter=exporter, known=made)
     exported = []

@@ -39,12 +39,15 @@ _COMPLEX_TYPES = frozenset({onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX
 def _export_torchscript(module: StaticAdaPerceiver, example: torch.Tensor, store: WeightStore | None = None,
                         location: str | None = None) -> onnx.ModelProto:
     """TorchScript's export of `module`, every weight embedded; with `store`, the large
-    weights go straight into it and are never serialised (`torchscript_weights`)."""
-    from .torchscript_weights import parameter_table, place_weights
+    weights go straight into it and are never serialised. Without the exporter's
+    whole-graph shape inference, which `fold` does again (`torchscript_weights`)."""
+    from . import torchscript_weights
+    from .heap import large_blocks_mapped
 
     table: dict = {}
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), (parameter_table(table) if store is not None else contextlib.nullcontext()):
+    with large_blocks_mapped(), warnings.catch_warnings(), torchscript_weights.skipped_graph_shape_inference(), \
+            (torchscript_weights.parameter_table(table) if store is not None else contextlib.nullcontext()):
         # The legacy exporter's deprecation notice, and tracer warnings about Python
         # numbers taken from shapes: the shapes are static, so those are constants.
         warnings.simplefilter("ignore")
@@ -55,7 +58,7 @@ def _export_torchscript(module: StaticAdaPerceiver, example: torch.Tensor, store
     proto = onnx.ModelProto()
     proto.ParseFromString(buffer.getbuffer())  # no copy of the (weights-sized) buffer first
     if store is not None:
-        place_weights(proto, table, store, location)
+        torchscript_weights.place_weights(proto, table, store, location)
     return proto
 
 

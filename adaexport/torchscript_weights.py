@@ -1,4 +1,6 @@
-"""A TorchScript export that never serialises the large weights into the proto.
+"""The TorchScript exporter's internals this project relies on (torch is pinned): an export
+that never serialises the large weights into the proto, and one without the graph-level
+shape inference whose results the written model does not carry.
 
 `torch.onnx.export(..., export_params=True)` copies every weight into the ModelProto it
 serialises; the export then parses those bytes back, folds a graph holding them and
@@ -14,6 +16,13 @@ initializer deduplication reads only smaller ones) are embedded as the exporter 
 the larger ones go straight into the weights store as external data, read from the torch
 tensor's memory. After the usual folding and `externalize`, the model is the one the
 embedded export gives (`tests/test_export_depths.py` compares the bytes).
+
+The exporter also runs ONNX shape inference over the whole graph twice (after the
+conversion and after its constant folding): a third of its time at published size
+(0.9 s of a 3.8 s template export). The model it writes carries none of those shapes (no
+value_info; the outputs' types come from the trace), and `export_proto.fold` infers every
+shape again, so `skipped_graph_shape_inference` makes both passes no-ops for the call:
+the folded model is byte-identical (`tests/test_export_depths.py`).
 """
 
 from __future__ import annotations
@@ -45,6 +54,18 @@ def parameter_table(into: dict) -> Iterator[None]:
         yield
     finally:
         utils._model_to_graph = real
+
+
+@contextlib.contextmanager
+def skipped_graph_shape_inference() -> Iterator[None]:
+    """Make the exporter's whole-graph shape inference passes no-ops while torch.onnx.export
+    runs (see the module docstring); the per-node inference its conversion uses stays."""
+    real = torch._C._jit_pass_onnx_graph_shape_type_inference
+    torch._C._jit_pass_onnx_graph_shape_type_inference = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        torch._C._jit_pass_onnx_graph_shape_type_inference = real
 
 
 def place_weights(proto: onnx.ModelProto, table: dict[str, torch.Tensor], store: WeightStore, location: str) -> None:

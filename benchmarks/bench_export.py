@@ -2,8 +2,8 @@
 
 Per repeat, in a fresh temporary directory:
 
-1. the weights file: `build_weights` (the full point exported once, its tensors laid
-   out in memory) + `write_weights`;
+1. the weights file: `lay_out_weights` (the full point exported once, its tensors laid
+   out in a temp file beside the weights file, renamed when complete);
 2. every point of the grid on its own with `export_point` against that file:
    specialise + export the point's proto + externalize into the shared store +
    write (atomic, fsync) + the ONNX full checker, exactly what `adaexport build`
@@ -39,16 +39,14 @@ NAME = "export"
 
 
 def _weights_and_points(ctx: Context, directory: Path) -> tuple[float, float, dict, dict]:
-    from adaexport.export import build_weights, export_point, write_weights
+    from adaexport.export import export_point, lay_out_weights
     from adaexport.export_depths import DepthTemplates
 
     made: list = []
 
     def weights():
-        store = build_weights(ctx.model, attention=ctx.attention, batch=ctx.batch, weights_name="weights.bin",
-                              exporter=ctx.exporter, templates=made)
-        write_weights(store, directory / "weights.bin")
-        return store
+        return lay_out_weights(ctx.model, directory / "weights.bin", attention=ctx.attention, batch=ctx.batch,
+                               exporter=ctx.exporter, templates=made)
 
     cpu_start = time.process_time()
     weights_s, store = measure(weights)
@@ -144,7 +142,7 @@ def run(ctx: Context) -> list[dict]:
     slowest = max(typical, key=typical.get)
     per_point_in_family = [f / n for f in family_s]
     rows = [
-        time_row(NAME, "weights file (build_weights + write)", weights_s,
+        time_row(NAME, "weights file (lay_out_weights)", weights_s,
                  "the full point exported once, its tensors laid out and written", key="weights"),
         time_row(NAME, f"one point (median over {n} points)", point_medians,
                  f"export_point incl. checker; fastest {fastest} {typical[fastest]:.3f} s, "
@@ -161,7 +159,7 @@ def run(ctx: Context) -> list[dict]:
                     template_cpu, "export_point exporting the tapped full-width, full-depth graph, then the cut",
                     key="template_cpu")] if template_cpu else []),
         time_row(NAME, "weights file, CPU seconds", weights_cpu,
-                 "build_weights + write (with the full token count's template)", key="weights_cpu"),
+                 "lay_out_weights (with the full token count's template)", key="weights_cpu"),
         value_row(NAME, "peak RSS of the process", peak_rss_bytes(), note="ru_maxrss after every export above",
                   key="peak_rss"),
         ratio_row(NAME, "peak RSS / checkpoint size", [peak_rss_bytes() / checkpoint_bytes(ctx.model_path)],
@@ -207,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from adaexport.export import build_weights, export_point
+    from adaexport.export import export_point, lay_out_weights
     from adaexport.export_depths import DepthTemplates
     from adaexport.model import load_checkpoint
     from adaexport.space import build_grid
@@ -233,11 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="adaexport-bench-export-") as tmp:
         directory = Path(tmp)
         start = time.process_time()
-        weights = open(directory / "weights.bin", "w+b")  # noqa: SIM115 - as the build lays it out: on disk
         made: list = []
-        store = build_weights(loaded.model, attention=attention, weights_name="weights.bin", exporter="torchscript",
-                              file=weights, templates=made)
-        weights.flush()
+        store = lay_out_weights(loaded.model, directory / "weights.bin", attention=attention, exporter="torchscript",
+                                templates=made)
         print(f"weights file (and the full point's template): {time.process_time() - start:.2f} s CPU; "
               f"peak RSS {peak_rss_bytes() / 2**20:.0f} MiB", flush=True)
         templates = DepthTemplates(loaded.model, store, attention=attention, weights_name="weights.bin",
@@ -249,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             cpu.append(time.process_time() - start)
             print(f"{point.id}: {cpu[-1]:.2f} s CPU, {time.perf_counter() - wall:.2f} s wall; "
                   f"peak RSS {peak_rss_bytes() / 2**20:.0f} MiB", flush=True)
-        weights.close()
+        store.file.close()
     print(f"points: {len(cpu)}, CPU s per point median {statistics.median(cpu):.2f} (min {min(cpu):.2f}, "
           f"max {max(cpu):.2f}, mean {statistics.mean(cpu):.2f}); peak RSS {peak_rss_bytes() / 2**20:.0f} MiB = "
           f"{peak_rss_bytes() / size:.2f}x the checkpoint ({size / 2**20:.0f} MiB); "

@@ -20,7 +20,7 @@ from adaexport.export import (
     export_point_proto,
     build_weights,
     export_point,
-    write_weights,
+    lay_out_weights,
     verify_static,
 )
 from adaexport.model.static import specialize
@@ -293,9 +293,9 @@ def test_weights_file_does_not_depend_on_the_grid(classification, tmp_path):
 
 def test_frozen_store_only_references(classification, tmp_path):
     model = classification.model
-    store = build_weights(model, attention="full")
+    store = lay_out_weights(model, tmp_path / "weights.bin", attention="full")
     size = store.size
-    write_weights(store, tmp_path / "weights.bin")
+    assert (tmp_path / "weights.bin").stat().st_size == size and not list(tmp_path.glob(".*.tmp"))
     exported = export_point(model, ConfigPoint(40, 32, 2), tmp_path, store, attention="full")
     assert store.size == size
     proto = load_structure(exported.path)

@@ -18,6 +18,7 @@ from .layers import (
     apply_rope,
     attention,
     block_causal_mask,
+    fixed_shape,
     rope_tables,
 )
 
@@ -44,7 +45,9 @@ class PatchEmbed(nn.Module):
             self.ffn = Mlp(cfg.embed_dim, cfg.hidden_dim)
 
     def forward(self, x: torch.Tensor, pos_embed: torch.Tensor) -> torch.Tensor:
-        x = self.embed.proj(x).flatten(2).transpose(1, 2) + pos_embed
+        x = self.embed.proj(x)
+        batch, dim, rows, cols = fixed_shape(x)
+        x = x.reshape(batch, dim, rows * cols).transpose(1, 2) + pos_embed
         if self.use_ffn:
             x = self.ffn(self.norm(x))
         return x

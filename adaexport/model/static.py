@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from .point import ConfigPoint, validate_point
 from .adaperceiver import AdaPerceiver, cross_attend, pos_embed_at, process_block, query_heads
 from .config import ffn_hidden
-from .layers import Mlp
+from .layers import Mlp, fixed_shape
 
 
 class TransposedLinear(nn.Module):
@@ -75,9 +75,10 @@ class SlicedMlp(nn.Module):
     def forward(self, x: torch.Tensor, hidden: int | None = None) -> torch.Tensor:
         if hidden is not None and hidden != self.hidden:
             raise ValueError(f"this MLP is sliced to {self.hidden} hidden units, not {hidden}")
-        rows = x.reshape(-1, x.shape[-1])
+        *lead, dim = fixed_shape(x)
+        rows = x.reshape(-1, dim)
         out = self.fc2(F.gelu(self.fc1(rows)))
-        return out.reshape(*x.shape[:-1], out.shape[-1])
+        return out.reshape(*lead, self.fc2.bias.shape[0])
 
 
 def _sliced_mlp(mlp: Mlp, hidden: int) -> SlicedMlp:

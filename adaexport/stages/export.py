@@ -86,30 +86,16 @@ def export_one(task: ExportTask) -> list[dict]:
 
 
 def _weights(ctx: BuildContext, path: Path, write: bool) -> tuple[dict, tuple]:
-    """Lay out the family's weights in a temp file beside `path` (not in memory: at published
-    size that is the checkpoint's size again), renamed to `path` when `write` (fsync, then
-    rename: atomic), else removed; the store's index, and the full point's (tokens, width)
-    template that laying them out exported."""
-    import os
-    import tempfile
+    """Lay out the family's weights (`export.lay_out_weights`: in a temp file beside `path`,
+    renamed to it when `write`, else removed); the store's index, and the full point's
+    (tokens, width) template that laying them out exported."""
+    from ..export import lay_out_weights
 
-    from ..atomic import TEMP_SUFFIX
-    from ..export import build_weights
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     made: list = []
-    try:
-        with os.fdopen(fd, "w+b") as file:
-            store = build_weights(ctx.loaded.model, attention=ctx.attention, batch=ctx.batch,
-                                  weights_name=path.name, exporter=EXPORTER, file=file, templates=made)
-            file.flush()
-            os.fsync(file.fileno())
-        if write:
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        return store.index(), made[0]
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    store = lay_out_weights(ctx.loaded.model, path, attention=ctx.attention, batch=ctx.batch, exporter=EXPORTER,
+                            templates=made, keep=write)
+    store.file.close()
+    return store.index(), made[0]
 
 
 def _tasks(todo: list[ConfigPoint], onnx_dir: Path, index: dict, metadata: dict, template: tuple) -> list[ExportTask]:
