@@ -62,8 +62,11 @@ class CudaRuntime:
         lib.cudaGetDevice.argtypes = [ctypes.POINTER(ci)]
         lib.cudaDeviceGetAttribute.argtypes = [ctypes.POINTER(ci), ci, ci]
         lib.cudaRuntimeGetVersion.argtypes = [ctypes.POINTER(ci)]
+        lib.cudaGetLastError.argtypes = []
+        lib.cudaPeekAtLastError.argtypes = []
         for fn in ("cudaMalloc", "cudaFree", "cudaMemcpyAsync", "cudaStreamCreate", "cudaStreamSynchronize",
-                   "cudaStreamDestroy", "cudaGetDevice", "cudaDeviceGetAttribute", "cudaRuntimeGetVersion"):
+                   "cudaStreamDestroy", "cudaGetDevice", "cudaDeviceGetAttribute", "cudaRuntimeGetVersion",
+                   "cudaGetLastError", "cudaPeekAtLastError"):
             getattr(lib, fn).restype = ci
 
     @classmethod
@@ -73,7 +76,12 @@ class CudaRuntime:
         return cls._instance
 
     def check(self, code: int, what: str) -> None:
+        """Raise BackendError for a failed call, after clearing the runtime's last error: it
+        is per thread and shared by every library in the process, so left set (by a refused
+        cudaMalloc, say) the next library that asks (PyTorch after a kernel launch, seen on
+        an H200) would report this failure as its own."""
         if code != 0:
+            self.lib.cudaGetLastError()
             message = self.lib.cudaGetErrorString(code)
             raise BackendError(f"CUDA {what} failed: {message.decode() if message else code}")
 

@@ -131,7 +131,22 @@ class _OneLineUsageErrors(TyperGroup):
         return command
 
 
-_METAVAR_BY_TYPE = {"int": "N", "float": "NUMBER"}
+_METAVAR_BY_TYPE = {"int": "N", "integer": "N", "float": "NUMBER"}
+
+
+def _type_metavar(param) -> str | None:
+    """PATH, N or NUMBER for a path, int or float option; None for any other. Typer 0.29
+    describes a parameter's type in `type_descriptor`/`bare_type()`; before it (0.12-0.28,
+    which pyproject's floor now excludes, but an environment may hold one: the CUDA image
+    this project's GPU checks ran on had one) only click's ParamType in `param.type` does,
+    and help must not fail either way."""
+    descriptor = getattr(param, "type_descriptor", None)
+    if descriptor is not None and hasattr(param, "bare_type"):
+        return "PATH" if descriptor.is_path else _METAVAR_BY_TYPE.get(param.bare_type())
+    kind = getattr(param, "type", None)
+    if type(kind).__name__ == "Path":
+        return "PATH"
+    return _METAVAR_BY_TYPE.get(getattr(kind, "name", None))
 
 
 def _plain_metavars(command) -> None:
@@ -143,7 +158,7 @@ def _plain_metavars(command) -> None:
             param.display_type_rich = lambda ctx: None
         elif param.metavar is None and not (param.is_flag or param.count):
             long = max(param.opts, key=len).lstrip("-").replace("-", "_").upper()
-            param.metavar = "PATH" if param.type_descriptor.is_path else _METAVAR_BY_TYPE.get(param.bare_type(), long)
+            param.metavar = _type_metavar(param) or long
     for sub in getattr(command, "commands", {}).values():
         _plain_metavars(sub)
 
