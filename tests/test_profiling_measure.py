@@ -29,9 +29,10 @@ def tiny_model(path, layers):
 class Logged:
     """A real ORT session that notes every run in a shared log (and may add a stall)."""
 
-    def __init__(self, name, path, log, stall_every=0):
+    def __init__(self, name, path, log, stall_every=0, hold_mib=0):
         self.name, self.log, self.stall_every = name, log, stall_every
         self.session = OrtSession(path, {"intra_op_num_threads": 1})
+        self.held = np.ones(hold_mib << 20, np.uint8)   # memory the engine holds while loaded (pages touched)
         self.runs = 0
 
     def run(self, feeds):
@@ -79,6 +80,35 @@ def test_meets_both_minimums_in_interleaved_rounds(models):
     runs = {name: log.count(name) for name in ("e0", "e1", "e2")}
     for name, entry in results.items():   # every measured run is a sample; plus the load run and the warm-up
         assert entry["iterations"] < runs[name] - 1
+
+
+def test_engines_are_loaded_together_only_while_memory_holds_another(models):
+    """Groups are settings.group engines where memory allows; where the memory available is
+    under twice what an engine took, each engine is measured in a group of its own, and its
+    profile says why."""
+    settings = ProfilingSettings(warmup_s=0.0, min_iterations=4, min_duration_s=0.0, rounds=2, remeasure=0)
+    log = []
+    roomy = measure_engines(candidates(models, log, hold_mib=48), settings, available_memory=lambda: 64 << 30)
+    assert all(entry["memory"]["rss_bytes"] >= 48 << 20 for entry in roomy.values())
+    assert not any("group of" in w for entry in roomy.values() for w in entry["warnings"])
+    assert log[:3] == ["e0", "e1", "e2"]     # all three loaded (first inference) before any was measured
+
+    log.clear()
+    tight = measure_engines(candidates(models, log, hold_mib=48), settings, available_memory=lambda: 80 << 20)
+    assert list(tight) == ["e0", "e1", "e2"]
+    for ident in ("e0", "e1"):   # e2, the last, was alone anyway
+        assert any("group of 1 engine(s), not 10: 80 MiB of memory available" in w for w in tight[ident]["warnings"])
+    assert log == sorted(log)                # each engine loaded, warmed and measured before the next
+
+
+def test_available_memory_is_read_from_meminfo(tmp_path):
+    from adaexport.hardware.machine import available_memory
+
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "meminfo").write_text("MemTotal:       24576000 kB\nMemFree:         1000000 kB\n"
+                                               "MemAvailable:   12288000 kB\nBuffers:          100 kB\n")
+    assert available_memory(tmp_path) == 12288000 * 1024
+    assert available_memory(tmp_path / "nowhere") is None
 
 
 def test_a_noisy_engine_is_measured_again_and_warned_about(models):

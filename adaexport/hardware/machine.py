@@ -48,6 +48,18 @@ def cpu_facts(root: str | os.PathLike | None = None) -> dict[str, Any]:
             "isa": sorted(f for f in KERNEL_FLAGS if f in flags)}
 
 
+def available_memory(root: str | os.PathLike | None = None) -> int | None:
+    """Bytes of memory the kernel says can be allocated without swapping (/proc/meminfo
+    MemAvailable; on a Jetson it covers the GPU's too, the memory being shared); None where
+    it cannot be read."""
+    text = _read(system_root(root) / "proc" / "meminfo")
+    for line in (text or "").splitlines():
+        key, _, value = line.partition(":")
+        if key == "MemAvailable" and value.split() and value.split()[0].isdigit():
+            return int(value.split()[0]) * 1024     # reported in kB (KiB)
+    return None
+
+
 def gpu_facts(root: str | os.PathLike | None = None) -> dict[str, Any] | None:
     """The first NVIDIA GPU's name and compute capability, or None without one."""
     root = system_root(root)

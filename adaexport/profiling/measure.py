@@ -225,21 +225,56 @@ def _entry(state: _State, settings: ProfilingSettings, meter, idle_w, reason) ->
     }
 
 
+MEMORY_HEADROOM = 2   # another engine joins a group while the memory available exceeds this many times
+                      # the most one engine of the group took (its own, and as much again for its load's peak)
+
+
+def _engine_bytes(state: _State) -> int:
+    return (state.rss_bytes or 0) + (state.device_bytes or 0)
+
+
+def _load_group(states: list[_State], pending: list[Candidate], settings: ProfilingSettings, device_memory,
+                available_memory: Callable[[], int | None]) -> None:
+    """Load the next group from `pending` into `states`: up to settings.group engines, fewer
+    where memory would run short (at published size an fp32 engine holds ~0.6 GB: ten loaded
+    together were 5.9 GB, more than a Jetson Orin Nano has). The first engine always loads;
+    each engine of a group cut short says so in its warnings."""
+    short = None
+    while pending and len(states) < settings.group:
+        if states:
+            free, most = available_memory(), max(_engine_bytes(s) for s in states)
+            if free is not None and free < MEMORY_HEADROOM * most:
+                short = (free, most)
+                break
+        states.append(_State(pending.pop(0)))
+        _load(states[-1], device_memory)
+    if short is not None:
+        note = (f"measured in a group of {len(states)} engine(s), not {settings.group}: {short[0] / 2**20:.0f} MiB "
+                f"of memory available, and an engine of the group took up to {short[1] / 2**20:.0f} MiB")
+        for state in states:
+            state.warnings.append(note)
+
+
 def measure_engines(candidates: list[Candidate], settings: ProfilingSettings, *, meter=None,
                     idle_w: float | None = None, energy_reason: str | None = None, device_memory=None,
-                    on_done: Callable[[str, dict], None] | None = None) -> dict[str, dict]:
-    """Profile every candidate (groups of settings.group, interleaved); id -> profile entry.
-    `device_memory` is a device_memory.DeviceMemory (None: not measured)."""
+                    on_done: Callable[[str, dict], None] | None = None,
+                    available_memory: Callable[[], int | None] | None = None) -> dict[str, dict]:
+    """Profile every candidate (groups of up to settings.group, interleaved; smaller where
+    `available_memory()`, the bytes the system can still allocate (default: MemAvailable),
+    would not hold another engine); id -> profile entry. `device_memory` is a
+    device_memory.DeviceMemory (None: not measured)."""
+    if available_memory is None:
+        from ..hardware.machine import available_memory
     results: dict[str, dict] = {}
-    for start in range(0, len(candidates), settings.group):
-        states = [_State(c) for c in candidates[start:start + settings.group]]
+    pending = list(candidates)
+    while pending:
         # One collection per group, then none until the group is measured: a collection in
         # a process holding torch takes a fraction of a second and would land in a sample.
         gc.collect()
         gc.disable()
+        states: list[_State] = []
         try:
-            for state in states:
-                _load(state, device_memory)
+            _load_group(states, pending, settings, device_memory, available_memory)
             for state in states:
                 _run_until(state, 1, settings.warmup_s, None)
             _rounds(states, settings, meter)
