@@ -48,18 +48,21 @@ def _weights_and_points(ctx: Context, directory: Path) -> tuple[float, float, di
         return lay_out_weights(ctx.model, directory / "weights.bin", attention=ctx.attention, batch=ctx.batch,
                                exporter=ctx.exporter, templates=made)
 
-    cpu_start = time.process_time()
-    weights_s, store = measure(weights)
-    weights_cpu = time.process_time() - cpu_start
+    def with_cpu(fn):
+        """fn's result and the CPU seconds of the call alone (not `measure`'s collection before it)."""
+        start = time.process_time()
+        result = fn()
+        return result, time.process_time() - start
+
+    weights_s, (store, weights_cpu) = measure(lambda: with_cpu(weights))
     templates = DepthTemplates(ctx.model, store, attention=ctx.attention, batch=ctx.batch, weights_name="weights.bin",
                                exporter=ctx.exporter, known=made)
     per_point, cpu = {}, {}
     for point in _template_order(ctx.points):
-        start = time.process_time()
-        seconds, _ = measure(lambda: export_point(ctx.model, point, directory, store, attention=ctx.attention,
-                                                  batch=ctx.batch, weights_name="weights.bin",
-                                                  exporter=ctx.exporter, templates=templates))
-        per_point[point.id], cpu[point.id] = seconds, time.process_time() - start
+        seconds, (_, cpu[point.id]) = measure(lambda: with_cpu(lambda: export_point(
+            ctx.model, point, directory, store, attention=ctx.attention, batch=ctx.batch, weights_name="weights.bin",
+            exporter=ctx.exporter, templates=templates)))
+        per_point[point.id] = seconds
     return weights_s, weights_cpu, per_point, cpu
 
 
