@@ -41,7 +41,7 @@ def open_directory(ctx: BuildContext) -> None:
     remove_leftovers([out, out / ONNX_DIR, out / ENGINES_DIR, *stages])  # one build per directory at a time
     ctx.versions = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
     ctx.base = {"tool": __version__, "model": ctx.loaded.sha256, "attention": ctx.attention, "batch": ctx.batch,
-                "exporter": EXPORTER, "cut": "depth-templates", "image_size": ctx.cfg.img_size, **ctx.versions}
+                "exporter": EXPORTER, "cut": "depth-templates, constant reshapes", "image_size": ctx.cfg.img_size, **ctx.versions}
     ctx.metadata = {"adaexport.source_sha256": ctx.loaded.sha256, "adaexport.tool_version": __version__,
                     "adaexport.model_name": ctx.loaded.name}
 
