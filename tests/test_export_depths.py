@@ -125,8 +125,7 @@ def test_the_export_without_the_exporters_graph_shape_inference_has_the_same_byt
 
 def test_the_exporter_reshapes_with_constants(model):
     """The traced graph reshapes with constants, not Shape arithmetic for the folding to
-    remove (at published size that arithmetic was two thirds of the traced nodes and of the
-    template export's time)."""
+    remove (at published size that arithmetic was half the traced nodes)."""
     import io
 
     from adaexport import export_proto
