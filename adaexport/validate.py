@@ -4,7 +4,11 @@ Metrics over every output tensor and every sample:
 * max_abs: the largest absolute difference of any value;
 * max_rel: max_abs divided by the largest absolute reference value of that output
   (element-wise relative error is meaningless next to zero);
-* top1_agreement: the fraction of samples whose arg-max class is the same;
+* top1_agreement: the fraction of samples whose arg-max class is the same, and for the
+  samples where it is not, the reference's top-1 margin (its largest logit less the second)
+  beside the standard deviation of its logits: a failure message gives both, so a user sees
+  whether the flips were near-ties (a published-size checkpoint with random weights: margins
+  of 0.0007 against logits spread 0.19) or samples the reference was sure of;
 * with labels: top1 and reference_top1 (accuracy of the engine and of PyTorch) and
   accuracy_drop = reference_top1 - top1 in percentage points.
 """
@@ -27,6 +31,8 @@ class Parity:
     samples: int
     top1: float | None = None
     reference_top1: float | None = None
+    flipped: tuple[tuple[float, float], ...] = ()   # (the reference's top-1 margin, its logits' std) of each
+                                                    # sample whose top-1 changed
 
     @property
     def accuracy_drop(self) -> float | None:
@@ -75,8 +81,21 @@ class Parity:
         wanted.append(f"min_top1_agreement <= {needed.min_top1_agreement:.4f}")
         if needed.max_accuracy_drop is not None:
             wanted.append(f"max_accuracy_drop >= {needed.max_accuracy_drop:.2f}")
-        return (f"parity failed for {engine}: {', '.join(self._problems(tol))}; a tolerance of "
+        return (f"parity failed for {engine}: {', '.join(self._problems(tol))}{self._flips()}; a tolerance of "
                 f"{' and '.join(wanted)} would have passed")
+
+    def _flips(self) -> str:
+        """What the samples whose top-1 changed looked like in the reference."""
+        if not self.flipped:
+            return ""
+
+        def span(values) -> str:
+            low, high = f"{min(values):.3g}", f"{max(values):.3g}"
+            return low if low == high else f"{low}..{high}"
+
+        margins, spreads = zip(*self.flipped)
+        return (f" ({len(self.flipped)} sample(s) changed top-1, where PyTorch's top-1 margin was {span(margins)} "
+                f"and its logits' standard deviation {span(spreads)})")
 
 
 def compare(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray],
@@ -92,11 +111,16 @@ def compare(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray],
         max_abs, max_rel = max(max_abs, diff), max(max_rel, diff / scale)
     ref_top, got_top = reference[0].argmax(-1), candidate[0].argmax(-1)
     agreement = float((ref_top == got_top).mean())
+    flipped: tuple[tuple[float, float], ...] = ()
+    if reference[0].ndim == 2 and reference[0].shape[-1] > 1:
+        logits = reference[0][ref_top != got_top].astype(np.float64)
+        ranked = np.sort(logits, axis=-1)
+        flipped = tuple((float(m), float(d)) for m, d in zip(ranked[:, -1] - ranked[:, -2], logits.std(axis=-1)))
     top1 = reference_top1 = None
     if labels is not None:
         top1, reference_top1 = float((got_top == labels).mean()), float((ref_top == labels).mean())
     return Parity(max_abs=max_abs, max_rel=max_rel, top1_agreement=agreement, samples=len(reference[0]),
-                  top1=top1, reference_top1=reference_top1)
+                  top1=top1, reference_top1=reference_top1, flipped=flipped)
 
 
 def run_batched(fn: Callable[[np.ndarray], Sequence[np.ndarray]], inputs: np.ndarray, batch: int) -> list[np.ndarray]:

@@ -86,15 +86,28 @@ def test_parity_metrics_and_the_tolerance_that_would_pass():
     ref = [np.array([[1.0, 2.0], [3.0, 0.0]]), np.ones((2, 4))]
     got = [np.array([[1.0, 2.5], [3.0, 4.0]]), np.ones((2, 4))]
     parity = compare(ref, got)
-    assert parity == Parity(max_abs=4.0, max_rel=4.0 / 3.0, top1_agreement=0.5, samples=2)
+    assert parity == Parity(max_abs=4.0, max_rel=4.0 / 3.0, top1_agreement=0.5, samples=2, flipped=((3.0, 1.5),))
     tol = Tolerance(max_abs=1e-3, min_top1_agreement=0.99)
     assert not parity.passes(tol)
     message = parity.failure_message("t8_w32_d1 onnxruntime fp32", tol)
     assert "max_abs 4 > 0.001" in message and "max_abs >= 4" in message and "<= 0.5000" in message
+    assert "(1 sample(s) changed top-1, where PyTorch's top-1 margin was 3 and its logits' standard deviation 1.5)" \
+        in message
     assert parity.passes(parity.would_pass(tol))
 
 
-# --- imagefolder and npz error paths --------------------------------------------------------
+def test_a_parity_failure_shows_how_near_the_flipped_samples_were_to_a_tie():
+    """Top-1 flips where the reference hardly preferred its class (a random-weights model's
+    logits) can be told from flips of samples the reference was sure of."""
+    ref = [np.array([[1.0, 1.001, 0.0], [0.0, 1.0, 1.0005], [5.0, 0.0, 0.0]])]
+    got = [np.array([[1.002, 1.0, 0.0], [0.0, 1.001, 1.0], [5.0, 0.0, 0.0]])]
+    parity = compare(ref, got)
+    assert parity.top1_agreement == pytest.approx(1 / 3) and len(parity.flipped) == 2
+    message = parity.failure_message("t256_w832_d6 (openvino bf16)", Tolerance(max_abs=None, min_top1_agreement=0.98))
+    assert "2 sample(s) changed top-1, where PyTorch's top-1 margin was 0.0005..0.001 and its logits' standard " \
+           "deviation 0.472" in message
+    assert "changed top-1" not in compare(ref, ref).failure_message("x", Tolerance(max_abs=None, min_top1_agreement=1.1))
+
 
 
 def demo_config():
