@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -95,29 +96,20 @@ def build_weights(model: AdaPerceiver, *, attention: str | None, batch: int = 1,
 def lay_out_weights(model: AdaPerceiver, path: Path, *, attention: str | None, batch: int = 1,
                     exporter: str = "auto", templates: list | None = None, keep: bool = True) -> WeightStore:
     """The family's weights file at `path` (`build_weights`), laid out in a temp file beside
-    it, never in memory (at published size that is the checkpoint's size again), then
-    flushed to disk and renamed to `path` (readers see no part of it). The returned store is
-    frozen and reads from that file. With `keep=False` the file is laid out only for the
-    store's `index()` and removed (the store's file is then closed)."""
-    import tempfile
-
-    from .atomic import TEMP_SUFFIX
-
+    it, never in memory (at published size that is the checkpoint's size again), and moved
+    into place when complete (`atomic.atomic_path`). The returned store is frozen and reads
+    from that file. With `keep=False` it is laid out only for the store's `index()`, in a
+    nameless temp file that goes when the store's file is closed."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "w+b") as file:
-            store = build_weights(model, attention=attention, batch=batch, weights_name=path.name, exporter=exporter,
-                                  file=file, templates=templates)
-            file.flush()
-            os.fsync(file.fileno())
-        if keep:
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-            store.attach(path)
-        return store
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    if not keep:
+        file = tempfile.TemporaryFile(dir=path.parent)  # noqa: SIM115 - the store's file, closed by the caller
+        return build_weights(model, attention=attention, batch=batch, weights_name=path.name, exporter=exporter,
+                             file=file, templates=templates)
+    with atomic_path(path) as tmp, open(tmp, "w+b") as file:
+        store = build_weights(model, attention=attention, batch=batch, weights_name=path.name, exporter=exporter,
+                              file=file, templates=templates)
+    store.attach(path)
+    return store
 
 
 def export_point(model: AdaPerceiver, point: ConfigPoint, out_dir: Path, store: WeightStore, *,

@@ -145,9 +145,10 @@ def by_token_count(points: Iterable[ConfigPoint]) -> dict[int, list[ConfigPoint]
 class DepthTemplates:
     """The family's tapped full-depth graphs: one exported per token count (at the full
     width), each narrower width's cut from it (`cut_to_width`), kept per (tokens, width);
-    exported graphs are externalized against the frozen `store` as they are first needed (or `known`: ((tokens, width), (template,
-    interface)) pairs made elsewhere, as `build_weights(templates=...)` gives the full
-    point's); `point_proto` cuts and labels a point."""
+    exported graphs are externalized against the frozen `store` as they are first needed
+    (or `known`: ((tokens, width), (template, interface)) pairs made elsewhere, as
+    `build_weights(templates=...)` gives the full point's); `point_proto` cuts and labels a
+    point."""
 
     def __init__(self, model: AdaPerceiver, store: WeightStore, *, attention: str | None, batch: int,
                  weights_name: str, exporter: str, known: Iterable = ()):

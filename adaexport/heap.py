@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 from typing import Iterator
 
 M_MMAP_THRESHOLD = -3             # glibc's malloc.h
@@ -23,7 +24,9 @@ EXPORT_THRESHOLD = 256 << 10      # blocks from 256 KiB up are mapped while expo
 GLIBC_DYNAMIC_MAX = 32 << 20      # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit glibc
 
 
+@functools.cache
 def _glibc():
+    """The C library when it is glibc with mallopt (looked up once: every export asks)."""
     try:
         libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version      # glibc only (not musl, not macOS)

@@ -55,8 +55,9 @@ def available_memory(root: str | os.PathLike | None = None) -> int | None:
     text = _read(system_root(root) / "proc" / "meminfo")
     for line in (text or "").splitlines():
         key, _, value = line.partition(":")
-        if key == "MemAvailable" and value.split() and value.split()[0].isdigit():
-            return int(value.split()[0]) * 1024     # reported in kB (KiB)
+        fields = value.split()
+        if key == "MemAvailable" and fields and fields[0].isdigit():
+            return int(fields[0]) * 1024     # reported in kB (KiB)
     return None
 
 

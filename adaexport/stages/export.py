@@ -41,7 +41,8 @@ def open_directory(ctx: BuildContext) -> None:
     remove_leftovers([out, out / ONNX_DIR, out / ENGINES_DIR, *stages])  # one build per directory at a time
     ctx.versions = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
     ctx.base = {"tool": __version__, "model": ctx.loaded.sha256, "attention": ctx.attention, "batch": ctx.batch,
-                "exporter": EXPORTER, "cut": "depth-templates, constant reshapes", "image_size": ctx.cfg.img_size, **ctx.versions}
+                "exporter": EXPORTER, "cut": "depth-templates, constant reshapes", "image_size": ctx.cfg.img_size,
+                **ctx.versions}
     ctx.metadata = {"adaexport.source_sha256": ctx.loaded.sha256, "adaexport.tool_version": __version__,
                     "adaexport.model_name": ctx.loaded.name}
 
@@ -86,8 +87,8 @@ def export_one(task: ExportTask) -> list[dict]:
 
 
 def _weights(ctx: BuildContext, path: Path, write: bool) -> tuple[dict, tuple]:
-    """Lay out the family's weights (`export.lay_out_weights`: in a temp file beside `path`,
-    renamed to it when `write`, else removed); the store's index, and the full point's
+    """Lay out the family's weights (`export.lay_out_weights`: moved into place at `path`
+    when `write`, else in a temp file that goes); the store's index, and the full point's
     (tokens, width) template that laying them out exported."""
     from ..export import lay_out_weights
 
