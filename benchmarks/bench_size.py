@@ -12,8 +12,9 @@
   that compiles here, each engine compiled from the exported family as `adaexport build`
   does (`compile_engine` into `engines/` beside `onnx/`): the distinct files the family's
   engines read, split into what the family adds (its own files: IR, quantized models,
-  sidecars) and the ONNX family's files it reads (the point .onnx files and weights.bin),
-  against one full model at that precision (parameters x 4, 2 or 1 bytes). int8 engines
+  sidecars, OpenVINO fp16/bf16's float16 twins of the points and of weights.bin) and the
+  fp32 ONNX family's files it reads (the point .onnx files and weights.bin), each and
+  together against one full model at that precision (parameters x 4, 2 or 1 bytes). int8 engines
   are compiled for the smallest and the full point only (two points are enough to see
   whether a family stores its weights once; NNCF and ONNX Runtime's quantizer take a
   minute per point at published size) and calibrate on seeded random inputs: this
@@ -110,14 +111,18 @@ def engine_families(ctx: Context, exported: list, build: Path, params: int) -> l
                                  calibration_inputs=np.ascontiguousarray(calibration), threads=1)
             for path in [*art.paths(), art.sidecar]:
                 read[path.resolve()] = path.stat().st_size
-        onnx_dir = (build / "onnx").resolve()
-        own = sum(size for path, size in read.items() if path.parent != onnx_dir)
-        shared = sum(size for path, size in read.items() if path.parent == onnx_dir)
+        fp32_family = {(build / "onnx" / name).resolve() for name in ["weights.bin", *(f"{m.point.id}.onnx"
+                                                                                        for m in exported)]}
+        own = sum(size for path, size in read.items() if path not in fp32_family)
+        shared = sum(size for path, size in read.items() if path in fp32_family)
+        weights = sum(size for path, size in read.items() if path.suffix == ".bin" and path.parent.name == "onnx")
         full = params * PRECISION_BYTES[choice.precision] // 4
         label = f"{choice.backend} {choice.precision}, {len(family)} points"
         rows.append(value_row(NAME, f"{label}: own files", own, key=f"{choice.backend}_{choice.precision}_own",
-                              note=f"{_mib(own)}; reads {_mib(shared)} of the ONNX family's files", points=len(family),
-                              reads_onnx_family=shared))
+                              note=f"{_mib(own)}; reads {_mib(shared)} of the fp32 ONNX family's files",
+                              points=len(family), reads_onnx_family=shared, family_weights=weights))
         rows.append(ratio_row(NAME, f"{label}: own / one full {choice.precision} model", [own / full],
                               key=f"{choice.backend}_{choice.precision}_own_vs_full"))
+        rows.append(ratio_row(NAME, f"{label}: every file it reads / one full {choice.precision} model",
+                              [(own + shared) / full], key=f"{choice.backend}_{choice.precision}_all_vs_full"))
     return rows

@@ -109,8 +109,9 @@ def test_engines_match_the_fp32_onnx(family, tmp_path, backend, precision):
 
 
 def test_openvino_float_engines_read_the_familys_onnx(family, tmp_path, monkeypatch):
-    """fp32/fp16/bf16 OpenVINO engines store no weights: each reads its point's ONNX and the
-    family's weights.bin; the precision is an explicit hint and what runs is recorded. The
+    """fp32/fp16/bf16 OpenVINO engines store no weights: fp32 reads its point's ONNX and the
+    family's weights.bin, fp16 (and bf16) their float16 twins, 2 bytes a parameter (one
+    file for the family); the precision is an explicit hint and what runs is recorded. The
     compile cache is off unless asked for, and never inside the engines folder."""
     engines = family["dir"] / "engines-settings"
     point = POINTS[1]
@@ -125,6 +126,12 @@ def test_openvino_float_engines_read_the_familys_onnx(family, tmp_path, monkeypa
                                                     "engines-settings/t32_w64_d4-openvino-fp32.json"]
     fp16 = compile_engine(family["onnx"][point], engines, "x86-cpu", "openvino", "fp16", threads=1)
     assert fp16.runtime["INFERENCE_PRECISION_HINT"] == "f16"
+    twin, half = fp16.files
+    assert twin == "../onnx/t32_w64_d4.fp16.onnx" and half.startswith("../onnx/weights-fp16-")
+    assert (engines / half).stat().st_size * 2 == family["weights"].stat().st_size
+    other = compile_engine(family["onnx"][POINTS[0]], engines, "x86-cpu", "openvino", "fp16", threads=1)
+    assert other.files == ["../onnx/t16_w48_d3.fp16.onnx", half]     # one float16 file for every point
+    other.sidecar.unlink()
     with open_artifact(fp16) as session:   # what OpenVINO reports for the compiled model, recorded as is
         assert fp16.facts["execution_precision"] == session.execution_precision == session.options["inference_precision"]
     if fp16.facts["execution_precision"] != "f16":

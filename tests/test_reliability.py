@@ -195,22 +195,30 @@ def test_an_edited_openvino_bin_is_refused_whatever_its_sidecar_says(mixed, tmp_
 
 
 def test_an_edited_shared_weights_file_refuses_every_engine_that_reads_it(mixed, tmp_path):
-    """OpenVINO's fp32/fp16 engines read the family's weights.bin (no copy of their own): an
-    edit of that one file refuses each of them, and the family ONNX, at start-up."""
+    """OpenVINO's float engines read the family's files (no copy of their own): fp32 the
+    weights.bin, fp16 its float16 twin. An edit of either refuses each engine that reads it,
+    and only those, at start-up."""
     from adaexport.runtime import Runtime
 
     directory = copy_family(mixed, tmp_path / "fam")
     manifest = read_manifest(directory)
-    readers = {e["id"] for e in manifest["engines"] if manifest["weights"]["file"] in {f["file"] for f in e["files"]}}
-    assert {e["id"] for e in engines_of(directory, "openvino") if e["precision"] in ("fp32", "fp16")} < readers
-    weights = directory / manifest["weights"]["file"]
-    data = bytearray(weights.read_bytes())
-    data[len(data) // 2: len(data) // 2 + 64] = bytes(64)       # same size, other weights
-    weights.write_bytes(bytes(data))
-    with Runtime(directory, preload="lazy") as rt:
-        assert readers.isdisjoint(rt.engines()) and readers <= set(rt.problems)
-        assert all("weights.bin" in rt.problems[e] for e in readers)
-        assert set(rt.engines()) == {e["id"] for e in manifest["engines"]} - readers   # the rest serve
+    openvino = {e["precision"]: e["id"] for e in engines_of(directory, "openvino")}
+    half = next(f["file"] for e in manifest["engines"] if e["id"] == openvino["fp16"] for f in e["files"]
+                if "weights-fp16-" in f["file"])
+    for shared in (manifest["weights"]["file"], half):
+        readers = {e["id"] for e in manifest["engines"] if shared in {f["file"] for f in e["files"]}}
+        assert (openvino["fp32"] in readers) == (shared == manifest["weights"]["file"])
+        assert (openvino["fp16"] in readers) == (shared == half)
+        weights = directory / shared
+        original = weights.read_bytes()
+        data = bytearray(original)
+        data[len(data) // 2: len(data) // 2 + 64] = bytes(64)       # same size, other weights
+        weights.write_bytes(bytes(data))
+        with Runtime(directory, preload="lazy") as rt:
+            assert readers.isdisjoint(rt.engines()) and readers <= set(rt.problems)
+            assert all(Path(shared).name in rt.problems[e] for e in readers)
+            assert set(rt.engines()) == {e["id"] for e in manifest["engines"]} - readers   # the rest serve
+        weights.write_bytes(original)
 
 
 def test_weights_swapped_after_a_lazy_start_are_not_served(mixed, tmp_path, images):
@@ -219,24 +227,30 @@ def test_weights_swapped_after_a_lazy_start_are_not_served(mixed, tmp_path, imag
 
     directory = copy_family(mixed, tmp_path / "fam")
     weights = directory / read_manifest(directory)["weights"]["file"]
-    # every engine that reads weights.bin: the family ONNX, OpenVINO fp32/fp16/int8, ONNX Runtime
-    # int8, i.e. every engine kind of x86-cpu
-    family = [e["id"] for e in engines_of(directory) if weights.name in {Path(f["file"]).name for f in e["files"]}]
+    # every engine reads the family's weights: weights.bin (the family ONNX, OpenVINO fp32 and
+    # int8, ONNX Runtime int8) or its float16 twin (OpenVINO fp16 and bf16)
+    shared = {Path(f["file"]).name for e in engines_of(directory) for f in e["files"]
+              if f["file"].endswith(".bin") and f["file"].startswith("onnx/")}
+    assert len(shared) == 2 and weights.name in shared
+    family = [e["id"] for e in engines_of(directory) if shared & {Path(f["file"]).name for f in e["files"]}]
     assert any("-onnxruntime-int8" in e for e in family) and any("-openvino-fp32" in e for e in family)
-    assert any("-openvino-int8" in e for e in family)
+    assert any("-openvino-int8" in e for e in family) and any("-openvino-fp16" in e for e in family)
+    files = [weights.parent / name for name in sorted(shared)]
     for share in (True, False):
-        original = weights.read_bytes()
+        originals = [f.read_bytes() for f in files]
         with Runtime(directory, preload="lazy", share_weights=share) as rt:
             assert set(family) == set(rt.engines())
-            tampered = bytearray(original)
-            tampered[:4096] = bytes(4096)
-            weights.write_bytes(bytes(tampered))            # after start-up, before any engine opened
+            for file, original in zip(files, originals):     # after start-up, before any engine opened
+                tampered = bytearray(original)
+                tampered[:4096] = bytes(4096)
+                file.write_bytes(bytes(tampered))
             for engine in family:                            # each family engine is refused as it opens
                 with pytest.raises(EngineUnavailable, match="weights"):
                     rt.pool.get(engine)
-            with pytest.raises(RuntimeUnavailable, match="weights.bin"):   # none is left to serve
+            with pytest.raises(RuntimeUnavailable, match="weights"):   # none is left to serve
                 rt.infer(images[0])
-        weights.write_bytes(original)
+        for file, original in zip(files, originals):
+            file.write_bytes(original)
 
 
 @pytest.mark.parametrize("command", ["eval", "profile"])

@@ -1,7 +1,8 @@
 """OpenVINO: engines in fp32, fp16, bf16 and int8.
 
 * fp32 / fp16 / bf16: the engine *is* the point's ONNX (and the family's shared
-  ``weights.bin`` it references) with the options in its sidecar: OpenVINO reads ONNX
+  ``weights.bin`` it references; for fp16 and bf16 their float16 twins, `half_weights`:
+  2 bytes a parameter, as their precision needs) with the options in its sidecar: OpenVINO reads ONNX
   directly (its ONNX frontend), as fast as its own IR (measured at published size: read
   0.04-0.12 s, compile 1.8-2.5 s either way, the same outputs and memory), so the family
   stores no weights of its own: no copy per point or precision (a saved IR was one per
@@ -58,7 +59,8 @@ from .base import (
     sha256_file,
 )
 
-from .onnx_tensors import family_files
+from .half_weights import half_twin
+from .onnx_tensors import external_locations, family_files
 from .shared_int8 import attach_openvino_weights, detach_openvino_weights, int8_weights
 
 CACHE_ENV = "ADAEXPORT_OPENVINO_CACHE_DIR"   # where OpenVINO's compile cache goes, when wanted
@@ -66,6 +68,7 @@ CALIBRATION_LIMIT = 300          # NNCF's default subset size
 # The float precisions and the INFERENCE_PRECISION_HINT each asks for; their engines read the
 # family's ONNX. int8 is a quantized IR (reading the family's weights.bin unless embedded).
 HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
+HALF_PRECISIONS = ("fp16", "bf16")   # their engines read the family's float16 twin (half_weights)
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")     # /proc/cpuinfo flags of native bf16 on x86
 
 
@@ -99,7 +102,7 @@ class OpenVinoBackend(Backend):
     runtime_modules = ("openvino",)
     extension = ".xml"
     precisions = PRECISIONS
-    recipe = "3: fp32/fp16/bf16 engines read the family's ONNX, int8 its weights.bin"     # build cache keys
+    recipe = "4: fp32 engines read the family's ONNX, fp16/bf16 its float16 twin, int8 its weights.bin"  # cache keys
     thread_option = "INFERENCE_NUM_THREADS"
     distributions = ("openvino",)
 
@@ -150,9 +153,16 @@ class OpenVinoBackend(Backend):
             runtime["INFERENCE_NUM_THREADS"] = int(threads)
         if precision in HINTS:
             runtime["INFERENCE_PRECISION_HINT"] = HINTS[precision]
-            facts["weights"] = "the family's ONNX weights, read directly (no copy)"
+            source = onnx_path
+            if precision in HALF_PRECISIONS:
+                source = half_twin(onnx_path)      # the family's weights in float16, 2 bytes a parameter
+                facts.update(source=source.name, source_sha256=sha256_file(source))
+                facts["weights"] = ("the family's weights in float16 (its point's .fp16.onnx and "
+                                    f"{external_locations(source)[0]}), read directly (no copy)")
+            else:
+                facts["weights"] = "the family's ONNX weights, read directly (no copy)"
             Path(options.out_dir).mkdir(parents=True, exist_ok=True)
-            files = family_files(onnx_path, options.out_dir)
+            files = family_files(source, options.out_dir)
             artifact = Artifact(backend=self.name, precision=precision, files=files, root=Path(options.out_dir),
                                 runtime=runtime, facts=facts, name=stem)
         else:

@@ -61,7 +61,10 @@ def write_stage(ctx: BuildContext) -> None:
         manifest.created = _keep_created(previous, manifest)
     write_manifest(out, manifest)
     onnx_dir = out / ONNX_DIR
-    _prune(onnx_dir, {out / FileRecord.pick(r).file for r in ctx.export_records.values()} | {onnx_dir / WEIGHTS_NAME})
+    # the points' ONNX, the weights, and what engines read there (fp16/bf16: the float16 twins)
+    read = {out / f.file for e in manifest.engines for f in e.file_records()}
+    _prune(onnx_dir, {out / FileRecord.pick(r).file for r in ctx.export_records.values()} | {onnx_dir / WEIGHTS_NAME}
+           | read, suffixes=(".onnx", ".bin"))
     if (out / ENGINES_DIR).is_dir():
         keep = {out / f for e in manifest.engines for f in e.sidecar_files()}
         kept = {p for e in manifest.engines for p in beside(out / ENGINES_DIR, e.facts(), "support_files",
@@ -100,9 +103,10 @@ def _keep_created(path: Path, manifest: Manifest) -> str:
     return old.created if old.same_but_created(manifest) else manifest.created
 
 
-def _prune(directory: Path, keep: set[Path], every_file: bool = False) -> None:
-    """Remove artefacts of points or engines no longer in the family, and temp files of
-    killed runs (in the engines folder, every file not kept; backend caches are folders)."""
+def _prune(directory: Path, keep: set[Path], every_file: bool = False, suffixes: tuple[str, ...] = ()) -> None:
+    """Remove artefacts of points or engines no longer in the family (in the ONNX folder its
+    .onnx and .bin files not kept, in the engines folder every file not kept; backend caches
+    are folders), and temp files of killed runs."""
     for path in directory.iterdir():
-        if path.is_file() and path not in keep and (every_file or path.suffix == ".onnx" or path.name.endswith(".tmp")):
+        if path.is_file() and path not in keep and (every_file or path.suffix in suffixes or path.name.endswith(".tmp")):
             path.unlink()

@@ -1,0 +1,116 @@
+"""The family's weights in half precision, for the engines that run in fp16 or bf16.
+
+OpenVINO's fp16 and bf16 engines read a point's ONNX directly (no IR of their own). Read
+from the fp32 family they would ship 4 bytes a parameter where their precision needs 2: a
+deployment of fp16 engines alone would carry twice the bytes of an fp16 model. So they read
+the point's half twin instead:
+
+* ``weights-fp16-<hash>.bin`` beside the family's ``weights.bin``: every float32 of that file
+  as float16 (round to nearest even), at half its offset, so each tensor of the fp32 file
+  (and every prefix a narrower point reads) is at the same place, halved. ``<hash>`` is the
+  start of the fp32 file's sha256: the name says which weights it was made from, a new
+  export gets a new file, and a file of that name is never stale. One per family, made by
+  the first engine that needs it.
+* ``<point>.fp16.onnx`` beside ``<point>.onnx``: the same graph, each external float32
+  initializer ``w`` replaced by its float16 twin in that file and a ``Cast(to=float)`` node
+  producing ``w`` (the ONNX form of OpenVINO's compressed weights: its CPU plugin decompresses
+  them when it compiles, then packs the weights in the precision it runs). Small tensors
+  embedded in the point's ONNX stay as they are; an external tensor that is not float32 is
+  embedded.
+
+Both live in the family's ``onnx/`` folder because OpenVINO's ONNX frontend refuses external
+data outside the model's folder. A weight beyond float16's range (65504) would become
+infinite: a tensor holding one (an attention mask's -3.4e38) is embedded in the twin in
+float32 instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_path
+from ..hashing import sha256_file
+from .base import BackendError
+
+HALF_SUFFIX = ".fp16.onnx"
+_CHUNK = 1 << 24          # float32 values converted at a time (64 MiB read, 32 MiB written)
+_CAST_SUFFIX = "__fp16"   # the float16 initializer of a weight `w` is `w__fp16`
+
+
+def half_weights(weights: Path) -> Path:
+    """The float16 twin of the float32 weights file `weights` (made now unless it exists).
+    Values beyond float16's range become infinite here: `half_twin` keeps the tensors
+    holding such values in float32."""
+    weights = Path(weights)
+    size = weights.stat().st_size
+    if size % 4:
+        raise BackendError(f"{weights.name}: {size} bytes is not a whole number of float32 values")
+    half = weights.with_name(f"{weights.stem}-fp16-{sha256_file(weights)[:16]}{weights.suffix}")
+    if half.is_file() and half.stat().st_size == size // 2:
+        return half
+    source = np.memmap(weights, dtype="<f4", mode="r") if size else np.zeros(0, "<f4")
+    with atomic_path(half) as tmp, open(tmp, "wb") as out, np.errstate(over="ignore"):
+        for start in range(0, source.size, _CHUNK):
+            out.write(np.asarray(source[start:start + _CHUNK]).astype("<f2").tobytes())
+    del source
+    return half
+
+
+def _fits_half(source: Path, half: Path, offset: int, length: int) -> bool:
+    """Whether the float32 tensor at `offset` in `source` is finite in its float16 twin
+    wherever it is finite (no value beyond 65504; an attention mask's -3.4e38 is not)."""
+    twin = np.fromfile(half, dtype="<f2", count=length // 4, offset=offset // 2)
+    if not np.isinf(twin).any():
+        return True
+    values = np.fromfile(source, dtype="<f4", count=length // 4, offset=offset)
+    return not (np.isinf(twin) & np.isfinite(values)).any()
+
+
+def half_twin(onnx_path: Path) -> Path:
+    """The point's ONNX reading the family's float16 weights (`half_weights`), written
+    beside it as ``<point>.fp16.onnx`` (rewritten only when its bytes change)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    onnx_path = Path(onnx_path)
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    casts, kept = [], []
+    half_name: str | None = None
+    for tensor in model.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            kept.append(tensor)
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        source = onnx_path.parent / info["location"]
+        offset, length = int(info.get("offset", 0)), int(info["length"])
+        half = half_weights(source) if tensor.data_type == onnx.TensorProto.FLOAT else None
+        if half is None or offset % 4 or length % 4 or not _fits_half(source, half, offset, length):
+            # not a float32 weight, or one float16 cannot hold: embedded in the twin as it is
+            array = np.fromfile(source, dtype=helper.tensor_dtype_to_np_dtype(tensor.data_type),
+                                count=length // helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize,
+                                offset=offset)
+            kept.append(numpy_helper.from_array(array.reshape(tuple(tensor.dims)), tensor.name))
+            continue
+        if half_name not in (None, half.name):
+            raise BackendError(f"{onnx_path.name}: its weights lie in more than one file")
+        half_name = half.name
+        twin = onnx.TensorProto(name=tensor.name + _CAST_SUFFIX, data_type=onnx.TensorProto.FLOAT16,
+                                dims=tensor.dims, data_location=onnx.TensorProto.EXTERNAL)
+        for key, value in (("location", half.name), ("offset", str(offset // 2)), ("length", str(length // 2))):
+            twin.external_data.add(key=key, value=value)
+        kept.append(twin)
+        casts.append(helper.make_node("Cast", [twin.name], [tensor.name], name=tensor.name + "__to_float",
+                                      to=onnx.TensorProto.FLOAT))
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    nodes = [*casts, *model.graph.node]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    data = model.SerializeToString(deterministic=True)
+    path = onnx_path.with_name(onnx_path.name.removesuffix(".onnx") + HALF_SUFFIX)
+    if not (path.is_file() and path.read_bytes() == data):
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    return path
