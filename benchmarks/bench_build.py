@@ -163,7 +163,7 @@ def family_bytes(manifest: dict, out: Path, params: int) -> list[dict]:
     disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     rows.append(value_row("size", "build directory, every file", disk, key="directory",
                           note=f"onnx/, engines/, the cache records and the manifest; "
-                               f"{disk / (params * 4):.2f}x one full fp32 model"))
+                               f"{disk / params:.2f}x one full fp32 model"))
     return rows
 
 
