@@ -11,7 +11,9 @@ the checkpoint (378 at published size: 6 token counts x 3 widths x 21 depths):
 * parity CPU  = sum over kinds k of sum_P (a_k + b_k * flops(p))    (open + run, per engine)
               + sum over (tokens, width) of (a + b * flops(tokens, width, deepest))  (reference)
 * bytes       = sum over kinds k of (files its engines share, once
-                + sum_P (a_k + b_k * params(p)) for each engine's own files)
+                + sum_P (a_k + b_k * params(p)) for each engine's own files); the grid's
+                total counts each file once (kinds share some: the ONNX family, OpenVINO fp16
+                and bf16's float16 twins), per point or, read by several points, once
 
 params(p) and flops(p) are `count_params` / `count_flops` of the point. Every fit, its
 coefficients and the measured range are in the row's note and in ``--json``. A line in
@@ -130,6 +132,23 @@ def _bytes_rows(manifest: dict, kinds: list[str], params: dict, grid_params: lis
         total += grid_bytes
         rows.append(value_row(NAME, f"{k}: bytes on disk, {n} engines", round(grid_bytes), key=f"{k}_bytes",
                               note=f"shared {common:,} B + sum({formula} params/M) B per engine"))
-    rows.append(value_row(NAME, f"bytes on disk, whole trained grid ({n} points x {len(kinds)} kinds)", round(total),
-                          key="bytes", note="the kinds above, the ONNX family once"))
+    # The grid's total: kinds share files (the ONNX family; OpenVINO fp16 and bf16 read the same
+    # float16 twins), so each file once: read by engines of several points, once for the grid;
+    # else once for its point, fitted in the point's parameters like the rows above.
+    readers: dict[str, set[str]] = {}
+    sizes = {}
+    for e in manifest["engines"]:
+        if e.get("status", "ready") == "ready":
+            for f in e["files"]:
+                readers.setdefault(f["file"], set()).add(ConfigPoint(**e["point"]).id)
+                sizes[f["file"]] = f["size"]
+    family = sum(sizes[f] for f, points in readers.items() if len(points) > 1)
+    built = set().union(*readers.values())
+    per_point = {point: sum(sizes[f] for f, points in readers.items() if points == {point}) for point in built}
+    grid_per_point, formula = _sum_fit(per_point, params, grid_params)
+    rows.append(value_row(NAME, f"bytes on disk, whole trained grid ({n} points x {len(kinds)} kinds)",
+                          round(family + grid_per_point), key="bytes",
+                          note=f"every file once: read by several points {family:,} B + sum({formula} params/M) B "
+                               f"per point (the kinds above sum to {round(total):,} B, counting files they share "
+                               "once per kind)"))
     return rows
