@@ -113,13 +113,13 @@ def finish_pending_engines(directory: Path, device: str | None, reporter, datase
         if inputs is None:
             samples = (records.build or {}).get("parity_samples", profile.parity_samples or PARITY_SAMPLES)
             inputs, labels = _reference_inputs(records, samples, profile.random_samples, dataset)
-        if reference_engine.id not in references:
-            reference_session = open_engine(directory, reference_engine, threads=0)
-            references[reference_engine.id] = run_batched(
-                lambda x: reference_session.run({"image": x}), inputs, batch)
+        if reference_engine.id not in references:   # each session closed before the next opens (memory)
+            with open_engine(directory, reference_engine, threads=0) as reference_session:
+                references[reference_engine.id] = run_batched(
+                    lambda x: reference_session.run({"image": x}), inputs, batch)
         reference = references[reference_engine.id]
-        session = open_artifact(artifact.path)
-        candidate = run_batched(lambda x: session.run({"image": x}), inputs, batch)
+        with open_artifact(artifact.path) as session:
+            candidate = run_batched(lambda x: session.run({"image": x}), inputs, batch)
         tol = profile.tolerance(engine.precision)
         parity = compare(reference, candidate, labels)
         built.parity = ParityRecord.from_json(parity.record(tol) | {"reference": reference_engine.id} | (

@@ -142,13 +142,8 @@ def evaluate(directory: Path, dataset: str, limit: int | None, reporter, model_p
     reporter.stage("eval", len(ready))
     for entry in ready:
         ref_top1, ref_top5 = reference(entry.point.to_json())
-        session = open_engine(directory, entry)
-        try:
+        with open_engine(directory, entry) as session:
             logits = run_engine(session, spec.name, inputs, spec.shape[0])
-        finally:
-            close = getattr(session, "close", None)
-            if close:
-                close()
         top1, top5 = scores(logits, labels)
         entry.accuracy = AccuracyRecord(dataset=dataset, samples=int(len(labels)), top1=top1, top5=top5,
                                         reference_top1=ref_top1, reference_top5=ref_top5, evaluated=utc_now(),

@@ -71,3 +71,39 @@ def test_a_worker_that_dies_names_the_work_left_undone(tmp_path):
         executor.close()
     assert failed.value.failed == ["export t8_w32_d1"]
     assert "export t8_w32_d1" in str(failed.value)
+
+
+def test_parity_holds_one_engine_open_at_a_time(tmp_path, monkeypatch):
+    """A parity task checks every engine of one (tokens, width); each is closed before the
+    next opens (at published size a full-depth engine holds ~0.6 GB, and two at once were
+    the build's peak). Counted on the real sessions, through the function the stage opens
+    them with."""
+    import adaexport.backends as backends
+    from adaexport.build import BuildRequest, run_build
+    from adaexport.progress import QuietReporter
+
+    profile = tmp_path / "two-backends.toml"
+    profile.write_text('[build]\nengines = ["onnxruntime:fp32", "openvino:fp32"]\n[parity]\nsamples = 16\n'
+                       "[parity.fp32]\nmax_abs = 1e-3\nmin_top1_agreement = 0.995\n[profiling]\nenabled = false\n")
+    real, live, most, opened = backends.open_engine, [0], [0], []
+
+    def counted(*args, **kwargs):
+        session = real(*args, **kwargs)
+        live[0] += 1
+        most[0] = max(most[0], live[0])
+        opened.append(session)
+        close = session.close
+
+        def closing():
+            if session in opened:
+                opened.remove(session)
+                live[0] -= 1
+            close()
+        session.close = closing
+        return session
+
+    monkeypatch.setattr(backends, "open_engine", counted)
+    result = run_build(BuildRequest(out=tmp_path / "b", tokens=[8], widths=[32], depths=[1, 2], profile=str(profile),
+                                    measure=False), QuietReporter())
+    assert not result.failures and result.parity_runs == 4        # 4 engines, one (tokens, width)
+    assert most[0] == 1 and live[0] == 0

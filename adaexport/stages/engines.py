@@ -144,8 +144,9 @@ def parity_one(task: ParityTask) -> list[dict]:
     for entry, point in zip(task.entries, points):
         if point not in references:
             references[point] = family.outputs(point)
-        session = open_engine(out, entry)
-        candidate = run_batched(lambda x: session.run({"image": x}), data.inputs, state.setup.batch)
+        # closed before the next opens: at published size a full-depth engine holds ~0.6 GB
+        with open_engine(out, entry) as session:
+            candidate = run_batched(lambda x: session.run({"image": x}), data.inputs, state.setup.batch)
         metrics.append(dataclasses.asdict(compare(references[point], candidate, data.labels)))
     return metrics
 
