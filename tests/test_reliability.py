@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adaexport.manifest import read_manifest, write_manifest
+from adaexport.manifest import read_manifest
 
 from .conftest import DATA, run_cli
 from .runtime_support import copy_family, write_measurements
