@@ -156,9 +156,14 @@ def test_every_file_an_engine_reads_is_in_the_manifest(mixed):
             expected.add(manifest["weights"]["file"])            # the family ONNX reads the shared weights
         elif not entry["file"].endswith(".json"):
             expected.add(entry["file"] + ".json")               # the sidecar holds its session options
-        else:                                                    # it owns only its sidecar: it reads the family's
-            assert manifest["weights"]["file"] in expected and entry["file"] in expected, entry["id"]
-            assert [f for f in expected if f.endswith(".onnx")] == [f"onnx/{entry['id'].split('-')[0]}.onnx"]
+        else:              # it owns only its sidecar: it reads the family's files, fp16/bf16 their float16 twins
+            point = entry["id"].split("-")[0]
+            half = entry["precision"] in ("fp16", "bf16")
+            weights = [f for f in expected if f.endswith(".bin")]
+            assert entry["file"] in expected and len(weights) == 1, entry["id"]
+            assert (weights[0] == manifest["weights"]["file"]) != half, entry["id"]
+            assert weights[0].startswith("onnx/weights-fp16-") == half, entry["id"]
+            assert [f for f in expected if f.endswith(".onnx")] == [f"onnx/{point}{'.fp16' if half else ''}.onnx"]
         assert recorded == expected, entry["id"]
         for record in entry["files"]:
             data = (mixed / record["file"]).read_bytes()
