@@ -250,6 +250,14 @@ def test_x86_cpu_builds_every_precision_its_backends_offer(tmp_path):
     manifest = read_manifest(tmp_path / "b")
     assert verify_files(tmp_path / "b", manifest) == []
     assert set(manifest["device"]["backends"]) == {"onnxruntime", "openvino"}
+    # OpenVINO fp16 (and bf16) read the float16 twins in onnx/; a rebuild without them removes them
+    onnx_dir = tmp_path / "b" / "onnx"
+    twins = sorted(p.name for p in onnx_dir.iterdir() if p.name not in ("t16_w48_d3.onnx", "weights.bin"))
+    assert len(twins) == 2 and twins[0] == "t16_w48_d3.fp16.onnx" and twins[1].startswith("weights-fp16-")
+    build_json("build", "--device", "x86-cpu", "--out", str(tmp_path / "b"), "--tokens", "16", "--width", "48",
+               "--depth", "3", "--engines", "onnxruntime:fp32,openvino:fp32")
+    assert sorted(p.name for p in onnx_dir.iterdir()) == ["t16_w48_d3.onnx", "weights.bin"]
+    assert verify_files(tmp_path / "b", read_manifest(tmp_path / "b")) == []
 
 
 def test_cross_building_for_jetson_leaves_tensorrt_engines_pending(tmp_path):
