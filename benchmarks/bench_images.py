@@ -15,8 +15,6 @@ them to 224 px. It is cached beside the published-size checkpoint
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 PER_CLASS = 32   # 320 images: the build reads its parity (48 at published size) and calibration (128) samples
@@ -32,26 +30,17 @@ def fashion_image_folder(per_class: int = PER_CLASS, cache: Path | None = None) 
     from PIL import Image
 
     from adaexport.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist
-    from published_model import cache_dir
+    from published_model import cache_dir, made_once
 
-    directory = (cache or cache_dir()) / f"fashion-mnist-png-{per_class}"
-    if directory.is_dir():
-        return directory
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    images, labels = load_fashion_mnist(split="test")
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    try:
+    def make(staging: Path) -> None:
+        images, labels = load_fashion_mnist(split="test")
         for number, name in enumerate(FASHION_MNIST_CLASSES):
             folder = staging / _folder_name(number, name)
             folder.mkdir()
             for k, index in enumerate((labels == number).nonzero()[0][:per_class]):
                 Image.fromarray(images[index], mode="L").save(folder / f"{k:04d}-{index:05d}.png")
-        staging.rename(directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not directory.is_dir():  # not made by a concurrent run either
-            raise
-    return directory
+
+    return made_once((cache or cache_dir()) / f"fashion-mnist-png-{per_class}", make)
 
 
 if __name__ == "__main__":
