@@ -72,7 +72,10 @@ def half_twin(onnx_path: Path) -> Path:
     """The point's ONNX reading the family's float16 weights (`half_weights`), written
     beside it as ``<point>.fp16.onnx`` (rewritten only when its bytes change)."""
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import helper
+    from onnx.external_data_helper import load_external_data_for_tensor
+
+    from .shared_int8 import external_entry
 
     onnx_path = Path(onnx_path)
     model = onnx.load(str(onnx_path), load_external_data=False)
@@ -82,16 +85,13 @@ def half_twin(onnx_path: Path) -> Path:
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             kept.append(tensor)
             continue
-        info = {e.key: e.value for e in tensor.external_data}
-        source = onnx_path.parent / info["location"]
-        offset, length = int(info.get("offset", 0)), int(info["length"])
+        location, offset, length = external_entry(tensor)
+        source = onnx_path.parent / location
         half = half_weights(source) if tensor.data_type == onnx.TensorProto.FLOAT else None
         if half is None or offset % 4 or length % 4 or not _fits_half(source, half, offset, length):
             # not a float32 weight, or one float16 cannot hold: embedded in the twin as it is
-            array = np.fromfile(source, dtype=helper.tensor_dtype_to_np_dtype(tensor.data_type),
-                                count=length // helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize,
-                                offset=offset)
-            kept.append(numpy_helper.from_array(array.reshape(tuple(tensor.dims)), tensor.name))
+            load_external_data_for_tensor(tensor, str(onnx_path.parent))
+            kept.append(tensor)
             continue
         if half_name not in (None, half.name):
             raise BackendError(f"{onnx_path.name}: its weights lie in more than one file")

@@ -60,7 +60,7 @@ from .base import (
 )
 
 from .half_weights import half_twin
-from .onnx_tensors import external_locations, family_files
+from .onnx_tensors import family_files
 from .shared_int8 import attach_openvino_weights, detach_openvino_weights, int8_weights
 
 CACHE_ENV = "ADAEXPORT_OPENVINO_CACHE_DIR"   # where OpenVINO's compile cache goes, when wanted
@@ -145,7 +145,9 @@ class OpenVinoBackend(Backend):
         settings = target.options(self.name)
         threads = options.threads if options.threads is not None else int(settings.get("threads", target.threads))
         stem = self.artifact_name(onnx_path, precision, options)
-        facts: dict[str, Any] = {"source": onnx_path.name, "source_sha256": sha256_file(onnx_path),
+        # fp16/bf16 read the family's weights in float16, 2 bytes a parameter (half_weights)
+        source = half_twin(onnx_path) if precision in HALF_PRECISIONS else onnx_path
+        facts: dict[str, Any] = {"source": source.name, "source_sha256": sha256_file(source),
                                  "openvino": ov.__version__}
         runtime: dict[str, Any] = {"device": str(settings.get("device", "CPU")),
                                    "PERFORMANCE_HINT": str(settings.get("performance_hint", "LATENCY"))}
@@ -153,16 +155,11 @@ class OpenVinoBackend(Backend):
             runtime["INFERENCE_NUM_THREADS"] = int(threads)
         if precision in HINTS:
             runtime["INFERENCE_PRECISION_HINT"] = HINTS[precision]
-            source = onnx_path
-            if precision in HALF_PRECISIONS:
-                source = half_twin(onnx_path)      # the family's weights in float16, 2 bytes a parameter
-                facts.update(source=source.name, source_sha256=sha256_file(source))
-                facts["weights"] = ("the family's weights in float16 (its point's .fp16.onnx and "
-                                    f"{external_locations(source)[0]}), read directly (no copy)")
-            else:
-                facts["weights"] = "the family's ONNX weights, read directly (no copy)"
             Path(options.out_dir).mkdir(parents=True, exist_ok=True)
-            files = family_files(source, options.out_dir)
+            files = family_files(source, options.out_dir)      # the ONNX, then its weights file
+            read = " and ".join(Path(f).name for f in files[1:]) or "no weights file"
+            facts["weights"] = (f"the family's weights in float16 (its point's .fp16.onnx and {read})"
+                                if source != onnx_path else "the family's ONNX weights") + ", read directly (no copy)"
             artifact = Artifact(backend=self.name, precision=precision, files=files, root=Path(options.out_dir),
                                 runtime=runtime, facts=facts, name=stem)
         else:
