@@ -46,13 +46,14 @@ from typing import BinaryIO, Callable
 
 import onnx
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_bytes_atomic
 from .export_proto import (  # noqa: F401 - re-exported: the export's API is this module
     EXPORTERS, FORBIDDEN_OPS, OPSET, Interface, export_graph, export_point_proto, label, op_types, set_metadata,
     verify_static)
 from .model.adaperceiver import AdaPerceiver
 from .space import ConfigPoint
-from .weight_store import EXTERNAL_THRESHOLD, ExportError, WeightStore, externalize  # noqa: F401 - re-exported
+from .weight_store import (  # noqa: F401 - re-exported
+    EXTERNAL_THRESHOLD, ExportError, WeightStore, externalize, table_path, tensor_table)
 
 
 @dataclasses.dataclass
@@ -105,11 +106,25 @@ def lay_out_weights(model: AdaPerceiver, path: Path, *, attention: str | None, b
         file = tempfile.TemporaryFile(dir=path.parent)  # noqa: SIM115 - the store's file, closed by the caller
         return build_weights(model, attention=attention, batch=batch, weights_name=path.name, exporter=exporter,
                              file=file, templates=templates)
+    made = templates if templates is not None else []
     with atomic_path(path) as tmp, open(tmp, "w+b") as file:
         store = build_weights(model, attention=attention, batch=batch, weights_name=path.name, exporter=exporter,
-                              file=file, templates=templates)
+                              file=file, templates=made)
+    write_tensor_table(path, made[-1][1][0])
     store.attach(path)
     return store
+
+
+def write_tensor_table(weights: Path, template: onnx.ModelProto) -> Path:
+    """Write the tensor table of the weights file `weights` (`weight_store.tensor_table` of the
+    full point's `template`) beside it, after it: what the int8 engines lay out their weights
+    from. Its bytes depend only on the template, as the weights file's do."""
+    import json
+
+    path = table_path(weights)
+    table = {"weights": Path(weights).name, "tensors": tensor_table(template, Path(weights).name)}
+    write_bytes_atomic(path, (json.dumps(table, indent=0, sort_keys=True) + "\n").encode())
+    return path
 
 
 def export_point(model: AdaPerceiver, point: ConfigPoint, out_dir: Path, store: WeightStore, *,

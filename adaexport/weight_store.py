@@ -152,3 +152,51 @@ def point_to(tensor: onnx.TensorProto, location: str, offset: int, length: int) 
     for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
         entry = tensor.external_data.add()
         entry.key, entry.value = key, value
+
+
+TABLE_SUFFIX = ".tensors.json"     # weights.bin -> weights.tensors.json
+
+
+def table_path(weights: Path) -> Path:
+    """Where the tensor table of the weights file `weights` lies (beside it)."""
+    weights = Path(weights)
+    return weights.with_name(weights.stem + TABLE_SUFFIX)
+
+
+def _output_channel_axis(node: onnx.NodeProto, index: int, ndim: int) -> int | None:
+    """The axis of an initializer's output channels where `node` reads it as a weight
+    (Gemm/MatMul input B, Conv W), else None."""
+    if index != 1:
+        return None
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "Gemm" and ndim == 2:
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    if node.op_type == "MatMul" and ndim == 2:
+        return 1
+    return None
+
+
+def tensor_table(proto: onnx.ModelProto, location: str) -> list[dict]:
+    """The float32 tensors `proto` (the full point's template, which lays the weights file out)
+    reads from `location`, in file order: name, offset, length, dims and, for a weight of a
+    Gemm, MatMul or Conv (what int8 engines quantize), the axis of its output channels
+    ("axis": None for the rest, and for a tensor read as a weight along two axes).
+
+    The weights file alone does not say where a tensor ends; narrower points read prefixes
+    of these tensors. int8 engines lay out the family's int8 weights from it (`int8_twin`)."""
+    axes: dict[str, list] = {}
+    for node in proto.graph.node:
+        for index, name in enumerate(node.input):
+            axes.setdefault(name, []).append((node, index))
+    table = []
+    for tensor in proto.graph.initializer:
+        place = {e.key: e.value for e in tensor.external_data}
+        if tensor.data_location != onnx.TensorProto.EXTERNAL or place.get("location") != location \
+                or tensor.data_type != onnx.TensorProto.FLOAT:
+            continue
+        found = {_output_channel_axis(node, index, len(tensor.dims)) for node, index in axes.get(tensor.name, ())}
+        table.append({"name": tensor.name, "offset": int(place["offset"]), "length": int(place["length"]),
+                      "dims": [int(d) for d in tensor.dims], "axis": found.pop() if len(found) == 1 else None})
+    return sorted(table, key=lambda entry: entry["offset"])

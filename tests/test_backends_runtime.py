@@ -4,6 +4,7 @@ TensorRT runs where `import tensorrt` works; elsewhere its tests skip with the i
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -162,15 +163,17 @@ def test_openvino_int8_with_nncf(family, tmp_path):
     artifact = compile_engine(onnx_path, build / "engines", "x86-cpu", "openvino", "int8",
                               calibration_inputs=family["calibration"], threads=1)
     assert artifact.facts["quantization"]["tool"] == "nncf.quantize"
-    # Its weights are the family's weights.bin, bound at load: the IR's own .bin holds the
-    # FakeQuantize ranges and the point's own constants, not a copy (int8 would be 1/4).
-    assert artifact.files == [f"{point.id}-openvino-int8.xml", f"{point.id}-openvino-int8.bin", "../onnx/weights.bin"]
+    # Its weights are the family's int8 weights (int8_twin), bound at load: the IR's own .bin
+    # holds the point's small constants, not a copy of the weights, nor their ranges.
+    assert artifact.files[:2] == [f"{point.id}-openvino-int8.xml", f"{point.id}-openvino-int8.bin"]
+    assert re.fullmatch(r"\.\./onnx/weights-int8-[0-9a-f]{16}\.bin", artifact.files[2]), artifact.files
+    assert len(artifact.files) == 3
     assert artifact.facts["shared_tensors"] > 0 and artifact.facts["embedded_tensors"] == 0
-    point_weights = sum(length for tensors in artifact.runtime["shared_weights"].values()
-                        for _, length in tensors.values())
-    assert (build / "engines" / artifact.files[1]).stat().st_size < point_weights / 8
+    int8_bytes = sum(entry["int8"][1] for tensors in artifact.runtime["shared_weights"].values()
+                     for entry in tensors.values() if isinstance(entry, dict) and "int8" in entry)
+    assert (build / "engines" / artifact.files[1]).stat().st_size < int8_bytes / 4
     record = artifact.record(build)
-    assert [f["file"] for f in record["files"]][2:] == ["onnx/weights.bin", f"engines/{point.id}-openvino-int8.xml.json"]
+    assert [f["file"] for f in record["files"]][2:] == [artifact.files[2][3:], f"engines/{point.id}-openvino-int8.xml.json"]
     shared = run_all(artifact, family["evaluation"])
     check_parity("int8", family["reference"][point], shared)
     # The same engine with an int8 copy of its weights (NNCF's compression of the same ranges)
@@ -384,35 +387,41 @@ def test_openvino_bf16_engine_on_this_cpu(family, tmp_path):
     check_parity("bf16", family["reference"][point], run_all(artifact, family["evaluation"]))
 
 
-def test_onnxruntime_int8_quantizes_the_familys_weights_at_load(family, tmp_path):
-    """The int8 engine keeps scales, not weights: its quantized weights are QuantizeLinear of
-    the family's weights.bin, and it gives exactly the outputs of the same QDQ model with its
-    own int8 copy of the weights (what the engine was before)."""
+def test_onnxruntime_int8_reads_the_familys_int8_weights(family, tmp_path):
+    """The int8 engine keeps no weights: it reads the family's int8 twin (one byte a parameter,
+    the full tensors' scales), a narrower point its leading rows, and stays within int8 parity."""
     import onnx
 
-    from adaexport.backends.onnxruntime_backend import quantize_qdq, reduce_range_for
+    from adaexport.backends.int8_twin import quantize
 
-    point = POINTS[0]
+    point = POINTS[0]                      # narrower than the full point: reads prefixes
     engines = family["dir"] / "engines-int8"
     artifact = compile_engine(family["onnx"][point], engines, "x86-cpu", "onnxruntime", "int8",
                               calibration_inputs=family["calibration"], threads=1)
-    assert artifact.files == ["t16_w48_d3-onnxruntime-int8.onnx", "../onnx/weights.bin"]
+    assert artifact.files[0] == "t16_w48_d3-onnxruntime-int8.onnx" and len(artifact.files) == 2
+    twin = engines / artifact.files[1]
+    assert re.fullmatch(r"weights-int8-[0-9a-f]{16}\.bin", twin.name) and twin.parent.samefile(family["weights"].parent)
     assert artifact.facts["shared_tensors"] > 0 and artifact.facts["embedded_tensors"] == 0
+    assert family["weights"].stat().st_size / 4 <= twin.stat().st_size < family["weights"].stat().st_size / 3
     model = onnx.load(str(artifact.path), load_external_data=False)
-    in_family = {t.name for t in onnx.load(str(family["onnx"][point]), load_external_data=False).graph.initializer
-                 if t.data_location == onnx.TensorProto.EXTERNAL}
-    own_int8 = {t.name.removesuffix("_quantized") for t in model.graph.initializer
-                if t.data_type == onnx.TensorProto.INT8 and len(t.raw_data) > 1}
-    assert own_int8 and not own_int8 & in_family     # only the point's own tensors (token-dependent) stay int8 here
-    embedded = tmp_path / "embedded.onnx"
-    quantize_qdq(family["onnx"][point], embedded, family["calibration"], symmetric_activations=False,
-                 reduce_range=reduce_range_for(load_target("x86-cpu"))[0])
-    assert artifact.path.stat().st_size < embedded.stat().st_size - family["weights"].stat().st_size // 8
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    before = ort.InferenceSession(str(embedded), options, providers=["CPUExecutionProvider"])
-    expected = np.concatenate([before.run(None, {"image": x[None]})[0] for x in family["evaluation"]])
-    np.testing.assert_array_equal(run_all(artifact, family["evaluation"]), expected)
+    places = {t.name: {e.key: e.value for e in t.external_data} for t in model.graph.initializer
+              if t.data_location == onnx.TensorProto.EXTERNAL}
+    assert {p["location"] for p in places.values()} == {twin.name}     # never weights.bin
+    # fc1 (output channels as rows) and fc2 (as columns) of the narrower point: the full
+    # tensors' int8 values, their leading rows, and the full tensors' scales
+    full = onnx.load(str(family["onnx"][POINTS[1]]))
+    full_weights = {t.name: onnx.numpy_helper.to_array(t) for t in full.graph.initializer}
+    for name, axis in (("blocks.0.ffn.fc1.weight", 0), ("blocks.0.ffn.fc2.weight_t", 1)):
+        place = places[name + "_quantized"]
+        rows = int(next(t.dims[0] for t in model.graph.initializer if t.name == name + "_quantized"))
+        assert rows < full_weights[name].shape[0]
+        values = np.fromfile(twin, np.int8, count=int(place["length"]), offset=int(place["offset"]))
+        expected, scales = quantize(full_weights[name], axis, 127)
+        np.testing.assert_array_equal(values.reshape(rows, -1), expected[:rows])
+        scale_place = places[name + "_scale"]
+        got = np.fromfile(twin, "<f4", count=int(scale_place["length"]) // 4, offset=int(scale_place["offset"]))
+        np.testing.assert_array_equal(got, scales[:rows] if axis == 0 else scales)
+    check_parity("int8", family["reference"][point], run_all(artifact, family["evaluation"]))
 
 
 def test_onnxruntime_int8_weights_can_stay_embedded(family, tmp_path):

@@ -104,7 +104,7 @@ def test_changing_one_option_redoes_only_what_depends_on_it(small_build, tmp_pat
     summary = build_json("build", "--out", str(out), *SMALL)
     assert summary["exported"] == 0
     assert sorted(p.name for p in (out / "onnx").iterdir()) == sorted(
-        [f"t{t}_w{w}_d2.onnx" for t in (8, 32) for w in (32, 64)] + ["weights.bin"])
+        [f"t{t}_w{w}_d2.onnx" for t in (8, 32) for w in (32, 64)] + ["weights.bin", "weights.tensors.json"])
 
 
 def test_tampered_artefacts_are_detected_and_redone(tmp_path):
@@ -250,13 +250,18 @@ def test_x86_cpu_builds_every_precision_its_backends_offer(tmp_path):
     manifest = read_manifest(tmp_path / "b")
     assert verify_files(tmp_path / "b", manifest) == []
     assert set(manifest["device"]["backends"]) == {"onnxruntime", "openvino"}
-    # OpenVINO fp16 (and bf16) read the float16 twins in onnx/; a rebuild without them removes them
+    # OpenVINO fp16 (and bf16) read the float16 twins in onnx/, both int8 kinds the int8 twin;
+    # a rebuild without them removes them
     onnx_dir = tmp_path / "b" / "onnx"
-    twins = sorted(p.name for p in onnx_dir.iterdir() if p.name not in ("t16_w48_d3.onnx", "weights.bin"))
-    assert len(twins) == 2 and twins[0] == "t16_w48_d3.fp16.onnx" and twins[1].startswith("weights-fp16-")
+    family = ["t16_w48_d3.onnx", "weights.bin", "weights.tensors.json"]
+    twins = sorted(p.name for p in onnx_dir.iterdir() if p.name not in family)
+    assert len(twins) == 3 and twins[0] == "t16_w48_d3.fp16.onnx" and twins[1].startswith("weights-fp16-")
+    assert twins[2].startswith("weights-int8-")
+    int8_files = {f["file"] for e in manifest["engines"] if e["precision"] == "int8" for f in e["files"]}
+    assert f"onnx/{twins[2]}" in int8_files and "onnx/weights.bin" not in int8_files
     build_json("build", "--device", "x86-cpu", "--out", str(tmp_path / "b"), "--tokens", "16", "--width", "48",
                "--depth", "3", "--engines", "onnxruntime:fp32,openvino:fp32")
-    assert sorted(p.name for p in onnx_dir.iterdir()) == ["t16_w48_d3.onnx", "weights.bin"]
+    assert sorted(p.name for p in onnx_dir.iterdir()) == family
     assert verify_files(tmp_path / "b", read_manifest(tmp_path / "b")) == []
 
 

@@ -96,8 +96,33 @@ def test_one_file_per_point_named_by_id(family):
     assert [e.path for e in exported] == [out / f"{p.id}.onnx" for p in FAMILY]
     assert family["seen"] == exported
     assert family["weights"] == out / "weights.bin"
-    # Nothing else is left behind (no temp files).
-    assert sorted(p.name for p in out.iterdir()) == sorted([f"{p.id}.onnx" for p in FAMILY] + ["weights.bin"])
+    # Nothing else is left behind (no temp files); the weights' tensor table lies beside them.
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{p.id}.onnx" for p in FAMILY] +
+                                                           ["weights.bin", "weights.tensors.json"])
+
+
+def test_the_tensor_table_says_where_each_tensor_of_the_weights_file_ends(family):
+    """weights.tensors.json lists the full point's tensors in the weights file, each weight's
+    output-channel axis (fc1 as rows, fc2 as columns), and every point's external tensor is
+    the leading bytes of one of them: what the int8 engines lay their weights out from."""
+    import json
+
+    table = json.loads((family["out"] / "weights.tensors.json").read_text())
+    assert table["weights"] == "weights.bin"
+    tensors = table["tensors"]
+    ends = [(t["offset"], t["offset"] + t["length"]) for t in tensors]
+    assert all(a[1] <= b[0] for a, b in zip(ends, ends[1:])) and ends[-1][1] <= family["weights"].stat().st_size
+    assert all(t["length"] == 4 * int(np.prod(t["dims"])) for t in tensors)
+    axes = {t["name"]: t["axis"] for t in tensors}
+    assert axes["blocks.0.ffn.fc1.weight"] == 0 and axes["blocks.0.ffn.fc2.weight_t"] == 1
+    assert axes["patch_embed.embed.proj.weight"] == 0 and axes["latents"] is None
+    assert sum(a is not None for a in axes.values()) > len(axes) / 2
+    starts = {t["offset"]: t["length"] for t in tensors}
+    for model in family["exported"]:
+        for tensor in onnx.load(str(model.path), load_external_data=False).graph.initializer:
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                place = {e.key: e.value for e in tensor.external_data}
+                assert int(place["length"]) <= starts[int(place["offset"])], (model.point, tensor.name)
 
 
 def test_checker_and_static_interface(family, classification):

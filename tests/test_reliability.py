@@ -201,8 +201,8 @@ def test_an_edited_openvino_bin_is_refused_whatever_its_sidecar_says(mixed, tmp_
 
 def test_an_edited_shared_weights_file_refuses_every_engine_that_reads_it(mixed, tmp_path):
     """OpenVINO's float engines read the family's files (no copy of their own): fp32 the
-    weights.bin, fp16 its float16 twin. An edit of either refuses each engine that reads it,
-    and only those, at start-up."""
+    weights.bin, fp16 its float16 twin; both int8 kinds its int8 twin. An edit of any refuses
+    each engine that reads it, and only those, at start-up."""
     from adaexport.runtime import Runtime
 
     directory = copy_family(mixed, tmp_path / "fam")
@@ -210,10 +210,14 @@ def test_an_edited_shared_weights_file_refuses_every_engine_that_reads_it(mixed,
     openvino = {e["precision"]: e["id"] for e in engines_of(directory, "openvino")}
     half = next(f["file"] for e in manifest["engines"] if e["id"] == openvino["fp16"] for f in e["files"]
                 if "weights-fp16-" in f["file"])
-    for shared in (manifest["weights"]["file"], half):
+    int8 = next(f["file"] for e in manifest["engines"] if e["id"] == openvino["int8"] for f in e["files"]
+                if "weights-int8-" in f["file"])
+    ort_int8 = next(e["id"] for e in engines_of(directory, "onnxruntime") if e["precision"] == "int8")
+    for shared in (manifest["weights"]["file"], half, int8):
         readers = {e["id"] for e in manifest["engines"] if shared in {f["file"] for f in e["files"]}}
         assert (openvino["fp32"] in readers) == (shared == manifest["weights"]["file"])
         assert (openvino["fp16"] in readers) == (shared == half)
+        assert (openvino["int8"] in readers) == (ort_int8 in readers) == (shared == int8)
         weights = directory / shared
         original = weights.read_bytes()
         data = bytearray(original)
@@ -232,11 +236,11 @@ def test_weights_swapped_after_a_lazy_start_are_not_served(mixed, tmp_path, imag
 
     directory = copy_family(mixed, tmp_path / "fam")
     weights = directory / read_manifest(directory)["weights"]["file"]
-    # every engine reads the family's weights: weights.bin (the family ONNX, OpenVINO fp32 and
-    # int8, ONNX Runtime int8) or its float16 twin (OpenVINO fp16 and bf16)
+    # every engine reads the family's weights: weights.bin (the family ONNX, OpenVINO fp32), its
+    # float16 twin (OpenVINO fp16 and bf16) or its int8 twin (OpenVINO and ONNX Runtime int8)
     shared = {Path(f["file"]).name for e in engines_of(directory) for f in e["files"]
               if f["file"].endswith(".bin") and f["file"].startswith("onnx/")}
-    assert len(shared) == 2 and weights.name in shared
+    assert len(shared) == 3 and weights.name in shared
     family = [e["id"] for e in engines_of(directory) if shared & {Path(f["file"]).name for f in e["files"]}]
     assert any("-onnxruntime-int8" in e for e in family) and any("-openvino-fp32" in e for e in family)
     assert any("-openvino-int8" in e for e in family) and any("-openvino-fp16" in e for e in family)

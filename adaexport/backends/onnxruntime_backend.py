@@ -219,8 +219,9 @@ class OnnxRuntimeBackend(Backend):
 
     @property
     def recipe(self) -> str:
-        """int8 engines depend on the building CPU (reduce_range "auto"): it keys the build cache."""
-        return f"vnni={cpu_has_vnni()}"
+        """int8 engines depend on the building CPU (reduce_range "auto"): it keys the build cache,
+        with the form of their weights (2: the family's int8 twin)."""
+        return f"int8 weights 2, vnni={cpu_has_vnni()}"
 
     def support_table(self, version: str | None = None):
         from .lint import onnxruntime_table
@@ -266,7 +267,8 @@ class OnnxRuntimeBackend(Backend):
                                           symmetric_activations=False, reduce_range=reduce_range))
                 facts["quantization"]["reduce_range_reason"] = why
                 if share:
-                    files += self._share_int8(stage.path(main), onnx_path, Path(options.out_dir), facts, runtime)
+                    files += self._share_int8(stage.path(main), onnx_path, Path(options.out_dir), facts, runtime,
+                                              qmax=63 if reduce_range else 127)
             else:
                 self._save_optimised(ort, onnx_path, stage, main, precision, level, facts)
             stage.commit([main])
@@ -298,13 +300,13 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(f"onnxruntime did not write the optimised model for {onnx_path.name}")
 
     @staticmethod
-    def _share_int8(qdq: Path, onnx_path: Path, out_dir: Path, facts: dict, runtime: dict) -> list[str]:
-        """Make the QDQ model quantize its weights at load from the family's weights.bin (see
-        shared_int8); the files it then reads besides itself, relative to `out_dir`."""
+    def _share_int8(qdq: Path, onnx_path: Path, out_dir: Path, facts: dict, runtime: dict, qmax: int) -> list[str]:
+        """Make the QDQ model read the family's int8 weights (int8_twin, 7-bit where `qmax` is 63;
+        see shared_int8); the files it then reads besides itself, relative to `out_dir`."""
         from .onnx_tensors import family_relpath
         from .shared_int8 import share_weights
 
-        shared = share_weights(qdq, onnx_path)
+        shared = share_weights(qdq, onnx_path, qmax)
         facts["saved_optimization_level"] = "none: the QDQ model, optimised when a session loads it"
         facts.update(shared)
         reads = [family_relpath(onnx_path.parent / f, out_dir) for f in shared.pop("reads", [])]

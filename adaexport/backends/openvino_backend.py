@@ -102,7 +102,7 @@ class OpenVinoBackend(Backend):
     runtime_modules = ("openvino",)
     extension = ".xml"
     precisions = PRECISIONS
-    recipe = "4: fp32 engines read the family's ONNX, fp16/bf16 its float16 twin, int8 its weights.bin"  # cache keys
+    recipe = "5: fp32 engines read the family's ONNX, fp16/bf16 its float16 twin, int8 its int8 twin"  # cache keys
     thread_option = "INFERENCE_NUM_THREADS"
     distributions = ("openvino",)
 

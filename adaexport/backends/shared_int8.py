@@ -84,49 +84,175 @@ def _requantized(weights: np.ndarray, scale: np.ndarray, zero_point: np.ndarray,
     return np.clip(q, info.min, info.max).astype(zero_point.dtype)
 
 
-def share_weights(qdq: Path, source: Path) -> dict[str, Any]:
-    """Rewrite the QDQ model at `qdq` (weights embedded, quantized from `source`) in place so
-    that its quantized weights are QuantizeLinear of `source`'s external float weights; returns
-    the facts (the file it reads, tensors shared and kept)."""
+def _tensor_values(source: Path, tensor) -> np.ndarray:
+    """The values of an initializer of the ONNX at `source` (embedded, or external beside it)."""
+    from onnx import numpy_helper
+
+    if tensor.data_location != 1:      # onnx.TensorProto.EXTERNAL
+        return numpy_helper.to_array(tensor)
+    location, offset, length = external_entry(tensor)
+    return np.fromfile(Path(source).parent / location, dtype="<f4", count=length // 4,
+                       offset=offset).reshape(tuple(tensor.dims))
+
+
+def _external(name: str, data_type: int, dims, location: str, offset: int, length: int):
     import onnx
-    from onnx import helper, numpy_helper
+
+    tensor = onnx.TensorProto(name=name, data_type=data_type, dims=[int(d) for d in dims],
+                              data_location=onnx.TensorProto.EXTERNAL)
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        tensor.external_data.add(key=key, value=value)
+    return tensor
+
+
+class _QdqModel:
+    """A QDQ model's initializers and producers, and the replacements made to them."""
+
+    def __init__(self, model):
+        self.model = model
+        self.inits = {t.name: t for t in model.graph.initializer}
+        self.producer = {o: n for n in model.graph.node for o in n.output}
+        self.consumers: dict[str, list] = {}
+        for node in model.graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.replace: dict[str, Any] = {}
+
+    def array(self, name: str) -> np.ndarray:
+        from onnx import numpy_helper
+
+        return numpy_helper.to_array(self.inits[name])
+
+    def dequantized_from(self, value: str, constant: bool = True):
+        """The DequantizeLinear node producing `value` (from initializers only, unless not
+        `constant`: an activation's, whose scale alone is one), or None."""
+        node = self.producer.get(value)
+        if node is None or node.op_type != "DequantizeLinear" or len(node.input) < 2 \
+                or any(i not in self.inits for i in (node.input if constant else node.input[1:])):
+            return None
+        return node
+
+
+def _bias_replacements(qdq: _QdqModel, weight_dq, scales: np.ndarray, source: Path, floats: dict,
+                       zeros) -> dict | None:
+    """The int32 biases of the Gemm/Conv nodes reading the weight `weight_dq` dequantizes,
+    quantized again for the weight's new `scales` (bias scale = input scale x weight scale,
+    as onnxruntime.quantization does): {initializer: replacement}; None where a consumer's
+    bias cannot be (then the weight keeps its own scales)."""
+    from onnx import numpy_helper
+
+    out: dict[str, Any] = {}
+    for node in qdq.consumers.get(weight_dq.output[0], []):
+        if node.op_type not in ("Gemm", "Conv") or len(node.input) < 3 or not node.input[2]:
+            continue
+        bias_dq, input_dq = qdq.dequantized_from(node.input[2]), qdq.dequantized_from(node.input[0], False)
+        if bias_dq is None or input_dq is None or not bias_dq.input[0].endswith("_quantized"):
+            return None
+        bias_name = bias_dq.input[0][:-len("_quantized")]
+        source_bias = floats.get(bias_name)
+        if source_bias is None:
+            import onnx
+
+            found = [t for t in onnx.load(str(source), load_external_data=False).graph.initializer
+                     if t.name == bias_name]
+            source_bias = found[0] if found else None
+        if source_bias is None or qdq.inits[bias_dq.input[0]].data_type != 6:     # INT32
+            return None
+        bias = _tensor_values(source, source_bias).astype(np.float32).reshape(-1)
+        bias_scale = (qdq.array(input_dq.input[1]).astype(np.float32) * scales).astype(np.float32)
+        if bias.shape != bias_scale.shape:
+            return None
+        quantized = np.clip(np.rint(bias / bias_scale), -2**31, 2**31 - 1).astype(np.int32)
+        out[bias_dq.input[0]] = numpy_helper.from_array(quantized, bias_dq.input[0])
+        out[bias_dq.input[1]] = numpy_helper.from_array(bias_scale, bias_dq.input[1])
+        if len(bias_dq.input) > 2:
+            out[bias_dq.input[2]] = zeros(bias_dq.input[2], 6, bias.size)
+    return out
+
+
+def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
+    """Rewrite the QDQ model at `qdq` (weights embedded, quantized from `source`) in place so
+    that it reads the family's int8 weights (`int8_twin`: one byte a parameter, the scales of
+    the full tensors) and its other float tensors from that file; returns the facts (the file
+    it reads, tensors shared and kept)."""
+    import onnx
+    from onnx import helper
+
+    from .int8_twin import int8_twin, int8_view, locate
 
     floats = float_weights(source)
-    model = onnx.load(str(qdq))
-    initializers = {t.name: t for t in model.graph.initializer}
-    folder = Path(source).parent
-    views: dict[str, np.memmap] = {}
+    locations = sorted({external_entry(t)[0] for t in floats.values()})
+    twin = int8_twin(Path(source).parent / locations[0], qmax) if len(locations) == 1 else None
+    if twin is None:
+        why = "the family has no tensor table (exported by an older adaexport)" if locations else \
+            "the point reads no family weights"
+        return {"weights": f"embedded int8 ({why})", "shared_tensors": 0}
+    twin_file = twin.path.name
+    qdq_model = _QdqModel(onnx.load(str(qdq)))
+    inits, replace = qdq_model.inits, qdq_model.replace
+
+    def zeros(name: str, data_type: int, count: int):
+        size = 4 * count if data_type == 6 else count
+        return _external(name, data_type, [count], twin_file, twin.zeros_at, size)
+
     quantize_nodes, dropped, kept = [], set(), 0
-    for node in model.graph.node:
+    for node in qdq_model.model.graph.node:
         if node.op_type != "DequantizeLinear" or not node.input[0].endswith("_quantized"):
             continue
         name = node.input[0][:-len("_quantized")]
-        if name not in floats or node.input[0] not in initializers or node.input[0] in dropped:
+        if name not in floats or node.input[0] not in inits or node.input[0] in replace or node.input[0] in dropped:
             continue
-        if len(node.input) < 3 or node.input[1] not in initializers or node.input[2] not in initializers:
+        _, offset, length = external_entry(floats[name])
+        dims = tuple(floats[name].dims)
+        slot = locate(twin, offset, length, dims)
+        if len(node.input) < 3 or slot is None or any(i not in inits for i in node.input) \
+                or inits[node.input[0]].data_type != onnx.TensorProto.INT8 \
+                or inits[node.input[2]].data_type != onnx.TensorProto.INT8:
             kept += 1
             continue
-        dims = tuple(floats[name].dims)
-        weights = _mapped(views, folder, *external_entry(floats[name]), dims)
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-        stored = numpy_helper.to_array(initializers[node.input[0]])
-        scale = numpy_helper.to_array(initializers[node.input[1]])
-        zero_point = numpy_helper.to_array(initializers[node.input[2]])
-        if stored.dtype != np.int8 or zero_point.dtype != np.int8 or name in initializers or stored.shape != dims \
+        if slot.axis is not None:
+            # a weight: the family's int8 values and scales; biases quantized again for them
+            (q_at, q_len), (s_at, s_len) = int8_view(twin, slot, dims)
+            channels = s_len // 4
+            scales = np.fromfile(twin.path, dtype="<f4", count=channels, offset=s_at)
+            biases = _bias_replacements(qdq_model, node, scales, source, floats, zeros)
+            if axis != slot.axis or list(inits[node.input[1]].dims) != [channels] or biases is None:
+                kept += 1
+                continue
+            replace[node.input[0]] = _external(node.input[0], onnx.TensorProto.INT8, dims, twin_file, q_at, q_len)
+            replace[node.input[1]] = _external(node.input[1], onnx.TensorProto.FLOAT, [channels], twin_file, s_at,
+                                               s_len)
+            replace[node.input[2]] = zeros(node.input[2], onnx.TensorProto.INT8, channels)
+            replace.update(biases)
+            continue
+        # a tensor the family keeps in float32 that this quantizer quantized: QuantizeLinear of
+        # the twin's float copy at load, where that gives exactly the quantizer's bytes
+        weights = np.fromfile(twin.path, dtype="<f4", count=length // 4, offset=slot.at).reshape(dims)
+        stored, scale, zero_point = (qdq_model.array(i) for i in node.input[:3])
+        if name in inits or stored.dtype != np.int8 or stored.shape != dims \
                 or not np.array_equal(_requantized(weights, scale, zero_point, axis), stored):
-            # int32 biases (no QuantizeLinear to int32 at opset 17), a float copy still in the
-            # model, or bytes the quantizer made otherwise: the embedded copy stays
             kept += 1
             continue
         dropped.add(node.input[0])
+        replace[name] = _external(name, onnx.TensorProto.FLOAT, dims, twin_file, slot.at, length)
         quantize_nodes.append(helper.make_node("QuantizeLinear", [name, node.input[1], node.input[2]],
                                                [node.input[0]], name=f"{name}_QuantizeLinear", axis=axis))
-    views.clear()
-    if not dropped:
-        return {"weights": "embedded int8 (no weight matched the family's float weights)", "shared_tensors": 0,
-                "embedded_tensors": kept}
-    remaining = [t for t in model.graph.initializer if t.name not in dropped]
-    remaining += [floats[n[:-len("_quantized")]] for n in sorted(dropped)]
+    # the float tensors the quantizer left as they were (embedded in its output): read from the twin
+    for name, tensor in inits.items():
+        if name in replace or name not in floats or tensor.data_type != onnx.TensorProto.FLOAT:
+            continue
+        _, offset, length = external_entry(floats[name])
+        slot = locate(twin, offset, length, tuple(floats[name].dims))
+        if slot is None or slot.axis is not None or not np.array_equal(
+                qdq_model.array(name), np.fromfile(twin.path, dtype="<f4", count=length // 4, offset=slot.at)
+                .reshape(tuple(floats[name].dims))):
+            continue
+        replace[name] = _external(name, onnx.TensorProto.FLOAT, floats[name].dims, twin_file, slot.at, length)
+    shared = sum(1 for name in replace if replace[name].data_location == onnx.TensorProto.EXTERNAL)
+    model = qdq_model.model
+    added = [replace[n] for n in replace if n not in inits]
+    remaining = [replace.get(t.name, t) for t in model.graph.initializer if t.name not in dropped] + added
     del model.graph.initializer[:]
     model.graph.initializer.extend(remaining)
     nodes = quantize_nodes + list(model.graph.node)     # a QuantizeLinear of a constant: first is topological
@@ -135,10 +261,10 @@ def share_weights(qdq: Path, source: Path) -> dict[str, Any]:
     tmp = Path(str(qdq) + ".shared")
     tmp.write_bytes(model.SerializeToString(deterministic=True))
     os.replace(tmp, qdq)
-    files = sorted({external_entry(floats[n[:-len("_quantized")]])[0] for n in dropped})
-    return {"weights": f"quantized at load from the family's {', '.join(files)} (QuantizeLinear of the float "
-                       "weights with the quantizer's per-channel scales)",
-            "shared_tensors": len(dropped), "embedded_tensors": kept, "reads": files}
+    bits = "7-bit" if twin.qmax < 127 else "8-bit"
+    return {"weights": f"the family's int8 weights, {twin_file} ({bits}, symmetric per output channel, scales "
+                       "of the full model's tensors; biases quantized again for them)",
+            "shared_tensors": shared, "embedded_tensors": kept, "reads": [twin_file]}
 
 
 def session_source(path: Path, runtime: dict[str, Any], options) -> str | bytes:
@@ -163,21 +289,41 @@ def _mapped(maps: dict, folder: Path, location: str, offset: int, length: int, d
     return view.view("<f4").reshape(dims)
 
 
+def _fake_quantize_consumers(node) -> list | None:
+    """The FakeQuantize nodes reading `node`'s output as their data input, or None where
+    anything else reads it too."""
+    readers = [target.get_node() for target in node.output(0).get_target_inputs()]
+    if any(r.get_type_name() != "FakeQuantize" for r in readers):
+        return None
+    return readers
+
+
 def detach_openvino_weights(model, source: Path, out_dir: Path) -> tuple[dict[str, dict], dict[str, Any]]:
     """Compile side: in the ov.Model `model` (quantized from `source` with its weights kept as
     they are), replace every float32 Constant whose bytes are one of `source`'s external float
-    tensors with a Parameter "shared:<tensor>". Returns (the table `attach_openvino_weights`
-    reads: {weights file relative to `out_dir`: {parameter: [offset, length]}}, facts: the
-    tensors shared, and those of the point's file tensors the IR holds itself, changed or
-    folded by the quantizer)."""
+    tensors with a Parameter "shared:<tensor>" that `attach_openvino_weights` binds at load to
+    the family's int8 weights (`int8_twin`): a weight dequantized from its int8 values and the
+    family's scales, with the FakeQuantize ranges over it set from those scales (so OpenVINO's
+    CPU plugin folds it to exactly those int8 values), any other tensor to its float32 copy
+    there. Returns (the table `attach_openvino_weights` reads: {weights file relative to
+    `out_dir`: {parameter: entry}}, facts: the tensors shared, and those of the point's file
+    tensors the IR holds itself, changed or folded by the quantizer)."""
     import hashlib
 
     import openvino as ov
     from openvino import opset13 as ops
 
+    from .int8_twin import int8_twin, int8_view, locate
     from .onnx_tensors import family_relpath
 
     floats = float_weights(source)
+    locations = sorted({external_entry(t)[0] for t in floats.values()})
+    twin = int8_twin(Path(source).parent / locations[0]) if len(locations) == 1 else None
+    if twin is None:
+        why = "the family has no tensor table (exported by an older adaexport)" if locations else \
+            "the point reads no family weights"
+        return {}, {"weights": f"embedded float32 under the quantizer's FakeQuantize ({why})", "shared_tensors": 0,
+                    "embedded_tensors": len(floats)}
     by_shape: dict[tuple, list[str]] = {}
     for name, tensor in floats.items():
         by_shape.setdefault(tuple(tensor.dims), []).append(name)
@@ -191,7 +337,15 @@ def detach_openvino_weights(model, source: Path, out_dir: Path) -> tuple[dict[st
     def digest(array: np.ndarray) -> str:
         return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
 
+    entries: dict[str, Any] = {}
     params: dict[str, Any] = {}
+
+    def parameter(name: str, shape, entry) -> Any:
+        if name not in params:
+            params[name] = ops.parameter(list(shape), ov.Type.f32, name=name)
+            entries[name] = entry
+        return params[name]
+
     for node in model.get_ordered_ops():
         if node.get_type_name() != "Constant" or node.get_element_type() != ov.Type.f32:
             continue
@@ -207,33 +361,75 @@ def detach_openvino_weights(model, source: Path, out_dir: Path) -> tuple[dict[st
                 break
         else:
             continue       # the point's own constant, or a tensor the quantizer changed: stays in the IR
-        if name not in params:
-            params[name] = ops.parameter(list(shape), ov.Type.f32, name=SHARED_PREFIX + name)
+        _, offset, length = external_entry(floats[name])
+        slot = locate(twin, offset, length, shape)
+        if slot is None:
+            continue
+        if slot.axis is None:
+            source_param = parameter(SHARED_PREFIX + name, shape, [slot.at, length])
+        else:
+            (q_at, count), (s_at, s_len) = int8_view(twin, slot, shape)
+            source_param = parameter(SHARED_PREFIX + name, shape,
+                                     {"int8": [q_at, count], "scales": [s_at, s_len], "axis": slot.axis})
+            range_shape = [1] * len(shape)
+            range_shape[slot.axis] = s_len // 4
+            for fq in _fake_quantize_consumers(node) or []:
+                levels = int(fq.get_levels())
+                if levels not in (255, 256):
+                    continue
+                # the quantizer's ranges give way to the family's: [-levels//2, levels-1-levels//2] steps
+                low = parameter(f"{SHARED_PREFIX}{name}:low{levels}", range_shape,
+                                {"scales": [s_at, s_len], "axis": slot.axis, "times": -(levels // 2)})
+                high = parameter(f"{SHARED_PREFIX}{name}:high{levels}", range_shape,
+                                 {"scales": [s_at, s_len], "axis": slot.axis, "times": levels - 1 - levels // 2})
+                for index, port in ((1, low), (2, high), (3, low), (4, high)):
+                    fq.input(index).replace_source_output(port.output(0))
         for target in node.output(0).get_target_inputs():
-            target.replace_source_output(params[name].output(0))
+            target.replace_source_output(source_param.output(0))
     maps.clear()
-    kept = len(floats) - len(params)     # the point's tensors in the file that the IR does not read from it
+    shared = [n for n, entry in entries.items() if "times" not in entry]     # not the ranges
+    kept = len(floats) - len(shared)     # the point's tensors in the file that the IR does not read from it
     if not params:
         return {}, {"weights": "embedded (no weight matched the family's float weights)", "shared_tensors": 0,
                     "embedded_tensors": kept}
     model.add_parameters(list(params.values()))
     model.validate_nodes_and_infer_types()
-    table: dict[str, dict] = {}
-    for name in params:
-        location, offset, length = external_entry(floats[name])
-        rel = family_relpath(Path(source).parent / location, out_dir)
-        table.setdefault(rel, {})[SHARED_PREFIX + name] = [offset, length]
-    files = sorted({external_entry(floats[n])[0] for n in params})
-    return table, {"weights": f"quantized at load from the family's {', '.join(files)} (FakeQuantize of the float "
-                              "weights with NNCF's ranges)",
-                   "shared_tensors": len(params), "embedded_tensors": kept}
+    rel = family_relpath(twin.path, out_dir)
+    return {rel: entries}, {"weights": f"the family's int8 weights, {twin.path.name} (8-bit, symmetric per output "
+                                       "channel, scales of the full model's tensors; the FakeQuantize ranges "
+                                       "over them set from those scales)",
+                            "shared_tensors": len(shared), "embedded_tensors": kept}
+
+
+def _bound_array(maps: dict, root: Path, file: str, entry, shape) -> np.ndarray:
+    """The array a Parameter of `shape` stands for: a float32 tensor of the file (a view of
+    its map), a weight dequantized from its int8 values and scales, or scales times a step count."""
+    shape = tuple(int(d) for d in shape)
+    if isinstance(entry, list):
+        offset, length = (int(v) for v in entry)
+        return _mapped(maps, root, file, offset, length, shape, mode="c")
+    s_at, s_len = (int(v) for v in entry["scales"])
+    path = Path(root) / file
+    scales = np.fromfile(path, dtype="<f4", count=s_len // 4, offset=s_at)
+    axis = int(entry["axis"])
+    broadcast = [1] * len(shape)
+    broadcast[axis] = -1
+    if "times" in entry:
+        return (np.float32(entry["times"]) * scales).reshape(broadcast).astype(np.float32)
+    q_at, count = (int(v) for v in entry["int8"])
+    if count != int(np.prod(shape, dtype=np.int64)) or scales.size != shape[axis]:
+        raise BackendError(f"{file}: the int8 weight at {q_at} is not of shape {list(shape)}")
+    values = np.fromfile(path, dtype=np.int8, count=count, offset=q_at).reshape(shape)
+    return values.astype(np.float32) * scales.reshape(broadcast)
 
 
 def attach_openvino_weights(model, table: dict[str, dict], root: Path) -> list[np.memmap]:
     """Runtime side: bind every Parameter of the ov.Model `model` named in `table` ({weights
-    file relative to `root`: {parameter: [offset, length]}}, from `detach_openvino_weights`)
-    to its bytes in that file, memory-mapped copy-on-write (no read until compiled, no copy).
-    Returns the maps: keep them while the model or its compiled form may read them."""
+    file relative to `root`: {parameter: entry}}, from `detach_openvino_weights`) to what it
+    stands for in that file: a float32 tensor memory-mapped copy-on-write (no read until
+    compiled, no copy), or a weight dequantized from the family's int8 values (a copy
+    OpenVINO owns, folded to int8 when it compiles). Returns the maps: keep them while the
+    model or its compiled form may read them."""
     from openvino import opset13 as ops
 
     params = {p.get_friendly_name(): p for p in model.get_parameters()}
@@ -241,13 +437,13 @@ def attach_openvino_weights(model, table: dict[str, dict], root: Path) -> list[n
     for file, tensors in table.items():
         if not safe_artifact_path(file, shared=True):
             raise BackendError(f"unsafe shared weights path {file!r}")
-        for name, (offset, length) in tensors.items():
+        for name, entry in tensors.items():
             param = params.pop(name, None)
             if param is None:
                 raise BackendError(f"the engine has no input {name!r} for the family's weights")
-            array = _mapped(maps, Path(root), file, int(offset), int(length), tuple(param.get_output_shape(0)),
-                            mode="c")
-            constant = ops.constant(array, shared_memory=True)
+            array = _bound_array(maps, Path(root), file, entry, param.get_output_shape(0))
+            constant = ops.constant(array, shared_memory=isinstance(array, np.memmap))
+            del array
             for target in param.output(0).get_target_inputs():
                 target.replace_source_output(constant.output(0))
             model.remove_parameter(param)

@@ -11,6 +11,7 @@ from .. import __version__
 from ..build_cache import CACHE_DIR, digest
 from ..errors import UsageError
 from ..space import ConfigPoint
+from ..weight_store import table_path
 from .context import EXPORTER, BuildContext
 from .jobs import worker_state
 
@@ -114,7 +115,8 @@ def export_stage(ctx: BuildContext) -> None:
     cache, onnx_dir = ctx.cache, ctx.out / ONNX_DIR
     weights_key = digest({**ctx.base, "stage": "weights"})
     ctx.weights_record = cache.get("weights", weights_key)
-    weights_ok = cache.valid(ctx.weights_record)
+    # the tensor table beside the weights (int8 engines read it) is written with them
+    weights_ok = cache.valid(ctx.weights_record) and table_path(onnx_dir / WEIGHTS_NAME).is_file()
     keys = {p: digest({**ctx.base, **ctx.metadata, "stage": "export", "point": p.as_dict(), "weights_key": weights_key})
             for p in ctx.points}
     todo = [p for p in ctx.points if not (weights_ok and cache.valid(cache.get("export", keys[p])))]
