@@ -424,6 +424,22 @@ def test_onnxruntime_int8_reads_the_familys_int8_weights(family, tmp_path):
     check_parity("int8", family["reference"][point], run_all(artifact, family["evaluation"]))
 
 
+def test_int8_engines_of_a_family_without_a_tensor_table_keep_their_own_weights(family, tmp_path):
+    """A family exported before weights.tensors.json existed has no int8 twin: its ONNX Runtime
+    int8 engine embeds its weights, says why, and still runs within int8 parity."""
+    build = tmp_path / "build"
+    shutil.copytree(family["dir"] / "onnx", build / "onnx")
+    (build / "onnx" / "weights.tensors.json").unlink()
+    point = POINTS[0]
+    artifact = compile_engine(build / "onnx" / family["onnx"][point].name, build / "engines", "x86-cpu",
+                              "onnxruntime", "int8", calibration_inputs=family["calibration"], threads=1)
+    assert artifact.files == [f"{point.id}-onnxruntime-int8.onnx"]
+    assert "no tensor table" in artifact.facts["weights"] and artifact.facts["shared_tensors"] == 0
+    assert not any(p.name.startswith("weights-int8-") for p in (build / "onnx").iterdir()
+                   if not (family["dir"] / "onnx" / p.name).exists())
+    check_parity("int8", family["reference"][point], run_all(artifact, family["evaluation"]))
+
+
 def test_onnxruntime_int8_weights_can_stay_embedded(family, tmp_path):
     """A target that prefers load time to disk keeps an int8 copy in each engine."""
     from adaexport.targets import parse_target

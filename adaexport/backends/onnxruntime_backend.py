@@ -13,9 +13,10 @@ the target's thread count.
 * int8: static quantization in the QDQ format (onnxruntime.quantization.
   quantize_static) of the Conv/MatMul/Gemm weights (int8, per channel) and their
   activations (uint8), calibrated (MinMax) on real preprocessed samples. The artifact is
-  that QDQ model with its weights quantized at load from the family's weights.bin
-  (``shared_int8``: it stores the scales, not a copy of the weights), or, with the
-  target's ``int8_weights = "embedded"``, with its own int8 copy (a faster load). On an x86 CPU
+  that QDQ model reading its int8 weights, their scales and its float tensors from the
+  family's int8 twin (``int8_twin``, ``shared_int8``: one byte a parameter for the whole
+  family, the full tensors' scales), or, with the target's ``int8_weights = "embedded"``,
+  with its own int8 copy and the point's own scales (a faster load). On an x86 CPU
   without VNNI, u8s8 dot products can saturate (ONNX Runtime's quantization docs; the
   same hardware issue as OpenVINO's "Saturation (overflow) Issue Workaround"), so the
   weights are quantized to 7 bits there (``reduce_range``): the target's
@@ -320,8 +321,8 @@ class OnnxRuntimeBackend(Backend):
         """Only the family's fp32 ONNX engines share (``ort_prepacked``); a compiled ONNX
         Runtime engine holds its own weights."""
         if artifact.runtime.get("external_data_dir"):
-            how = "not shared: its int8 weights are quantized at load from the family's weights file into the " \
-                  "session's own memory"
+            how = "not shared: its int8 weights are read from the family's int8 twin into the session's own " \
+                  "memory (prepacked there)"
         else:
             how = f"not shared: the {artifact.precision} model embeds its own weights"
         return {"group": None, "how": how}

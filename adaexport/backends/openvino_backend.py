@@ -14,10 +14,11 @@
   native bf16 (``cpu_bf16``: avx512_bf16 or amx_bf16 in /proc/cpuinfo).
 * int8: post-training quantization with NNCF (``nncf.quantize``, transformer model
   type, SmoothQuant off) calibrated on real preprocessed samples, saved as IR (.xml +
-  .bin) whose weights are not its own: each is a Parameter bound at load to its bytes in
-  the family's ``weights.bin`` (``shared_int8``), so the IR keeps the graph, NNCF's
-  FakeQuantize ranges and the point's own constants. With the target's ``[backends.openvino]
-  int8_weights = "embedded"`` the IR holds an int8 copy of the weights (a faster load).
+  .bin) whose weights are not its own: each is a Parameter bound at load to the family's
+  int8 twin (``int8_twin``, ``shared_int8``: the twin's int8 values and scales, read by the
+  ONNX Runtime int8 engines too), so the IR keeps the graph, NNCF's activation ranges and
+  the point's own constants. With the target's ``[backends.openvino] int8_weights =
+  "embedded"`` the IR holds an int8 copy of the weights with NNCF's own ranges (a faster load).
   NNCF is an optional dependency: without it int8 is reported unavailable, with the reason.
 
 Sessions compile for the target's device (CPU by default) with the latency hint
@@ -66,7 +67,7 @@ from .shared_int8 import attach_openvino_weights, detach_openvino_weights, int8_
 CACHE_ENV = "ADAEXPORT_OPENVINO_CACHE_DIR"   # where OpenVINO's compile cache goes, when wanted
 CALIBRATION_LIMIT = 300          # NNCF's default subset size
 # The float precisions and the INFERENCE_PRECISION_HINT each asks for; their engines read the
-# family's ONNX. int8 is a quantized IR (reading the family's weights.bin unless embedded).
+# family's ONNX. int8 is a quantized IR (reading the family's int8 twin unless embedded).
 HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
 HALF_PRECISIONS = ("fp16", "bf16")   # their engines read the family's float16 twin (half_weights)
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")     # /proc/cpuinfo flags of native bf16 on x86
@@ -268,7 +269,7 @@ class OvSession(Session):
             core = ov.Core()
             # From the model read here, so a cache entry is keyed by the model's content, not its path.
             model = core.read_model(os.fspath(xml_path))
-            # an int8 IR's weights: bound to the family's weights.bin (kept mapped while compiled)
+            # an int8 IR's weights: bound to the family's int8 twin (its float tensors kept mapped while compiled)
             self._weights = attach_openvino_weights(model, runtime.get("shared_weights") or {}, Path(root))
             self._compiled = core.compile_model(model, str(runtime.get("device", "CPU")), config)
         except Exception as exc:  # noqa: BLE001

@@ -1,39 +1,47 @@
-"""int8 QDQ engines that keep no weights of their own: quantized at load from the family's weights.
+"""int8 engines that keep no weights of their own: they read the family's int8 twin.
 
-A static QDQ model (onnxruntime.quantization.quantize_static) stores each quantized weight
-as an int8 initializer ``<w>_quantized`` read by ``DequantizeLinear(q, scale, zero_point)``:
-one int8 copy of the point's weights per engine (16 MB for a 2-block point of the
-published model, ~145 MB for its full point). `share_weights` rewrites the model so
-that each such weight is ``QuantizeLinear(w, scale, zero_point)`` of the float tensor
-``w`` that the point's ONNX already reads from the family's ``weights.bin``: the engine
-file keeps the graph, the scales and zero points (per output channel, computed by the
-quantizer from the point's own weights, so accuracy is the quantizer's) and the small
-tensors; ONNX Runtime folds the QuantizeLinear of a constant at session creation, so
-the int8 kernels (and outputs) are those of the embedded model.
+`int8_twin` lays out the family's weights once in int8 (per output channel, the full tensors'
+scales) with the other tensors in float32: one byte a weight parameter for every int8 engine
+of the family, whatever the number of points and of backends.
 
-A tensor is rewritten only where it is int8 (biases are int32: opset 17 has no
-QuantizeLinear to int32) and QuantizeLinear of the float weights gives exactly the
-quantizer's int8 bytes (checked here with ONNX's rounding, half to even, saturating);
-any other keeps its embedded copy, and the count of each is recorded.
+ONNX Runtime: a static QDQ model (onnxruntime.quantization.quantize_static) stores each
+quantized weight as an int8 initializer ``<w>_quantized`` read by ``DequantizeLinear(q,
+scale, zero_point)``: one int8 copy of the point's weights per engine. `share_weights`
+rewrites the model so that ``<w>_quantized``, its scales and zero points are the twin's
+bytes (external data: the weight's leading rows, its scales, the zero run), and the float
+tensors the quantizer left (position tables, latents, norms, biases of MatMul + Add) read the
+twin's float32 copies. A Gemm or Conv whose bias the quantizer made int32 (bias scale = input
+scale x weight scale) gets it quantized again for the family's weight scales, the way the
+quantizer does (round half to even); that bias and its scale stay in the engine (a few KB a
+layer). The point's calibration (activation scales) is the quantizer's, unchanged. A tensor the
+quantizer quantized that the twin keeps in float32 (a MatMul's constant first input) becomes
+``QuantizeLinear`` of the twin's float copy with the quantizer's own scales, where that gives
+exactly the quantizer's bytes (ONNX's rounding, half to even, saturating; ONNX Runtime folds it
+at session creation). Any other keeps its embedded copy, and the count of each is recorded.
 
-The rewritten model reads ``weights.bin`` in the family's ONNX folder, which is not the
-engine's folder: ONNX Runtime refuses external data outside a model's folder, so the
-session loads the model from bytes with ``session.model_external_initializers_file_folder_path``
-set to that folder (`session_source`).
+The rewritten model reads the twin in the family's ONNX folder, which is not the engine's
+folder: ONNX Runtime refuses external data outside a model's folder, so the session loads the
+model from bytes with ``session.model_external_initializers_file_folder_path`` set to that
+folder (`session_source`).
 
-OpenVINO int8 engines (NNCF's FakeQuantize IR) share the same way: NNCF quantizes the point
-read from the family's ONNX with its weights left as they are (SmoothQuant off, weight
-compression off), and `detach_openvino_weights` turns every float32 Constant whose bytes
-are one of the point's external float tensors (compared byte for byte) into a Parameter, so
-the saved IR keeps the graph, the FakeQuantize ranges and the point's own constants. At
-load `attach_openvino_weights` binds each such Parameter to its bytes in ``weights.bin``
-(memory-mapped, no copy); OpenVINO's CPU plugin folds FakeQuantize of a constant into int8
-weights when it compiles, as it does for the model NNCF returns. OpenVINO, like ONNX
-Runtime, refuses external data outside a model's folder and reads an IR's constants from
-one ``.bin``, so the binding is done on the model in memory, with openvino only.
+OpenVINO (NNCF's FakeQuantize IR): NNCF quantizes the point read from the family's ONNX with its
+weights left as they are (SmoothQuant off, weight compression off), and
+`detach_openvino_weights` turns every float32 Constant whose bytes are one of the point's
+external float tensors (compared byte for byte) into a Parameter, and the ranges of the
+FakeQuantize over a weight into Parameters too. At load `attach_openvino_weights` binds each
+weight to its int8 values in the twin times the family's scales (a float32 copy OpenVINO owns
+until it compiles), its FakeQuantize ranges to the same scales times the level count (so the
+CPU plugin, folding FakeQuantize of a constant into int8 weights as it does for the model NNCF
+returns, gets exactly the twin's int8 values), and any other tensor to its float32 bytes in the
+twin (memory-mapped, no copy). The IR keeps the graph, NNCF's activation ranges and the point's
+own constants. OpenVINO, like ONNX Runtime, refuses external data outside a model's folder and
+reads an IR's constants from one ``.bin``, so the binding is done on the model in memory, with
+openvino only. (OpenVINO cannot run ONNX Runtime's QDQ models themselves: its CPU plugin
+rejects their per-column scales, "Check 'any_of(scale.size(), OC, 1U)' failed", openvino
+2026.4, so each backend keeps its own quantizer and both read the one twin.)
 
 Either backend's target may set ``int8_weights = "embedded"`` (`int8_weights`): an int8 copy
-of the weights in each engine, a faster load.
+of the weights in each engine, with the point's own scales, and a faster load.
 """
 
 from __future__ import annotations
@@ -84,17 +92,6 @@ def _requantized(weights: np.ndarray, scale: np.ndarray, zero_point: np.ndarray,
     return np.clip(q, info.min, info.max).astype(zero_point.dtype)
 
 
-def _tensor_values(source: Path, tensor) -> np.ndarray:
-    """The values of an initializer of the ONNX at `source` (embedded, or external beside it)."""
-    from onnx import numpy_helper
-
-    if tensor.data_location != 1:      # onnx.TensorProto.EXTERNAL
-        return numpy_helper.to_array(tensor)
-    location, offset, length = external_entry(tensor)
-    return np.fromfile(Path(source).parent / location, dtype="<f4", count=length // 4,
-                       offset=offset).reshape(tuple(tensor.dims))
-
-
 def _external(name: str, data_type: int, dims, location: str, offset: int, length: int):
     import onnx
 
@@ -133,34 +130,29 @@ class _QdqModel:
         return node
 
 
-def _bias_replacements(qdq: _QdqModel, weight_dq, scales: np.ndarray, source: Path, floats: dict,
-                       zeros) -> dict | None:
+def _bias_replacements(qdq: _QdqModel, weight_dq, scales: np.ndarray, zeros) -> dict | None:
     """The int32 biases of the Gemm/Conv nodes reading the weight `weight_dq` dequantizes,
     quantized again for the weight's new `scales` (bias scale = input scale x weight scale,
-    as onnxruntime.quantization does): {initializer: replacement}; None where a consumer's
-    bias cannot be (then the weight keeps its own scales)."""
+    round half to even, as onnxruntime.quantization does) from the float bias the quantizer
+    started from (its int32 values times its scale: the same to within a rounding of the
+    old bias scale, some 1e-7 of the input's step): {initializer: replacement}; None where a
+    consumer's bias cannot be (then the weight keeps its own scales). A float bias (one the
+    quantizer left) needs nothing."""
     from onnx import numpy_helper
 
     out: dict[str, Any] = {}
     for node in qdq.consumers.get(weight_dq.output[0], []):
         if node.op_type not in ("Gemm", "Conv") or len(node.input) < 3 or not node.input[2]:
             continue
+        if node.input[2] in qdq.inits:
+            continue                                       # a float bias
         bias_dq, input_dq = qdq.dequantized_from(node.input[2]), qdq.dequantized_from(node.input[0], False)
-        if bias_dq is None or input_dq is None or not bias_dq.input[0].endswith("_quantized"):
+        if bias_dq is None or input_dq is None or qdq.inits[bias_dq.input[0]].data_type != 6:     # INT32
             return None
-        bias_name = bias_dq.input[0][:-len("_quantized")]
-        source_bias = floats.get(bias_name)
-        if source_bias is None:
-            import onnx
-
-            found = [t for t in onnx.load(str(source), load_external_data=False).graph.initializer
-                     if t.name == bias_name]
-            source_bias = found[0] if found else None
-        if source_bias is None or qdq.inits[bias_dq.input[0]].data_type != 6:     # INT32
-            return None
-        bias = _tensor_values(source, source_bias).astype(np.float32).reshape(-1)
+        old_scale = qdq.array(bias_dq.input[1]).astype(np.float32).reshape(-1)
+        bias = (qdq.array(bias_dq.input[0]).astype(np.float64).reshape(-1) * old_scale).astype(np.float32)
         bias_scale = (qdq.array(input_dq.input[1]).astype(np.float32) * scales).astype(np.float32)
-        if bias.shape != bias_scale.shape:
+        if bias.shape != bias_scale.shape or bias_dq.input[0] in out:
             return None
         quantized = np.clip(np.rint(bias / bias_scale), -2**31, 2**31 - 1).astype(np.int32)
         out[bias_dq.input[0]] = numpy_helper.from_array(quantized, bias_dq.input[0])
@@ -216,7 +208,7 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
             (q_at, q_len), (s_at, s_len) = int8_view(twin, slot, dims)
             channels = s_len // 4
             scales = np.fromfile(twin.path, dtype="<f4", count=channels, offset=s_at)
-            biases = _bias_replacements(qdq_model, node, scales, source, floats, zeros)
+            biases = _bias_replacements(qdq_model, node, scales, zeros)
             if axis != slot.axis or list(inits[node.input[1]].dims) != [channels] or biases is None:
                 kept += 1
                 continue
