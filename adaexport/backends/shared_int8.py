@@ -29,11 +29,11 @@ weights left as they are (SmoothQuant off, weight compression off), and
 `detach_openvino_weights` turns every float32 Constant whose bytes are one of the point's
 external float tensors (compared byte for byte) into a Parameter, and the ranges of the
 FakeQuantize over a weight into Parameters too. At load `attach_openvino_weights` binds each
-weight to its int8 values in the twin times the family's scales (a float32 copy OpenVINO owns
-until it compiles), its FakeQuantize ranges to the same scales times the level count (so the
-CPU plugin, folding FakeQuantize of a constant into int8 weights as it does for the model NNCF
-returns, gets exactly the twin's int8 values), and any other tensor to its float32 bytes in the
-twin (memory-mapped, no copy). The IR keeps the graph, NNCF's activation ranges and the point's
+weight to its int8 values in the twin (memory-mapped) converted and times the family's scales,
+its FakeQuantize ranges to the same scales times the level count (so the CPU plugin, folding
+that constant subgraph and FakeQuantize of a constant into int8 weights as it does for the
+model NNCF returns, gets exactly the twin's int8 values), and any other tensor to its float32
+bytes in the twin (memory-mapped, no copy). The IR keeps the graph, NNCF's activation ranges and the point's
 own constants. OpenVINO, like ONNX Runtime, refuses external data outside a model's folder and
 reads an IR's constants from one ``.bin``, so the binding is done on the model in memory, with
 openvino only. (OpenVINO cannot run ONNX Runtime's QDQ models themselves: its CPU plugin
@@ -393,37 +393,47 @@ def detach_openvino_weights(model, source: Path, out_dir: Path) -> tuple[dict[st
                             "shared_tensors": len(shared), "embedded_tensors": kept}
 
 
-def _bound_array(maps: dict, root: Path, file: str, entry, shape) -> np.ndarray:
-    """The array a Parameter of `shape` stands for: a float32 tensor of the file (a view of
-    its map), a weight dequantized from its int8 values and scales, or scales times a step count."""
+def _scales(root: Path, file: str, entry: dict, ndim: int) -> np.ndarray:
+    """A twin entry's float32 scales, shaped to broadcast along its axis over `ndim` dimensions."""
+    s_at, s_len = (int(v) for v in entry["scales"])
+    shape = [1] * ndim
+    shape[int(entry["axis"])] = -1
+    return np.fromfile(Path(root) / file, dtype="<f4", count=s_len // 4, offset=s_at).reshape(shape)
+
+
+def _bound_node(maps: dict, root: Path, file: str, entry, shape):
+    """What a Parameter of `shape` stands for, as an OpenVINO node: a float32 tensor of the file
+    (a Constant over its map), a weight (its int8 values, a Constant over the map, converted
+    and times its scales: OpenVINO folds that into the FakeQuantize over it when it compiles),
+    or a FakeQuantize range (the scales times a step count)."""
+    from openvino import Type
+    from openvino import opset13 as ops
+
     shape = tuple(int(d) for d in shape)
     if isinstance(entry, list):
         offset, length = (int(v) for v in entry)
-        return _mapped(maps, root, file, offset, length, shape, mode="c")
-    s_at, s_len = (int(v) for v in entry["scales"])
-    path = Path(root) / file
-    scales = np.fromfile(path, dtype="<f4", count=s_len // 4, offset=s_at)
-    axis = int(entry["axis"])
-    broadcast = [1] * len(shape)
-    broadcast[axis] = -1
+        return ops.constant(_mapped(maps, root, file, offset, length, shape, mode="c"), shared_memory=True)
+    scales = _scales(root, file, entry, len(shape))
+    if scales.size != shape[int(entry["axis"])]:
+        raise BackendError(f"{file}: {scales.size} scales for a tensor of shape {list(shape)}")
     if "times" in entry:
-        return (np.float32(entry["times"]) * scales).reshape(broadcast).astype(np.float32)
+        return ops.constant((np.float32(entry["times"]) * scales).astype(np.float32))
     q_at, count = (int(v) for v in entry["int8"])
-    if count != int(np.prod(shape, dtype=np.int64)) or scales.size != shape[axis]:
+    if file not in maps:
+        maps[file] = np.memmap(Path(root) / file, dtype=np.uint8, mode="c")
+    values = maps[file][q_at:q_at + count].view(np.int8)
+    if values.size != count or count != int(np.prod(shape, dtype=np.int64)):
         raise BackendError(f"{file}: the int8 weight at {q_at} is not of shape {list(shape)}")
-    values = np.fromfile(path, dtype=np.int8, count=count, offset=q_at).reshape(shape)
-    return values.astype(np.float32) * scales.reshape(broadcast)
+    weights = ops.convert(ops.constant(values.reshape(shape), shared_memory=True), Type.f32)
+    return ops.multiply(weights, ops.constant(scales))
 
 
 def attach_openvino_weights(model, table: dict[str, dict], root: Path) -> list[np.memmap]:
     """Runtime side: bind every Parameter of the ov.Model `model` named in `table` ({weights
     file relative to `root`: {parameter: entry}}, from `detach_openvino_weights`) to what it
-    stands for in that file: a float32 tensor memory-mapped copy-on-write (no read until
-    compiled, no copy), or a weight dequantized from the family's int8 values (a copy
-    OpenVINO owns, folded to int8 when it compiles). Returns the maps: keep them while the
-    model or its compiled form may read them."""
-    from openvino import opset13 as ops
-
+    stands for in that file (`_bound_node`): memory-mapped copy-on-write, no read until
+    compiled, no copy. Returns the maps: keep them while the model or its compiled form may
+    read them."""
     params = {p.get_friendly_name(): p for p in model.get_parameters()}
     maps: dict[str, np.memmap] = {}
     for file, tensors in table.items():
@@ -433,11 +443,9 @@ def attach_openvino_weights(model, table: dict[str, dict], root: Path) -> list[n
             param = params.pop(name, None)
             if param is None:
                 raise BackendError(f"the engine has no input {name!r} for the family's weights")
-            array = _bound_array(maps, Path(root), file, entry, param.get_output_shape(0))
-            constant = ops.constant(array, shared_memory=isinstance(array, np.memmap))
-            del array
+            node = _bound_node(maps, Path(root), file, entry, param.get_output_shape(0))
             for target in param.output(0).get_target_inputs():
-                target.replace_source_output(constant.output(0))
+                target.replace_source_output(node.output(0))
             model.remove_parameter(param)
     model.validate_nodes_and_infer_types()
     return list(maps.values())
