@@ -52,8 +52,9 @@ def run(ctx: Context) -> list[dict]:
         weights_bytes = weights.stat().st_size
         graph_bytes = {e.point.id: e.path.stat().st_size for e in exported}
         listed = sorted(p.name for p in onnx_dir.iterdir())
+        table_bytes = (onnx_dir / "weights.tensors.json").stat().st_size
         engine_rows = engine_families(ctx, exported, Path(tmp), param_bytes(ctx.model))
-    expected = sorted([f"{p.id}.onnx" for p in ctx.points] + ["weights.bin"])
+    expected = sorted([f"{p.id}.onnx" for p in ctx.points] + ["weights.bin", "weights.tensors.json"])
     if listed != expected:
         raise AssertionError(f"export_family left unexpected files: {sorted(set(listed) - set(expected))}")
     onnx_bytes = sum(graph_bytes.values())
@@ -73,7 +74,9 @@ def run(ctx: Context) -> list[dict]:
     return [
         value_row(NAME, f"full model parameters ({dtypes})", params,
                   note=f"{_mib(params)}; {count:,} parameters", key="params"),
-        value_row(NAME, "shared: weights.bin", weights_bytes, note=_mib(weights_bytes), key="weights"),
+        value_row(NAME, "shared: weights.bin", weights_bytes, key="weights",
+                  note=f"{_mib(weights_bytes)}; its tensor table weights.tensors.json {table_bytes:,} B (read by "
+                       "the int8 compile only)"),
         value_row(NAME, f"shared: {n} .onnx graphs", onnx_bytes,
                   note=f"{_mib(onnx_bytes)}; {onnx_bytes // n:,} B per point on average", key="graphs"),
         value_row(NAME, "shared layout, total", shared, note=_mib(shared), key="shared"),

@@ -59,9 +59,9 @@ SHARED_PREFIX = "shared:"     # an OpenVINO int8 IR's Parameter that stands for 
 
 
 def int8_weights(settings: dict, backend: str) -> str:
-    """The target's [backends.<backend>] int8_weights: "shared" (default: quantized at load
-    from the family's weights.bin, no copy on disk, a slower load) or "embedded" (an int8
-    copy in each engine)."""
+    """The target's [backends.<backend>] int8_weights: "shared" (default: the family's int8
+    twin, one copy for every int8 engine of the family) or "embedded" (an int8 copy in each
+    engine, with the point's own scales: a faster load)."""
     value = settings.get("int8_weights", "shared")
     if value not in ("shared", "embedded"):
         raise BackendError(f"{backend}: int8_weights must be \"shared\" or \"embedded\", got {value!r}")
@@ -241,7 +241,8 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
                 .reshape(tuple(floats[name].dims))):
             continue
         replace[name] = _external(name, onnx.TensorProto.FLOAT, floats[name].dims, twin_file, slot.at, length)
-    shared = sum(1 for name in replace if replace[name].data_location == onnx.TensorProto.EXTERNAL)
+    # the point's tensors now read from the twin (a weight: its int8 values; or a float tensor)
+    shared = sum(1 for name in floats if name in replace or name + "_quantized" in replace)
     model = qdq_model.model
     added = [replace[n] for n in replace if n not in inits]
     remaining = [replace.get(t.name, t) for t in model.graph.initializer if t.name not in dropped] + added
