@@ -26,6 +26,7 @@ roofline is the fp32 GEMM rate's, so reduced-precision engines can go under 1.
 from __future__ import annotations
 
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -69,7 +70,10 @@ def build_family(ctx: Context, out: Path, dataset: str | None) -> dict:
                                     depths=sorted({p.depth for p in points}), attention=ctx.attention,
                                     batch=ctx.batch, dataset=dataset, measure=False), QuietReporter())
     if result.failures:
-        raise AssertionError(f"the build failed parity: {result.failures[0]}")
+        # latency does not depend on parity: a random published-size checkpoint's near-ties fail
+        # reduced-precision parity (benchmarks/README.md), and those engines are timed all the same
+        print(f"[speed] {len(result.failures)} engine(s) failed parity, timed anyway; first: {result.failures[0]}",
+              file=sys.stderr, flush=True)
     return result.manifest.to_json()
 
 
@@ -151,7 +155,6 @@ def latency_rows(ctx: Context, out: Path, manifest: dict, rounds: int, calls: in
 
 if __name__ == "__main__":
     import argparse
-    import sys
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None)
