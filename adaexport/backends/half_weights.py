@@ -75,6 +75,7 @@ def half_twin(onnx_path: Path) -> Path:
     from onnx import helper
     from onnx.external_data_helper import load_external_data_for_tensor
 
+    from ..weight_store import point_to
     from .shared_int8 import external_entry
 
     onnx_path = Path(onnx_path)
@@ -97,9 +98,8 @@ def half_twin(onnx_path: Path) -> Path:
             raise BackendError(f"{onnx_path.name}: its weights lie in more than one file")
         half_name = half.name
         twin = onnx.TensorProto(name=tensor.name + _CAST_SUFFIX, data_type=onnx.TensorProto.FLOAT16,
-                                dims=tensor.dims, data_location=onnx.TensorProto.EXTERNAL)
-        for key, value in (("location", half.name), ("offset", str(offset // 2)), ("length", str(length // 2))):
-            twin.external_data.add(key=key, value=value)
+                                dims=tensor.dims)
+        point_to(twin, half.name, offset // 2, length // 2)
         kept.append(twin)
         casts.append(helper.make_node("Cast", [twin.name], [tensor.name], name=tensor.name + "__to_float",
                                       to=onnx.TensorProto.FLOAT))

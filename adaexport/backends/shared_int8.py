@@ -93,17 +93,30 @@ def _requantized(weights: np.ndarray, scale: np.ndarray, zero_point: np.ndarray,
 
 
 def _external(name: str, data_type: int, dims, location: str, offset: int, length: int):
+    """A TensorProto reading its data from `location` at (offset, length)."""
     import onnx
 
-    tensor = onnx.TensorProto(name=name, data_type=data_type, dims=[int(d) for d in dims],
-                              data_location=onnx.TensorProto.EXTERNAL)
-    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
-        tensor.external_data.add(key=key, value=value)
+    from ..weight_store import point_to
+
+    tensor = onnx.TensorProto(name=name, data_type=data_type, dims=[int(d) for d in dims])
+    point_to(tensor, location, offset, length)
     return tensor
 
 
+def _family_twin(floats: dict[str, Any], source: Path, qmax: int):
+    """(the family's int8 twin the point at `source` reads, None) or (None, why there is none)."""
+    from .int8_twin import int8_twin
+
+    locations = sorted({external_entry(t)[0] for t in floats.values()})
+    if not locations:
+        return None, "the point reads no family weights"
+    twin = int8_twin(Path(source).parent / locations[0], qmax) if len(locations) == 1 else None
+    return (twin, None) if twin is not None else (None, "the family has no tensor table (exported by an older "
+                                                         "adaexport)")
+
+
 class _QdqModel:
-    """A QDQ model's initializers and producers, and the replacements made to them."""
+    """A QDQ model's initializers, producers and consumers."""
 
     def __init__(self, model):
         self.model = model
@@ -113,7 +126,6 @@ class _QdqModel:
         for node in model.graph.node:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
-        self.replace: dict[str, Any] = {}
 
     def array(self, name: str) -> np.ndarray:
         from onnx import numpy_helper
@@ -170,18 +182,16 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
     import onnx
     from onnx import helper
 
-    from .int8_twin import int8_twin, int8_view, locate
+    from .int8_twin import int8_view, locate, read_array
 
     floats = float_weights(source)
-    locations = sorted({external_entry(t)[0] for t in floats.values()})
-    twin = int8_twin(Path(source).parent / locations[0], qmax) if len(locations) == 1 else None
+    twin, why = _family_twin(floats, source, qmax)
     if twin is None:
-        why = "the family has no tensor table (exported by an older adaexport)" if locations else \
-            "the point reads no family weights"
         return {"weights": f"embedded int8 ({why})", "shared_tensors": 0}
     twin_file = twin.path.name
     qdq_model = _QdqModel(onnx.load(str(qdq)))
-    inits, replace = qdq_model.inits, qdq_model.replace
+    inits = qdq_model.inits
+    replace: dict[str, Any] = {}     # initializer -> the one that takes its place
 
     def zeros(name: str, data_type: int, count: int):
         size = 4 * count if data_type == 6 else count
@@ -207,7 +217,7 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
             # a weight: the family's int8 values and scales; biases quantized again for them
             (q_at, q_len), (s_at, s_len) = int8_view(twin, slot, dims)
             channels = s_len // 4
-            scales = np.fromfile(twin.path, dtype="<f4", count=channels, offset=s_at)
+            scales = read_array(twin.path, s_at, "<f4", [channels])
             biases = _bias_replacements(qdq_model, node, scales, zeros)
             if axis != slot.axis or list(inits[node.input[1]].dims) != [channels] or biases is None:
                 kept += 1
@@ -220,7 +230,7 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
             continue
         # a tensor the family keeps in float32 that this quantizer quantized: QuantizeLinear of
         # the twin's float copy at load, where that gives exactly the quantizer's bytes
-        weights = np.fromfile(twin.path, dtype="<f4", count=length // 4, offset=slot.at).reshape(dims)
+        weights = read_array(twin.path, slot.at, "<f4", dims)
         stored, scale, zero_point = (qdq_model.array(i) for i in node.input[:3])
         if name in inits or stored.dtype != np.int8 or stored.shape != dims \
                 or not np.array_equal(_requantized(weights, scale, zero_point, axis), stored):
@@ -235,10 +245,10 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
         if name in replace or name not in floats or tensor.data_type != onnx.TensorProto.FLOAT:
             continue
         _, offset, length = external_entry(floats[name])
-        slot = locate(twin, offset, length, tuple(floats[name].dims))
+        dims = tuple(floats[name].dims)
+        slot = locate(twin, offset, length, dims)
         if slot is None or slot.axis is not None or not np.array_equal(
-                qdq_model.array(name), np.fromfile(twin.path, dtype="<f4", count=length // 4, offset=slot.at)
-                .reshape(tuple(floats[name].dims))):
+                qdq_model.array(name), read_array(twin.path, slot.at, "<f4", dims)):
             continue
         replace[name] = _external(name, onnx.TensorProto.FLOAT, floats[name].dims, twin_file, slot.at, length)
     # the point's tensors now read from the twin (a weight: its int8 values; or a float tensor)
@@ -306,15 +316,12 @@ def detach_openvino_weights(model, source: Path, out_dir: Path) -> tuple[dict[st
     import openvino as ov
     from openvino import opset13 as ops
 
-    from .int8_twin import int8_twin, int8_view, locate
+    from .int8_twin import int8_view, locate
     from .onnx_tensors import family_relpath
 
     floats = float_weights(source)
-    locations = sorted({external_entry(t)[0] for t in floats.values()})
-    twin = int8_twin(Path(source).parent / locations[0]) if len(locations) == 1 else None
+    twin, why = _family_twin(floats, source, 127)
     if twin is None:
-        why = "the family has no tensor table (exported by an older adaexport)" if locations else \
-            "the point reads no family weights"
         return {}, {"weights": f"embedded float32 under the quantizer's FakeQuantize ({why})", "shared_tensors": 0,
                     "embedded_tensors": len(floats)}
     by_shape: dict[tuple, list[str]] = {}
@@ -396,10 +403,12 @@ def detach_openvino_weights(model, source: Path, out_dir: Path) -> tuple[dict[st
 
 def _scales(root: Path, file: str, entry: dict, ndim: int) -> np.ndarray:
     """A twin entry's float32 scales, shaped to broadcast along its axis over `ndim` dimensions."""
+    from .int8_twin import read_array
+
     s_at, s_len = (int(v) for v in entry["scales"])
     shape = [1] * ndim
     shape[int(entry["axis"])] = -1
-    return np.fromfile(Path(root) / file, dtype="<f4", count=s_len // 4, offset=s_at).reshape(shape)
+    return read_array(Path(root) / file, s_at, "<f4", [s_len // 4]).reshape(shape)
 
 
 def _bound_node(maps: dict, root: Path, file: str, entry, shape):
