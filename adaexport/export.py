@@ -14,11 +14,11 @@ in one external-data file shared by the whole family (`WeightStore`):
   tensors. The family costs about one full model's weights on disk, not one per point.
 
 The weights file holds exactly the tensors of the model's full point (all tokens,
-full width, every block), whatever the grid: it depends only on the model, the
-attention mode, the batch and the exporter, so each point can be exported (and
-cached, and resumed) on its own against it. A point's tensors that are not in it
-(the few image-independent constants that depend on the token count: read-in
-queries, rotary tables, the mask) stay embedded in that point's .onnx file.
+full width, every block) and the few image-independent constants that only the model's
+other trained token counts use (read-in queries, attention mask), whatever the grid: it
+depends only on the model, the attention mode, the batch and the exporter, so each point
+can be exported (and cached, and resumed) on its own against it. A point at an untrained
+token count keeps such constants embedded in its .onnx file.
 
 Tensors under `EXTERNAL_THRESHOLD` bytes (biases, norms, reshape targets) stay
 embedded in the .onnx file: the shared file saves nothing worth a separate read
@@ -77,20 +77,28 @@ def build_weights(model: AdaPerceiver, *, attention: str | None, batch: int = 1,
                   file: BinaryIO | None = None, templates: list | None = None) -> WeightStore:
     """The family's weights, in memory (or in `file`, an empty binary file opened for
     reading and writing, which keeps a published-size build from holding them twice): the
-    tensors of the model's full point, laid out once. The returned store is frozen:
-    points exported against it only reference it. The full point's token count is
-    exported tapped (`export_depths`) to get them; that template is appended to
-    `templates`, when given, for the points of that token count to be cut from."""
+    tensors of the model's full point, then those only another trained token count's graph
+    holds, laid out once. The returned store is frozen: points exported against it only
+    reference it. Each trained token count is exported tapped at the full width
+    (`export_depths`) to get them, the full point's first, then the others in increasing
+    order; those templates are appended to `templates`, when given, for the points of each
+    token count to be cut from.
+
+    The graphs of fewer tokens hold a few constants of their own (read-in queries,
+    attention mask: ~2 MB in all at published size, where each of the trained grid's 63
+    points per token count would otherwise embed its copy, ~120 MB over the grid)."""
     from .export_depths import tapped_template
 
     _check_weights_name(weights_name)
     store = WeightStore(io.BytesIO() if file is None else file)
-    full = ConfigPoint.full(model.config)
-    template = tapped_template(model, full.tokens, full.width, store, attention=attention, batch=batch,
-                               weights_name=weights_name, exporter=exporter)
+    cfg = model.config
+    full = ConfigPoint.full(cfg)
+    for tokens in [full.tokens, *sorted(set(cfg.mask_token_grans) - {full.tokens})]:
+        template = tapped_template(model, tokens, full.width, store, attention=attention, batch=batch,
+                                   weights_name=weights_name, exporter=exporter)
+        if templates is not None:
+            templates.append(((tokens, full.width), template))
     store.frozen = True
-    if templates is not None:
-        templates.append(((full.tokens, full.width), template))
     return store
 
 
@@ -98,31 +106,34 @@ def lay_out_weights(model: AdaPerceiver, path: Path, *, attention: str | None, b
                     exporter: str = "auto", templates: list | None = None, keep: bool = True) -> WeightStore:
     """The family's weights file at `path` (`build_weights`), laid out in a temp file beside
     it, never in memory (at published size that is the checkpoint's size again), and moved
-    into place when complete (`atomic.atomic_path`). The returned store is frozen and reads
-    from that file. With `keep=False` it is laid out only for the store's `index()`, in a
-    nameless temp file that goes when the store's file is closed."""
+    into place when complete (`atomic.atomic_path`), with its tensor table beside it. The
+    returned store is frozen and reads from that file. With `keep=False` it is laid out only
+    for the store's `index()`, in a nameless temp file that goes when the store's file is
+    closed."""
     path = Path(path)
     if not keep:
         file = tempfile.TemporaryFile(dir=path.parent)  # noqa: SIM115 - the store's file, closed by the caller
         return build_weights(model, attention=attention, batch=batch, weights_name=path.name, exporter=exporter,
                              file=file, templates=templates)
-    made = templates if templates is not None else []
+    made: list = []
     with atomic_path(path) as tmp, open(tmp, "w+b") as file:
         store = build_weights(model, attention=attention, batch=batch, weights_name=path.name, exporter=exporter,
                               file=file, templates=made)
-    write_tensor_table(path, made[-1][1][0])
+    write_tensor_table(path, [proto for _, (proto, _interface) in made])
+    if templates is not None:
+        templates.extend(made)
     store.attach(path)
     return store
 
 
-def write_tensor_table(weights: Path, template: onnx.ModelProto) -> Path:
+def write_tensor_table(weights: Path, templates: list[onnx.ModelProto]) -> Path:
     """Write the tensor table of the weights file `weights` (`weight_store.tensor_table` of the
-    full point's `template`) beside it, after it: what the int8 engines lay out their weights
-    from. Its bytes depend only on the template, as the weights file's do."""
+    `templates` that laid it out) beside it, after it: what the int8 engines lay out their
+    weights from. Its bytes depend only on the templates, as the weights file's do."""
     import json
 
     path = table_path(weights)
-    table = {"weights": Path(weights).name, "tensors": tensor_table(template, Path(weights).name)}
+    table = {"weights": Path(weights).name, "tensors": tensor_table(templates, Path(weights).name)}
     write_bytes_atomic(path, (json.dumps(table, indent=0, sort_keys=True) + "\n").encode())
     return path
 

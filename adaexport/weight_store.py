@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterable
 
 import numpy as np
 import onnx
@@ -178,25 +178,31 @@ def _output_channel_axis(node: onnx.NodeProto, index: int, ndim: int) -> int | N
     return None
 
 
-def tensor_table(proto: onnx.ModelProto, location: str) -> list[dict]:
-    """The float32 tensors `proto` (the full point's template, which lays the weights file out)
-    reads from `location`, in file order: name, offset, length, dims and, for a weight of a
-    Gemm, MatMul or Conv (what int8 engines quantize), the axis of its output channels
-    ("axis": None for the rest, and for a tensor read as a weight along two axes).
+def tensor_table(protos: Iterable[onnx.ModelProto], location: str) -> list[dict]:
+    """The float32 tensors `protos` (the templates that lay the weights file out, one per trained
+    token count) read from `location`, one entry per stored tensor, in file order: name, offset,
+    length, dims and, for a weight of a Gemm, MatMul or Conv (what int8 engines quantize), the
+    axis of its output channels ("axis": None for the rest, and for a tensor read as a weight
+    along two axes). A tensor read whole by one template and as a prefix by another (a rotary
+    table at fewer tokens) is listed once, whole.
 
     The weights file alone does not say where a tensor ends; narrower points read prefixes
     of these tensors. int8 engines lay out the family's int8 weights from it (`int8_twin`)."""
-    axes: dict[str, list] = {}
-    for node in proto.graph.node:
-        for index, name in enumerate(node.input):
-            axes.setdefault(name, []).append((node, index))
-    table = []
-    for tensor in proto.graph.initializer:
-        place = {e.key: e.value for e in tensor.external_data}
-        if tensor.data_location != onnx.TensorProto.EXTERNAL or place.get("location") != location \
-                or tensor.data_type != onnx.TensorProto.FLOAT:
-            continue
-        found = {_output_channel_axis(node, index, len(tensor.dims)) for node, index in axes.get(tensor.name, ())}
-        table.append({"name": tensor.name, "offset": int(place["offset"]), "length": int(place["length"]),
-                      "dims": [int(d) for d in tensor.dims], "axis": found.pop() if len(found) == 1 else None})
-    return sorted(table, key=lambda entry: entry["offset"])
+    by_offset: dict[int, dict] = {}
+    for proto in protos:
+        axes: dict[str, list] = {}
+        for node in proto.graph.node:
+            for index, name in enumerate(node.input):
+                axes.setdefault(name, []).append((node, index))
+        for tensor in proto.graph.initializer:
+            place = {e.key: e.value for e in tensor.external_data}
+            if tensor.data_location != onnx.TensorProto.EXTERNAL or place.get("location") != location \
+                    or tensor.data_type != onnx.TensorProto.FLOAT:
+                continue
+            found = {_output_channel_axis(node, index, len(tensor.dims)) for node, index in axes.get(tensor.name, ())}
+            entry = {"name": tensor.name, "offset": int(place["offset"]), "length": int(place["length"]),
+                     "dims": [int(d) for d in tensor.dims], "axis": found.pop() if len(found) == 1 else None}
+            known = by_offset.get(entry["offset"])
+            if known is None or entry["length"] > known["length"]:
+                by_offset[entry["offset"]] = entry
+    return [by_offset[offset] for offset in sorted(by_offset)]

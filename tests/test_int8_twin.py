@@ -71,7 +71,7 @@ def family(tmp_path):
     with open(weights, "w+b") as file:
         store = WeightStore(file, key_bytes=64)
         externalize(template, store, "weights.bin", threshold=64)
-    write_tensor_table(weights, template)
+    write_tensor_table(weights, [template])
     return weights, tensors
 
 

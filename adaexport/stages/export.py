@@ -42,7 +42,9 @@ def open_directory(ctx: BuildContext) -> None:
     remove_leftovers([out, out / ONNX_DIR, out / ENGINES_DIR, *stages])  # one build per directory at a time
     ctx.versions = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
     ctx.base = {"tool": __version__, "model": ctx.loaded.sha256, "attention": ctx.attention, "batch": ctx.batch,
-                "exporter": EXPORTER, "cut": "depth-templates, constant reshapes", "image_size": ctx.cfg.img_size,
+                "exporter": EXPORTER,
+                "cut": "depth-templates, constant reshapes, every trained token count's constants, compact names",
+                "image_size": ctx.cfg.img_size,
                 **ctx.versions}
     ctx.metadata = {"adaexport.source_sha256": ctx.loaded.sha256, "adaexport.tool_version": __version__,
                     "adaexport.model_name": ctx.loaded.name}
@@ -87,25 +89,26 @@ def export_one(task: ExportTask) -> list[dict]:
     return records
 
 
-def _weights(ctx: BuildContext, path: Path, write: bool) -> tuple[dict, tuple]:
+def _weights(ctx: BuildContext, path: Path, write: bool) -> tuple[dict, dict]:
     """Lay out the family's weights (`export.lay_out_weights`: moved into place at `path`
-    when `write`, else in a temp file that goes); the store's index, and the full point's
-    (tokens, width) template that laying them out exported."""
+    when `write`, else in a temp file that goes); the store's index, and the full-width
+    templates that laying them out exported (one per trained token count), by token count."""
     from ..export import lay_out_weights
 
     made: list = []
     store = lay_out_weights(ctx.loaded.model, path, attention=ctx.attention, batch=ctx.batch, exporter=EXPORTER,
                             templates=made, keep=write)
     store.file.close()
-    return store.index(), made[0]
+    return store.index(), {key[0]: (key, template) for key, template in made}
 
 
-def _tasks(todo: list[ConfigPoint], onnx_dir: Path, index: dict, metadata: dict, template: tuple) -> list[ExportTask]:
-    """One task per token count of `todo`, in the order they first appear; the one the
-    weights file's layout already exported gets its template."""
+def _tasks(todo: list[ConfigPoint], onnx_dir: Path, index: dict, metadata: dict,
+           templates: dict) -> list[ExportTask]:
+    """One task per token count of `todo`, in the order they first appear, each with its
+    template where the weights file's layout already exported it."""
     from ..export_depths import by_token_count
 
-    return [ExportTask(points, onnx_dir, index, metadata, template if tokens == template[0][0] else None)
+    return [ExportTask(points, onnx_dir, index, metadata, templates.get(tokens))
             for tokens, points in by_token_count(todo).items()]
 
 
@@ -126,11 +129,11 @@ def export_stage(ctx: BuildContext) -> None:
             ctx.reporter.advance(point.id, "cached")
     if todo:
         # the store's index is needed to export against, whether or not its file is current
-        index, template = _weights(ctx, onnx_dir / WEIGHTS_NAME, write=not weights_ok)
+        index, templates = _weights(ctx, onnx_dir / WEIGHTS_NAME, write=not weights_ok)
         if not weights_ok:
             ctx.weights_record = cache.file_record(onnx_dir / WEIGHTS_NAME)
             cache.put("weights", weights_key, ctx.weights_record)
-        tasks = _tasks(todo, onnx_dir, index, ctx.metadata, template)
+        tasks = _tasks(todo, onnx_dir, index, ctx.metadata, templates)
         for i, records in ctx.executor.run(export_one, tasks):
             for point, record in zip(tasks[i].points, records):
                 cache.put("export", keys[point], record)
