@@ -97,3 +97,36 @@ def test_the_twin_is_rewritten_only_when_it_changes_and_follows_the_weights(poin
     row = point["w"][0].astype(np.float16).astype(np.float32)
     row[7] = 2.5
     np.testing.assert_allclose(_run(twin, x), row[None, point["idx"]] @ point["w2"], rtol=1e-5, atol=1e-3)
+
+
+def test_an_attention_mask_beyond_float16_is_read_as_minus_infinity_with_the_same_softmax(tmp_path):
+    """A mask's -3.4e38 (float16 cannot hold it) read only by an Add before a Softmax comes from
+    the twin as -inf: the same probabilities, bit for bit, and nothing embedded. The same values
+    read by a Mul are no mask: embedded in float32."""
+    rng = np.random.default_rng(2)
+    mask = np.where(rng.random((1, 300)) < 0.5, np.float32(np.finfo(np.float32).min), np.float32(0))
+    mask[0, 0] = 0
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "mask"], ["scores"]), helper.make_node("Softmax", ["scores"], ["p"], axis=-1),
+         helper.make_node("Mul", ["x", "scale"], ["scaled"]), helper.make_node("Softmax", ["scaled"], ["q"], axis=-1)],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 300])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 300]) for n in ("p", "q")],
+        [numpy_helper.from_array(mask, "mask"), numpy_helper.from_array(mask * 0 + np.float32(-3e38), "scale")])
+    path = tmp_path / "onnx" / "m.onnx"
+    path.parent.mkdir()
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path),
+                    save_as_external_data=True, all_tensors_to_one_file=True, location="weights.bin",
+                    size_threshold=1024)
+    twin = half_twin(path)
+    model = onnx.load(str(twin), load_external_data=False)
+    assert set(_external(model)) == {"mask__fp16"}
+    scale = next(t for t in model.graph.initializer if t.name == "scale")
+    assert scale.data_type == TensorProto.FLOAT
+    stored = np.fromfile(half_weights(path.parent / "weights.bin"), dtype="<f2", count=300,
+                         offset=int(_external(model)["mask__fp16"]["offset"]))
+    assert np.isneginf(stored[mask[0] < 0]).all()
+    x = rng.standard_normal((1, 300)).astype(np.float32)
+    session = ort.InferenceSession(str(twin), providers=["CPUExecutionProvider"])
+    reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for got, expected in zip(session.run(None, {"x": x}), reference.run(None, {"x": x})):
+        np.testing.assert_array_equal(got, expected)
