@@ -261,6 +261,9 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
     nodes = quantize_nodes + list(model.graph.node)     # a QuantizeLinear of a constant: first is topological
     del model.graph.node[:]
     model.graph.node.extend(nodes)
+    # the quantizer's shape inference left a value info per tensor: ONNX Runtime infers them again,
+    # and at published size they were 60 kB of every full-depth engine (as the point's ONNX has none)
+    del model.graph.value_info[:]
     tmp = Path(str(qdq) + ".shared")
     tmp.write_bytes(model.SerializeToString(deterministic=True))
     os.replace(tmp, qdq)
