@@ -28,8 +28,8 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("export", "rebuild", "size", "profile", "runtime")  # module bench_<name>, run in this order
-PUBLISHED = ("export", "build", "speed", "nodata", "cost")        # --published, in this order
+BENCHMARKS = ("export", "rebuild", "size", "grid", "profile", "runtime")  # module bench_<name>, run in this order
+PUBLISHED = ("export", "build", "speed", "nodata", "cost", "grid")        # --published, in this order
 RUNNERS = {"nodata": ("bench_build", "run_without_dataset")}       # the rest: bench_<name>.run
 PUBLISHED_GRID = {"tokens": [32, 256], "width": [416, 832], "depth": [6, 21]}
 PUBLISHED_IMAGES_PER_CLASS = 3   # 30 images: the 8 parity samples and 22 for int8 calibration (time: see README)

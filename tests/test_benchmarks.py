@@ -10,7 +10,7 @@ import pytest
 
 from .conftest import ROOT
 
-BENCHMARKS = ("export", "rebuild", "size", "profile", "runtime")
+BENCHMARKS = ("export", "rebuild", "size", "grid", "profile", "runtime")
 GRID = ("--tokens", "8,32", "--width", "32", "--depth", "1,4")   # 4 points: both token ends, shallow and deep
 POINTS = 4
 
@@ -137,3 +137,17 @@ def test_the_published_suite_runs_its_build_and_cost_on_the_demo(tmp_path):
     cost = rows(report, "cost")
     assert cost["export"]["median"] > 0 and cost["bytes"]["median"] > 0
     assert rows(report, "export")["template_cpu"]["n"] == 1     # t8's template; t32's came with the weights
+
+
+@pytest.mark.slow
+def test_the_whole_trained_grid_is_exported_and_counted(report):
+    """bench_grid exports every trained point of the demo (3 token counts x 3 widths x 4
+    depths), not the benchmark's 4, and its totals are the shared files plus every graph."""
+    data, _ = report
+    grid = rows(data, "grid")
+    for precision in ("fp32", "fp16"):
+        total = grid[f"{precision}_bytes"]
+        assert total["points"] == 36
+        assert total["median"] == total["shared_bytes"] + total["graph_bytes"]
+        assert grid[f"{precision}_vs_model"]["median"] == pytest.approx(total["median"] / total["one_model"])
+    assert grid["fp16_bytes"]["shared_bytes"] * 2 < grid["fp32_bytes"]["shared_bytes"]
