@@ -34,12 +34,17 @@ def _status(pid: int) -> dict[str, int]:
 
 
 def _tree(root: int) -> list[int]:
-    """`root` and its descendants (from /proc/<pid>/task/*/children)."""
+    """`root` and its descendants (from /proc/<pid>/task/*/children); a process or thread that
+    ends while the tree is walked is skipped."""
     found, todo = [], [root]
     while todo:
         pid = todo.pop()
         found.append(pid)
-        for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").glob("*/children"))
+        except OSError:
+            continue
+        for task in tasks:
             try:
                 todo += [int(c) for c in task.read_text().split()]
             except (OSError, ValueError):

@@ -18,7 +18,6 @@ from adaexport.export import (
     WeightStore,
     export_family,
     export_point_proto,
-    build_weights,
     export_point,
     lay_out_weights,
     verify_static,
@@ -144,8 +143,6 @@ def test_checker_and_static_interface(family, classification):
 def test_a_points_file_names_its_intermediate_values_compactly(family):
     """No value infos and every intermediate value `t<hex>`, numbered as produced; the input,
     outputs and initializers keep their names, the nodes the exporter's (unique) names."""
-    import re
-
     for e in family["exported"]:
         graph = load_structure(e.path).graph
         assert not graph.value_info
