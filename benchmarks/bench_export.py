@@ -138,7 +138,6 @@ def run(ctx: Context) -> list[dict]:
     template_cpu = [v for pid, vs in cpu_by_point.items() if pid in with_template for v in vs]
     cut_cpu = [v for pid, vs in cpu_by_point.items() if pid not in with_template for v in vs]
     ctx.shared.update(export_cpu=export_cpu, weights_cpu=statistics.median(weights_cpu),
-                      template_cpu=statistics.median(template_cpu) if template_cpu else None,
                       cut_cpu=statistics.median(cut_cpu))
 
     typical = {pid: statistics.median(v) for pid, v in by_point.items()}

@@ -92,15 +92,14 @@ def _fits_half(source: Path, half: Path, offset: int, length: int, mask: bool = 
 def _is_mask(graph, name: str) -> bool:
     """Whether the tensor `name` is only read as an additive attention mask: by Add nodes whose
     output only Softmax nodes read (how the export applies `attn_bias`)."""
-    readers: dict[str, list] = {}
-    for node in graph.node:
-        for value in node.input:
-            readers.setdefault(value, []).append(node)
+    from .onnx_tensors import readers
+
+    read_by = readers(graph)
     outputs = {o.name for o in graph.output}
-    adds = readers.get(name, [])
+    adds = read_by.get(name, [])
     return bool(adds) and all(
-        node.op_type == "Add" and all(out not in outputs and readers.get(out)
-                                      and all(r.op_type == "Softmax" for r in readers[out]) for out in node.output)
+        node.op_type == "Add" and all(out not in outputs and read_by.get(out)
+                                      and all(r.op_type == "Softmax" for r in read_by[out]) for out in node.output)
         for node in adds)
 
 

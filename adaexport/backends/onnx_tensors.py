@@ -1,7 +1,8 @@
 """The files an engine that reads a family ONNX reads: `family_files` lists the point's
 ONNX and the files holding its external tensors (the family's ``weights.bin``), as paths
 relative to the engine's folder (`family_relpath`). Imports onnx where it is installed; on
-a device without it the family's layout answers.
+a device without it the family's layout answers. `readers` maps each value of a graph to the
+nodes that read it (what the graph rewrites walk).
 """
 
 from __future__ import annotations
@@ -26,6 +27,15 @@ def external_locations(path: str | Path) -> list[str]:
     return sorted({entry.value for tensor in model.graph.initializer
                    if tensor.data_location == onnx.TensorProto.EXTERNAL
                    for entry in tensor.external_data if entry.key == "location"})
+
+
+def readers(graph) -> dict[str, list]:
+    """{value name: the nodes of the onnx GraphProto `graph` that read it, in graph order}."""
+    found: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            found.setdefault(name, []).append(node)
+    return found
 
 
 def family_relpath(path: Path, out_dir: Path) -> str:

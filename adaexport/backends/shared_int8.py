@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from .base import BackendError, safe_artifact_path
+from .onnx_tensors import readers
 
 FOLDER_OPTION = "session.model_external_initializers_file_folder_path"
 SHARED_PREFIX = "shared:"     # an OpenVINO int8 IR's Parameter that stands for a weight of the family's file
@@ -122,10 +123,7 @@ class _QdqModel:
         self.model = model
         self.inits = {t.name: t for t in model.graph.initializer}
         self.producer = {o: n for n in model.graph.node for o in n.output}
-        self.consumers: dict[str, list] = {}
-        for node in model.graph.node:
-            for name in node.input:
-                self.consumers.setdefault(name, []).append(node)
+        self.consumers = readers(model.graph)
 
     def array(self, name: str) -> np.ndarray:
         from onnx import numpy_helper
@@ -284,15 +282,19 @@ def session_source(path: Path, runtime: dict[str, Any], options) -> str | bytes:
     return Path(path).read_bytes()
 
 
-def _mapped(maps: dict, folder: Path, location: str, offset: int, length: int, dims, mode: str = "r") -> np.ndarray:
-    """float32 tensor `dims` at `offset` of `folder`/`location`, a view of its memory map
-    (one per file, kept in `maps`; mode "c": copy-on-write, so OpenVINO may share it)."""
+def _mapped(maps: dict, folder: Path, location: str, offset: int, length: int, dims, mode: str = "r",
+            dtype: str = "<f4") -> np.ndarray:
+    """`dtype` (float32 unless said) tensor `dims` at `offset` of `folder`/`location`, a view of
+    its memory map (one per file, kept in `maps`; mode "c": copy-on-write, so OpenVINO may
+    share it)."""
     if location not in maps:
         maps[location] = np.memmap(Path(folder) / location, dtype=np.uint8, mode=mode)
     view = maps[location][offset:offset + length]
-    if view.size != length or length != 4 * int(np.prod(dims, dtype=np.int64)):
-        raise BackendError(f"{location}: {length} bytes at {offset} are not a float32 tensor of shape {list(dims)}")
-    return view.view("<f4").reshape(dims)
+    kind = np.dtype(dtype)
+    if view.size != length or length != kind.itemsize * int(np.prod(dims, dtype=np.int64)):
+        raise BackendError(f"{location}: {length} bytes at {offset} are not a {kind.name} tensor of shape "
+                           f"{list(dims)}")
+    return view.view(kind).reshape(dims)
 
 
 def _fake_quantize_consumers(node) -> list | None:
@@ -432,12 +434,8 @@ def _bound_node(maps: dict, root: Path, file: str, entry, shape):
     if "times" in entry:
         return ops.constant((np.float32(entry["times"]) * scales).astype(np.float32))
     q_at, count = (int(v) for v in entry["int8"])
-    if file not in maps:
-        maps[file] = np.memmap(Path(root) / file, dtype=np.uint8, mode="c")
-    values = maps[file][q_at:q_at + count].view(np.int8)
-    if values.size != count or count != int(np.prod(shape, dtype=np.int64)):
-        raise BackendError(f"{file}: the int8 weight at {q_at} is not of shape {list(shape)}")
-    weights = ops.convert(ops.constant(values.reshape(shape), shared_memory=True), Type.f32)
+    values = _mapped(maps, root, file, q_at, count, shape, mode="c", dtype="i1")
+    weights = ops.convert(ops.constant(values, shared_memory=True), Type.f32)
     return ops.multiply(weights, ops.constant(scales))
 
 

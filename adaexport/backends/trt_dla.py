@@ -25,6 +25,8 @@ import struct
 from pathlib import Path
 from typing import Any, Iterable
 
+from .onnx_tensors import readers
+
 CACHE_ALGORITHM = "EntropyCalibration2"
 
 
@@ -48,10 +50,7 @@ def activation_scales(qdq_path: str | Path) -> dict[str, float]:
     constants = {n.output[0]: next(a.t for a in n.attribute if a.name == "value")
                  for n in graph.node if n.op_type == "Constant"}
     outputs = {o.name for o in graph.output}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = readers(graph)
     scales: dict[str, float] = {}
     for node in graph.node:
         if node.op_type != "QuantizeLinear" or node.input[0] in initializers:
