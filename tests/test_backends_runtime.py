@@ -455,3 +455,58 @@ def test_onnxruntime_int8_weights_can_stay_embedded(family, tmp_path):
     with pytest.raises(BackendError, match='int8_weights must be "shared" or "embedded"'):
         compile_engine(family["onnx"][POINTS[0]], tmp_path / "w", wrong, "onnxruntime", "int8",
                        calibration_inputs=family["calibration"])
+
+
+def test_int8_calibration_reads_weights_in_place_and_gives_onnxruntimes_ranges(family, tmp_path):
+    """ort_calibration runs the point's own graph on its external weights (never loaded into the
+    process) and gets onnxruntime's MinMaxCalibrater's ranges for the same tensors: bit for bit
+    with the session prepacked as ORT's is, to float32 rounding without; and quantize_static,
+    handed those ranges, writes the very QDQ model it writes calibrating itself."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
+        quantize_static
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    from adaexport.backends.base import calibration_batches
+    from adaexport.backends.onnxruntime_backend import QUANTIZED_OPS
+    from adaexport.backends.ort_calibration import minmax_ranges
+
+    src = family["onnx"][POINTS[1]]
+    assert (src.parent / "weights.bin").is_file()                # weights as external data, beside the graph
+    batches = calibration_batches(family["calibration"], 1, 16)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.left = list(batches)
+
+        def get_next(self):
+            return {"image": self.left.pop(0)} if self.left else None
+
+    calibrator = create_calibrator(src, list(QUANTIZED_OPS), augmented_model_path=str(tmp_path / "augmented.onnx"),
+                                   calibrate_method=CalibrationMethod.MinMax)
+    calibrator.collect_data(Reader())
+    theirs = calibrator.compute_data()
+    cwd = os.getcwd()
+    os.chdir(tmp_path)                       # the weights are found beside the model, not in the working directory
+    try:
+        prepacked = minmax_ranges(src, batches, "image", QUANTIZED_OPS, prepack=True)
+        lean = minmax_ranges(src, batches, "image", QUANTIZED_OPS)
+    finally:
+        os.chdir(cwd)
+    assert len(theirs.keys()) > 10 and set(prepacked.keys()) == set(theirs.keys()) == set(lean.keys())
+    for name in theirs.keys():
+        low, high = theirs[name].range_value
+        assert low < high
+        np.testing.assert_array_equal(prepacked[name].range_value[0], low)
+        np.testing.assert_array_equal(prepacked[name].range_value[1], high)
+        np.testing.assert_allclose(lean[name].range_value[0], low, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(lean[name].range_value[1], high, rtol=1e-5, atol=1e-6)
+
+    settings = dict(quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    quantize_static(str(src), str(tmp_path / "own.onnx"), Reader(), **settings)
+    save_tensors_data(prepacked, tmp_path / "ranges.json")
+    quantize_static(str(src), str(tmp_path / "given.onnx"), None, calibration_cache_path=str(tmp_path / "ranges.json"),
+                    **settings)
+    assert (tmp_path / "given.onnx").read_bytes() == (tmp_path / "own.onnx").read_bytes()

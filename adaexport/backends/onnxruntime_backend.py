@@ -33,6 +33,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -157,38 +158,48 @@ def quantize_qdq(src: Path, dst: Path, calibration: np.ndarray, *, symmetric_act
     the weights to 7 bits."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
         quantize_static
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    from .ort_calibration import cache_supported, minmax_ranges
 
     symmetric_activations = symmetric_activations or tensorrt
     name, batch = model_batch(src)
     batches = calibration_batches(calibration, batch, CALIBRATION_LIMIT)
-
-    class Reader(CalibrationDataReader):
-        """Real samples, one engine batch at a time."""
-
-        def __init__(self):
-            self.i = 0
-
-        def get_next(self):
-            if self.i >= len(batches):
-                return None
-            self.i += 1
-            return {name: batches[self.i - 1]}
-
-        def rewind(self):
-            self.i = 0
-
-    reader = Reader()
     activation = QuantType.QInt8 if symmetric_activations else QuantType.QUInt8
     extra = dict(TENSORRT_QDQ_OPTIONS) if tensorrt else {"ActivationSymmetric": symmetric_activations,
                                                          "WeightSymmetric": True}
-    with _quiet_logging():
-        quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
-                        activation_type=activation, weight_type=QuantType.QInt8, reduce_range=reduce_range,
-                        calibrate_method=CalibrationMethod.MinMax, extra_options=extra)
+    settings = dict(quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
+                    activation_type=activation, weight_type=QuantType.QInt8, reduce_range=reduce_range,
+                    calibrate_method=CalibrationMethod.MinMax, extra_options=extra)
+    lean = cache_supported()
+    with _quiet_logging(), tempfile.TemporaryDirectory(prefix="adaexport-calibration-") as tmp:
+        if lean:     # the ranges without a copy of the weights (ort_calibration), then ORT's quantizer
+            cache = Path(tmp) / "ranges.json"
+            save_tensors_data(minmax_ranges(src, batches, name, QUANTIZED_OPS), cache)
+            quantize_static(str(src), str(dst), None, calibration_cache_path=str(cache), **settings)
+        else:
+
+            class Reader(CalibrationDataReader):
+                """Real samples, one engine batch at a time."""
+
+                def __init__(self):
+                    self.i = 0
+
+                def get_next(self):
+                    if self.i >= len(batches):
+                        return None
+                    self.i += 1
+                    return {name: batches[self.i - 1]}
+
+                def rewind(self):
+                    self.i = 0
+
+            quantize_static(str(src), str(dst), Reader(), **settings)
     samples = sum(len(b) for b in batches)
     facts = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
              "ops": list(QUANTIZED_OPS), "per_channel": True, "calibration": "MinMax",
+             "calibrator": "adaexport.backends.ort_calibration (weights memory-mapped, not prepacked)" if lean
+             else "onnxruntime.quantization.MinMaxCalibrater",
              "activations": "int8 symmetric" if symmetric_activations else "uint8",
              "weights": "int8 symmetric" + (", 7-bit range" if reduce_range else ""),
              "reduce_range": reduce_range, "calibration_samples": samples,
@@ -221,8 +232,9 @@ class OnnxRuntimeBackend(Backend):
     @property
     def recipe(self) -> str:
         """int8 engines depend on the building CPU (reduce_range "auto"): it keys the build cache,
-        with the form of their weights (2: the family's int8 twin; 3: no value infos)."""
-        return f"int8 weights 3, vnni={cpu_has_vnni()}"
+        with the form of their weights (2: the family's int8 twin; 3: no value infos) and of
+        their calibration (2: ort_calibration's session, not prepacked)."""
+        return f"int8 weights 3, calibration 2, vnni={cpu_has_vnni()}"
 
     def support_table(self, version: str | None = None):
         from .lint import onnxruntime_table
