@@ -425,6 +425,53 @@ def test_onnxruntime_int8_reads_the_familys_int8_weights(family, tmp_path):
     check_parity("int8", family["reference"][point], run_all(artifact, family["evaluation"]))
 
 
+def test_onnxruntime_int8_computes_its_biases_from_the_familys_float_biases(family, tmp_path):
+    """A QDQ engine stores no int32 bias and no bias scale: its graph computes them from the
+    family's float bias and the family's weight scales, as onnxruntime.quantization does (bias
+    scale = input scale x weight scale; round(bias / scale) in float64, half to even), and
+    ONNX Runtime folds that before fusing the Gemm into a QGemm."""
+    import onnx
+    from onnx import numpy_helper
+
+    engines = family["dir"] / "engines-int8"
+    artifact = compile_engine(family["onnx"][POINTS[0]], engines, "x86-cpu", "onnxruntime", "int8",
+                              calibration_inputs=family["calibration"], threads=1)
+    model = onnx.load(str(artifact.path), load_external_data=False)
+    embedded = [t for t in model.graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL]
+    assert embedded and not [t.name for t in embedded if t.data_type == onnx.TensorProto.INT32
+                             or t.name.endswith(("bias_quantized", "bias_quantized_scale"))]
+    assert all(n.name == "" for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
+    point_names = {n.name for n in onnx.load(str(family["onnx"][POINTS[0]]), load_external_data=False).graph.node}
+    assert {n.name for n in model.graph.node} - {""} <= point_names
+
+    # the folded biases ONNX Runtime runs with (basic level: constants folded, nothing fused)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(tmp_path / "folded.onnx")
+    from adaexport.backends.shared_int8 import session_source
+    ort.InferenceSession(session_source(artifact.path, artifact.runtime, options), options,
+                         providers=["CPUExecutionProvider"])
+    folded = onnx.load(str(tmp_path / "folded.onnx"), load_external_data=False)
+    onnx.external_data_helper.load_external_data_for_model(folded, str(family["weights"].parent))   # the twin
+    values = {t.name: numpy_helper.to_array(t) for t in folded.graph.initializer}
+    producer = {o: n for n in folded.graph.node for o in n.output}
+    point = onnx.load(str(family["onnx"][POINTS[0]]))
+    family_weights = {t.name: numpy_helper.to_array(t) for t in point.graph.initializer}
+    point_gemms = {n.name: n for n in point.graph.node if n.op_type == "Gemm"}
+    checked = 0
+    for gemm in (n for n in folded.graph.node if n.op_type == "Gemm"):
+        bias_dq, input_dq, weight_dq = (producer[gemm.input[i]] for i in (2, 0, 1))
+        bias = values[bias_dq.input[0]]
+        assert bias.dtype == np.int32
+        scale = (values[input_dq.input[1]] * values[weight_dq.input[1]]).astype(np.float32)
+        np.testing.assert_array_equal(values[bias_dq.input[1]], scale)
+        float_bias = family_weights[point_gemms[gemm.name].input[2]]       # the same Gemm, by its name
+        expected = np.round(float_bias.astype(np.float64) / scale.astype(np.float64))
+        np.testing.assert_array_equal(bias, expected.astype(np.int32))
+        checked += 1
+    assert checked >= 2 * POINTS[0].depth
+
+
 def test_int8_engines_of_a_family_without_a_tensor_table_keep_their_own_weights(family, tmp_path):
     """A family exported before weights.tensors.json existed has no int8 twin: its ONNX Runtime
     int8 engine embeds its weights, says why, and still runs within int8 parity."""

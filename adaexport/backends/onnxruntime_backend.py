@@ -232,9 +232,10 @@ class OnnxRuntimeBackend(Backend):
     @property
     def recipe(self) -> str:
         """int8 engines depend on the building CPU (reduce_range "auto"): it keys the build cache,
-        with the form of their weights (2: the family's int8 twin; 3: no value infos) and of
-        their calibration (2: ort_calibration's session, not prepacked)."""
-        return f"int8 weights 3, calibration 2, vnni={cpu_has_vnni()}"
+        with the form of their weights (2: the family's int8 twin; 3: no value infos; 4: biases
+        computed in the graph, compact names) and of their calibration (2: ort_calibration's
+        session, not prepacked)."""
+        return f"int8 weights 4, calibration 2, vnni={cpu_has_vnni()}"
 
     def support_table(self, version: str | None = None):
         from .lint import onnxruntime_table

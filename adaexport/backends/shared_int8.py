@@ -11,13 +11,14 @@ rewrites the model so that ``<w>_quantized``, its scales and zero points are the
 bytes (external data: the weight's leading rows, its scales, the zero run), and the float
 tensors the quantizer left (position tables, latents, norms, biases of MatMul + Add) read the
 twin's float32 copies. A Gemm or Conv whose bias the quantizer made int32 (bias scale = input
-scale x weight scale) gets it quantized again for the family's weight scales, the way the
-quantizer does (round half to even); that bias and its scale stay in the engine (a few KB a
-layer). The point's calibration (activation scales) is the quantizer's, unchanged. A tensor the
-quantizer quantized that the twin keeps in float32 (a MatMul's constant first input) becomes
-``QuantizeLinear`` of the twin's float copy with the quantizer's own scales, where that gives
+scale x weight scale) gets it computed in the graph from the twin's float bias and weight
+scales, as the quantizer computes it (`_bias_quantizers`; ONNX Runtime folds it at load), so
+the engine keeps no bias of its own. The point's calibration (activation scales) is the
+quantizer's, unchanged. A tensor the quantizer quantized that the twin keeps in float32 (a
+MatMul's constant first input) becomes ``QuantizeLinear`` of the twin's float copy with the quantizer's own scales, where that gives
 exactly the quantizer's bytes (ONNX's rounding, half to even, saturating; ONNX Runtime folds it
 at session creation). Any other keeps its embedded copy, and the count of each is recorded.
+Names are made compact as in the point's ONNX (`_compact`).
 
 The rewritten model reads the twin in the family's ONNX folder, which is not the engine's
 folder: ONNX Runtime refuses external data outside a model's folder, so the session loads the
@@ -69,11 +70,12 @@ def int8_weights(settings: dict, backend: str) -> str:
     return value
 
 
-def float_weights(source: Path) -> dict[str, Any]:
-    """name -> the source ONNX's external float32 TensorProto (location, offset, length)."""
+def float_weights(source) -> dict[str, Any]:
+    """name -> the source ONNX's (a path, or its graph loaded without external data) external
+    float32 TensorProto (location, offset, length)."""
     import onnx
 
-    proto = onnx.load(str(source), load_external_data=False)
+    proto = source if isinstance(source, onnx.ModelProto) else onnx.load(str(source), load_external_data=False)
     return {t.name: t for t in proto.graph.initializer
             if t.data_location == onnx.TensorProto.EXTERNAL and t.data_type == onnx.TensorProto.FLOAT}
 
@@ -140,36 +142,76 @@ class _QdqModel:
         return node
 
 
-def _bias_replacements(qdq: _QdqModel, weight_dq, scales: np.ndarray, zeros) -> dict | None:
-    """The int32 biases of the Gemm/Conv nodes reading the weight `weight_dq` dequantizes,
-    quantized again for the weight's new `scales` (bias scale = input scale x weight scale,
-    round half to even, as onnxruntime.quantization does) from the float bias the quantizer
-    started from (its int32 values times its scale: the same to within a rounding of the
-    old bias scale, some 1e-7 of the input's step): {initializer: replacement}; None where a
-    consumer's bias cannot be (then the weight keeps its own scales). A float bias (one the
-    quantizer left) needs nothing."""
-    from onnx import numpy_helper
+INT32_BOUNDS = ("int32_bias_min", "int32_bias_max")     # float64 initializers: Clip's bounds before the Cast
 
-    out: dict[str, Any] = {}
+
+def _bias_quantizers(qdq: _QdqModel, weight_dq, weight_scale: str, float_bias, zeros) -> tuple[list, dict] | None:
+    """The int32 biases of the Gemm/Conv nodes reading the weight `weight_dq` dequantizes,
+    computed in the graph from the family's float bias (`float_bias(node)`: the float32 bias of
+    the point's node of that name, the twin's copy as an external TensorProto or the point's
+    own where its file embeds it; or None) and the family's weight scales (`weight_scale`), as
+    onnxruntime.quantization computes them: bias scale = input scale x weight scale (Mul, in
+    float32), bias = the float bias / the bias scale in float64, rounded half to even,
+    saturated to int32 (Cast, Div, Round, Clip, Cast). ONNX Runtime folds these constant nodes
+    when a session loads the engine, before its QDQ fusions, so the engine runs as with
+    initializers and keeps no per-point bias (0.5 MB of a full-depth published engine).
+    Returns (the nodes, {initializer: what takes its place, None where a node computes it});
+    None where a consumer's bias cannot be (then the weight keeps its own scales). A float bias
+    (one the quantizer left) needs nothing."""
+    from onnx import TensorProto, helper
+
+    nodes: list = []
+    replaced: dict[str, Any] = {}
     for node in qdq.consumers.get(weight_dq.output[0], []):
         if node.op_type not in ("Gemm", "Conv") or len(node.input) < 3 or not node.input[2]:
             continue
         if node.input[2] in qdq.inits:
             continue                                       # a float bias
         bias_dq, input_dq = qdq.dequantized_from(node.input[2]), qdq.dequantized_from(node.input[0], False)
-        if bias_dq is None or input_dq is None or qdq.inits[bias_dq.input[0]].data_type != 6:     # INT32
+        if bias_dq is None or input_dq is None or qdq.inits[bias_dq.input[0]].data_type != TensorProto.INT32:
             return None
-        old_scale = qdq.array(bias_dq.input[1]).astype(np.float32).reshape(-1)
-        bias = (qdq.array(bias_dq.input[0]).astype(np.float64).reshape(-1) * old_scale).astype(np.float32)
-        bias_scale = (qdq.array(input_dq.input[1]).astype(np.float32) * scales).astype(np.float32)
-        if bias.shape != bias_scale.shape or bias_dq.input[0] in out:
+        quantized, scale = bias_dq.input[0], bias_dq.input[1]
+        source = float_bias(node)
+        if source is None or quantized in replaced or list(source.dims) != list(qdq.inits[quantized].dims):
             return None
-        quantized = np.clip(np.rint(bias / bias_scale), -2**31, 2**31 - 1).astype(np.int32)
-        out[bias_dq.input[0]] = numpy_helper.from_array(quantized, bias_dq.input[0])
-        out[bias_dq.input[1]] = numpy_helper.from_array(bias_scale, bias_dq.input[1])
-        if len(bias_dq.input) > 2:
-            out[bias_dq.input[2]] = zeros(bias_dq.input[2], 6, bias.size)
-    return out
+        bias = TensorProto()           # named apart: the quantizer's DequantizeLinear outputs the bias's name
+        bias.CopyFrom(source)
+        bias.name = f"{source.name}_float"
+        step = [f"{quantized}_{name}" for name in ("bias64", "scale64", "divided", "rounded", "clipped")]
+        double = TensorProto.DOUBLE
+        nodes += [helper.make_node("Mul", [input_dq.input[1], weight_scale], [scale], name=f"{scale}_Mul"),
+                  helper.make_node("Cast", [bias.name], [step[0]], name=step[0], to=double),
+                  helper.make_node("Cast", [scale], [step[1]], name=step[1], to=double),
+                  helper.make_node("Div", [step[0], step[1]], [step[2]], name=step[2]),
+                  helper.make_node("Round", [step[2]], [step[3]], name=step[3]),
+                  helper.make_node("Clip", [step[3], *INT32_BOUNDS], [step[4]], name=step[4]),
+                  helper.make_node("Cast", [step[4]], [quantized], name=f"{quantized}_Cast", to=TensorProto.INT32)]
+        replaced.update({quantized: None, scale: None, bias.name: bias})
+        if len(bias_dq.input) > 2 and bias_dq.input[2]:
+            replaced[bias_dq.input[2]] = zeros(bias_dq.input[2], TensorProto.INT32, int(np.prod(bias.dims)))
+    return nodes, replaced
+
+
+def _int32_bounds() -> list:
+    from onnx import numpy_helper
+
+    info = np.iinfo(np.int32)
+    return [numpy_helper.from_array(np.array(bound, np.float64), name)
+            for name, bound in zip(INT32_BOUNDS, (info.min, info.max))]
+
+
+def _compact(model, named: set[str]) -> None:
+    """Names as the point's own graph has them (`export_proto.compact_names`): intermediate values
+    numbered, no value infos (the quantizer's shape inference left one per tensor, which ONNX
+    Runtime infers again), and a name only on the nodes of the point's graph (the quantizer's
+    and this rewrite's Q/DQ and bias nodes go unnamed, as ONNX allows). A full-depth published
+    engine's graph shrank from 300 kB to 110 kB. `named`: the point's node names."""
+    from ..export_proto import compact_names
+
+    compact_names(model)
+    for node in model.graph.node:
+        if node.name not in named:
+            node.name = ""
 
 
 def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
@@ -182,7 +224,10 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
 
     from .int8_twin import int8_view, locate, read_array
 
-    floats = float_weights(source)
+    point = onnx.load(str(source), load_external_data=False)
+    floats = float_weights(point)
+    own = {t.name: t for t in point.graph.initializer
+           if t.data_location != onnx.TensorProto.EXTERNAL and t.data_type == onnx.TensorProto.FLOAT}
     twin, why = _family_twin(floats, source, qmax)
     if twin is None:
         return {"weights": f"embedded int8 ({why})", "shared_tensors": 0}
@@ -195,7 +240,24 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
         size = 4 * count if data_type == 6 else count
         return _external(name, data_type, [count], twin_file, twin.zeros_at, size)
 
-    quantize_nodes, dropped, kept = [], set(), 0
+    bias_of = {n.name: n.input[2] for n in point.graph.node if n.op_type in ("Gemm", "Conv") and len(n.input) > 2}
+
+    def float_bias(node):
+        """The float32 bias of the point's node named as `node` (the quantizer keeps node names,
+        not a bias's: it renames one that several nodes share): the twin's copy (external), the
+        point's own where its file embeds it (a tensor under 1 KiB), or None."""
+        name = bias_of.get(node.name) if node.name else None
+        if name in own:
+            return own[name]
+        if name not in floats:
+            return None
+        _, offset, length = external_entry(floats[name])
+        slot = locate(twin, offset, length, tuple(floats[name].dims))
+        if slot is None or slot.axis is not None:
+            return None
+        return _external(name, onnx.TensorProto.FLOAT, floats[name].dims, twin_file, slot.at, length)
+
+    quantize_nodes, bias_nodes, dropped, kept = [], [], set(), 0
     for node in qdq_model.model.graph.node:
         if node.op_type != "DequantizeLinear" or not node.input[0].endswith("_quantized"):
             continue
@@ -212,11 +274,10 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
             continue
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
         if slot.axis is not None:
-            # a weight: the family's int8 values and scales; biases quantized again for them
+            # a weight: the family's int8 values and scales; biases quantized for them in the graph
             (q_at, q_len), (s_at, s_len) = int8_view(twin, slot, dims)
             channels = s_len // 4
-            scales = read_array(twin.path, s_at, "<f4", [channels])
-            biases = _bias_replacements(qdq_model, node, scales, zeros)
+            biases = _bias_quantizers(qdq_model, node, node.input[1], float_bias, zeros)
             if axis != slot.axis or list(inits[node.input[1]].dims) != [channels] or biases is None:
                 kept += 1
                 continue
@@ -224,7 +285,12 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
             replace[node.input[1]] = _external(node.input[1], onnx.TensorProto.FLOAT, [channels], twin_file, s_at,
                                                s_len)
             replace[node.input[2]] = zeros(node.input[2], onnx.TensorProto.INT8, channels)
-            replace.update(biases)
+            bias_nodes += biases[0]
+            for name, tensor in biases[1].items():
+                if tensor is None:
+                    dropped.add(name)
+                elif name not in replace:
+                    replace[name] = tensor
             continue
         # a tensor the family keeps in float32 that this quantizer quantized: QuantizeLinear of
         # the twin's float copy at load, where that gives exactly the quantizer's bytes
@@ -250,24 +316,23 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
             continue
         replace[name] = _external(name, onnx.TensorProto.FLOAT, floats[name].dims, twin_file, slot.at, length)
     # the point's tensors now read from the twin (a weight: its int8 values; or a float tensor)
-    shared = sum(1 for name in floats if name in replace or name + "_quantized" in replace)
+    shared = sum(1 for name in floats if any(n in replace for n in (name, name + "_quantized", name + "_float")))
     model = qdq_model.model
-    added = [replace[n] for n in replace if n not in inits]
+    added = [replace[n] for n in replace if n not in inits] + (_int32_bounds() if bias_nodes else [])
     remaining = [replace.get(t.name, t) for t in model.graph.initializer if t.name not in dropped] + added
     del model.graph.initializer[:]
     model.graph.initializer.extend(remaining)
-    nodes = quantize_nodes + list(model.graph.node)     # a QuantizeLinear of a constant: first is topological
+    # nodes of constants only first: topological
+    nodes = quantize_nodes + bias_nodes + list(model.graph.node)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
-    # the quantizer's shape inference left a value info per tensor: ONNX Runtime infers them again,
-    # and at published size they were 60 kB of every full-depth engine (as the point's ONNX has none)
-    del model.graph.value_info[:]
+    _compact(model, {n.name for n in point.graph.node})
     tmp = Path(str(qdq) + ".shared")
     tmp.write_bytes(model.SerializeToString(deterministic=True))
     os.replace(tmp, qdq)
     bits = "7-bit" if twin.qmax < 127 else "8-bit"
     return {"weights": f"the family's int8 weights, {twin_file} ({bits}, symmetric per output channel, scales "
-                       "of the full model's tensors; biases quantized again for them)",
+                       "of the full model's tensors; biases quantized for them in the graph)",
             "shared_tensors": shared, "embedded_tensors": kept, "reads": [twin_file]}
 
 
