@@ -46,11 +46,11 @@ from .base import (
     Backend,
     BackendError,
     CompileOptions,
-    EngineIntegrityError,
     Session,
     Staging,
     _check_feed,
     calibration_batches,
+    compress_graph,
     digest_array,
     finalize,
     io_spec,
@@ -233,9 +233,9 @@ class OnnxRuntimeBackend(Backend):
     def recipe(self) -> str:
         """int8 engines depend on the building CPU (reduce_range "auto"): it keys the build cache,
         with the form of their weights (2: the family's int8 twin; 3: no value infos; 4: biases
-        computed in the graph, compact names) and of their calibration (2: ort_calibration's
-        session, not prepacked)."""
-        return f"int8 weights 4, calibration 2, vnni={cpu_has_vnni()}"
+        computed in the graph, compact names; 5: the graph gzipped) and of their calibration
+        (2: ort_calibration's session, not prepacked)."""
+        return f"int8 weights 5, calibration 2, vnni={cpu_has_vnni()}"
 
     def support_table(self, version: str | None = None):
         from .lint import onnxruntime_table
@@ -281,8 +281,11 @@ class OnnxRuntimeBackend(Backend):
                                           symmetric_activations=False, reduce_range=reduce_range))
                 facts["quantization"]["reduce_range_reason"] = why
                 if share:
-                    files += self._share_int8(stage.path(main), onnx_path, Path(options.out_dir), facts, runtime,
-                                              qmax=63 if reduce_range else 127)
+                    reads = self._share_int8(stage.path(main), onnx_path, Path(options.out_dir), facts, runtime,
+                                             qmax=63 if reduce_range else 127)
+                    if reads:       # a graph and nothing else: stored compressed
+                        main = compress_graph(stage.path(main))
+                    files = [main, *reads]
             else:
                 self._save_optimised(ort, onnx_path, stage, main, precision, level, facts)
             stage.commit([main])

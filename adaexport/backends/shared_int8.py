@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import BackendError, safe_artifact_path
+from .base import BackendError, graph_bytes, safe_artifact_path
 from .onnx_tensors import readers
 
 FOLDER_OPTION = "session.model_external_initializers_file_folder_path"
@@ -339,12 +339,12 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
 def session_source(path: Path, runtime: dict[str, Any], options) -> str | bytes:
     """What to hand ort.InferenceSession: the path, or, for an engine reading the family's
     weights from another folder (runtime "external_data_dir", relative to the engine's
-    folder), the model's bytes with that folder set on `options`."""
+    folder), the model's bytes with that folder set on `options` (decompressed: `compress_graph`)."""
     folder = runtime.get("external_data_dir")
     if not folder:
         return os.fspath(path)
     options.add_session_config_entry(FOLDER_OPTION, os.fspath((Path(path).parent / folder).resolve()))
-    return Path(path).read_bytes()
+    return graph_bytes(path)
 
 
 def _mapped(maps: dict, folder: Path, location: str, offset: int, length: int, dims, mode: str = "r",
