@@ -2,8 +2,8 @@
 and every engine is checked against the fp32 ONNX on real Fashion-MNIST inputs (no mocks).
 TensorRT runs where `import tensorrt` works; elsewhere its tests skip with the import error."""
 
-import gzip
 import json
+import lzma
 import os
 import re
 import shutil
@@ -166,19 +166,24 @@ def test_openvino_int8_with_nncf(family, tmp_path):
     assert artifact.facts["quantization"]["tool"] == "nncf.quantize"
     # Its weights are the family's int8 weights (int8_twin), bound at load: the IR's own .bin
     # holds the point's small constants, not a copy of the weights, nor their ranges.
-    # (its XML compressed: a graph that runs only with that binding, and 21x smaller so)
-    assert artifact.files[:2] == [f"{point.id}-openvino-int8.xml.gz", f"{point.id}-openvino-int8.bin"]
-    xml = gzip.decompress(artifact.path.read_bytes())
+    # (compressed: a graph that runs only with that binding, whose table it carries)
+    assert artifact.files[:2] == [f"{point.id}-openvino-int8.xml.xz", f"{point.id}-openvino-int8.bin.xz"]
+    xml = lzma.decompress(artifact.path.read_bytes())
     assert xml.startswith(b"<?xml") and b'type="FakeQuantize"' in xml and b"shared:" in xml
+    import openvino as ov
+
+    ir = ov.Core().read_model(xml, lzma.decompress((build / "engines" / artifact.files[1]).read_bytes()))
+    table = json.loads(ir.get_rt_info(["adaexport_shared_weights"]).astype(str))
+    assert list(table) == [artifact.files[2]] and "shared_weights" not in artifact.runtime
     assert re.fullmatch(r"\.\./onnx/weights-int8-[0-9a-f]{16}\.bin", artifact.files[2]), artifact.files
     assert len(artifact.files) == 3
     assert artifact.facts["shared_tensors"] > 0 and artifact.facts["embedded_tensors"] == 0
-    int8_bytes = sum(entry["int8"][1] for tensors in artifact.runtime["shared_weights"].values()
+    int8_bytes = sum(entry["int8"][1] for tensors in table.values()
                      for entry in tensors.values() if isinstance(entry, dict) and "int8" in entry)
     assert (build / "engines" / artifact.files[1]).stat().st_size < int8_bytes / 4
     record = artifact.record(build)
     assert [f["file"] for f in record["files"]][2:] == [artifact.files[2][3:],
-                                                        f"engines/{point.id}-openvino-int8.xml.gz.json"]
+                                                        f"engines/{point.id}-openvino-int8.xml.xz.json"]
     shared = run_all(artifact, family["evaluation"])
     check_parity("int8", family["reference"][point], shared)
     # The same engine with an int8 copy of its weights (NNCF's compression of the same ranges)
@@ -404,12 +409,12 @@ def test_onnxruntime_int8_reads_the_familys_int8_weights(family, tmp_path):
     artifact = compile_engine(family["onnx"][point], engines, "x86-cpu", "onnxruntime", "int8",
                               calibration_inputs=family["calibration"], threads=1)
     # a graph and nothing else, stored compressed (compress_graph)
-    assert artifact.files[0] == "t16_w48_d3-onnxruntime-int8.onnx.gz" and len(artifact.files) == 2
+    assert artifact.files[0] == "t16_w48_d3-onnxruntime-int8.onnx.xz" and len(artifact.files) == 2
     twin = engines / artifact.files[1]
     assert re.fullmatch(r"weights-int8-[0-9a-f]{16}\.bin", twin.name) and twin.parent.samefile(family["weights"].parent)
     assert artifact.facts["shared_tensors"] > 0 and artifact.facts["embedded_tensors"] == 0
     assert family["weights"].stat().st_size / 4 <= twin.stat().st_size < family["weights"].stat().st_size / 3
-    model = onnx.load_from_string(gzip.decompress(artifact.path.read_bytes()))
+    model = onnx.load_from_string(lzma.decompress(artifact.path.read_bytes()))
     places = {t.name: {e.key: e.value for e in t.external_data} for t in model.graph.initializer
               if t.data_location == onnx.TensorProto.EXTERNAL}
     assert {p["location"] for p in places.values()} == {twin.name}     # never weights.bin
@@ -442,7 +447,7 @@ def test_onnxruntime_int8_computes_its_biases_from_the_familys_float_biases(fami
     engines = family["dir"] / "engines-int8"
     artifact = compile_engine(family["onnx"][POINTS[0]], engines, "x86-cpu", "onnxruntime", "int8",
                               calibration_inputs=family["calibration"], threads=1)
-    model = onnx.load_from_string(gzip.decompress(artifact.path.read_bytes()))
+    model = onnx.load_from_string(lzma.decompress(artifact.path.read_bytes()))
     embedded = [t for t in model.graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL]
     assert embedded and not [t.name for t in embedded if t.data_type == onnx.TensorProto.INT32
                              or t.name.endswith(("bias_quantized", "bias_quantized_scale"))]

@@ -187,7 +187,7 @@ def test_an_edited_openvino_bin_is_refused_whatever_its_sidecar_says(mixed, tmp_
     directory = copy_family(mixed, tmp_path / "fam")
     entry = next(e for e in engines_of(directory, "openvino") if e["precision"] == "int8")
     xml = directory / entry["file"]
-    weights = directory / next(f["file"] for f in entry["files"] if f["file"].endswith("-openvino-int8.bin"))
+    weights = directory / next(f["file"] for f in entry["files"] if f["file"].endswith("-openvino-int8.bin.xz"))
     data = bytearray(weights.read_bytes())
     data[len(data) // 2: len(data) // 2 + 64] = bytes(64)    # same size, other weights
     weights.write_bytes(bytes(data))
@@ -329,7 +329,7 @@ def test_two_builds_in_one_process_give_identical_files(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     a, b = artifact_hashes(tmp_path / "a"), artifact_hashes(tmp_path / "b")
-    assert any(name.endswith("-openvino-int8.xml.gz") for name in a)
+    assert any(name.endswith("-openvino-int8.xml.xz") for name in a)
     assert a == b, sorted(k for k in a if a[k] != b.get(k))
     assert without_created(read_manifest(tmp_path / "a")) == without_created(read_manifest(tmp_path / "b"))
 

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import gzip
 import hashlib
 import json
+import lzma
 import os
 import shutil
 import tempfile
@@ -366,36 +366,37 @@ class Staging:
             move_into_place(self.dir / name, self.out_dir / name)
 
 
-COMPRESSED = ".gz"
+COMPRESSED = ".xz"
 
 
 def compress_graph(path: Path) -> str:
-    """Replace the graph file at `path` (an engine's model, its weights elsewhere) with its gzip
-    (level 9, no timestamp or name: the bytes depend on the graph alone); returns the new name.
+    """Replace the file at `path` (an engine's graph, or an OpenVINO IR's small .bin; its weights
+    elsewhere) with its xz (LZMA preset 9e; no timestamp or name, so the bytes depend on the
+    content alone); returns the new name.
 
     An int8 engine that reads the family's int8 twin is a graph and nothing else, of
-    repetitive text (an OpenVINO IR's XML: 1.5 MB at full published depth, 72 kB compressed)
-    or protobuf (ONNX Runtime's QDQ model: 238 kB, 38 kB). Over the 378 points of the trained
+    repetitive text (an OpenVINO IR's XML: 1.5 MB at full published depth, 34 kB compressed)
+    or protobuf (ONNX Runtime's QDQ model: 238 kB, 23 kB). Over the 378 points of the trained
     grid the graphs, not the weights, were most of such a family's bytes. Both runtimes read a
     model from memory (`graph_bytes`), and such an engine cannot run without adaexport's
-    binding of the twin in any case; ``gunzip`` gives the plain file to look at."""
+    binding of the twin in any case; ``unxz`` gives the plain file to look at."""
     path = Path(path)
     target = path.with_name(path.name + COMPRESSED)
     with open(path, "rb") as src:
-        data = gzip.compress(src.read(), compresslevel=9, mtime=0)
+        data = lzma.compress(src.read(), format=lzma.FORMAT_XZ, preset=9 | lzma.PRESET_EXTREME)
     write_bytes_atomic(target, data)
     path.unlink()
     return target.name
 
 
 def graph_bytes(path: Path) -> bytes:
-    """An engine's graph file, decompressed where `compress_graph` stored it compressed."""
+    """An engine's file, decompressed where `compress_graph` stored it compressed."""
     data = Path(path).read_bytes()
     if Path(path).name.endswith(COMPRESSED):
         try:
-            return gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise EngineIntegrityError(f"{Path(path).name}: not a readable gzip file ({exc})") from None
+            return lzma.decompress(data, format=lzma.FORMAT_XZ)
+        except lzma.LZMAError as exc:
+            raise EngineIntegrityError(f"{Path(path).name}: not a readable xz file ({exc})") from None
     return data
 
 

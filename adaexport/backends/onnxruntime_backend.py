@@ -233,7 +233,7 @@ class OnnxRuntimeBackend(Backend):
     def recipe(self) -> str:
         """int8 engines depend on the building CPU (reduce_range "auto"): it keys the build cache,
         with the form of their weights (2: the family's int8 twin; 3: no value infos; 4: biases
-        computed in the graph, compact names; 5: the graph gzipped) and of their calibration
+        computed in the graph, compact names; 5: the graph xz-compressed) and of their calibration
         (2: ort_calibration's session, not prepacked)."""
         return f"int8 weights 5, calibration 2, vnni={cpu_has_vnni()}"
 

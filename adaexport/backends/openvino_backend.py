@@ -17,9 +17,9 @@
   .bin) whose weights are not its own: each is a Parameter bound at load to the family's
   int8 twin (``int8_twin``, ``shared_int8``: the twin's int8 values and scales, read by the
   ONNX Runtime int8 engines too), so the IR keeps the graph, NNCF's activation ranges and
-  the point's own constants, its XML stored gzip-compressed (``.xml.gz``, `compress_graph`:
-  72 kB for the 1.5 MB of a full-depth published point's; it runs only through adaexport's
-  binding anyway). With the target's ``[backends.openvino] int8_weights = "embedded"`` the IR
+  the point's own constants; the binding table is in the IR's rt_info, and the IR is stored
+  xz-compressed (``.xml.xz`` + ``.bin.xz``, `compress_graph`: 34 kB for the 1.5 MB XML of a
+  full-depth published point; it runs only through adaexport's binding anyway). With the target's ``[backends.openvino] int8_weights = "embedded"`` the IR
   is a plain, standalone .xml + .bin holding an int8 copy of the weights with NNCF's own
   ranges (a faster load).
   NNCF is an optional dependency: without it int8 is reported unavailable, with the reason.
@@ -39,6 +39,7 @@ import contextlib
 import importlib.util
 import collections
 import io
+import json
 import os
 import re
 from pathlib import Path
@@ -70,6 +71,7 @@ from .half_weights import half_twin
 from .onnx_tensors import family_files
 from .shared_int8 import attach_openvino_weights, detach_openvino_weights, int8_weights
 
+SHARED_TABLE = "adaexport_shared_weights"    # an int8 IR's rt_info: its weights' places in the int8 twin
 CACHE_ENV = "ADAEXPORT_OPENVINO_CACHE_DIR"   # where OpenVINO's compile cache goes, when wanted
 CALIBRATION_LIMIT = 300          # NNCF's default subset size
 # The float precisions and the INFERENCE_PRECISION_HINT each asks for; their engines read the
@@ -109,7 +111,7 @@ class OpenVinoBackend(Backend):
     runtime_modules = ("openvino",)
     extension = ".xml"
     precisions = PRECISIONS
-    recipe = "6: fp32 engines read the family's ONNX, fp16/bf16 its float16 twin, int8 its int8 twin (XML gzipped)"  # cache keys
+    recipe = "6: fp32 engines read the family's ONNX, fp16/bf16 its float16 twin, int8 its int8 twin (IR xz-compressed, its binding table inside)"  # cache keys
     thread_option = "INFERENCE_NUM_THREADS"
     distributions = ("openvino",)
 
@@ -183,13 +185,13 @@ class OpenVinoBackend(Backend):
             if share:
                 shared, found = detach_openvino_weights(model, onnx_path, Path(options.out_dir))
                 facts.update(found)
-                if shared:
-                    runtime["shared_weights"] = shared
+                if shared:      # the binding table travels in the IR (compressed with it), not the sidecar
+                    model.set_rt_info(json.dumps(shared, sort_keys=True, separators=(",", ":")), [SHARED_TABLE])
             with Staging(options.out_dir) as stage:
                 ov.save_model(model, str(stage.path(xml)), compress_to_fp16=False)
                 canonical_layer_names(stage.path(xml))
                 if shared:          # a graph that runs only with its weights bound: stored compressed
-                    xml = compress_graph(stage.path(xml))
+                    xml, weights = compress_graph(stage.path(xml)), compress_graph(stage.path(weights))
                 stage.commit([weights, xml])       # the .bin before the .xml that reads it
             artifact = Artifact(backend=self.name, precision=precision, files=[xml, weights, *shared],
                                 root=Path(options.out_dir), runtime=runtime, facts=facts)
@@ -276,13 +278,17 @@ class OvSession(Session):
         try:
             core = ov.Core()
             # From the model read here, so a cache entry is keyed by the model's content, not its path.
-            if Path(xml_path).name.endswith(COMPRESSED):     # compress_graph: its .bin beside it
-                weights = Path(xml_path).with_name(Path(xml_path).name[:-len(".xml" + COMPRESSED)] + ".bin")
-                model = core.read_model(graph_bytes(xml_path), weights.read_bytes())
+            name = Path(xml_path).name
+            if name.endswith(COMPRESSED):     # compress_graph: its .bin beside it, compressed too
+                weights = Path(xml_path).with_name(name[:-len(".xml" + COMPRESSED)] + ".bin" + COMPRESSED)
+                model = core.read_model(graph_bytes(xml_path), graph_bytes(weights))
             else:
                 model = core.read_model(os.fspath(xml_path))
-            # an int8 IR's weights: bound to the family's int8 twin (its float tensors kept mapped while compiled)
-            self._weights = attach_openvino_weights(model, runtime.get("shared_weights") or {}, Path(root))
+            # an int8 IR's weights: bound to the family's int8 twin (its float tensors kept mapped while
+            # compiled), by the table in the IR (in the sidecar's runtime for engines built before)
+            table = runtime.get("shared_weights") or (json.loads(model.get_rt_info([SHARED_TABLE]).astype(str))
+                                                      if model.has_rt_info([SHARED_TABLE]) else {})
+            self._weights = attach_openvino_weights(model, table, Path(root))
             self._compiled = core.compile_model(model, str(runtime.get("device", "CPU")), config)
         except Exception as exc:  # noqa: BLE001
             raise BackendError(f"openvino could not compile {Path(xml_path).name}: {exc}") from None
