@@ -111,7 +111,7 @@ class OpenVinoBackend(Backend):
     runtime_modules = ("openvino",)
     extension = ".xml"
     precisions = PRECISIONS
-    recipe = "6: fp32 engines read the family's ONNX, fp16/bf16 its float16 twin, int8 its int8 twin (IR xz-compressed, its binding table inside)"  # cache keys
+    recipe = "7: fp32 engines read the family's ONNX, fp16/bf16 its float16 twin, int8 its int8 twin (IR xz-compressed, its binding table inside)"  # cache keys
     thread_option = "INFERENCE_NUM_THREADS"
     distributions = ("openvino",)
 
