@@ -375,7 +375,7 @@ def compress_graph(path: Path) -> str:
     content alone); returns the new name.
 
     An int8 engine that reads the family's int8 twin is a graph and nothing else, of
-    repetitive text (an OpenVINO IR's XML: 1.5 MB at full published depth, 34 kB compressed)
+    repetitive text (an OpenVINO IR's XML: 1.5 MB at full published depth, 37 kB compressed)
     or protobuf (ONNX Runtime's QDQ model: 238 kB, 23 kB). Over the 378 points of the trained
     grid the graphs, not the weights, were most of such a family's bytes. Both runtimes read a
     model from memory (`graph_bytes`), and such an engine cannot run without adaexport's

@@ -18,10 +18,10 @@
   int8 twin (``int8_twin``, ``shared_int8``: the twin's int8 values and scales, read by the
   ONNX Runtime int8 engines too), so the IR keeps the graph, NNCF's activation ranges and
   the point's own constants; the binding table is in the IR's rt_info, and the IR is stored
-  xz-compressed (``.xml.xz`` + ``.bin.xz``, `compress_graph`: 34 kB for the 1.5 MB XML of a
-  full-depth published point; it runs only through adaexport's binding anyway). With the target's ``[backends.openvino] int8_weights = "embedded"`` the IR
-  is a plain, standalone .xml + .bin holding an int8 copy of the weights with NNCF's own
-  ranges (a faster load).
+  xz-compressed (``.xml.xz`` + ``.bin.xz``, `compress_graph`: 37 kB for the 1.5 MB XML of a
+  full-depth published point; it runs only through adaexport's binding anyway). With the
+  target's ``[backends.openvino] int8_weights = "embedded"`` the IR is a plain, standalone
+  .xml + .bin holding an int8 copy of the weights with NNCF's own ranges (a faster load).
   NNCF is an optional dependency: without it int8 is reported unavailable, with the reason.
 
 Sessions compile for the target's device (CPU by default) with the latency hint
@@ -111,7 +111,8 @@ class OpenVinoBackend(Backend):
     runtime_modules = ("openvino",)
     extension = ".xml"
     precisions = PRECISIONS
-    recipe = "7: fp32 engines read the family's ONNX, fp16/bf16 its float16 twin, int8 its int8 twin (IR xz-compressed, its binding table inside)"  # cache keys
+    # the build cache's key: 7, the int8 IR xz-compressed with its binding table inside
+    recipe = "7: fp32 engines read the family's ONNX, fp16/bf16 its float16 twin, int8 its int8 twin (IR xz)"
     thread_option = "INFERENCE_NUM_THREADS"
     distributions = ("openvino",)
 

@@ -13,8 +13,9 @@ not an initializer) become ReduceMin/ReduceMax outputs of the point's own graph,
 session reads its weights for from their external data (memory-mapped by ONNX Runtime at
 page-aligned offsets, as the family's ``weights.bin`` lays them out), with prepacking, the
 memory arena and memory patterns off, one batch at a time. `quantize_static` then takes the
-ranges through its calibration cache (``calibration_cache_path``, onnxruntime >= 1.32), so
-the quantizer itself, its QDQ layout, scales and biases, is ORT's unchanged.
+ranges through its calibration cache (``calibration_cache_path``, which onnxruntime 1.32 has;
+where quantize_static lacks it, `onnxruntime_backend.quantize_qdq` lets it calibrate itself),
+so the quantizer itself, its QDQ layout, scales and biases, is ORT's unchanged.
 
 With ``prepack=True`` the session is configured as ORT's calibrator configures its own
 (prepacked weights), and the ranges, hence the QDQ model, are bit for bit those of

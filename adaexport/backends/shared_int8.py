@@ -15,9 +15,10 @@ scale x weight scale) gets it computed in the graph from the twin's float bias a
 scales, as the quantizer computes it (`_bias_quantizers`; ONNX Runtime folds it at load), so
 the engine keeps no bias of its own. The point's calibration (activation scales) is the
 quantizer's, unchanged. A tensor the quantizer quantized that the twin keeps in float32 (a
-MatMul's constant first input) becomes ``QuantizeLinear`` of the twin's float copy with the quantizer's own scales, where that gives
-exactly the quantizer's bytes (ONNX's rounding, half to even, saturating; ONNX Runtime folds it
-at session creation). Any other keeps its embedded copy, and the count of each is recorded.
+MatMul's constant first input) becomes ``QuantizeLinear`` of the twin's float copy with the
+quantizer's own scales, where that gives exactly the quantizer's bytes (ONNX's rounding, half
+to even, saturating; ONNX Runtime folds it at session creation). Any other keeps its embedded
+copy, and the count of each is recorded.
 Names are made compact as in the point's ONNX (`_compact`).
 
 The rewritten model reads the twin in the family's ONNX folder, which is not the engine's
