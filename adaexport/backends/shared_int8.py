@@ -107,6 +107,16 @@ def _external(name: str, data_type: int, dims, location: str, offset: int, lengt
     return tensor
 
 
+def _twin_slot(twin, floats: dict[str, Any], name: str) -> tuple[Any, tuple, int]:
+    """(the twin's slot for the source's external float tensor `name`, None where it has none;
+    the tensor's dims; its length in bytes)."""
+    from .int8_twin import locate
+
+    _, offset, length = external_entry(floats[name])
+    dims = tuple(floats[name].dims)
+    return locate(twin, offset, length, dims), dims, length
+
+
 def _family_twin(floats: dict[str, Any], source: Path, qmax: int):
     """(the family's int8 twin the point at `source` reads, None) or (None, why there is none)."""
     from .int8_twin import int8_twin
@@ -223,7 +233,7 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
     import onnx
     from onnx import helper
 
-    from .int8_twin import int8_view, locate, read_array
+    from .int8_twin import int8_view, read_array
 
     point = onnx.load(str(source), load_external_data=False)
     floats = float_weights(point)
@@ -241,6 +251,10 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
         size = 4 * count if data_type == 6 else count
         return _external(name, data_type, [count], twin_file, twin.zeros_at, size)
 
+    def twin_float(name: str, slot, length: int):
+        """The source's tensor `name` read from its float32 copy in the twin (external data)."""
+        return _external(name, onnx.TensorProto.FLOAT, floats[name].dims, twin_file, slot.at, length)
+
     bias_of = {n.name: n.input[2] for n in point.graph.node if n.op_type in ("Gemm", "Conv") and len(n.input) > 2}
 
     def float_bias(node):
@@ -252,11 +266,8 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
             return own[name]
         if name not in floats:
             return None
-        _, offset, length = external_entry(floats[name])
-        slot = locate(twin, offset, length, tuple(floats[name].dims))
-        if slot is None or slot.axis is not None:
-            return None
-        return _external(name, onnx.TensorProto.FLOAT, floats[name].dims, twin_file, slot.at, length)
+        slot, _, length = _twin_slot(twin, floats, name)
+        return None if slot is None or slot.axis is not None else twin_float(name, slot, length)
 
     quantize_nodes, bias_nodes, dropped, kept = [], [], set(), 0
     for node in qdq_model.model.graph.node:
@@ -265,9 +276,7 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
         name = node.input[0][:-len("_quantized")]
         if name not in floats or node.input[0] not in inits or node.input[0] in replace or node.input[0] in dropped:
             continue
-        _, offset, length = external_entry(floats[name])
-        dims = tuple(floats[name].dims)
-        slot = locate(twin, offset, length, dims)
+        slot, dims, length = _twin_slot(twin, floats, name)
         if len(node.input) < 3 or slot is None or any(i not in inits for i in node.input) \
                 or inits[node.input[0]].data_type != onnx.TensorProto.INT8 \
                 or inits[node.input[2]].data_type != onnx.TensorProto.INT8:
@@ -302,20 +311,18 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
             kept += 1
             continue
         dropped.add(node.input[0])
-        replace[name] = _external(name, onnx.TensorProto.FLOAT, dims, twin_file, slot.at, length)
+        replace[name] = twin_float(name, slot, length)
         quantize_nodes.append(helper.make_node("QuantizeLinear", [name, node.input[1], node.input[2]],
                                                [node.input[0]], name=f"{name}_QuantizeLinear", axis=axis))
     # the float tensors the quantizer left as they were (embedded in its output): read from the twin
     for name, tensor in inits.items():
         if name in replace or name not in floats or tensor.data_type != onnx.TensorProto.FLOAT:
             continue
-        _, offset, length = external_entry(floats[name])
-        dims = tuple(floats[name].dims)
-        slot = locate(twin, offset, length, dims)
+        slot, dims, length = _twin_slot(twin, floats, name)
         if slot is None or slot.axis is not None or not np.array_equal(
                 qdq_model.array(name), read_array(twin.path, slot.at, "<f4", dims)):
             continue
-        replace[name] = _external(name, onnx.TensorProto.FLOAT, floats[name].dims, twin_file, slot.at, length)
+        replace[name] = twin_float(name, slot, length)
     # the point's tensors now read from the twin (a weight: its int8 values; or a float tensor)
     shared = sum(1 for name in floats if any(n in replace for n in (name, name + "_quantized", name + "_float")))
     model = qdq_model.model
@@ -413,7 +420,7 @@ def detach_openvino_weights(model, source: Path, out_dir: Path) -> tuple[dict[st
     import openvino as ov
     from openvino import opset13 as ops
 
-    from .int8_twin import int8_view, locate
+    from .int8_twin import int8_view
     from .onnx_tensors import family_relpath
 
     floats = float_weights(source)
@@ -458,8 +465,7 @@ def detach_openvino_weights(model, source: Path, out_dir: Path) -> tuple[dict[st
                 break
         else:
             continue       # the point's own constant, or a tensor the quantizer changed: stays in the IR
-        _, offset, length = external_entry(floats[name])
-        slot = locate(twin, offset, length, shape)
+        slot, _, length = _twin_slot(twin, floats, name)
         if slot is None:
             continue
         if slot.axis is None:
