@@ -177,6 +177,13 @@ def test_openvino_int8_with_nncf(family, tmp_path):
     assert list(table) == [artifact.files[2]] and "shared_weights" not in artifact.runtime
     # the read-in queries' per-row ranges are bound from the twin's float copy, not kept in the .bin
     assert any("absmax" in entry for entry in table[artifact.files[2]].values() if isinstance(entry, dict))
+    # NNCF quantized the point with these int8 weights bound (bind_openvino_weights): the
+    # activations are calibrated for them, and no FakeQuantize lies over a weight
+    weights = {name for name, entry in table[artifact.files[2]].items() if isinstance(entry, dict) and "int8" in entry}
+    assert weights and not any(name.rsplit(":", 1)[-1].startswith(("low", "high")) for name in table[artifact.files[2]])
+    assert not weights & {op.input_value(0).get_node().get_friendly_name() for op in ir.get_ordered_ops()
+                          if op.get_type_name() == "FakeQuantize"}
+    assert "bound to them before quantization" in artifact.facts["weights"]
     assert re.fullmatch(r"\.\./onnx/weights-int8-[0-9a-f]{16}\.bin", artifact.files[2]), artifact.files
     assert len(artifact.files) == 3
     assert artifact.facts["shared_tensors"] > 0 and artifact.facts["embedded_tensors"] == 0
@@ -485,6 +492,47 @@ def test_onnxruntime_int8_computes_its_biases_from_the_familys_float_biases(fami
     assert checked >= 2 * POINTS[0].depth
 
 
+def test_onnxruntime_int8_quantizer_reads_stand_ins_and_the_engine_computes_the_same(family):
+    """ONNX Runtime's quantizer reads zero stand-ins for the point's weights, one per shape and
+    reading op, so it holds no copy of them; the engine, whose weights are the family's int8
+    twin's either way, computes exactly what one quantized from the point's own weights does."""
+    import onnx
+
+    from adaexport.backends.onnxruntime_backend import quantize_qdq, reduce_range_for
+    from adaexport.backends.shared_int8 import STAND_IN, session_source, share_weights, write_stand_ins
+
+    point = POINTS[0]
+    src = family["onnx"][point]
+    engines = family["dir"] / "engines-stand-ins"
+    engines.mkdir(exist_ok=True)
+    stand = engines / "stand-ins.onnx"
+    source = onnx.load(str(src), load_external_data=False)
+    weights = {n.input[1] for n in source.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")
+               and n.input[1] in {t.name for t in source.graph.initializer}}
+    assert write_stand_ins(src, stand) == len(weights)
+    model = onnx.load(str(stand))
+    stand_ins = [t for t in model.graph.initializer if t.name.startswith(STAND_IN)]
+    assert 0 < len(stand_ins) < len(weights) and not weights & {t.name for t in model.graph.initializer}
+    assert all(not onnx.numpy_helper.to_array(t).any() for t in stand_ins)
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+    artifact = compile_engine(src, engines, "x86-cpu", "onnxruntime", "int8",
+                              calibration_inputs=family["calibration"], threads=1)
+    assert artifact.facts["quantization"]["weights_quantized"].startswith("stand-ins")
+    assert artifact.facts["embedded_tensors"] == 0
+    # the point quantized from its own weights, then made to read the twin as the engine does
+    reduce_range, _ = reduce_range_for(load_target("x86-cpu"))
+    own = engines / "own-weights.onnx"
+    quantize_qdq(src, own, family["calibration"], symmetric_activations=False, reduce_range=reduce_range)
+    share_weights(own, src, 63 if reduce_range else 127)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(session_source(own, artifact.runtime, options), options,
+                                   providers=["CPUExecutionProvider"])
+    expected = np.concatenate([session.run(None, {"image": x[None]})[0] for x in family["evaluation"]])
+    np.testing.assert_array_equal(run_all(artifact, family["evaluation"]), expected)
+
+
 def test_int8_engines_of_a_family_without_a_tensor_table_keep_their_own_weights(family, tmp_path):
     """A family exported before weights.tensors.json existed has no int8 twin: its ONNX Runtime
     int8 engine embeds its weights, says why, and still runs within int8 parity."""
@@ -496,6 +544,7 @@ def test_int8_engines_of_a_family_without_a_tensor_table_keep_their_own_weights(
                               "onnxruntime", "int8", calibration_inputs=family["calibration"], threads=1)
     assert artifact.files == [f"{point.id}-onnxruntime-int8.onnx"]
     assert "no tensor table" in artifact.facts["weights"] and artifact.facts["shared_tensors"] == 0
+    assert artifact.facts["quantization"]["weights_quantized"] == "the point's own"     # no stand-ins without a twin
     assert not any(p.name.startswith("weights-int8-") for p in (build / "onnx").iterdir()
                    if not (family["dir"] / "onnx" / p.name).exists())
     check_parity("int8", family["reference"][point], run_all(artifact, family["evaluation"]))

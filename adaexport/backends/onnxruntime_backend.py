@@ -59,6 +59,9 @@ from .base import (
 
 from .shared_int8 import int8_weights
 
+log = logging.getLogger("adaexport.backends.onnxruntime")
+
+
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 CALIBRATION_LIMIT = 512          # samples used at most
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
@@ -148,19 +151,22 @@ def reduce_range_for(target, machine: str | None = None) -> tuple[bool, str]:
 
 
 def quantize_qdq(src: Path, dst: Path, calibration: np.ndarray, *, symmetric_activations: bool,
-                 tensorrt: bool = False, reduce_range: bool = False) -> dict[str, Any]:
+                 tensorrt: bool = False, reduce_range: bool = False, stand_ins: bool = False) -> dict[str, Any]:
     """Static QDQ quantization of src into dst (weights embedded), calibrated on real samples.
 
     symmetric_activations=True gives int8 activations with zero points of 0; False gives
     ONNX Runtime's preferred CPU form (uint8 activations, int8 weights). tensorrt=True
     (implies symmetric activations) lays the model out as TensorRT parses it
     (TENSORRT_QDQ_OPTIONS: float biases, a Q/DQ pair per weight). reduce_range quantizes
-    the weights to 7 bits."""
+    the weights to 7 bits. stand_ins: the quantizer reads the point with zero stand-ins for
+    its weights (`shared_int8.write_stand_ins`; calibration still runs the point itself), for an
+    engine whose weights `share_weights(..., stand_ins=True)` then binds to the family's twin."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
         quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
 
     from .ort_calibration import cache_supported, minmax_ranges
+    from .shared_int8 import StandInError, write_stand_ins
 
     symmetric_activations = symmetric_activations or tensorrt
     name, batch = model_batch(src)
@@ -176,8 +182,14 @@ def quantize_qdq(src: Path, dst: Path, calibration: np.ndarray, *, symmetric_act
         if lean:     # the ranges without a copy of the weights (ort_calibration), then ORT's quantizer
             cache = Path(tmp) / "ranges.json"
             save_tensors_data(minmax_ranges(src, batches, name, QUANTIZED_OPS), cache)
-            quantize_static(str(src), str(dst), None, calibration_cache_path=str(cache), **settings)
+            quantized = src
+            if stand_ins:
+                quantized = Path(tmp) / "stand_ins.onnx"
+                write_stand_ins(src, quantized)
+            quantize_static(str(quantized), str(dst), None, calibration_cache_path=str(cache), **settings)
         else:
+            if stand_ins:
+                raise StandInError("this onnxruntime's quantize_static takes no precomputed ranges")
 
             class Reader(CalibrationDataReader):
                 """Real samples, one engine batch at a time."""
@@ -235,7 +247,7 @@ class OnnxRuntimeBackend(Backend):
         with the form of their weights (2: the family's int8 twin; 3: no value infos; 4: biases
         computed in the graph, compact names; 5: the graph xz-compressed) and of their calibration
         (2: ort_calibration's session, not prepacked)."""
-        return f"int8 weights 5, calibration 2, vnni={cpu_has_vnni()}"
+        return f"int8 weights 6, calibration 2, vnni={cpu_has_vnni()}"
 
     def support_table(self, version: str | None = None):
         from .lint import onnxruntime_table
@@ -277,15 +289,17 @@ class OnnxRuntimeBackend(Backend):
         with Staging(options.out_dir) as stage:
             if precision == "int8":     # the QDQ model itself, reading the family's weights (shared_int8)
                 reduce_range, why = reduce_range_for(target)
-                facts.update(quantize_qdq(onnx_path, stage.path(main), options.calibration,
-                                          symmetric_activations=False, reduce_range=reduce_range))
-                facts["quantization"]["reduce_range_reason"] = why
+                qmax = 63 if reduce_range else 127
                 if share:
-                    reads = self._share_int8(stage.path(main), onnx_path, Path(options.out_dir), facts, runtime,
-                                             qmax=63 if reduce_range else 127)
+                    reads = self._quantize_shared(onnx_path, stage.path(main), options, facts, runtime,
+                                                  reduce_range, qmax)
                     if reads:       # a graph and nothing else: stored compressed
                         main = compress_graph(stage.path(main))
                     files = [main, *reads]
+                else:
+                    facts.update(quantize_qdq(onnx_path, stage.path(main), options.calibration,
+                                              symmetric_activations=False, reduce_range=reduce_range))
+                facts["quantization"]["reduce_range_reason"] = why
             else:
                 self._save_optimised(ort, onnx_path, stage, main, precision, level, facts)
             stage.commit([main])
@@ -316,14 +330,33 @@ class OnnxRuntimeBackend(Backend):
         if not stage.path(main).is_file():
             raise BackendError(f"onnxruntime did not write the optimised model for {onnx_path.name}")
 
+    def _quantize_shared(self, onnx_path: Path, qdq: Path, options: CompileOptions, facts: dict, runtime: dict,
+                         reduce_range: bool, qmax: int) -> list[str]:
+        """Quantize the point into `qdq` with stand-ins for its weights, then make it read the
+        family's int8 weights (`_share_int8`); where a stand-in cannot be bound (StandInError),
+        quantize the point itself instead. The files the engine reads besides itself."""
+        from .shared_int8 import StandInError
+
+        for stand_ins in (True, False):
+            try:
+                facts.update(quantize_qdq(onnx_path, qdq, options.calibration, symmetric_activations=False,
+                                          reduce_range=reduce_range, stand_ins=stand_ins))
+                facts["quantization"]["weights_quantized"] = ("stand-ins (the family's int8 weights replace them)"
+                                                              if stand_ins else "the point's own")
+                return self._share_int8(qdq, onnx_path, Path(options.out_dir), facts, runtime, qmax, stand_ins)
+            except StandInError as exc:
+                log.debug("%s: %s; quantizing its own weights", onnx_path.name, exc)
+        raise AssertionError("unreachable")
+
     @staticmethod
-    def _share_int8(qdq: Path, onnx_path: Path, out_dir: Path, facts: dict, runtime: dict, qmax: int) -> list[str]:
+    def _share_int8(qdq: Path, onnx_path: Path, out_dir: Path, facts: dict, runtime: dict, qmax: int,
+                    stand_ins: bool = False) -> list[str]:
         """Make the QDQ model read the family's int8 weights (int8_twin, 7-bit where `qmax` is 63;
         see shared_int8); the files it then reads besides itself, relative to `out_dir`."""
         from .onnx_tensors import family_relpath
         from .shared_int8 import share_weights
 
-        shared = share_weights(qdq, onnx_path, qmax)
+        shared = share_weights(qdq, onnx_path, qmax, stand_ins)
         facts["saved_optimization_level"] = "none: the QDQ model, optimised when a session loads it"
         facts.update(shared)
         reads = [family_relpath(onnx_path.parent / f, out_dir) for f in shared.pop("reads", [])]

@@ -69,7 +69,7 @@ from .base import (
 
 from .half_weights import half_twin
 from .onnx_tensors import family_files
-from .shared_int8 import attach_openvino_weights, detach_openvino_weights, int8_weights
+from .shared_int8 import attach_openvino_weights, bind_openvino_weights, detach_openvino_weights, int8_weights
 
 SHARED_TABLE = "adaexport_shared_weights"    # an int8 IR's rt_info: its weights' places in the int8 twin
 CACHE_ENV = "ADAEXPORT_OPENVINO_CACHE_DIR"   # where OpenVINO's compile cache goes, when wanted
@@ -112,7 +112,7 @@ class OpenVinoBackend(Backend):
     extension = ".xml"
     precisions = PRECISIONS
     # the build cache's key: 7, the int8 IR xz-compressed with its binding table inside
-    recipe = "7: fp32 engines read the family's ONNX, fp16/bf16 its float16 twin, int8 its int8 twin (IR xz)"
+    recipe = "8: fp32 engines read the family's ONNX, fp16/bf16 its float16 twin, int8 its int8 twin (IR xz; NNCF on the twin-bound weights)"
     thread_option = "INFERENCE_NUM_THREADS"
     distributions = ("openvino",)
 
@@ -181,6 +181,8 @@ class OpenVinoBackend(Backend):
                 model = ov.Core().read_model(str(onnx_path))
             except Exception as exc:  # noqa: BLE001 - the frontend raises its own types
                 raise BackendError(f"openvino could not convert {onnx_path.name}: {exc}") from None
+            # shared: NNCF quantizes the model with the family's int8 weights bound (shared_int8)
+            maps = bind_openvino_weights(model, onnx_path) if share else []
             model, facts["quantization"] = _quantize(model, onnx_path, options.calibration, compress=not share)
             shared: dict[str, dict] = {}
             if share:
@@ -194,6 +196,7 @@ class OpenVinoBackend(Backend):
                 if shared:          # a graph that runs only with its weights bound: stored compressed
                     xml, weights = compress_graph(stage.path(xml)), compress_graph(stage.path(weights))
                 stage.commit([weights, xml])       # the .bin before the .xml that reads it
+            maps.clear()      # the twin's maps the bound weights read, kept until saved
             artifact = Artifact(backend=self.name, precision=precision, files=[xml, weights, *shared],
                                 root=Path(options.out_dir), runtime=runtime, facts=facts)
         session = OvSession(artifact.path, artifact.runtime, artifact.root)

@@ -26,16 +26,18 @@ folder: ONNX Runtime refuses external data outside a model's folder, so the sess
 model from bytes with ``session.model_external_initializers_file_folder_path`` set to that
 folder (`session_source`).
 
-OpenVINO (NNCF's FakeQuantize IR): NNCF quantizes the point read from the family's ONNX with its
-weights left as they are (SmoothQuant off, weight compression off), and
-`detach_openvino_weights` turns every float32 Constant whose bytes are one of the point's
-external float tensors (compared byte for byte) into a Parameter, and the ranges of the
-FakeQuantize over a weight into Parameters too. At load `attach_openvino_weights` binds each
-weight to its int8 values in the twin (memory-mapped) converted and times the family's scales,
-its FakeQuantize ranges to the same scales times the level count (so the CPU plugin, folding
-that constant subgraph and FakeQuantize of a constant into int8 weights as it does for the
-model NNCF returns, gets exactly the twin's int8 values), and any other tensor to its float32
-bytes in the twin (memory-mapped, no copy). The IR keeps the graph, NNCF's activation ranges and the point's
+OpenVINO (NNCF's FakeQuantize IR): `bind_openvino_weights` binds every weight of the point read
+from the family's ONNX to its int8 values in the twin, converted and times the family's scales
+(the form an engine runs), and NNCF quantizes that model (SmoothQuant off): it calibrates the
+activations for those weights and places no FakeQuantize over them, and its statistics model
+holds int8 weights, not float32 ones. `detach_openvino_weights` turns each bound weight, and
+every float32 Constant whose bytes are one of the point's external float tensors (compared byte
+for byte), into a Parameter. At load `attach_openvino_weights` binds each weight again to its
+int8 values in the twin (memory-mapped) converted and times the family's scales, which the CPU
+plugin runs as int8 weights, and any other tensor to its float32 bytes in the twin
+(memory-mapped, no copy). (Engines compiled before the weights were bound for NNCF keep a
+FakeQuantize over each weight, whose ranges the table binds to the scales times the level
+count: still read.) The IR keeps the graph, NNCF's activation ranges and the point's
 own constants. OpenVINO, like ONNX Runtime, refuses external data outside a model's folder and
 reads an IR's constants from one ``.bin``, so the binding is done on the model in memory, with
 openvino only. (OpenVINO cannot run ONNX Runtime's QDQ models themselves: its CPU plugin
@@ -225,11 +227,119 @@ def _compact(model, named: set[str]) -> None:
             node.name = ""
 
 
-def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
-    """Rewrite the QDQ model at `qdq` (weights embedded, quantized from `source`) in place so
-    that it reads the family's int8 weights (`int8_twin`: one byte a parameter, the scales of
-    the full tensors) and its other float tensors from that file; returns the facts (the file
-    it reads, tensors shared and kept)."""
+STAND_IN = "adaexport_stand_in_"    # a zero tensor the quantizer reads in place of a group of weights
+WEIGHT_READERS = {"MatMul": 1, "Gemm": 1, "Conv": 1}    # op -> the input its quantized weight comes in at
+
+
+class StandInError(BackendError):
+    """A stand-in weight the quantizer left in a form `share_weights` cannot bind to the twin."""
+
+
+def write_stand_ins(source: Path, dst: Path) -> int:
+    """Write the point at `source` to `dst` for onnxruntime.quantization with its weights (the
+    external float tensors read only as a MatMul, Gemm or Conv weight) replaced by stand-ins:
+    one zero tensor per shape and reading (op, transB), which the quantizer quantizes as it
+    would the weights, and the point's other tensors embedded. Its QDQ layout, activation
+    scales and node names are those of the point's (the ranges come from calibrating the point
+    itself), and `share_weights(..., stand_ins=True)` gives each weight its own DequantizeLinear
+    over the twin's int8 values and scales, which replace the quantizer's anyway. The quantizer
+    then holds kilobytes of weights, not the point's float32 ones and their int8 copy (0.7 GB at
+    the published full point). Returns the number of weights stood in for."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_tensor
+
+    model = onnx.load(str(source), load_external_data=False)
+    reading = readers(model.graph)
+    stand_ins: dict[tuple, Any] = {}
+    kept, count = [], 0
+    for tensor in model.graph.initializer:
+        nodes = reading.get(tensor.name, [])
+        keys = {(tuple(tensor.dims), n.op_type, tuple((a.name, a.i) for a in n.attribute if a.name == "transB"))
+                for n in nodes}
+        if tensor.data_location == onnx.TensorProto.EXTERNAL and tensor.data_type == onnx.TensorProto.FLOAT \
+                and nodes and len(keys) == 1 and all(
+                    WEIGHT_READERS.get(n.op_type) == i and n.input[0] != tensor.name
+                    for n in nodes for i, name in enumerate(n.input) if name == tensor.name):
+            key = keys.pop()
+            if key not in stand_ins:
+                stand_ins[key] = onnx.numpy_helper.from_array(np.zeros(key[0], np.float32),
+                                                              f"{STAND_IN}{len(stand_ins)}")
+            for node in nodes:
+                node.input[:] = [stand_ins[key].name if i == tensor.name else i for i in node.input]
+            count += 1
+            continue
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            load_external_data_for_tensor(tensor, str(Path(source).parent))
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            del tensor.external_data[:]
+        kept.append(tensor)
+    del model.graph.initializer[:]
+    model.graph.initializer.extend([*kept, *stand_ins.values()])
+    onnx.save(model, str(dst))
+    return count
+
+
+def _unshare(model, point) -> set[str]:
+    """In the QDQ model quantized from `write_stand_ins`'s model, give every weight read through
+    a stand-in's DequantizeLinear its own (the quantizer's names: <weight>_quantized, _scale,
+    _zero_point; the weight is the one the point's node of the same name reads there), with
+    placeholder initializers `share_weights` replaces by the twin's; drop the stand-ins.
+    Returns the placeholders' names (StandInError where anything else reads a stand-in)."""
+    import onnx
+    from onnx import helper
+
+    weight_of = {n.name: list(n.input) for n in point.graph.node}
+    inits = {t.name: t for t in model.graph.initializer}
+    reading = readers(model.graph)
+    placeholders: dict[str, Any] = {}
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear" or not node.input[0].startswith(STAND_IN):
+            nodes.append(node)
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        dims = list(inits[node.input[0]].dims)
+        for consumer in reading.get(node.output[0], []):
+            for index, value in enumerate(consumer.input):
+                if value != node.output[0]:
+                    continue
+                if index >= len(weight_of.get(consumer.name, [])):
+                    raise StandInError(f"the quantizer's node {consumer.name!r} is not the point's")
+                weight = weight_of[consumer.name][index]
+                out = f"{weight}_DequantizeLinear_Output"
+                if f"{weight}_quantized" not in placeholders:
+                    names = [f"{weight}_{part}" for part in ("quantized", "scale", "zero_point")]
+                    nodes.append(helper.make_node("DequantizeLinear", names, [out], axis=axis))
+                    for name, data_type, shape in zip(names, (onnx.TensorProto.INT8, onnx.TensorProto.FLOAT,
+                                                              onnx.TensorProto.INT8), (dims, [dims[axis]], [dims[axis]])):
+                        placeholders[name] = onnx.TensorProto(name=name, data_type=data_type, dims=shape)
+                consumer.input[index] = out
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    remaining = [t for t in model.graph.initializer if not t.name.startswith(STAND_IN)]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend([*remaining, *placeholders.values()])
+    stray = sorted({i for n in model.graph.node for i in n.input if i.startswith(STAND_IN)})
+    if stray:
+        raise StandInError(f"the quantizer left {stray[0]} in a form the twin cannot replace")
+    return set(placeholders)
+
+
+def _kept(quantized: str, placeholders: set[str]) -> int:
+    """1: the quantizer's int8 copy of a weight stays in the engine; StandInError where that is
+    a placeholder (`_unshare`), which holds no values."""
+    if quantized in placeholders:
+        raise StandInError(f"the stand-in weight behind {quantized} cannot read the family's int8 twin")
+    return 1
+
+
+def share_weights(qdq: Path, source: Path, qmax: int = 127, stand_ins: bool = False) -> dict[str, Any]:
+    """Rewrite the QDQ model at `qdq` (weights embedded, quantized from `source`, or from
+    `write_stand_ins`'s model of it where `stand_ins`) in place so that it reads the family's
+    int8 weights (`int8_twin`: one byte a parameter, the scales of the full tensors) and its
+    other float tensors from that file; returns the facts (the file it reads, tensors shared
+    and kept). StandInError where a stand-in weight cannot read the twin (quantize the point
+    itself then)."""
     import onnx
     from onnx import helper
 
@@ -241,9 +351,13 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
            if t.data_location != onnx.TensorProto.EXTERNAL and t.data_type == onnx.TensorProto.FLOAT}
     twin, why = _family_twin(floats, source, qmax)
     if twin is None:
+        if stand_ins:
+            raise StandInError(f"stand-in weights need the family's int8 twin ({why})")
         return {"weights": f"embedded int8 ({why})", "shared_tensors": 0}
     twin_file = twin.path.name
-    qdq_model = _QdqModel(onnx.load(str(qdq)))
+    quantized = onnx.load(str(qdq))
+    placeholders = _unshare(quantized, point) if stand_ins else set()
+    qdq_model = _QdqModel(quantized)
     inits = qdq_model.inits
     replace: dict[str, Any] = {}     # initializer -> the one that takes its place
 
@@ -276,11 +390,13 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
         name = node.input[0][:-len("_quantized")]
         if name not in floats or node.input[0] not in inits or node.input[0] in replace or node.input[0] in dropped:
             continue
+        if inits[node.input[0]].data_type == onnx.TensorProto.INT32:
+            continue            # a bias, quantized in the graph with its weight (`_bias_quantizers`)
         slot, dims, length = _twin_slot(twin, floats, name)
         if len(node.input) < 3 or slot is None or any(i not in inits for i in node.input) \
                 or inits[node.input[0]].data_type != onnx.TensorProto.INT8 \
                 or inits[node.input[2]].data_type != onnx.TensorProto.INT8:
-            kept += 1
+            kept += _kept(node.input[0], placeholders)
             continue
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
         if slot.axis is not None:
@@ -289,7 +405,7 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
             channels = s_len // 4
             biases = _bias_quantizers(qdq_model, node, node.input[1], float_bias, zeros)
             if axis != slot.axis or list(inits[node.input[1]].dims) != [channels] or biases is None:
-                kept += 1
+                kept += _kept(node.input[0], placeholders)
                 continue
             replace[node.input[0]] = _external(node.input[0], onnx.TensorProto.INT8, dims, twin_file, q_at, q_len)
             replace[node.input[1]] = _external(node.input[1], onnx.TensorProto.FLOAT, [channels], twin_file, s_at,
@@ -304,6 +420,8 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
             continue
         # a tensor the family keeps in float32 that this quantizer quantized: QuantizeLinear of
         # the twin's float copy at load, where that gives exactly the quantizer's bytes
+        if node.input[0] in placeholders:
+            kept += _kept(node.input[0], placeholders)
         weights = read_array(twin.path, slot.at, "<f4", dims)
         stored, scale, zero_point = (qdq_model.array(i) for i in node.input[:3])
         if name in inits or stored.dtype != np.int8 or stored.shape != dims \
@@ -314,6 +432,8 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127) -> dict[str, Any]:
         replace[name] = twin_float(name, slot, length)
         quantize_nodes.append(helper.make_node("QuantizeLinear", [name, node.input[1], node.input[2]],
                                                [node.input[0]], name=f"{name}_QuantizeLinear", axis=axis))
+    for name in placeholders - set(replace):
+        _kept(name, placeholders)
     # the float tensors the quantizer left as they were (embedded in its output): read from the twin
     for name, tensor in inits.items():
         if name in replace or name not in floats or tensor.data_type != onnx.TensorProto.FLOAT:
@@ -405,29 +525,14 @@ def _bind_absmax_ranges(fq, data: np.ndarray, name: str, place: list, parameter)
         fq.input(index).replace_source_output(port.output(0))
 
 
-def detach_openvino_weights(model, source: Path, out_dir: Path) -> tuple[dict[str, dict], dict[str, Any]]:
-    """Compile side: in the ov.Model `model` (quantized from `source` with its weights kept as
-    they are), replace every float32 Constant whose bytes are one of `source`'s external float
-    tensors with a Parameter "shared:<tensor>" that `attach_openvino_weights` binds at load to
-    the family's int8 weights (`int8_twin`): a weight dequantized from its int8 values and the
-    family's scales, with the FakeQuantize ranges over it set from those scales (so OpenVINO's
-    CPU plugin folds it to exactly those int8 values), any other tensor to its float32 copy
-    there. Returns (the table `attach_openvino_weights` reads: {weights file relative to
-    `out_dir`: {parameter: entry}}, facts: the tensors shared, and those of the point's file
-    tensors the IR holds itself, changed or folded by the quantizer)."""
+def _family_constants(model, source: Path, floats: dict[str, Any]):
+    """(node, tensor name) for every float32 Constant of the ov.Model `model` whose bytes are one
+    of `source`'s external float tensors `floats` (compared byte for byte; a point's own
+    constant, or one a quantizer changed, is not)."""
     import hashlib
 
     import openvino as ov
-    from openvino import opset13 as ops
 
-    from .int8_twin import int8_view
-    from .onnx_tensors import family_relpath
-
-    floats = float_weights(source)
-    twin, why = _family_twin(floats, source, 127)
-    if twin is None:
-        return {}, {"weights": f"embedded float32 under the quantizer's FakeQuantize ({why})", "shared_tensors": 0,
-                    "embedded_tensors": len(floats)}
     by_shape: dict[tuple, list[str]] = {}
     for name, tensor in floats.items():
         by_shape.setdefault(tuple(tensor.dims), []).append(name)
@@ -441,15 +546,6 @@ def detach_openvino_weights(model, source: Path, out_dir: Path) -> tuple[dict[st
     def digest(array: np.ndarray) -> str:
         return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
 
-    entries: dict[str, Any] = {}
-    params: dict[str, Any] = {}
-
-    def parameter(name: str, shape, entry) -> Any:
-        if name not in params:
-            params[name] = ops.parameter(list(shape), ov.Type.f32, name=name)
-            entries[name] = entry
-        return params[name]
-
     for node in model.get_ordered_ops():
         if node.get_type_name() != "Constant" or node.get_element_type() != ov.Type.f32:
             continue
@@ -462,36 +558,93 @@ def detach_openvino_weights(model, source: Path, out_dir: Path) -> tuple[dict[st
             if name not in digests:
                 digests[name] = digest(family_tensor(name))
             if digests[name] == wanted and np.array_equal(family_tensor(name), data):
+                yield node, name
                 break
-        else:
-            continue       # the point's own constant, or a tensor the quantizer changed: stays in the IR
+    maps.clear()
+
+
+def _int8_entry(twin, slot, shape) -> dict[str, Any]:
+    """A table entry for a weight of `shape` at the twin's `slot`: its int8 values and scales."""
+    from .int8_twin import int8_view
+
+    (q_at, count), (s_at, s_len) = int8_view(twin, slot, shape)
+    return {"int8": [q_at, count], "scales": [s_at, s_len], "axis": slot.axis}
+
+
+def bind_openvino_weights(model, source: Path) -> list[np.memmap]:
+    """Compile side, before NNCF: bind every weight of the ov.Model `model` (read from `source`)
+    to the family's int8 values as an engine binds them at load (`_bound_node`: the int8
+    Constant, converted, times the family's scales), the Multiply named "shared:<tensor>".
+    NNCF then calibrates the activations of the model that runs, leaves the weights in that
+    int8 form (no FakeQuantize over them), and its statistics model holds int8 weights, not
+    float32 ones (the full published point's compile peaked at 640 MiB of anonymous memory,
+    against 1,157 with float32 weights). `detach_openvino_weights` turns these back into
+    Parameters. Returns the memory maps the bound Constants read: keep them until saved."""
+    floats = float_weights(source)
+    twin, _ = _family_twin(floats, source, 127)
+    if twin is None:
+        return []
+    maps: dict[str, np.memmap] = {}
+    for node, name in list(_family_constants(model, source, floats)):
+        slot, dims, _ = _twin_slot(twin, floats, name)
+        if slot is None or slot.axis is None:
+            continue          # a tensor the family keeps in float32: detached after quantization
+        bound = _bound_node(maps, twin.path.parent, twin.path.name, _int8_entry(twin, slot, dims), dims)
+        bound.set_friendly_name(SHARED_PREFIX + name)
+        for target in node.output(0).get_target_inputs():
+            target.replace_source_output(bound.output(0))
+    model.validate_nodes_and_infer_types()
+    return list(maps.values())
+
+
+def detach_openvino_weights(model, source: Path, out_dir: Path) -> tuple[dict[str, dict], dict[str, Any]]:
+    """Compile side: in the ov.Model `model` (quantized from `source` with its weights bound to
+    the twin by `bind_openvino_weights`, or kept as they are), replace every weight bound to
+    the twin, and every float32 Constant whose bytes are one of `source`'s external float
+    tensors, with a Parameter "shared:<tensor>" that `attach_openvino_weights` binds at load to
+    the family's int8 weights (`int8_twin`): a weight dequantized from its int8 values and the
+    family's scales (which OpenVINO's CPU plugin runs as int8 weights), any other tensor to its
+    float32 copy there. Returns (the table `attach_openvino_weights` reads: {weights file relative to
+    `out_dir`: {parameter: entry}}, facts: the tensors shared, and those of the point's file
+    tensors the IR holds itself, changed or folded by the quantizer)."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    from .onnx_tensors import family_relpath
+
+    floats = float_weights(source)
+    twin, why = _family_twin(floats, source, 127)
+    if twin is None:
+        return {}, {"weights": f"embedded float32 under the quantizer's FakeQuantize ({why})", "shared_tensors": 0,
+                    "embedded_tensors": len(floats)}
+    entries: dict[str, Any] = {}
+    params: dict[str, Any] = {}
+
+    def parameter(name: str, shape, entry) -> Any:
+        if name not in params:
+            params[name] = ops.parameter(list(shape), ov.Type.f32, name=name)
+            entries[name] = entry
+        return params[name]
+
+    bound = [(node, node.get_friendly_name()[len(SHARED_PREFIX):]) for node in model.get_ordered_ops()
+             if node.get_type_name() == "Multiply" and node.get_friendly_name().startswith(SHARED_PREFIX)]
+    for node, name in [*bound, *_family_constants(model, source, floats)]:
+        if name not in floats:
+            continue
         slot, _, length = _twin_slot(twin, floats, name)
         if slot is None:
             continue
+        shape = tuple(node.get_output_shape(0))
         if slot.axis is None:
             source_param = parameter(SHARED_PREFIX + name, shape, [slot.at, length])
             for fq in _fake_quantize_consumers(node) or []:
-                _bind_absmax_ranges(fq, data, name, [slot.at, length], parameter)
+                _bind_absmax_ranges(fq, node.get_data(), name, [slot.at, length], parameter)
+        elif node.get_type_name() == "Multiply":      # bound to the twin before quantization
+            source_param = parameter(SHARED_PREFIX + name, shape, _int8_entry(twin, slot, shape))
         else:
-            (q_at, count), (s_at, s_len) = int8_view(twin, slot, shape)
-            source_param = parameter(SHARED_PREFIX + name, shape,
-                                     {"int8": [q_at, count], "scales": [s_at, s_len], "axis": slot.axis})
-            range_shape = [1] * len(shape)
-            range_shape[slot.axis] = s_len // 4
-            for fq in _fake_quantize_consumers(node) or []:
-                levels = int(fq.get_levels())
-                if levels not in (255, 256):
-                    continue
-                # the quantizer's ranges give way to the family's: [-levels//2, levels-1-levels//2] steps
-                low = parameter(f"{SHARED_PREFIX}{name}:low{levels}", range_shape,
-                                {"scales": [s_at, s_len], "axis": slot.axis, "times": -(levels // 2)})
-                high = parameter(f"{SHARED_PREFIX}{name}:high{levels}", range_shape,
-                                 {"scales": [s_at, s_len], "axis": slot.axis, "times": levels - 1 - levels // 2})
-                for index, port in ((1, low), (2, high), (3, low), (4, high)):
-                    fq.input(index).replace_source_output(port.output(0))
+            continue      # a float32 weight under the quantizer's own FakeQuantize: stays in the IR
         for target in node.output(0).get_target_inputs():
             target.replace_source_output(source_param.output(0))
-    maps.clear()
     shared = [n for n, entry in entries.items() if "times" not in entry]     # not the ranges
     kept = len(floats) - len(shared)     # the point's tensors in the file that the IR does not read from it
     if not params:
@@ -501,8 +654,9 @@ def detach_openvino_weights(model, source: Path, out_dir: Path) -> tuple[dict[st
     model.validate_nodes_and_infer_types()
     rel = family_relpath(twin.path, out_dir)
     return {rel: entries}, {"weights": f"the family's int8 weights, {twin.path.name} (8-bit, symmetric per output "
-                                       "channel, scales of the full model's tensors; the FakeQuantize ranges "
-                                       "over them set from those scales)",
+                                       "channel, scales of the full model's tensors; bound to them before "
+                                       "quantization: the activations calibrated with them, no FakeQuantize "
+                                       "over them)",
                             "shared_tensors": len(shared), "embedded_tensors": kept}
 
 
@@ -519,9 +673,9 @@ def _scales(root: Path, file: str, entry: dict, ndim: int) -> np.ndarray:
 def _bound_node(maps: dict, root: Path, file: str, entry, shape):
     """What a Parameter of `shape` stands for, as an OpenVINO node: a float32 tensor of the file
     (a Constant over its map), a weight (its int8 values, a Constant over the map, converted
-    and times its scales: OpenVINO folds that into the FakeQuantize over it when it compiles),
-    or a FakeQuantize range (the scales times a step count, or -/+ a float tensor's largest
-    magnitude along some axes)."""
+    and times its scales: the CPU plugin runs that as int8 weights, or folds it into a
+    FakeQuantize over it), or a FakeQuantize range (the scales times a step count: engines of
+    OpenVINO recipe 7; or -/+ a float tensor's largest magnitude along some axes)."""
     from openvino import Type
     from openvino import opset13 as ops
 
