@@ -9,10 +9,10 @@ exports them all instead of extrapolating:
 * `export_family` of every trained point into a fresh directory, as `adaexport build`
   lays it out (weights.bin, its tensor table, one .onnx per point); process CPU time of the
   whole export, the weights file included;
-* every point's float16 twin (`half_twin`: ``<point>.fp16.onnx`` and the family's
-  ``weights-fp16-<hash>.bin``), what OpenVINO's fp16 and bf16 engines read;
+* every point's OpenVINO fp16/bf16 IR (`openvino_backend.half_ir`: ``.xml.xz`` + ``.bin.xz``,
+  one IR for both precisions, bound at load to the family's ``weights-fp16-<hash>.bin``);
 * bytes: the fp32 family (weights.bin + every .onnx) against one full fp32 model
-  (parameters x 4 B), the float16 family (its twin + every .fp16.onnx) against one fp16
+  (parameters x 4 B), the float16 family (its twin + every point's IR) against one fp16
   model (x 2 B); the per-point graphs' range and their sum, per token count.
 
 The int8 families' graphs (ONNX Runtime's QDQ models, OpenVINO's IRs) need a calibration
@@ -33,7 +33,7 @@ NAME = "grid"
 
 
 def run(ctx: Context) -> list[dict]:
-    from adaexport.backends.half_weights import half_twin
+    from adaexport.backends.openvino_backend import half_ir
     from adaexport.export import export_family
     from adaexport.space import build_grid
 
@@ -46,11 +46,12 @@ def run(ctx: Context) -> list[dict]:
         exported, weights = export_family(ctx.model, grid, onnx_dir, attention=ctx.attention, batch=ctx.batch,
                                           weights_name="weights.bin", exporter=ctx.exporter)
         export_cpu = time.process_time() - start
+        engines = Path(tmp) / "engines"
         start = time.process_time()
-        halves = {e.point: half_twin(e.path) for e in exported}
+        halves = {e.point: half_ir(e.path, engines, e.point.id)[0][:2] for e in exported}
         half_cpu = time.process_time() - start
         graphs = {e.point: e.path.stat().st_size for e in exported}
-        half_graphs = {p: path.stat().st_size for p, path in halves.items()}
+        half_graphs = {p: sum((engines / f).stat().st_size for f in files) for p, files in halves.items()}
         weights_bytes = weights.stat().st_size
         half_files = {path.name for path in onnx_dir.glob("weights-fp16-*.bin")}
         if len(half_files) != 1:
@@ -63,11 +64,12 @@ def run(ctx: Context) -> list[dict]:
                      note=f"export_family of the whole trained grid: {len(cfg.mask_token_grans)} templates "
                           f"(one per trained token count), {n} cuts, each checked; "
                           f"{export_cpu / n:.3f} s a point on average"),
-            time_row(NAME, f"float16 twins, CPU, {n} points", [half_cpu], key="half_cpu",
-                     note="half_twin of every point, the family's weights-fp16 file included")]
+            time_row(NAME, f"OpenVINO fp16/bf16 IRs, CPU, {n} points", [half_cpu], key="half_cpu",
+                     note="half_ir of every point, the family's weights-fp16 file included")]
     for label, precision, shared, per_point, bytes_per_param in (
             ("fp32: weights.bin + every .onnx", "fp32", weights_bytes + table_bytes, graphs, 4),
-            ("fp16/bf16: weights-fp16 + every .fp16.onnx", "fp16", half_bytes, half_graphs, 2)):
+            ("fp16/bf16: weights-fp16 + every point's OpenVINO IR (.xml.xz + .bin.xz)", "fp16", half_bytes,
+             half_graphs, 2)):
         one_model = full_params * bytes_per_param
         total = shared + sum(per_point.values())
         by_tokens = {}

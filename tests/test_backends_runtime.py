@@ -112,9 +112,13 @@ def test_engines_match_the_fp32_onnx(family, tmp_path, backend, precision):
 
 def test_openvino_float_engines_read_the_familys_onnx(family, tmp_path, monkeypatch):
     """fp32/fp16/bf16 OpenVINO engines store no weights: fp32 reads its point's ONNX and the
-    family's weights.bin, fp16 (and bf16) their float16 twins, 2 bytes a parameter (one
-    file for the family); the precision is an explicit hint and what runs is recorded. The
-    compile cache is off unless asked for, and never inside the engines folder."""
+    family's weights.bin; fp16 (and bf16) are a compressed IR whose float16 weights are bound
+    at load to the family's float16 twin, 2 bytes a parameter (one file for the family), each
+    through a Convert marked as its decompression (so the CPU plugin keeps it in float16); the
+    precision is an explicit hint and what runs is recorded. The compile cache is off unless
+    asked for, and never inside the engines folder."""
+    import openvino as ov
+
     engines = family["dir"] / "engines-settings"
     point = POINTS[1]
     artifact = compile_engine(family["onnx"][point], engines, "x86-cpu", "openvino", "fp32", threads=1)
@@ -128,12 +132,33 @@ def test_openvino_float_engines_read_the_familys_onnx(family, tmp_path, monkeypa
                                                     "engines-settings/t32_w64_d4-openvino-fp32.json"]
     fp16 = compile_engine(family["onnx"][point], engines, "x86-cpu", "openvino", "fp16", threads=1)
     assert fp16.runtime["INFERENCE_PRECISION_HINT"] == "f16"
-    twin, half = fp16.files
-    assert twin == "../onnx/t32_w64_d4.fp16.onnx" and half.startswith("../onnx/weights-fp16-")
-    assert (engines / half).stat().st_size * 2 == family["weights"].stat().st_size
+    xml, weights, half = fp16.files
+    assert (xml, weights) == ("t32_w64_d4-openvino-fp16.xml.xz", "t32_w64_d4-openvino-fp16.bin.xz")
+    assert half.startswith("../onnx/weights-fp16-") and (engines / half).stat().st_size * 2 == \
+        family["weights"].stat().st_size
+    # every tensor of the point's file is bound, but the attention mask: OpenVINO clamps its -3.4e38
+    # to float16's -65504 where the twin has -inf, so the IR keeps its own (compressed) copy
+    assert fp16.facts["shared_tensors"] > 0 and fp16.facts["embedded_tensors"] == 1
+    ir = ov.Core().read_model(lzma.decompress((engines / xml).read_bytes()),
+                              lzma.decompress((engines / weights).read_bytes()))
+    table = json.loads(ir.get_rt_info(["adaexport_shared_weights"]).astype(str))[half]
+    assert table and all(set(entry) == {"float16"} for entry in table.values()) and "shared:attn_bias" not in table
+    bound = sum(entry["float16"][1] for entry in table.values())
+    assert (engines / weights).stat().st_size < bound / 4            # the point's own small constants only
+    converts = [target.get_node() for p in ir.get_parameters() if p.get_friendly_name() in table
+                for target in p.output(0).get_target_inputs()]
+    assert len(converts) >= len(table) and all(c.get_type_name() == "Convert" for c in converts)
+    # marked as decompression where a MatMul reads the weight (input 1) and nowhere else (see
+    # openvino_backend._decompress_matmul_weights_only; test_openvino_bf16_engine_on_this_cpu)
+    marked = {c.get_friendly_name(): any(k.startswith("decompression") for k in c.get_rt_info().keys())
+              for c in converts}
+    matmul_weight = {c.get_friendly_name(): all((t.get_node().get_type_name(), t.get_index()) == ("MatMul", 1)
+                                                for t in c.output(0).get_target_inputs()) for c in converts}
+    assert any(marked.values()) and marked == matmul_weight
     other = compile_engine(family["onnx"][POINTS[0]], engines, "x86-cpu", "openvino", "fp16", threads=1)
-    assert other.files == ["../onnx/t16_w48_d3.fp16.onnx", half]     # one float16 file for every point
-    other.sidecar.unlink()
+    assert other.files[2] == half     # one float16 file for every point
+    for name in (*other.files[:2], other.sidecar.name):
+        (engines / name).unlink()
     with open_artifact(fp16) as session:   # what OpenVINO reports for the compiled model, recorded as is
         assert fp16.facts["execution_precision"] == session.execution_precision == session.options["inference_precision"]
     if fp16.facts["execution_precision"] != "f16":
@@ -144,7 +169,9 @@ def test_openvino_float_engines_read_the_familys_onnx(family, tmp_path, monkeypa
     monkeypatch.setenv("ADAEXPORT_OPENVINO_CACHE_DIR", str(cache))
     run_all(artifact, family["evaluation"][:1])
     assert any(cache.iterdir()), "the compiled-model cache asked for was not written"
-    assert sorted(p.name for p in engines.iterdir()) == ["t32_w64_d4-openvino-fp16.json",
+    assert sorted(p.name for p in engines.iterdir()) == ["t32_w64_d4-openvino-fp16.bin.xz",
+                                                         "t32_w64_d4-openvino-fp16.xml.xz",
+                                                         "t32_w64_d4-openvino-fp16.xml.xz.json",
                                                          "t32_w64_d4-openvino-fp32.json"]
 
 

@@ -1,12 +1,21 @@
 """OpenVINO: engines in fp32, fp16, bf16 and int8.
 
-* fp32 / fp16 / bf16: the engine *is* the point's ONNX (and the family's shared
-  ``weights.bin`` it references; for fp16 and bf16 their float16 twins, `half_weights`:
-  2 bytes a parameter, as their precision needs) with the options in its sidecar: OpenVINO reads ONNX
-  directly (its ONNX frontend), as fast as its own IR (measured at published size: read
-  0.04-0.12 s, compile 1.8-2.5 s either way, the same outputs and memory), so the family
-  stores no weights of its own: no copy per point or precision (a saved IR was one per
-  engine: 59 MB for a 2-block published-size point). The precision is OpenVINO's
+* fp32: the engine *is* the point's ONNX (and the family's shared ``weights.bin`` it
+  references) with the options in its sidecar: OpenVINO reads ONNX directly (its ONNX
+  frontend), as fast as its own IR (measured at published size: read 0.04-0.12 s, compile
+  1.8-2.5 s either way, the same outputs and memory), so the family stores no weights of
+  its own: no copy per point or precision (a saved IR was one per engine: 59 MB for a
+  2-block published-size point).
+* fp16 / bf16: an IR of the point as OpenVINO compresses it to float16 (each weight a float16
+  Constant and a Convert marked as its decompression), its weights Parameters bound at load
+  to the family's float16 twin (`half_weights`: 2 bytes a parameter, as their precision
+  needs; `shared_int8.detach_half_weights`), stored xz-compressed like the int8 IR. The mark
+  keeps the weights in float16 in the CPU plugin, converted as it runs; the point's ONNX with
+  float16 initializers and Cast nodes (which these engines read before) has no such mark,
+  and in bf16 the plugin folded every weight to float32 before packing it: the published
+  full point compiled with 1,113 MiB of anonymous memory, against 372 MiB this way, at the
+  same latency (Intel Xeon, avx512_bf16, 1 thread: 947-967 ms against 968-982 ms over 5
+  runs). The precision is OpenVINO's
   ``INFERENCE_PRECISION_HINT``, set explicitly (f32, f16, bf16), and what the compiled
   model runs in (``get_property("INFERENCE_PRECISION_HINT")``) is recorded as
   ``execution_precision``: a CPU without native f16 runs an "fp16" engine in bf16 (AMX /
@@ -67,9 +76,14 @@ from .base import (
     sha256_file,
 )
 
-from .half_weights import half_twin
 from .onnx_tensors import family_files
-from .shared_int8 import attach_openvino_weights, bind_openvino_weights, detach_openvino_weights, int8_weights
+from .shared_int8 import (
+    attach_openvino_weights,
+    bind_openvino_weights,
+    detach_half_weights,
+    detach_openvino_weights,
+    int8_weights,
+)
 
 SHARED_TABLE = "adaexport_shared_weights"    # an int8 IR's rt_info: its weights' places in the int8 twin
 CACHE_ENV = "ADAEXPORT_OPENVINO_CACHE_DIR"   # where OpenVINO's compile cache goes, when wanted
@@ -111,8 +125,8 @@ class OpenVinoBackend(Backend):
     runtime_modules = ("openvino",)
     extension = ".xml"
     precisions = PRECISIONS
-    # the build cache's key: 7, the int8 IR xz-compressed with its binding table inside
-    recipe = "8: fp32 engines read the family's ONNX, fp16/bf16 its float16 twin, int8 its int8 twin (IR xz; NNCF on the twin-bound weights)"
+    # the build cache's key: 9, fp16/bf16 IRs bound to the float16 twin; 8, NNCF on the twin-bound int8 weights
+    recipe = "9: fp32 engines read the family's ONNX; fp16/bf16 and int8 IRs (xz) bound to its float16 and int8 twins"
     thread_option = "INFERENCE_NUM_THREADS"
     distributions = ("openvino",)
 
@@ -155,9 +169,7 @@ class OpenVinoBackend(Backend):
         settings = target.options(self.name)
         threads = options.threads if options.threads is not None else int(settings.get("threads", target.threads))
         stem = self.artifact_name(onnx_path, precision, options)
-        # fp16/bf16 read the family's weights in float16, 2 bytes a parameter (half_weights)
-        source = half_twin(onnx_path) if precision in HALF_PRECISIONS else onnx_path
-        facts: dict[str, Any] = {"source": source.name, "source_sha256": sha256_file(source),
+        facts: dict[str, Any] = {"source": onnx_path.name, "source_sha256": sha256_file(onnx_path),
                                  "openvino": ov.__version__}
         runtime: dict[str, Any] = {"device": str(settings.get("device", "CPU")),
                                    "PERFORMANCE_HINT": str(settings.get("performance_hint", "LATENCY"))}
@@ -165,46 +177,43 @@ class OpenVinoBackend(Backend):
             runtime["INFERENCE_NUM_THREADS"] = int(threads)
         if precision in HINTS:
             runtime["INFERENCE_PRECISION_HINT"] = HINTS[precision]
+        if precision == "fp32":
             Path(options.out_dir).mkdir(parents=True, exist_ok=True)
-            files = family_files(source, options.out_dir)      # the ONNX, then its weights file
-            read = " and ".join(Path(f).name for f in files[1:]) or "no weights file"
-            facts["weights"] = (f"the family's weights in float16 (its point's .fp16.onnx and {read})"
-                                if source != onnx_path else "the family's ONNX weights") + ", read directly (no copy)"
+            files = family_files(onnx_path, options.out_dir)      # the ONNX, then its weights file
+            facts["weights"] = "the family's ONNX weights, read directly (no copy)"
             artifact = Artifact(backend=self.name, precision=precision, files=files, root=Path(options.out_dir),
                                 runtime=runtime, facts=facts, name=stem)
         else:
-            xml, weights = stem + ".xml", stem + ".bin"
-            share = int8_weights(settings, self.name) == "shared"
-            try:
-                # read_model, not convert_model: its constants are the ONNX's tensors as stored
-                # (convert_model transposes MatMul weights), so they can be found in weights.bin
-                model = ov.Core().read_model(str(onnx_path))
-            except Exception as exc:  # noqa: BLE001 - the frontend raises its own types
-                raise BackendError(f"openvino could not convert {onnx_path.name}: {exc}") from None
-            # shared: NNCF quantizes the model with the family's int8 weights bound (shared_int8)
-            maps = bind_openvino_weights(model, onnx_path) if share else []
-            model, facts["quantization"] = _quantize(model, onnx_path, options.calibration, compress=not share)
-            shared: dict[str, dict] = {}
-            if share:
-                shared, found = detach_openvino_weights(model, onnx_path, Path(options.out_dir))
-                facts.update(found)
-                if shared:      # the binding table travels in the IR (compressed with it), not the sidecar
-                    model.set_rt_info(json.dumps(shared, sort_keys=True, separators=(",", ":")), [SHARED_TABLE])
-            with Staging(options.out_dir) as stage:
-                ov.save_model(model, str(stage.path(xml)), compress_to_fp16=False)
-                canonical_layer_names(stage.path(xml))
-                if shared:          # a graph that runs only with its weights bound: stored compressed
-                    xml, weights = compress_graph(stage.path(xml)), compress_graph(stage.path(weights))
-                stage.commit([weights, xml])       # the .bin before the .xml that reads it
-            maps.clear()      # the twin's maps the bound weights read, kept until saved
-            artifact = Artifact(backend=self.name, precision=precision, files=[xml, weights, *shared],
-                                root=Path(options.out_dir), runtime=runtime, facts=facts)
+            artifact = self._compile_ir(ov, onnx_path, stem, precision, settings, options, facts, runtime)
         session = OvSession(artifact.path, artifact.runtime, artifact.root)
         facts["execution_precision"] = session.execution_precision
         if precision in HINTS and session.execution_precision != HINTS[precision]:
             facts["execution_note"] = (f"asked for {HINTS[precision]}, this device runs "
                                        f"{session.execution_precision} (no native {HINTS[precision]})")
         return finalize(artifact, session, options.check)
+
+    def _compile_ir(self, ov, onnx_path: Path, stem: str, precision: str, settings, options: CompileOptions,
+                    facts: dict, runtime: dict) -> Artifact:
+        """An IR of the point whose weights are Parameters bound at load to the family's twin:
+        its float16 twin for fp16/bf16 (`half_ir`), its int8 twin for int8 (NNCF's
+        quantization of the point with those weights bound, `bind_openvino_weights`,
+        `detach_openvino_weights`); the IR is then only a graph and stored compressed. int8
+        with ``int8_weights = "embedded"``: NNCF's own IR, its weights in it."""
+        out_dir = Path(options.out_dir)
+        if precision in HALF_PRECISIONS:
+            files, found = half_ir(onnx_path, out_dir, stem)
+        else:
+            share = int8_weights(settings, self.name) == "shared"
+            model = _read_model(ov, onnx_path)
+            # shared: NNCF quantizes the model with the family's int8 weights bound (shared_int8)
+            maps = bind_openvino_weights(model, onnx_path) if share else []
+            model, facts["quantization"] = _quantize(model, onnx_path, options.calibration, compress=not share)
+            shared, found = detach_openvino_weights(model, onnx_path, out_dir) if share else ({}, {})
+            files = _save_ir(ov, model, shared, out_dir, stem)
+            maps.clear()      # the twin's maps the bound weights read, kept until saved
+        facts.update(found)
+        return Artifact(backend=self.name, precision=precision, files=files, root=out_dir, runtime=runtime,
+                        facts=facts)
 
     # ---------------------------------------------------------------- runtime
 
@@ -216,6 +225,48 @@ class OpenVinoBackend(Backend):
     def open(self, artifact, **overrides: Any) -> "OvSession":
         art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
         return OvSession(art.path, {**art.runtime, **overrides}, art.root)
+
+
+def _read_model(ov, onnx_path: Path):
+    """The point as OpenVINO reads it: read_model, not convert_model, whose constants are the
+    ONNX's tensors as stored (convert_model transposes MatMul weights), so they can be found
+    in the family's files."""
+    try:
+        return ov.Core().read_model(str(onnx_path))
+    except Exception as exc:  # noqa: BLE001 - the frontend raises its own types
+        raise BackendError(f"openvino could not convert {onnx_path.name}: {exc}") from None
+
+
+def _save_ir(ov, model, shared: dict, out_dir: Path, stem: str) -> list[str]:
+    """Save `model` as `stem`.xml/.bin in `out_dir` (canonical layer names); one whose weights
+    are bound at load (`shared`, the binding table, carried in its rt_info) is stored
+    xz-compressed. Returns its files, then the family's files the table reads."""
+    xml, weights = stem + ".xml", stem + ".bin"
+    if shared:      # the binding table travels in the IR (compressed with it), not the sidecar
+        model.set_rt_info(json.dumps(shared, sort_keys=True, separators=(",", ":")), [SHARED_TABLE])
+    with Staging(out_dir) as stage:
+        ov.save_model(model, str(stage.path(xml)), compress_to_fp16=False)
+        canonical_layer_names(stage.path(xml))
+        if shared:          # a graph that runs only with its weights bound: stored compressed
+            xml, weights = compress_graph(stage.path(xml)), compress_graph(stage.path(weights))
+        stage.commit([weights, xml])       # the .bin before the .xml that reads it
+    return [xml, weights, *shared]
+
+
+def half_ir(onnx_path: Path, out_dir: Path, stem: str) -> tuple[list[str], dict[str, Any]]:
+    """Write the fp16/bf16 IR of the point at `onnx_path` (the same IR for both: the precision
+    is the session's hint) into `out_dir` as `stem`.xml.xz/.bin.xz: OpenVINO's float16
+    compression of the point, MatMul weights marked for decompression, every tensor of the
+    family bound at load to its float16 twin (`detach_half_weights`). Returns (its files, then
+    the family's files it reads; facts)."""
+    import openvino as ov
+    from openvino._offline_transformations import compress_model_transformation
+
+    model = _read_model(ov, Path(onnx_path))
+    compress_model_transformation(model)     # float16 Constants, each Convert marked as decompression
+    _decompress_matmul_weights_only(model)
+    shared, facts = detach_half_weights(model, Path(onnx_path), Path(out_dir))
+    return _save_ir(ov, model, shared, Path(out_dir), stem), facts
 
 
 # A name OpenVINO made up for a node it created (convert_model, compression, NNCF): the node
@@ -234,6 +285,32 @@ def canonical_layer_names(xml_path: Path) -> None:
     path = Path(xml_path)
     text = path.read_bytes()
     path.write_bytes(_GENERATED_NAME.sub(lambda m: m[1] + m[3] + b"_" + m[2] + m[4], text))
+
+
+def _decompress_matmul_weights_only(model) -> int:
+    """Keep OpenVINO's decompression mark only on the Converts of MatMul weights (input 1, what
+    the CPU plugin decompresses inside its FullyConnected kernels); every other float16
+    Constant gets a plain Convert, which the plugin folds to float32 when it compiles (the
+    norms, biases, position tables, latents and the patch embedding: a few MB). With every
+    Convert marked, openvino 2026.4's CPU plugin in bf16 gave right logits on a compiled
+    model's first inference and wrong ones after (max abs difference 0.008, then up to 4.3,
+    on the demo's t16_w48_d3; tested). Returns the marks kept."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    kept = 0
+    for node in model.get_ordered_ops():
+        if node.get_type_name() != "Convert" or not any(k.startswith("decompression") for k in node.get_rt_info().keys()):
+            continue
+        readers = [(t.get_node().get_type_name(), t.get_index()) for t in node.output(0).get_target_inputs()]
+        if readers and all(r == ("MatMul", 1) for r in readers):
+            kept += 1
+            continue
+        plain = ops.convert(node.input_value(0), ov.Type.f32)
+        for target in node.output(0).get_target_inputs():
+            target.replace_source_output(plain.output(0))
+    model.validate_nodes_and_infer_types()
+    return kept
 
 
 def _quantize(model, onnx_path: Path, calibration: np.ndarray | None, compress: bool):
