@@ -228,7 +228,7 @@ def _compact(model, named: set[str]) -> None:
 
 
 STAND_IN = "adaexport_stand_in_"    # a zero tensor the quantizer reads in place of a group of weights
-WEIGHT_READERS = {"MatMul": 1, "Gemm": 1, "Conv": 1}    # op -> the input its quantized weight comes in at
+WEIGHT_READERS = ("MatMul", "Gemm", "Conv")    # the ops whose input 1, a weight, the quantizer quantizes per channel
 
 
 class StandInError(BackendError):
@@ -258,8 +258,8 @@ def write_stand_ins(source: Path, dst: Path) -> int:
                 for n in nodes}
         if tensor.data_location == onnx.TensorProto.EXTERNAL and tensor.data_type == onnx.TensorProto.FLOAT \
                 and nodes and len(keys) == 1 and all(
-                    WEIGHT_READERS.get(n.op_type) == i and n.input[0] != tensor.name
-                    for n in nodes for i, name in enumerate(n.input) if name == tensor.name):
+                    n.op_type in WEIGHT_READERS and i == 1 for n in nodes for i, name in enumerate(n.input)
+                    if name == tensor.name):
             key = keys.pop()
             if key not in stand_ins:
                 stand_ins[key] = onnx.numpy_helper.from_array(np.zeros(key[0], np.float32),
