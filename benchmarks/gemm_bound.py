@@ -1,0 +1,114 @@
+"""What bounds the published model's GEMMs on this CPU, 1 thread: compute or memory.
+
+``python benchmarks/gemm_bound.py`` prints, best of several calls each:
+
+* one MatMul of the model's shapes (and 2048^3, the roofline's own) in torch, ONNX Runtime
+  and OpenVINO, GFLOP/s: whether the engines' kernels reach the roofline's GEMM rate;
+* a chain of 42 distinct Gemm weights (as the model's blocks read them: every weight once
+  per run) at 32 and 256 rows, ONNX Runtime and torch eager: at 32 rows a weight byte
+  carries 16 FLOPs, so the chain streams its weights from memory;
+* the machine's one-thread read bandwidth (numpy sum of 300 MB).
+
+bench_speed's roofline is FLOPs over the GEMM rate, which leaves memory out; this says where
+that roofline cannot be reached. Timing only: run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def _best(call, n: int = 10) -> float:
+    call()
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _session(model):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def single_matmuls(rng) -> None:
+    import openvino as ov
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    print("one MatMul, GFLOP/s          torch    ORT     OpenVINO")
+    for m, k, n in ((2048, 2048, 2048), (256, 832, 2496), (256, 832, 2138), (256, 2138, 832), (32, 832, 2496),
+                    (32, 416, 1069)):
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        w = rng.standard_normal((k, n)).astype(np.float32)
+        graph = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"])], "g",
+                                  [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
+                                  [numpy_helper.from_array(w, "w")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        session = _session(model)
+        core = ov.Core()
+        request = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU",
+                                     {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"}
+                                     ).create_infer_request()
+        ta, tw = torch.from_numpy(a), torch.from_numpy(w)
+        flops = 2 * m * k * n / 1e9
+        rates = [flops / _best(call, 20) for call in (lambda: torch.mm(ta, tw), lambda: session.run(None, {"a": a}),
+                                                      lambda: request.infer({0: a}))]
+        print(f"{m} x {k} x {n}".ljust(28), "  ".join(f"{r:7.1f}" for r in rates))
+
+
+def weight_chains(rng, layers: int = 42) -> None:
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    print(f"a chain of {layers} distinct Gemm weights, GFLOP/s")
+    for m, k, n in ((32, 416, 1069), (256, 832, 2138)):
+        nodes, weights, previous = [], [], "x"
+        for i in range(layers):
+            rows, cols = (n, k) if i % 2 == 0 else (k, n)
+            weights.append((rng.standard_normal((rows, cols)) * 0.02).astype(np.float32))
+            nodes.append(helper.make_node("Gemm", [previous, f"w{i}"], [f"y{i}"], transB=1))
+            previous = f"y{i}"
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+                                  [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [m, k])],
+                                  [numpy_helper.from_array(w, f"w{i}") for i, w in enumerate(weights)])
+        session = _session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        tx, tws = torch.from_numpy(x), [torch.from_numpy(w) for w in weights]
+
+        def eager():
+            y = tx
+            for w in tws:
+                y = y @ w.t()
+
+        flops = 2 * m * k * n * layers / 1e9
+        megabytes = sum(w.nbytes for w in weights) / 1e6
+        print(f"  {m} rows, {k} x {n}, {megabytes:.0f} MB of weights: ONNX Runtime "
+              f"{flops / _best(lambda: session.run(None, {'x': x})):.1f}, torch eager {flops / _best(eager):.1f}")
+
+
+def read_bandwidth() -> None:
+    data = np.ones(75_000_000, np.float32)
+    print(f"one-thread read bandwidth (numpy sum of 300 MB): {data.nbytes / _best(data.sum, 5) / 1e9:.1f} GB/s")
+
+
+def main() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    single_matmuls(rng)
+    weight_chains(rng)
+    read_bandwidth()
+
+
+if __name__ == "__main__":
+    main()
