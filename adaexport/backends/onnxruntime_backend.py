@@ -337,16 +337,18 @@ class OnnxRuntimeBackend(Backend):
         quantize the point itself instead. The files the engine reads besides itself."""
         from .shared_int8 import StandInError
 
-        for stand_ins in (True, False):
-            try:
-                facts.update(quantize_qdq(onnx_path, qdq, options.calibration, symmetric_activations=False,
-                                          reduce_range=reduce_range, stand_ins=stand_ins))
-                facts["quantization"]["weights_quantized"] = ("stand-ins (the family's int8 weights replace them)"
-                                                              if stand_ins else "the point's own")
-                return self._share_int8(qdq, onnx_path, Path(options.out_dir), facts, runtime, qmax, stand_ins)
-            except StandInError as exc:
-                log.debug("%s: %s; quantizing its own weights", onnx_path.name, exc)
-        raise AssertionError("unreachable")
+        def quantize_and_share(stand_ins: bool) -> list[str]:
+            facts.update(quantize_qdq(onnx_path, qdq, options.calibration, symmetric_activations=False,
+                                      reduce_range=reduce_range, stand_ins=stand_ins))
+            facts["quantization"]["weights_quantized"] = ("stand-ins (the family's int8 weights replace them)"
+                                                          if stand_ins else "the point's own")
+            return self._share_int8(qdq, onnx_path, Path(options.out_dir), facts, runtime, qmax, stand_ins)
+
+        try:
+            return quantize_and_share(stand_ins=True)
+        except StandInError as exc:
+            log.debug("%s: %s; quantizing its own weights", onnx_path.name, exc)
+        return quantize_and_share(stand_ins=False)
 
     @staticmethod
     def _share_int8(qdq: Path, onnx_path: Path, out_dir: Path, facts: dict, runtime: dict, qmax: int,

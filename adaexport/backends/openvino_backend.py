@@ -287,30 +287,27 @@ def canonical_layer_names(xml_path: Path) -> None:
     path.write_bytes(_GENERATED_NAME.sub(lambda m: m[1] + m[3] + b"_" + m[2] + m[4], text))
 
 
-def _decompress_matmul_weights_only(model) -> int:
+def _decompress_matmul_weights_only(model) -> None:
     """Keep OpenVINO's decompression mark only on the Converts of MatMul weights (input 1, what
     the CPU plugin decompresses inside its FullyConnected kernels); every other float16
     Constant gets a plain Convert, which the plugin folds to float32 when it compiles (the
     norms, biases, position tables, latents and the patch embedding: a few MB). With every
     Convert marked, openvino 2026.4's CPU plugin in bf16 gave right logits on a compiled
     model's first inference and wrong ones after (max abs difference 0.008, then up to 4.3,
-    on the demo's t16_w48_d3; tested). Returns the marks kept."""
+    on the demo's t16_w48_d3; tested)."""
     import openvino as ov
     from openvino import opset13 as ops
 
-    kept = 0
     for node in model.get_ordered_ops():
         if node.get_type_name() != "Convert" or not any(k.startswith("decompression") for k in node.get_rt_info().keys()):
             continue
         readers = [(t.get_node().get_type_name(), t.get_index()) for t in node.output(0).get_target_inputs()]
         if readers and all(r == ("MatMul", 1) for r in readers):
-            kept += 1
             continue
         plain = ops.convert(node.input_value(0), ov.Type.f32)
         for target in node.output(0).get_target_inputs():
             target.replace_source_output(plain.output(0))
     model.validate_nodes_and_infer_types()
-    return kept
 
 
 def _quantize(model, onnx_path: Path, calibration: np.ndarray | None, compress: bool):

@@ -73,16 +73,13 @@ def _augmented(model, names: list[str]) -> list[str]:
     from onnx import helper
 
     index = {name: i for i, name in enumerate(names)}
-    outputs: list[str] = []
+    outputs = [f"calibration_{i}_{op}" for i in range(len(names)) for op in ("ReduceMin", "ReduceMax")]
+    model.graph.output.extend(helper.make_empty_tensor_value_info(out) for out in outputs)
 
     def reducers(name: str) -> list:
-        made = []
-        for op in ("ReduceMin", "ReduceMax"):
-            out = f"calibration_{index[name]}_{op}"
-            made.append(helper.make_node(op, [name], [out], name=out, keepdims=1))
-            model.graph.output.append(helper.make_empty_tensor_value_info(out))
-            outputs.append(out)
-        return made
+        return [helper.make_node(op, [name], [f"calibration_{index[name]}_{op}"],
+                                 name=f"calibration_{index[name]}_{op}", keepdims=1)
+                for op in ("ReduceMin", "ReduceMax")]
 
     nodes = [r for value in model.graph.input if value.name in index for r in reducers(value.name)]
     for node in model.graph.node:
@@ -90,7 +87,7 @@ def _augmented(model, names: list[str]) -> list[str]:
         nodes += [r for out in node.output if out in index for r in reducers(out)]
     del model.graph.node[:]
     model.graph.node.extend(nodes)
-    return sorted(outputs, key=lambda out: int(out.split("_")[1]))    # stable: min, then max, per tensor
+    return outputs
 
 
 def minmax_ranges(src: Path, batches: Sequence[np.ndarray], input_name: str, op_types: Sequence[str], *,

@@ -119,14 +119,23 @@ def _twin_slot(twin, floats: dict[str, Any], name: str) -> tuple[Any, tuple, int
     return locate(twin, offset, length, dims), dims, length
 
 
+def _family_file(floats: dict[str, Any], source: Path) -> tuple[Path | None, str | None]:
+    """(the one family weights file the point at `source` reads its external tensors `floats`
+    from, None) or (None, why there is none)."""
+    locations = sorted({external_entry(t)[0] for t in floats.values()})
+    if len(locations) != 1:
+        return None, "the point reads no family weights" if not locations else "the point reads several weights files"
+    return Path(source).parent / locations[0], None
+
+
 def _family_twin(floats: dict[str, Any], source: Path, qmax: int):
     """(the family's int8 twin the point at `source` reads, None) or (None, why there is none)."""
     from .int8_twin import int8_twin
 
-    locations = sorted({external_entry(t)[0] for t in floats.values()})
-    if not locations:
-        return None, "the point reads no family weights"
-    twin = int8_twin(Path(source).parent / locations[0], qmax) if len(locations) == 1 else None
+    weights, why = _family_file(floats, source)
+    if weights is None:
+        return None, why
+    twin = int8_twin(weights, qmax)
     return (twin, None) if twin is not None else (None, "the family has no tensor table (exported by an older "
                                                          "adaexport)")
 
@@ -325,12 +334,12 @@ def _unshare(model, point) -> set[str]:
     return set(placeholders)
 
 
-def _kept(quantized: str, placeholders: set[str]) -> int:
-    """1: the quantizer's int8 copy of a weight stays in the engine; StandInError where that is
-    a placeholder (`_unshare`), which holds no values."""
-    if quantized in placeholders:
-        raise StandInError(f"the stand-in weight behind {quantized} cannot read the family's int8 twin")
-    return 1
+def _refuse_placeholders(names, placeholders: set[str]) -> None:
+    """StandInError where one of `names` is a placeholder (`_unshare`): it holds no values, so
+    a stand-in weight the twin does not replace cannot stay in the engine."""
+    left = sorted(set(names) & placeholders)
+    if left:
+        raise StandInError(f"the stand-in weight behind {left[0]} cannot read the family's int8 twin")
 
 
 def share_weights(qdq: Path, source: Path, qmax: int = 127, stand_ins: bool = False) -> dict[str, Any]:
@@ -396,7 +405,7 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127, stand_ins: bool = Fa
         if len(node.input) < 3 or slot is None or any(i not in inits for i in node.input) \
                 or inits[node.input[0]].data_type != onnx.TensorProto.INT8 \
                 or inits[node.input[2]].data_type != onnx.TensorProto.INT8:
-            kept += _kept(node.input[0], placeholders)
+            kept += 1
             continue
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
         if slot.axis is not None:
@@ -405,7 +414,7 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127, stand_ins: bool = Fa
             channels = s_len // 4
             biases = _bias_quantizers(qdq_model, node, node.input[1], float_bias, zeros)
             if axis != slot.axis or list(inits[node.input[1]].dims) != [channels] or biases is None:
-                kept += _kept(node.input[0], placeholders)
+                kept += 1
                 continue
             replace[node.input[0]] = _external(node.input[0], onnx.TensorProto.INT8, dims, twin_file, q_at, q_len)
             replace[node.input[1]] = _external(node.input[1], onnx.TensorProto.FLOAT, [channels], twin_file, s_at,
@@ -421,7 +430,7 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127, stand_ins: bool = Fa
         # a tensor the family keeps in float32 that this quantizer quantized: QuantizeLinear of
         # the twin's float copy at load, where that gives exactly the quantizer's bytes
         if node.input[0] in placeholders:
-            kept += _kept(node.input[0], placeholders)
+            kept += 1
         weights = read_array(twin.path, slot.at, "<f4", dims)
         stored, scale, zero_point = (qdq_model.array(i) for i in node.input[:3])
         if name in inits or stored.dtype != np.int8 or stored.shape != dims \
@@ -432,8 +441,7 @@ def share_weights(qdq: Path, source: Path, qmax: int = 127, stand_ins: bool = Fa
         replace[name] = twin_float(name, slot, length)
         quantize_nodes.append(helper.make_node("QuantizeLinear", [name, node.input[1], node.input[2]],
                                                [node.input[0]], name=f"{name}_QuantizeLinear", axis=axis))
-    for name in placeholders - set(replace):
-        _kept(name, placeholders)
+    _refuse_placeholders(placeholders - set(replace), placeholders)     # a stand-in the twin did not replace
     # the float tensors the quantizer left as they were (embedded in its output): read from the twin
     for name, tensor in inits.items():
         if name in replace or name not in floats or tensor.data_type != onnx.TensorProto.FLOAT:
@@ -686,11 +694,10 @@ def detach_half_weights(model, source: Path, out_dir: Path) -> tuple[dict[str, d
     from .onnx_tensors import family_relpath
 
     floats = float_weights(source)
-    locations = sorted({external_entry(t)[0] for t in floats.values()})
-    if len(locations) != 1:
-        return {}, {"weights": "embedded float16 (the point reads no single family weights file)",
-                    "shared_tensors": 0, "embedded_tensors": len(floats)}
-    half = half_weights(Path(source).parent / locations[0])
+    weights, why = _family_file(floats, source)
+    if weights is None:
+        return {}, {"weights": f"embedded float16 ({why})", "shared_tensors": 0, "embedded_tensors": len(floats)}
+    half = half_weights(weights)
     entries: dict[str, Any] = {}
     params: dict[str, Any] = {}
     for node, name in list(_family_constants(model, source, floats, half)):
