@@ -15,7 +15,7 @@ in one external-data file shared by the whole family (`WeightStore`):
 
 The weights file holds exactly the tensors of the model's full point (all tokens,
 full width, every block) and the few image-independent constants that only the model's
-other trained token counts use (read-in queries, attention mask), whatever the grid: it
+other trained token counts use (their read-in queries), whatever the grid: it
 depends only on the model, the attention mode, the batch and the exporter, so each point
 can be exported (and cached, and resumed) on its own against it. A point at an untrained
 token count keeps such constants embedded in its .onnx file.
@@ -84,9 +84,9 @@ def build_weights(model: AdaPerceiver, *, attention: str | None, batch: int = 1,
     order; those templates are appended to `templates`, when given, for the points of each
     token count to be cut from.
 
-    The graphs of fewer tokens hold a few constants of their own (read-in queries,
-    attention mask: ~2 MB in all at published size, where each of the trained grid's 63
-    points per token count would otherwise embed its copy, ~120 MB over the grid)."""
+    The graphs of fewer tokens hold a few constants of their own (read-in queries: ~2 MB in
+    all at published size, where each of the trained grid's 63 points per token count would
+    otherwise embed its copy, ~120 MB over the grid)."""
     from .export_depths import tapped_template
 
     _check_weights_name(weights_name)

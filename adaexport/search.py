@@ -131,9 +131,10 @@ def search_document(loaded, dataset: str, digest: str, samples: int, plan, accur
     from .model.flops import count_flops, count_params, count_search_flops
 
     cfg = loaded.config
-    configurations = [{"id": p.id, "point": p.as_dict(), "flops": count_flops(cfg, p), "params": count_params(cfg, p),
-                       "top1": top1, "top5": top5} for p, (top1, top5) in sorted(accuracy.items())]
-    full_flops = count_flops(cfg, ConfigPoint.full(cfg))
+    configurations = [{"id": p.id, "point": p.as_dict(), "flops": count_flops(cfg, p, attention=plan.attention),
+                       "params": count_params(cfg, p), "top1": top1, "top5": top5}
+                      for p, (top1, top5) in sorted(accuracy.items())]
+    full_flops = count_flops(cfg, ConfigPoint.full(cfg), attention=plan.attention)
     search_flops = count_search_flops(cfg, plan.runs, list(plan.widths), list(plan.depths))
     return {
         "schema": SEARCH_SCHEMA,

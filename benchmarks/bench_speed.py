@@ -16,8 +16,9 @@ engine's intra-op pool):
 
 Point by point (a point's engines are open together, then closed, so memory holds one
 point's sessions), rounds are interleaved (eager, then each engine of the point, per round)
-so that drift in the machine's speed lands on all of them alike; a round times ``calls`` runs
-of each and keeps their median. Reported per engine kind: engine / eager and engine /
+so that drift in the machine's speed lands on all of them alike, each after a pause
+(``SETTLE_S``) that lets the previous runtime's threads stop spinning; a round times ``calls``
+runs of each and keeps their median. Reported per engine kind: engine / eager and engine /
 roofline, per round, as median and min..max over the rounds, for the worst point of the
 family (named in the note, every point in ``--json``). Under 1 means faster than eager; the
 roofline is the fp32 GEMM rate's, so reduced-precision engines can go under 1.
@@ -36,6 +37,12 @@ from bench_common import Context, ratio_row, value_row
 NAME = "speed"
 ROUNDS = 5
 CALLS = 5
+# A pause before each runtime's turn. With more than one thread, the runtime timed just before
+# keeps its pool's threads spinning for a while (ONNX Runtime's by default): with no spare core
+# that time is taken from the next one. Measured on 2 cores, OpenVINO fp32 at the published
+# t32_w832_d6 right after an ONNX Runtime run: 44.5 ms, 33.5 ms after a 20 ms pause, 26.8 ms
+# after 100 ms, 25.6 ms alone.
+SETTLE_S = 0.2
 
 
 def gemm_rate(threads: int, n: int = 2048, repeats: int = 5) -> float:
@@ -96,8 +103,10 @@ def _time_point(model, point, sessions: dict, tensor, feeds: dict, rounds: int, 
         session.run(feeds)
     times: dict[str, list[float]] = {}
     for _ in range(rounds):
+        time.sleep(SETTLE_S)
         times.setdefault("eager", []).append(_median_call(forward, calls))
         for engine_id, session in sessions.items():
+            time.sleep(SETTLE_S)
             times.setdefault(engine_id, []).append(_median_call(lambda: session.run(feeds), calls))
     return times
 
@@ -135,7 +144,8 @@ def latency_rows(ctx: Context, out: Path, manifest: dict, rounds: int, calls: in
     kinds: dict[str, dict[str, dict]] = {}
     for name, engines in by_point.items():
         p = points[name]
-        roofline = count_flops(ctx.loaded.config, ConfigPoint(p.tokens, p.width, p.depth)) / rate
+        roofline = count_flops(ctx.loaded.config, ConfigPoint(p.tokens, p.width, p.depth),
+                               attention=ctx.attention) / rate
         eager = times[name]["eager"]
         for e in engines:
             mine = times[name][e["id"]]

@@ -20,17 +20,22 @@ import time
 import numpy as np
 
 
-def _best(call, n: int = 10) -> float:
+def call_times(call, n: int) -> list[float]:
+    """Seconds of each of n calls, after one untimed call."""
     call()
     times = []
     for _ in range(n):
         start = time.perf_counter()
         call()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return times
 
 
-def _session(model):
+def _best(call, n: int = 10) -> float:
+    return min(call_times(call, n))
+
+
+def one_thread_session(model):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -38,8 +43,18 @@ def _session(model):
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def single_matmuls(rng) -> None:
+def one_thread_runtimes(model):
+    """(an ONNX Runtime session, an OpenVINO fp32 infer request) of `model`, 1 thread each."""
     import openvino as ov
+
+    core = ov.Core()
+    request = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU",
+                                 {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"}
+                                 ).create_infer_request()
+    return one_thread_session(model), request
+
+
+def single_matmuls(rng) -> None:
     import torch
     from onnx import TensorProto, helper, numpy_helper
 
@@ -53,11 +68,7 @@ def single_matmuls(rng) -> None:
                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
                                   [numpy_helper.from_array(w, "w")])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        session = _session(model)
-        core = ov.Core()
-        request = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU",
-                                     {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"}
-                                     ).create_infer_request()
+        session, request = one_thread_runtimes(model)
         ta, tw = torch.from_numpy(a), torch.from_numpy(w)
         flops = 2 * m * k * n / 1e9
         rates = [flops / _best(call, 20) for call in (lambda: torch.mm(ta, tw), lambda: session.run(None, {"a": a}),
@@ -80,7 +91,7 @@ def weight_chains(rng, layers: int = 42) -> None:
         graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
                                   [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [m, k])],
                                   [numpy_helper.from_array(w, f"w{i}") for i, w in enumerate(weights)])
-        session = _session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+        session = one_thread_session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
         x = rng.standard_normal((m, k)).astype(np.float32)
         tx, tws = torch.from_numpy(x), [torch.from_numpy(w) for w in weights]
 

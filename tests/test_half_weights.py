@@ -67,3 +67,24 @@ def test_the_twin_is_made_once_and_follows_the_weights(point):
     new_half = half_weights(weights)
     assert new_half != half and new_half.parent == half.parent
     assert np.fromfile(new_half, dtype="<f2", count=1, offset=offset // 2 + 14)[0] == np.float16(2.5)
+
+
+def test_a_tensor_float16_cannot_hold_stays_in_the_half_ir(point, tmp_path):
+    """OpenVINO's own float16 compression keeps W2 (1e5) otherwise than the twin's infinity: the IR
+    keeps its own copy of it, and only W is bound to the twin."""
+    pytest.importorskip("openvino")
+    import lzma
+
+    import openvino as ov
+
+    from adaexport.backends.openvino_backend import half_ir
+
+    out = tmp_path / "engines"
+    out.mkdir()
+    files, facts = half_ir(point["path"], out, "p-openvino-fp16")
+    assert facts["shared_tensors"] == 1 and facts["embedded_tensors"] == 1
+    xml, weights, half = files
+    core = ov.Core()
+    model = core.read_model(lzma.decompress((out / xml).read_bytes()), lzma.decompress((out / weights).read_bytes()))
+    bound = [p.get_friendly_name() for p in model.get_parameters() if p.get_friendly_name() != "x"]
+    assert len(bound) == 1 and bound[0].endswith("W") and half.startswith("../onnx/weights-fp16-")

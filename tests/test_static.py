@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from adaexport.model.config import ffn_hidden
+from adaexport.model import layers
+from adaexport.model.layers import additive_mask, block_causal_mask, prefix_runs
 from adaexport.model.static import specialize
 from adaexport.space import ConfigPoint, build_grid
 
@@ -50,22 +52,44 @@ def test_contents_are_static(conformance_models):
         assert block.ffn.fc1.weight.shape == (hidden, cfg.embed_dim)
     buffers = dict(static.named_buffers())
     assert buffers["rope_cos"].shape == (40, cfg.head_dim) and buffers["rope_cos"].dtype == torch.float32
-    assert buffers["attn_bias"].shape == (40, 40)
+    assert "attn_mask" not in buffers and static.attn_mask == ((0, 16, 16), (16, 32, 32), (32, 40, 40))
     assert buffers["read_queries"].shape == (1, cfg.num_heads, 40, cfg.head_dim)
     assert buffers["write_queries"].shape == (1, cfg.num_heads, 1, cfg.head_dim)
     assert buffers["pos_embed"].shape == (1, cfg.num_patches, cfg.embed_dim)
     assert not any(t.is_complex() for t in [*static.parameters(), *static.buffers()])
     # the image-independent query projections were folded away
     assert not hasattr(static.read_head.cattn, "q") and not hasattr(static.write_head.cattn, "q")
-    assert specialize(model, point, "full").attn_bias is None
+    assert specialize(model, point, "full").attn_mask is None
 
 
-def test_block_mask_constant_is_block_causal(conformance_models):
+def test_block_mask_is_runs_of_key_prefixes(conformance_models):
     model = conformance_models["classification"].model  # grans 16, 32, 48, 64
-    allowed = specialize(model, ConfigPoint(40, 64, 1), "block").attn_bias == 0
-    assert allowed[0, :16].all() and not allowed[0, 16:].any()
-    assert allowed[20, :32].all() and not allowed[20, 32:].any()
-    assert allowed[39].all()  # 40 is not a granularity: the last block is [32, 40)
+    # 40 is not a granularity: the last block is [32, 40)
+    assert specialize(model, ConfigPoint(40, 64, 1), "block").attn_mask == ((0, 16, 16), (16, 32, 32), (32, 40, 40))
+    assert specialize(model, ConfigPoint(16, 64, 1), "block").attn_mask == ((0, 16, 16),)
+
+
+def test_prefix_runs_only_for_masks_of_key_prefixes():
+    causal = torch.tril(torch.ones(4, 4, dtype=torch.bool))
+    assert prefix_runs(causal) == ((0, 1, 1), (1, 2, 2), (2, 3, 3), (3, 4, 4))
+    assert prefix_runs(torch.ones(3, 3, dtype=torch.bool)) == ((0, 3, 3),)
+    assert prefix_runs(~causal) is None                      # suffixes
+    assert prefix_runs(torch.eye(3, dtype=torch.bool)) is None
+    empty_row = causal.clone()
+    empty_row[0, 0] = False
+    assert prefix_runs(empty_row) is None                    # a row that sees nothing stays a mask
+
+
+def test_attention_over_prefix_runs_equals_the_masked_attention():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 3, 40, 8) for _ in range(3))
+    allowed = block_causal_mask(40, (16, 32))
+    runs = prefix_runs(allowed)
+    assert len(runs) == 3
+    masked = layers.attention(q, k, v, additive_mask(allowed))
+    assert torch.allclose(layers.attention(q, k, v, runs), masked, rtol=0, atol=1e-6)
+    # a single run over every key is the unmasked attention itself
+    assert torch.equal(layers.attention(q, k, v, ((0, 40, 40),)), layers.attention(q, k, v, None))
 
 
 def test_export_resolution_resamples_the_position_table_once(conformance_models):

@@ -13,6 +13,7 @@ from .config import AdaPerceiverConfig, ffn_hidden
 from .layers import (
     CrossAttentionHead,
     Mlp,
+    PrefixRuns,
     ProcessBlock,
     additive_mask,
     apply_rope,
@@ -143,7 +144,7 @@ def query_heads(head: CrossAttentionHead, queries: torch.Tensor,
 
 
 def process_block(block: ProcessBlock, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                  bias: torch.Tensor | None, hidden: int | None) -> torch.Tensor:
+                  bias: torch.Tensor | PrefixRuns | None, hidden: int | None) -> torch.Tensor:
     attn = block.attn
     h = block.norm1(x)
     q = apply_rope(attn.heads(attn.q(h)), cos, sin)

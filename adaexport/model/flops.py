@@ -6,15 +6,18 @@ them: element-wise work (norms, softmax, GELU, RoPE, additions) is not counted,
 and the image-independent products folded into constants by `specialize` (latent
 and output queries) are not performed at all.
 
-The paper's FLOPs table leaves out the products inside the blocks' self-attention
-(q k^T and the weighted sum of v, 2 N^2 D per block); `attention_scores=False`
-reproduces that convention (to within 0.5%).
+The blocks' self-attention (q k^T and the weighted sum of v) is 2 D MACs per scored
+(query, key) pair: N^2 pairs in `full` mode; under the block-causal mask, each run of query
+rows with its key prefix (`layers.prefix_runs`: the static graph computes nothing else). The
+paper's FLOPs table leaves these products out; `attention_scores=False` reproduces that
+convention (to within 0.5%).
 """
 
 from __future__ import annotations
 
 from .point import ConfigPoint
 from .config import AdaPerceiverConfig, ffn_hidden
+from .layers import block_causal_mask, prefix_runs
 
 
 def _adapter_macs(cfg: AdaPerceiverConfig, rows: int, out_dim: int, use_ffn: bool) -> int:
@@ -34,10 +37,16 @@ def _read_macs(cfg: AdaPerceiverConfig, n: int, patches: int) -> int:
     return 2 * patches * d * d + 2 * n * patches * d + n * d * d          # read-in: k, v; scores, mix; proj
 
 
-def _block_macs(cfg: AdaPerceiverConfig, n: int, width: int, attention_scores: bool) -> int:
+def score_pairs(cfg: AdaPerceiverConfig, n: int, attention: str) -> int:
+    """The (query, key) pairs a block's self-attention scores at n tokens in the static graph."""
+    runs = None if attention == "full" else prefix_runs(block_causal_mask(n, cfg.mask_token_grans))
+    return n * n if runs is None else sum((end - start) * keys for start, end, keys in runs)
+
+
+def _block_macs(cfg: AdaPerceiverConfig, n: int, width: int, pairs: int) -> int:
     d = cfg.embed_dim
     macs = 4 * n * d * d + 2 * n * d * ffn_hidden(width, cfg.ffn_ratio)  # projections, MLP
-    return macs + (2 * n * n * d if attention_scores else 0)             # ... and q k^T, weights x v
+    return macs + 2 * pairs * d                                           # ... and q k^T, weights x v
 
 
 def _write_keys_macs(cfg: AdaPerceiverConfig, n: int) -> int:
@@ -50,12 +59,14 @@ def _write_query_macs(cfg: AdaPerceiverConfig, n: int) -> int:
 
 
 def count_flops(cfg: AdaPerceiverConfig, point: ConfigPoint, image_size: int | None = None,
-                attention_scores: bool = True) -> int:
-    """FLOPs for one image at `point` (and `image_size`, default the trained size)."""
+                attention_scores: bool = True, attention: str | None = None) -> int:
+    """FLOPs for one image at `point` (and `image_size`, default the trained size) in `attention`
+    mode (default the checkpoint's own)."""
     d, n = cfg.embed_dim, point.tokens
     patches = ((image_size or cfg.img_size) // cfg.patch_size) ** 2
     macs = _embed_macs(cfg, patches) + _read_macs(cfg, n, patches)
-    macs += point.depth * _block_macs(cfg, n, point.width, attention_scores)
+    pairs = score_pairs(cfg, n, attention or cfg.default_attention) if attention_scores else 0
+    macs += point.depth * _block_macs(cfg, n, point.width, pairs)
     macs += _write_keys_macs(cfg, n) + _write_query_macs(cfg, n)
     if cfg.distilled:
         macs += patches * d * d                                         # feature queries
@@ -70,14 +81,15 @@ def count_search_flops(cfg: AdaPerceiverConfig, runs: dict[int, list[int]], widt
     the patch embedding once; per pass token count n (the keys of `runs`, each scoring the
     token counts it lists) the read-in once; per (n, width) the blocks up to the deepest
     depth, and after each scored depth the write-out keys of the n latents once and a
-    write-out query and the classifier per scored token count. Logits only."""
+    write-out query and the classifier per scored token count. Logits only. The passes run
+    the blocks with the additive mask, so every (query, key) pair is scored."""
     patches = ((image_size or cfg.img_size) // cfg.patch_size) ** 2
     macs = _embed_macs(cfg, patches)
     for n, scored in runs.items():
         macs += _read_macs(cfg, n, patches)
         per_depth = _write_keys_macs(cfg, n) + sum(_write_query_macs(cfg, g) for g in scored)
         macs += len(widths) * len(depths) * per_depth
-        macs += sum(max(depths) * _block_macs(cfg, n, w, True) for w in widths)
+        macs += sum(max(depths) * _block_macs(cfg, n, w, n * n) for w in widths)
     return 2 * macs
 
 

@@ -16,7 +16,9 @@ from torch.nn import functional as F
 
 def rope_tables(num_positions: int, head_dim: int, theta: float, max_positions: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Real cos/sin tables (N, head_dim) for positions 0..N-1, each angle repeated for
-    its interleaved channel pair; computed in float32 as the reference does.
+    its interleaved channel pair; computed in float32 as the reference does. The sin table
+    carries the rotation's sign: -sin on the pair's first channel, sin on its second
+    (`apply_rope`).
 
     From `max_positions` on, every frequency is divided by N / max_positions
     (position interpolation), so N positions span the trained range.
@@ -27,6 +29,7 @@ def rope_tables(num_positions: int, head_dim: int, theta: float, max_positions: 
     angles = torch.outer(torch.arange(num_positions, dtype=torch.float32), freqs)
     cos = torch.cos(angles).repeat_interleave(2, dim=-1)
     sin = torch.sin(angles).repeat_interleave(2, dim=-1)
+    sin[:, 0::2] = -sin[:, 0::2]
     return cos, sin
 
 
@@ -41,11 +44,17 @@ def fixed_shape(x: torch.Tensor) -> list[int]:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved channel pairs (2i, 2i+1) of x (..., N, head_dim)."""
+    """Rotate interleaved channel pairs (2i, 2i+1) of x (..., N, head_dim) by `rope_tables`:
+    (x0 cos - x1 sin, x1 cos + x0 sin).
+
+    The pairs are swapped and the sign is in the sin table (x1 * -sin is -(x1 * sin) to the
+    bit), so the graph is a Reshape, two Slices, a Concat and a Reshape. Negating a half and
+    stacking the halves again was nine ops, 6 ms of ONNX Runtime's 209 at the published
+    t256_w832_d6 (1 thread); a reversing Slice or a Gather costs ONNX Runtime 4-5x the Slices
+    and Concat. (A Split would do as well, but the dynamo exporter writes opset 18's.)"""
     *lead, dim = fixed_shape(x)
     pairs = x.reshape(*lead, dim // 2, 2)
-    rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).reshape(*lead, dim)
-    return x * cos + rotated * sin
+    return x * cos + torch.cat((pairs[..., 1:], pairs[..., :1]), dim=-1).reshape(*lead, dim) * sin
 
 
 def block_causal_mask(num_tokens: int, grans: tuple[int, ...]) -> torch.Tensor:
@@ -70,8 +79,46 @@ def additive_mask(mask: torch.Tensor) -> torch.Tensor:
     return torch.zeros(mask.shape, dtype=torch.float32).masked_fill(~mask, torch.finfo(torch.float32).min)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d) + bias) v over (B, H, N, d) tensors, as plain matmuls."""
+PrefixRuns = tuple[tuple[int, int, int], ...]
+
+
+def prefix_runs(mask: torch.Tensor) -> PrefixRuns | None:
+    """A boolean (N, N) mask in which every query row sees a prefix of the keys, as runs of rows
+    that see the same prefix: ((start, end, keys), ...); None where some row's keys are not a prefix.
+
+    The block-causal mask is such a mask. `attention` given the runs instead of the additive mask
+    computes each run over its prefix alone. That is exact: a masked score (float32's lowest) leaves
+    exp() as 0, so the runs drop only zero terms. It also skips the masked work (41% of the scores
+    at 256 tokens with the published granularities), and no Softmax sees a masked score. Those
+    scores cost ONNX Runtime's Softmax 7x on x86: exp() of anything below -87 goes through
+    subnormal numbers (benchmarks/README.md, "Attention without the mask").
+    """
+    keys = mask.sum(dim=-1).tolist()
+    prefix = torch.arange(mask.shape[-1])[None, :] < torch.tensor(keys)[:, None]
+    if not torch.equal(prefix, mask) or 0 in keys:
+        return None
+    runs, start = [], 0
+    for row in range(1, len(keys) + 1):
+        if row == len(keys) or keys[row] != keys[start]:
+            runs.append((start, row, int(keys[start])))
+            start = row
+    return tuple(runs)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+              bias: torch.Tensor | PrefixRuns | None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v over (B, H, N, d) tensors, as plain matmuls.
+
+    `bias` is an additive mask, or the `prefix_runs` of a boolean one: each run of query rows then
+    attends to its key prefix alone, and the outputs are concatenated."""
+    if isinstance(bias, tuple):
+        every = fixed_shape(k)[-2]
+        if len(bias) == 1 and bias[0][2] == every:
+            return attention(q, k, v, None)
+        queries = q.split([end - start for start, end, _ in bias], dim=-2)  # the runs cover every row, in order
+        return torch.cat([attention(rows, k if keys == every else k[..., :keys, :],
+                                    v if keys == every else v[..., :keys, :], None)
+                          for rows, (_, _, keys) in zip(queries, bias)], dim=-2)
     scores = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
     if bias is not None:
         scores = scores + bias

@@ -1,11 +1,11 @@
 """Static specialisation: one (tokens, width, depth, attention) point as a plain module.
 
 `specialize` returns a module whose forward is straight-line code over fixed shapes:
-sliced FFN weights, only the blocks it runs, real cos/sin rotary tables and the
-attention mask as constants, the position table at the export resolution, and every
-image-independent quantity (latents, read-in queries with RoPE, the write-out
-token and query) precomputed. It exports to ONNX without complex numbers, Resize or
-shape-dependent control flow.
+sliced FFN weights, only the blocks it runs, real cos/sin rotary tables as constants,
+the block-causal mask as runs of query rows over key prefixes (`prefix_runs`: no mask
+tensor), the position table at the export resolution, and every image-independent
+quantity (latents, read-in queries with RoPE, the write-out token and query) precomputed.
+It exports to ONNX without complex numbers, Resize or shape-dependent control flow.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from .point import ConfigPoint, validate_point
 from .adaperceiver import AdaPerceiver, cross_attend, pos_embed_at, process_block, query_heads
 from .config import ffn_hidden
-from .layers import Mlp, fixed_shape
+from .layers import Mlp, fixed_shape, prefix_runs
 
 
 class TransposedLinear(nn.Module):
@@ -127,11 +127,14 @@ class StaticAdaPerceiver(nn.Module):
             cos, sin = model.rope(tokens)
             self.register_buffer("rope_cos", cos)
             self.register_buffer("rope_sin", sin)
+            # the blocks' mask: the runs of query rows that see one key prefix (`prefix_runs`, the
+            # block-causal mask), no mask in full mode, else an additive mask constant
             bias = model.attention_bias(tokens, attention)
-            if bias is not None:
-                self.register_buffer("attn_bias", bias)
+            runs = None if bias is None else prefix_runs(bias == 0)
+            if bias is not None and runs is None:
+                self.register_buffer("attn_mask", bias)
             else:
-                self.attn_bias = None
+                self.attn_mask = runs
 
             latents = model.process_latents.token.expand(1, tokens, -1)
             self.register_buffer("latents", latents.detach().clone())
@@ -167,7 +170,7 @@ class StaticAdaPerceiver(nn.Module):
         latents = self.latents + cross_attend(self.read_head, self.read_queries, patches)
         tapped = []
         for block in self.blocks:
-            latents = process_block(block, latents, self.rope_cos, self.rope_sin, self.attn_bias, None)
+            latents = process_block(block, latents, self.rope_cos, self.rope_sin, self.attn_mask, None)
             tapped.append(latents)
         outputs = self._head(patches, latents)
         return outputs + tuple(tapped) if self.taps else outputs

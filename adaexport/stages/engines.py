@@ -83,7 +83,7 @@ def compile_stage(ctx: BuildContext) -> None:
     for point in ctx.points:
         record = ctx.export_records[point]
         onnx = FileRecord.pick(record)
-        head = {"point": point.as_dict(), "flops": count_flops(ctx.cfg, point),
+        head = {"point": point.as_dict(), "flops": count_flops(ctx.cfg, point, attention=ctx.attention),
                 "params": count_params(ctx.cfg, point), "op_types": record["op_types"]}
         for backend, precision in ctx.choices:
             engine_id = f"{point.id}-{backend}-{precision}"

@@ -43,7 +43,8 @@ def open_directory(ctx: BuildContext) -> None:
     ctx.versions = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
     ctx.base = {"tool": __version__, "model": ctx.loaded.sha256, "attention": ctx.attention, "batch": ctx.batch,
                 "exporter": EXPORTER,
-                "cut": "depth-templates, constant reshapes, every trained token count's constants, compact names",
+                "cut": "depth-templates, constant reshapes, every trained token count's constants, compact names, "
+                       "prefix-run attention",
                 "image_size": ctx.cfg.img_size,
                 **ctx.versions}
     ctx.metadata = {"adaexport.source_sha256": ctx.loaded.sha256, "adaexport.tool_version": __version__,
