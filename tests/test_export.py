@@ -169,6 +169,22 @@ def test_op_types_are_static_and_reported(family):
         assert onnx.TensorProto.COMPLEX64 not in types and onnx.TensorProto.COMPLEX128 not in types
 
 
+def test_block_attention_is_exported_as_prefix_runs_without_a_mask(family, classification):
+    """Grans 16, 32, 48, 64: a block of 64 tokens attends in four runs (four Softmax), one of 16
+    tokens in one; besides them one Softmax each for the read-in and the write-out. No tensor of
+    the graphs or the weights file holds a masked score (float32's lowest)."""
+    from onnx import numpy_helper
+
+    lowest = np.finfo(np.float32).min
+    for e in family["exported"]:
+        proto = onnx.load(str(e.path))
+        softmax = sum(n.op_type == "Softmax" for n in proto.graph.node)
+        assert softmax == e.point.depth * (4 if e.point.tokens == 64 else 1) + 2, e.point.id
+        for tensor in proto.graph.initializer:
+            values = numpy_helper.to_array(tensor)
+            assert not (values.dtype == np.float32 and (values == lowest).any()), (e.point.id, tensor.name)
+
+
 def test_metadata_records_point_attention_and_given_keys(family):
     for e in family["exported"]:
         props = {p.key: p.value for p in load_structure(e.path).metadata_props}
