@@ -44,7 +44,7 @@ def open_directory(ctx: BuildContext) -> None:
     ctx.base = {"tool": __version__, "model": ctx.loaded.sha256, "attention": ctx.attention, "batch": ctx.batch,
                 "exporter": EXPORTER,
                 "cut": "depth-templates, constant reshapes, every trained token count's constants, compact names, "
-                       "prefix-run attention",
+                       "prefix-run attention v2",  # v1 (7bc6da1) swapped the rotary pairs otherwise
                 "image_size": ctx.cfg.img_size,
                 **ctx.versions}
     ctx.metadata = {"adaexport.source_sha256": ctx.loaded.sha256, "adaexport.tool_version": __version__,
