@@ -60,11 +60,17 @@ def _tree(root: int) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--interval", type=float, default=0.05)
+    parser.add_argument("--timeline", type=Path, default=None,
+                        help="also write each sample (seconds since start and each sum in MiB) to this file")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command given")
+    timeline = args.timeline.open("w") if args.timeline else None
+    if timeline:
+        timeline.write("seconds " + " ".join(FIELDS) + "\n")
+    start = time.monotonic()
     proc = subprocess.Popen(command)
     peaks = dict.fromkeys(FIELDS, 0)
     while proc.poll() is None:
@@ -73,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
             for key, value in _status(pid).items():
                 totals[key] += value
         peaks = {k: max(peaks[k], totals[k]) for k in FIELDS}
+        if timeline:
+            timeline.write(f"{time.monotonic() - start:.2f} " + " ".join(f"{totals[k] / 2**20:.0f}" for k in FIELDS) + "\n")
         time.sleep(args.interval)
+    if timeline:
+        timeline.close()
     print("peak over the process tree (MiB): " + ", ".join(f"{k} {v / 2**20:,.0f}" for k, v in peaks.items())
           + f"; exit status {proc.returncode}", file=sys.stderr)
     return proc.returncode

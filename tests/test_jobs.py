@@ -107,3 +107,39 @@ def test_parity_holds_one_engine_open_at_a_time(tmp_path, monkeypatch):
                                     measure=False), QuietReporter())
     assert not result.failures and result.parity_runs == 4        # 4 engines, one (tokens, width)
     assert most[0] == 1 and live[0] == 0
+
+
+ISOLATED_BUILD = """
+import sys
+import adaexport.stages.export
+adaexport.stages.export.ISOLATED_EXPORT_BYTES = 0      # the demo counts as large
+from adaexport.cli import main
+if __name__ == "__main__":
+    sys.argv = ["adaexport", *sys.argv[1:]]
+    try:
+        main()
+    finally:
+        print("exporter here:", sorted(m for m in sys.modules if m.startswith(("onnxscript", "torch.onnx"))))
+"""
+
+
+def test_a_large_model_exports_in_a_worker_with_the_bytes_of_an_inline_export(tmp_path):
+    """--jobs 1 at published size exports in one worker process that ends with the stage: the
+    build's own process never imports the exporter, and the files are the ones an export in
+    the build's process gives."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "isolated_build.py"
+    script.write_text(ISOLATED_BUILD)
+    args = ["build", *GRID, "--engines", "onnxruntime:fp32", "--no-profile", "--json"]
+    isolated = subprocess.run([sys.executable, str(script), *args, "--out", str(tmp_path / "isolated")],
+                              capture_output=True, text=True, timeout=600)
+    assert isolated.returncode == 0, isolated.stderr
+    assert "exporter here: []" in isolated.stdout
+    inline = run_cli(*args, "--out", str(tmp_path / "inline"))
+    assert inline.returncode == 0, inline.stderr
+    one, two = (hashes(tmp_path / name) for name in ("isolated", "inline"))
+    assert any(name.startswith("onnx/") for name in one)
+    assert {k: v for k, v in one.items() if k != "manifest.json"} == {k: v for k, v in two.items()
+                                                                     if k != "manifest.json"}

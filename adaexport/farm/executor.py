@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JobsFailed
+from ..stages.jobs import run_task
 from .cluster import connect
 from .shipping import build_files, changed_since, land_files
 
@@ -78,7 +79,7 @@ class FarmWorker:
 
     def run(self, fn, task) -> tuple[Any, dict[str, bytes]]:
         before = build_files(self.out)
-        result = fn(_remap(task, self.driver_out, self.out))
+        result = run_task(fn, _remap(task, self.driver_out, self.out))
         return result, changed_since(self.out, before)
 
     def cleanup(self) -> None:

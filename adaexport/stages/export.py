@@ -13,11 +13,17 @@ from ..errors import UsageError
 from ..space import ConfigPoint
 from ..weight_store import table_path
 from .context import EXPORTER, BuildContext
-from .jobs import worker_state
+from .jobs import process_for_large_model, worker_state
 
 ONNX_DIR = "onnx"
 ENGINES_DIR = "engines"
 WEIGHTS_NAME = "weights.bin"
+# From this many bytes of weights, a --jobs 1 build exports in one worker process that ends
+# with the stage: the exporter (torch.onnx, onnxscript and what an export leaves) stays
+# resident in the process that ran it, ~100 MiB at published size (Pss_Anon after
+# malloc_trim, session 14), under every engine the build then compiles and checks. The
+# demo (0.8 MB) exports in the build's own process: a worker's start would cost more.
+ISOLATED_EXPORT_BYTES = 64 << 20
 
 
 def open_directory(ctx: BuildContext) -> None:
@@ -90,17 +96,31 @@ def export_one(task: ExportTask) -> list[dict]:
     return records
 
 
-def _weights(ctx: BuildContext, path: Path, write: bool) -> tuple[dict, dict]:
-    """Lay out the family's weights (`export.lay_out_weights`: moved into place at `path`
-    when `write`, else in a temp file that goes); the store's index, and the full-width
-    templates that laying them out exported (one per trained token count), by token count."""
-    from ..export import lay_out_weights
+@dataclasses.dataclass
+class LayoutTask:
+    path: Path                  # where the family's weights file goes
+    write: bool                 # False: it is current; lay out in a temp file for the index alone
 
-    made: list = []
-    store = lay_out_weights(ctx.loaded.model, path, attention=ctx.attention, batch=ctx.batch, exporter=EXPORTER,
-                            templates=made, keep=write)
-    store.file.close()
-    return store.index(), {key[0]: (key, template) for key, template in made}
+    def __str__(self) -> str:
+        return f"lay out {self.path.name}"
+
+    def run(self, model, attention: str, batch: int) -> tuple[dict, dict]:
+        """Lay out the family's weights (`export.lay_out_weights`: moved into place at `path`
+        when `write`, else in a temp file that goes); the store's index, and the full-width
+        templates that laying them out exported (one per trained token count), by token count."""
+        from ..export import lay_out_weights
+
+        made: list = []
+        store = lay_out_weights(model, self.path, attention=attention, batch=batch, exporter=EXPORTER,
+                                templates=made, keep=self.write)
+        store.file.close()
+        return store.index(), {key[0]: (key, template) for key, template in made}
+
+
+def layout_one(task: LayoutTask) -> tuple[dict, dict]:
+    """`task.run` in a worker (the export's own process at published size, `--jobs 1`)."""
+    state = worker_state()
+    return task.run(state.loaded.model, state.setup.attention, state.setup.batch)
 
 
 def _tasks(todo: list[ConfigPoint], onnx_dir: Path, index: dict, metadata: dict,
@@ -129,16 +149,26 @@ def export_stage(ctx: BuildContext) -> None:
         if point not in todo:
             ctx.reporter.advance(point.id, "cached")
     if todo:
-        # the store's index is needed to export against, whether or not its file is current
-        index, templates = _weights(ctx, onnx_dir / WEIGHTS_NAME, write=not weights_ok)
-        if not weights_ok:
-            ctx.weights_record = cache.file_record(onnx_dir / WEIGHTS_NAME)
-            cache.put("weights", weights_key, ctx.weights_record)
-        tasks = _tasks(todo, onnx_dir, index, ctx.metadata, templates)
-        for i, records in ctx.executor.run(export_one, tasks):
-            for point, record in zip(tasks[i].points, records):
-                cache.put("export", keys[point], record)
-                ctx.exported += 1
-                ctx.reporter.advance(point.id, "exported")
+        weight_bytes = sum(t.nbytes for t in ctx.loaded.model.state_dict().values())
+        executor = process_for_large_model(ctx.executor, weight_bytes, ISOLATED_EXPORT_BYTES)
+        try:
+            # the store's index is needed to export against, whether or not its file is current
+            layout = LayoutTask(onnx_dir / WEIGHTS_NAME, write=not weights_ok)
+            if executor is ctx.executor:     # here (the workers of --jobs N or --ray export against it)
+                index, templates = layout.run(ctx.loaded.model, ctx.attention, ctx.batch)
+            else:
+                [(_, (index, templates))] = executor.run(layout_one, [layout])
+            if not weights_ok:
+                ctx.weights_record = cache.file_record(onnx_dir / WEIGHTS_NAME)
+                cache.put("weights", weights_key, ctx.weights_record)
+            tasks = _tasks(todo, onnx_dir, index, ctx.metadata, templates)
+            for i, records in executor.run(export_one, tasks):
+                for point, record in zip(tasks[i].points, records):
+                    cache.put("export", keys[point], record)
+                    ctx.exported += 1
+                    ctx.reporter.advance(point.id, "exported")
+        finally:
+            if executor is not ctx.executor:
+                executor.close()
     ctx.reporter.end_stage()
     ctx.export_records = {p: cache.get("export", keys[p]) for p in ctx.points}

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
 from ..errors import JobsFailed  # noqa: F401 - defined with the other user errors
+from ..heap import release_free_heap
 
 
 @dataclasses.dataclass
@@ -54,6 +55,16 @@ def worker_state() -> WorkerState:
     return _STATE
 
 
+def run_task(fn: Callable[[Any], Any], task: Any) -> Any:
+    """fn(task), then the heap's free pages handed back (`heap.release_free_heap`): what one
+    task freed (a compile's quantizer, a reference pass) is not kept under the next one's
+    peak. Every executor runs its tasks through this."""
+    try:
+        return fn(task)
+    finally:
+        release_free_heap()
+
+
 def _init_worker(setup: WorkerSetup) -> None:
     global _STATE
     from ..model import load_checkpoint
@@ -74,12 +85,13 @@ class InlineExecutor:
 
     def __init__(self, setup: WorkerSetup | None = None, loaded=None):
         global _STATE
+        self.setup = setup
         if setup is not None:
             _STATE = WorkerState(setup, loaded)
 
     def run(self, fn, tasks):
         for index, task in enumerate(tasks):
-            yield index, fn(task)
+            yield index, run_task(fn, task)
 
     def close(self) -> None:
         global _STATE
@@ -102,7 +114,7 @@ class ProcessExecutor:
     def run(self, fn, tasks):
         if not tasks:
             return
-        futures = {self._workers().submit(fn, task): index for index, task in enumerate(tasks)}
+        futures = {self._workers().submit(run_task, fn, task): index for index, task in enumerate(tasks)}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, return_when=FIRST_EXCEPTION)
@@ -126,6 +138,16 @@ class ProcessExecutor:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def process_for_large_model(executor: Executor, weight_bytes: int, threshold: int) -> Executor:
+    """`executor`, or with --jobs 1 (inline) and weights of at least `threshold` bytes one
+    worker process for the caller to close: work whose libraries and state would otherwise
+    stay resident in the build's own process for the rest of the build (the exporter) runs
+    there and goes with it."""
+    if isinstance(executor, InlineExecutor) and executor.setup is not None and weight_bytes >= threshold:
+        return ProcessExecutor(1, executor.setup)
+    return executor
 
 
 def make_executor(jobs: int, setup: WorkerSetup, loaded, ray: str | None = None, reporter=None) -> Executor:

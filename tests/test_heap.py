@@ -1,0 +1,48 @@
+"""`heap.release_free_heap`: memory a piece of work freed inside glibc's heap goes back to the
+system before the next piece of work (`stages.jobs.run_task` calls it after every task)."""
+
+import ctypes
+import sys
+
+import pytest
+
+from adaexport.heap import _glibc
+from adaexport.stages.jobs import run_task
+
+BLOCK = 4096                  # under the mmap threshold: served from the heap
+BLOCKS = 50_000               # ~200 MB
+
+
+def _rss_anon() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no RssAnon in /proc/self/status")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or _glibc() is None, reason="glibc's heap on Linux only")
+def test_a_task_hands_back_what_it_freed_in_the_heap():
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+    kept = []
+
+    def work(_task):
+        blocks = [libc.malloc(BLOCK) for _ in range(BLOCKS)]
+        for block in blocks:
+            libc.memset(block, 1, BLOCK)             # resident
+        kept.append(blocks.pop())                    # the heap's top stays in use: free() cannot trim
+        for block in blocks:
+            libc.free(block)
+        return _rss_anon()
+
+    before = _rss_anon()
+    try:
+        after_work = run_task(work, None)
+        after_task = _rss_anon()
+    finally:
+        libc.free(kept[0])
+    freed = BLOCKS * BLOCK
+    assert after_work - before > freed // 2           # free() alone kept the pages
+    assert after_work - after_task > freed // 2       # the task's end handed them back
