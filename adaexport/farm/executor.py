@@ -24,13 +24,13 @@ that fails twice, or finds no actor left, fails the build naming every unfinishe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import JobsFailed
-from ..stages.jobs import run_task
 from .cluster import connect
 from .shipping import build_files, changed_since, land_files
 
@@ -79,7 +79,7 @@ class FarmWorker:
 
     def run(self, fn, task) -> tuple[Any, dict[str, bytes]]:
         before = build_files(self.out)
-        result = run_task(fn, _remap(task, self.driver_out, self.out))
+        result = fn(_remap(task, self.driver_out, self.out))
         return result, changed_since(self.out, before)
 
     def cleanup(self) -> None:
@@ -90,11 +90,13 @@ class RayExecutor:
     """``stages.jobs.Executor`` over ``jobs`` Ray actors on the cluster at ``address``.
     ``setup``: the build's ``stages.jobs.WorkerSetup``; ``init``: what sets a worker process
     up from it (``stages.jobs._init_worker``, as for a local worker process), run in each
-    actor against its own copies of the checkpoint and build directory."""
+    actor against its own copies of the checkpoint and build directory; ``runner``: what
+    runs a task's function there (``stages.jobs.run_task``, as in a local worker)."""
 
-    def __init__(self, address: str, jobs: int, setup, init, reporter=None):
+    def __init__(self, address: str, jobs: int, setup, init, runner, reporter=None):
         self.ray = connect(address)
         self.setup, self.init, self.reporter, self.jobs = setup, init, reporter, jobs
+        self.runner = runner
         self.actors: list[Any] = []
         self.held: dict[int, dict[str, str]] = {}          # actor index -> file -> sha256 it holds
         self.refs: dict[tuple[str, str], Any] = {}         # (file, sha256) -> object ref
@@ -163,7 +165,7 @@ class RayExecutor:
             while queue and idle:
                 i, t = idle.pop(0), queue.pop(0)
                 attempts[t] += 1
-                running[self.actors[i].run.remote(fn, tasks[t])] = (i, t)
+                running[self.actors[i].run.remote(functools.partial(self.runner, fn), tasks[t])] = (i, t)
             if not running:
                 raise JobsFailed([str(tasks[t]) for t in queue], "no Ray worker left")
             ready, _ = ray.wait(list(running), num_returns=1)

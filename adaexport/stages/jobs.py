@@ -156,5 +156,5 @@ def make_executor(jobs: int, setup: WorkerSetup, loaded, ray: str | None = None,
     if ray is not None:
         from ..farm.executor import RayExecutor
 
-        return RayExecutor(ray, jobs, setup, _init_worker, reporter)
+        return RayExecutor(ray, jobs, setup, _init_worker, run_task, reporter)
     return InlineExecutor(setup, loaded) if jobs == 1 else ProcessExecutor(jobs, setup)
