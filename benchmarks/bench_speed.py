@@ -9,7 +9,8 @@ engine's intra-op pool):
 
 * **GEMM rate**: the best of 5 fp32 ``torch.mm`` of 2048 x 2048 x 2048 (what this machine's
   fp32 matrix units deliver to one process at this thread count), measured first and again
-  last; the roofline of a point is its FLOPs (``count_flops``) over the better of the two;
+  last; the roofline of a point is its FLOPs (the manifest's ``flops``, the build's
+  ``count_flops``) over the better of the two;
 * **eager**: the dynamic model's forward at the point (``model(image, tokens=, width=,
   depth=)`` under ``torch.inference_mode``), which is how PyTorch users run it;
 * every engine of the point, opened through ``backends.open_engine`` as profiling does.
@@ -118,7 +119,6 @@ def latency_rows(ctx: Context, out: Path, manifest: dict, rounds: int, calls: in
     import torch
 
     from adaexport.backends import open_engine
-    from adaexport.model.flops import count_flops
     from adaexport.space import ConfigPoint
 
     shape = manifest["model"]["input"]["shape"]
@@ -143,9 +143,7 @@ def latency_rows(ctx: Context, out: Path, manifest: dict, rounds: int, calls: in
                       note=f"before {rate_before / 1e9:.1f}, best of 5 mm 2048^3 at start and end", key="gemm")]
     kinds: dict[str, dict[str, dict]] = {}
     for name, engines in by_point.items():
-        p = points[name]
-        roofline = count_flops(ctx.loaded.config, ConfigPoint(p.tokens, p.width, p.depth),
-                               attention=ctx.attention) / rate
+        roofline = engines[0]["flops"] / rate      # the manifest's count (the engines stage's count_flops)
         eager = times[name]["eager"]
         for e in engines:
             mine = times[name][e["id"]]
