@@ -16,7 +16,8 @@ other threads stays resident otherwise, and the next piece of work comes on top 
 Measured at published size (the build of t256_w832 d6 and d21 with every x86-cpu engine,
 Intel Xeon, 2 cores, session 14): the full point's ONNX Runtime int8 compile left 186 MiB
 of anonymous memory that the OpenVINO fp32 compile after it stacked its 0.7 GB of packed
-weights on, and the PyTorch reference pass of a parity task 193 MiB; malloc_trim(0)
+weights on, and a parity task (its PyTorch reference pass and one ONNX Runtime
+engine of t256_w832_d6) 193 MiB; malloc_trim(0)
 returned both. Elsewhere than glibc these do nothing.
 """
 

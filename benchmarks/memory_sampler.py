@@ -1,7 +1,7 @@
 """Peak memory of a command and its child processes, split the way the kernel counts it.
 
-``python benchmarks/memory_sampler.py [--interval S] -- COMMAND ...`` runs COMMAND and, every
-``interval`` seconds (default 0.05), sums over its process tree the lines of
+``python benchmarks/memory_sampler.py [--interval S] [--timeline FILE] -- COMMAND ...`` runs
+COMMAND and, every ``interval`` seconds (default 0.05), sums over its process tree the lines of
 ``/proc/<pid>/status``: RssAnon (memory only these processes hold: heaps, packed weights,
 activations), RssFile (pages of mapped files: the checkpoint, ``weights.bin``, libraries;
 shared with the page cache and other processes mapping them, reclaimable) and VmRSS (their
