@@ -46,3 +46,32 @@ def test_a_task_hands_back_what_it_freed_in_the_heap():
     freed = BLOCKS * BLOCK
     assert after_work - before > freed // 2           # free() alone kept the pages
     assert after_work - after_task > freed // 2       # the task's end handed them back
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or _glibc() is None, reason="glibc's heap on Linux only")
+def test_large_blocks_stay_mapped_until_the_outermost_context_ends():
+    """A task's context holds an export's: when the inner one ends, 300 KiB blocks are still
+    mapped, so freeing them hands them back at once (from the heap, under a kept block at its
+    top, they would stay resident)."""
+    from adaexport.heap import large_blocks_mapped
+
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+    size, count = 300 << 10, 200
+
+    with large_blocks_mapped():
+        with large_blocks_mapped():
+            pass
+        blocks = []
+        for _ in range(count):
+            blocks.append(libc.malloc(size))
+            libc.memset(blocks[-1], 1, size)
+        kept = blocks.pop()
+        before = _rss_anon()
+        for block in blocks:
+            libc.free(block)
+        returned = before - _rss_anon()
+        libc.free(kept)
+    assert returned > len(blocks) * size // 2

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
 from ..errors import JobsFailed  # noqa: F401 - defined with the other user errors
-from ..heap import release_free_heap
+from ..heap import large_blocks_mapped, release_free_heap
 
 
 @dataclasses.dataclass
@@ -56,11 +56,13 @@ def worker_state() -> WorkerState:
 
 
 def run_task(fn: Callable[[Any], Any], task: Any) -> Any:
-    """fn(task), then the heap's free pages handed back (`heap.release_free_heap`): what one
-    task freed (a compile's quantizer, a reference pass) is not kept under the next one's
-    peak. Every executor runs its tasks through this."""
+    """fn(task) with its large blocks mapped (`heap.large_blocks_mapped`: returned when freed),
+    then the heap's free pages handed back (`heap.release_free_heap`): what one task freed (a
+    compile's quantizer, a reference pass) is not kept under the next one's peak. Every
+    executor runs its tasks through this."""
     try:
-        return fn(task)
+        with large_blocks_mapped():
+            return fn(task)
     finally:
         release_free_heap()
 
