@@ -9,8 +9,9 @@ measured at published size (t256 template, this project's 2-core EPYC), the trac
 RSS 167 MB higher, 56 MB with such blocks mapped. `large_blocks_mapped` fixes the
 threshold low while an export runs, and while every task of a build runs
 (`stages.jobs.run_task`: a compile, a parity check), so those blocks go back to the system
-when freed, and sets it to glibc's dynamic maximum after the outermost use (mallopt turns
-the dynamic rise off for good). A build's compiles and parity checks left its own memory
+when freed (those the heap has no free space for: glibc serves a request from a free chunk
+that fits before it considers mapping), and sets it to glibc's dynamic maximum after the
+outermost use (mallopt turns the dynamic rise off for good). A build's compiles and parity checks left its own memory
 52 MiB lower with it (a base of 340 MiB under the full point's OpenVINO fp32 compile
 check, against 392 without; session 14).
 
