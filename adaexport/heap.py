@@ -11,9 +11,9 @@ threshold low while an export runs, and while every task of a build runs
 (`stages.jobs.run_task`: a compile, a parity check), so those blocks go back to the system
 when freed (those the heap has no free space for: glibc serves a request from a free chunk
 that fits before it considers mapping), and sets it to glibc's dynamic maximum after the
-outermost use (mallopt turns the dynamic rise off for good). A build's compiles and parity checks left its own memory
-52 MiB lower with it (a base of 340 MiB under the full point's OpenVINO fp32 compile
-check, against 392 without; session 14).
+outermost use (mallopt turns the dynamic rise off for good). A build's compiles and parity
+checks left its own memory 52 MiB lower with it (a base of 340 MiB under the full point's
+OpenVINO fp32 compile check, against 392 without; session 14).
 
 `release_free_heap` (glibc's malloc_trim) hands back what the heap holds free after a
 piece of work is done: freed memory inside the heap (not at its top) and in the arenas of
