@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 TEMP_SUFFIX = ".tmp"                       # a write in progress: ".<name>.<random>.tmp"
-STAGING_PREFIX = ".adaexport-compile-"     # a compile's temporary folder inside the engines folder
+STAGING_PREFIX = ".adaexport-compile-"     # a build's temporary folder (a compile's, in the engines folder;
+                                           # the mapped parity data's, in the build's private folder)
 
 
 @contextlib.contextmanager

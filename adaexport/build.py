@@ -50,5 +50,7 @@ def run_build(request: BuildRequest, reporter) -> BuildResult:
             stage(ctx)
     finally:
         ctx.executor.close()
+        if ctx.data is not None:
+            ctx.data.remove_files()
     return BuildResult(manifest=ctx.manifest, directory=ctx.out, exported=ctx.exported,
                        parity_runs=ctx.parity_runs, failures=ctx.failures)

@@ -143,3 +143,52 @@ def test_a_large_model_exports_in_a_worker_with_the_bytes_of_an_inline_export(tm
     assert any(name.startswith("onnx/") for name in one)
     assert {k: v for k, v in one.items() if k != "manifest.json"} == {k: v for k, v in two.items()
                                                                      if k != "manifest.json"}
+
+
+def _parity_data_seen(task: Task) -> tuple:
+    """What a worker's parity data is: the file its inputs are mapped from (None: a copy in
+    the worker's memory), whether that file is mapped in the process, and the inputs' digest."""
+    import hashlib
+
+    data = worker_state().setup.data
+    source = getattr(data.inputs, "filename", None)
+    source = None if source is None else str(source)
+    maps = open("/proc/self/maps").read() if os.path.exists("/proc/self/maps") else ""
+    return source, bool(source) and source in maps, hashlib.sha256(data.inputs.tobytes()).hexdigest()
+
+
+def test_workers_map_the_parity_data_from_the_build_directory(tmp_path):
+    """The parity and calibration images reach a `--jobs` worker as a folder to map, not as a
+    pickled copy per worker, and the worker sees the same bytes."""
+    import hashlib
+    import pickle
+
+    from adaexport.build import parity_inputs
+    from adaexport.model import load_checkpoint
+    from adaexport.stages import ParityData
+
+    data = ParityData(*parity_inputs(load_checkpoint(DEMO_MODEL), "demo", 64, 1))
+    expected = hashlib.sha256(data.inputs.tobytes()).hexdigest()
+    copied = len(pickle.dumps(data))
+    data.map_to_files(tmp_path)
+    assert len(pickle.dumps(data)) < min(4096, copied // 10)
+    executor = ProcessExecutor(2, WorkerSetup(DEMO_MODEL, "block", 1, tmp_path, data))
+    try:
+        seen = [r for _, r in executor.run(_parity_data_seen, [Task("a", False), Task("b", False)])]
+    finally:
+        executor.close()
+    assert seen == [(str(data.folder / "inputs.npy"), True, expected)] * 2
+    data.remove_files()
+    assert not data.folder.exists()
+
+
+def test_a_build_leaves_no_parity_data_and_removes_a_killed_builds(tmp_path):
+    out = tmp_path / "out"
+    left = out / ".adaexport" / ".adaexport-compile-parity-killed"   # what a killed build leaves
+    left.mkdir(parents=True)
+    (left / "inputs.npy").write_bytes(b"\x93NUMPY")
+    result = run_cli("build", "--out", str(out), "--tokens", "8", "--width", "32", "--depth", "1",
+                     "--no-profile", "--profile", str(DATA / "profiles" / "mixed.toml"))
+    assert result.returncode == 0, result.stderr
+    assert not [p for p in out.rglob("*") if "parity-" in p.name]
+    assert (out / "manifest.json").is_file()

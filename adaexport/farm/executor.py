@@ -111,7 +111,9 @@ class RayExecutor:
         files = sorted(p for p in model.iterdir() if p.is_file()) if model.is_dir() else [model]
         refs = [ray.put(p.read_bytes()) for p in files]
         actor = ray.remote(FarmWorker).options(num_cpus=1, max_restarts=0, scheduling_strategy="SPREAD")
-        self.actors = [actor.remote(self.setup, self.init, model.is_dir(), [p.name for p in files], *refs)
+        data = self.setup.data   # mapped from the driver's disk: sent as arrays to other machines
+        setup = dataclasses.replace(self.setup, data=data.in_memory()) if data is not None else self.setup
+        self.actors = [actor.remote(setup, self.init, model.is_dir(), [p.name for p in files], *refs)
                        for _ in range(self.jobs)]
         self.held = {i: {} for i in range(self.jobs)}
         nodes = ray.get([a.node.remote() for a in self.actors])

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import STAGING_PREFIX
 from ..build_cache import Cache
 from ..datasets import CALIBRATION_SAMPLES, NO_DATASET, RANDOM_SEED, DatasetError, model_inputs, random_inputs
 from ..errors import UsageError
@@ -55,14 +56,66 @@ class BuildRequest:
 
 
 
+PARITY_DATA_PREFIX = STAGING_PREFIX + "parity-"   # the mapped parity data's folder in the build directory
+_ARRAYS = ("inputs", "labels", "calibration")
+
+
 @dataclasses.dataclass
 class ParityData:
     """The inputs every engine is checked on (a multiple of the batch), their labels (None
-    for random inputs), the int8 calibration samples and a digest identifying all three."""
+    for random inputs), the int8 calibration samples and a digest identifying all three.
+
+    Once the build directory exists they are moved to files there and memory-mapped
+    (`map_to_files`): at published size the default 48 parity and 128 calibration images
+    are 106 MB of float32, which the build's process and every `--jobs` worker would
+    otherwise each hold. Mapped, they are pages of the page cache that every process
+    shares, and a worker gets the folder's path instead of a pickled copy (`in_memory` is
+    the copy for a Ray worker on another machine)."""
     inputs: np.ndarray
     labels: np.ndarray | None
     calibration: np.ndarray
     digest: str
+    folder: Path | None = None          # where the arrays are mapped from (None: held in memory)
+
+    def map_to_files(self, out: Path) -> None:
+        """Write the arrays to a new folder in `out` and map them from there. The folder goes
+        with `remove_files` (or, after a killed build, with `atomic.remove_leftovers`)."""
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix=PARITY_DATA_PREFIX, dir=out))
+        for name in _ARRAYS:
+            if getattr(self, name) is not None:
+                np.save(folder / f"{name}.npy", getattr(self, name), allow_pickle=False)
+        self.folder = folder
+        self._map()
+
+    def _map(self) -> None:
+        """Copy-on-write maps: reads share the file's pages, a consumer that writes into an
+        array (torch.from_numpy wants writable arrays) gets its own page, never the file's."""
+        for name in _ARRAYS:
+            path = self.folder / f"{name}.npy"
+            setattr(self, name, np.load(path, mmap_mode="c", allow_pickle=False) if path.exists() else None)
+
+    def remove_files(self) -> None:
+        if self.folder is not None:
+            import shutil
+
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def in_memory(self) -> "ParityData":
+        """The same data as plain arrays: what a worker on another machine is sent."""
+        return ParityData(*(None if a is None else np.array(a) for a in (self.inputs, self.labels, self.calibration)),
+                          self.digest)
+
+    def __getstate__(self) -> dict:
+        if self.folder is None:
+            return dict(self.__dict__)
+        return {**self.__dict__, **dict.fromkeys(_ARRAYS)}   # a local worker maps the folder itself
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.folder is not None:
+            self._map()
 
 
 @dataclasses.dataclass
@@ -205,8 +258,11 @@ def parity_inputs(loaded: LoadedModel, dataset: str, samples: int, batch: int):
         raise DatasetError(f"parity data: {len(inputs)} sample(s) do not fill one batch of {batch}")
     calibration = inputs[usable:] if len(inputs) - usable >= 16 else inputs[:CALIBRATION_SAMPLES]
     inputs, labels = np.ascontiguousarray(inputs[:usable]), labels[:usable]
-    digest = hashlib.sha256(inputs.tobytes() + labels.tobytes() + calibration.tobytes()).hexdigest()
-    return inputs, labels, np.ascontiguousarray(calibration), digest
+    calibration = np.ascontiguousarray(calibration)
+    digest = hashlib.sha256()
+    for array in (inputs, np.ascontiguousarray(labels), calibration):
+        digest.update(array.data)
+    return inputs, labels, calibration, digest.hexdigest()
 
 
 def _demo_fits(loaded: LoadedModel) -> bool:

@@ -79,7 +79,7 @@ def compile_stage(ctx: BuildContext) -> None:
     out, cache = ctx.out, ctx.cache
     slots: list[tuple[dict, dict | None]] = []     # (the point's fields, the engine's entry or None: to compile)
     tasks, keys = [], []
-    calibration = hashlib.sha256(ctx.data.calibration.tobytes()).hexdigest() if ctx.data is not None else None
+    calibration = hashlib.sha256(ctx.data.calibration.data).hexdigest() if ctx.data is not None else None
     weights = FileRecord.pick(ctx.weights_record)
     for point in ctx.points:
         record = ctx.export_records[point]

@@ -45,7 +45,11 @@ def open_directory(ctx: BuildContext) -> None:
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot write the build directory there ({exc.strerror or exc})") from None
     stages = [p for p in (out / CACHE_DIR).iterdir() if p.is_dir()] if (out / CACHE_DIR).is_dir() else []
-    remove_leftovers([out, out / ONNX_DIR, out / ENGINES_DIR, *stages])  # one build per directory at a time
+    private = out / Path(CACHE_DIR).parent      # the build's own files, never shipped to a Ray worker
+    remove_leftovers([out, out / ONNX_DIR, out / ENGINES_DIR, private, *stages])  # one build per directory at a time
+    if ctx.data is not None:
+        private.mkdir(exist_ok=True)
+        ctx.data.map_to_files(private)   # the executor's setup holds this same object
     ctx.versions = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
     ctx.base = {"tool": __version__, "model": ctx.loaded.sha256, "attention": ctx.attention, "batch": ctx.batch,
                 "exporter": EXPORTER,
