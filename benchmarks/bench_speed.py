@@ -11,6 +11,13 @@ engine's intra-op pool):
   fp32 matrix units deliver to one process at this thread count), measured first and again
   last; the roofline of a point is its FLOPs (the manifest's ``flops``, the build's
   ``count_flops``) over the better of the two;
+* **read bandwidth**: the best of 5 ``torch.sum`` over 300 MB of float32 at the same thread
+  count, measured with the GEMM rate, the better of the two taken. The roofline above is the
+  issue's (FLOPs over the GEMM rate alone); the roofline with both roofs (Williams et al.:
+  compute and memory) is the larger of that time and the point's fp32 weight bytes (the
+  manifest's ``params`` x 4, every weight read once per run) over the bandwidth. At 32 tokens
+  a weight byte carries about 16 FLOPs, and a machine that reads under GEMM rate / 16 bytes
+  a second cannot run those points at the compute roof;
 * **eager**: the dynamic model's forward at the point (``model(image, tokens=, width=,
   depth=)`` under ``torch.inference_mode``), which is how PyTorch users run it;
 * every engine of the point, opened through ``backends.open_engine`` as profiling does.
@@ -22,7 +29,8 @@ so that drift in the machine's speed lands on all of them alike, each after a pa
 runs of each and keeps their median. Reported per engine kind: engine / eager and engine /
 roofline, per round, as median and min..max over the rounds, for the worst point of the
 family (named in the note, every point in ``--json``). Under 1 means faster than eager; the
-roofline is the fp32 GEMM rate's, so reduced-precision engines can go under 1.
+roofline is the fp32 GEMM rate's (and fp32 weight bytes'), so reduced-precision engines can go
+under 1.
 """
 
 from __future__ import annotations
@@ -55,6 +63,17 @@ def gemm_rate(threads: int, n: int = 2048, repeats: int = 5) -> float:
     torch.mm(a, b)
     best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
     return 2.0 * n ** 3 / best
+
+
+def read_bandwidth(threads: int, megabytes: int = 300, repeats: int = 5) -> float:
+    """Bytes/s of the best of ``repeats`` sums over ``megabytes`` of float32 (far more than any
+    cache) at ``threads`` threads: how fast this process streams weights from memory."""
+    import torch
+
+    torch.set_num_threads(threads)
+    data = torch.ones(megabytes * 250_000)
+    data.sum()
+    return data.numel() * 4 / min(_timed(data.sum) for _ in range(repeats))
 
 
 def _timed(fn) -> float:
@@ -126,7 +145,7 @@ def latency_rows(ctx: Context, out: Path, manifest: dict, rounds: int, calls: in
     feeds = {manifest["model"]["input"].get("name", "image"): image}
     tensor = torch.from_numpy(image)
     model = ctx.model.eval()
-    rate_before = gemm_rate(ctx.threads)
+    rate_before, bandwidth_before = gemm_rate(ctx.threads), read_bandwidth(ctx.threads)
     by_point: dict[str, list[dict]] = {}
     for engine in manifest["engines"]:
         if engine.get("status", "ready") == "ready":
@@ -139,20 +158,27 @@ def latency_rows(ctx: Context, out: Path, manifest: dict, rounds: int, calls: in
             times[name] = _time_point(model, points[name], sessions, tensor, feeds, rounds, calls)
             del sessions
     rate = max(rate_before, gemm_rate(ctx.threads))
+    bandwidth = max(bandwidth_before, read_bandwidth(ctx.threads))
     rows = [value_row(NAME, f"fp32 GEMM rate ({ctx.threads} thread(s))", round(rate / 1e9, 1), "GFLOP/s",
-                      note=f"before {rate_before / 1e9:.1f}, best of 5 mm 2048^3 at start and end", key="gemm")]
+                      note=f"before {rate_before / 1e9:.1f}, best of 5 mm 2048^3 at start and end", key="gemm"),
+            value_row(NAME, f"read bandwidth ({ctx.threads} thread(s))", round(bandwidth / 1e9, 1), "GB/s",
+                      note=f"before {bandwidth_before / 1e9:.1f}, best of 5 sums of 300 MB at start and end",
+                      key="bandwidth")]
     kinds: dict[str, dict[str, dict]] = {}
     for name, engines in by_point.items():
         roofline = engines[0]["flops"] / rate      # the manifest's count (the engines stage's count_flops)
+        both_roofs = max(roofline, 4 * engines[0]["params"] / bandwidth)
         eager = times[name]["eager"]
         for e in engines:
             mine = times[name][e["id"]]
             kinds.setdefault(f"{e['backend']} {e['precision']}", {})[name] = {
                 "vs_eager": [m / g for m, g in zip(mine, eager)], "vs_roofline": [m / roofline for m in mine],
+                "vs_both_roofs": [m / both_roofs for m in mine],
                 "ms": statistics.median(mine) * 1e3, "eager_ms": statistics.median(eager) * 1e3,
-                "roofline_ms": roofline * 1e3}
+                "roofline_ms": roofline * 1e3, "both_roofs_ms": both_roofs * 1e3,
+                "bound": "memory" if both_roofs > roofline else "compute"}
     for kind, per_point in kinds.items():
-        for measure in ("vs_eager", "vs_roofline"):
+        for measure in ("vs_eager", "vs_roofline", "vs_both_roofs"):
             worst = max(per_point, key=lambda n: statistics.median(per_point[n][measure]))
             medians = ", ".join(f"{n} {statistics.median(v[measure]):.2f}" for n, v in per_point.items())
             rows.append(ratio_row(NAME, f"{kind} {measure.replace('_', ' ')} (worst point)",
