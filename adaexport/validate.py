@@ -11,11 +11,22 @@ Metrics over every output tensor and every sample:
   of 0.0007 against logits spread 0.19) or samples the reference was sure of;
 * with labels: top1 and reference_top1 (accuracy of the engine and of PyTorch) and
   accuracy_drop = reference_top1 - top1 in percentage points.
+
+A tolerance's rates are judged at the resolution the samples give (`allowed_flips`,
+`allowed_drop`): the rate times the samples, rounded down, is how many may change; but where
+that is none and the rate still gives a change among these samples at least a 5% chance
+(`ONE_CHANGE_CHANCE`), one is allowed. At published size the default profile checks 48
+samples, where bf16's min_top1_agreement 0.98 would otherwise allow no flip and its
+max_accuracy_drop of 1 point no lost sample (one is 2.08 points): an engine that flips one
+near-tie in 48 failed, while an engine flipping exactly 2% of its inputs flips at least one
+of 48 in 62% of draws. With 256 samples (the demo) the rule changes nothing; on one sample
+it allows nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable, Sequence
 
 import numpy as np
@@ -40,15 +51,37 @@ class Parity:
             return None
         return round(100.0 * (self.reference_top1 - self.top1), 6)
 
+    @property
+    def changed(self) -> int:
+        """Samples whose top-1 changed."""
+        return round((1.0 - self.top1_agreement) * self.samples)
+
+    def allowed_flips(self, tol: Tolerance) -> int:
+        """How many of the samples may change top-1 (module docstring)."""
+        rate = 1.0 - tol.min_top1_agreement
+        return max(math.floor(rate * self.samples + 1e-9), int(_one_change_likely(rate, self.samples)))
+
+    def allowed_drop(self, tol: Tolerance) -> float | None:
+        """The accuracy drop allowed, in points: the tolerance's, or one sample's (100 /
+        samples) where the tolerance makes losing one likely enough (module docstring)."""
+        drop = tol.max_accuracy_drop
+        if drop is None or not _one_change_likely(drop / 100.0, self.samples):
+            return drop
+        return max(drop, 100.0 / self.samples)
+
     def _problems(self, tol: Tolerance) -> list[str]:
         problems = []
         if tol.max_abs is not None and self.max_abs > tol.max_abs:
             problems.append(f"max_abs {self.max_abs:.3g} > {tol.max_abs:g}")
-        if self.top1_agreement < tol.min_top1_agreement:
-            problems.append(f"top-1 agreement {self.top1_agreement:.4f} < {tol.min_top1_agreement:g}")
-        drop = self.accuracy_drop
-        if tol.max_accuracy_drop is not None and drop is not None and drop > tol.max_accuracy_drop:
-            problems.append(f"accuracy drop {drop:.2f} points > {tol.max_accuracy_drop:g}")
+        allowed = self.allowed_flips(tol)
+        if self.changed > allowed:
+            problems.append(f"top-1 agreement {self.top1_agreement:.4f} < {tol.min_top1_agreement:g} ({self.changed} "
+                            f"of {self.samples} samples changed top-1, {allowed} allowed)")
+        drop, allowed_drop = self.accuracy_drop, self.allowed_drop(tol)
+        if allowed_drop is not None and drop is not None and drop > allowed_drop + 1e-9:
+            problems.append(f"accuracy drop {drop:.2f} points > {tol.max_accuracy_drop:g}"
+                            + (f" ({allowed_drop:.2f} allowed on {self.samples} samples)"
+                               if allowed_drop != tol.max_accuracy_drop else ""))
         return problems
 
     def passes(self, tol: Tolerance) -> bool:
@@ -96,6 +129,15 @@ class Parity:
         margins, spreads = zip(*self.flipped)
         return (f" ({len(self.flipped)} sample(s) changed top-1, where PyTorch's top-1 margin was {span(margins)} "
                 f"and its logits' standard deviation {span(spreads)})")
+
+
+ONE_CHANGE_CHANCE = 0.05
+
+
+def _one_change_likely(rate: float, samples: int) -> bool:
+    """Whether a change at `rate` per sample shows among `samples` at least ONE_CHANGE_CHANCE
+    of the time."""
+    return rate > 0 and 1.0 - (1.0 - min(rate, 1.0)) ** samples >= ONE_CHANGE_CHANCE
 
 
 def compare(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray],

@@ -298,3 +298,36 @@ def test_eval_and_run_prepare_identical_tensors(tmp_path, interpolation):
     arrays, _ = model_inputs(f"npz:{tmp_path / 'd.npz'}", cfg)
     assert served.shape == (1, 3, 32, 32)
     assert np.array_equal(served, folder) and np.array_equal(served, arrays)
+
+
+def _flips(changed: int, samples: int, lost: int = 0) -> Parity:
+    return Parity(max_abs=0.0, max_rel=0.0, top1_agreement=(samples - changed) / samples, samples=samples,
+                  top1=(samples // 2 - lost) / samples, reference_top1=(samples // 2) / samples)
+
+
+@pytest.mark.parametrize("samples, agreement, allowed", [
+    (48, 0.98, 1),      # published size's default count: 0.98 x 48 would allow no flip
+    (8, 0.95, 1),
+    (256, 0.98, 5),     # the demo's count: the rate alone, as before
+    (256, 0.95, 12),
+    (1, 0.98, 0),       # one sample: a 2% rate makes a flip unlikely, none allowed
+    (48, 1.0, 0),       # exact agreement asked: none
+])
+def test_parity_allows_the_flips_the_tolerance_rate_makes_likely_on_its_samples(samples, agreement, allowed):
+    tol = Tolerance(max_abs=None, min_top1_agreement=agreement)
+    assert _flips(allowed, samples).passes(tol)
+    failing = _flips(allowed + 1, samples)
+    assert not failing.passes(tol)
+    assert f"({allowed + 1} of {samples} samples changed top-1, {allowed} allowed)" in failing.failure_message("e", tol)
+
+
+def test_parity_allows_one_lost_sample_where_the_drop_tolerance_makes_it_likely():
+    one = 100 / 48   # points
+    drop = Tolerance(max_abs=None, min_top1_agreement=0.5, max_accuracy_drop=1.0)
+    assert _flips(1, 48, lost=1).accuracy_drop == pytest.approx(one)
+    assert _flips(1, 48, lost=1).passes(drop)
+    message = _flips(2, 48, lost=2).failure_message("e", drop)
+    assert f"accuracy drop {2 * one:.2f} points > 1 ({one:.2f} allowed on 48 samples)" in message
+    assert not _flips(1, 48, lost=1).passes(Tolerance(max_abs=None, min_top1_agreement=0.5, max_accuracy_drop=0.0))
+    assert _flips(4, 256, lost=4).passes(Tolerance(max_abs=None, min_top1_agreement=0.5, max_accuracy_drop=2.0))
+    assert not _flips(6, 256, lost=6).passes(Tolerance(max_abs=None, min_top1_agreement=0.5, max_accuracy_drop=2.0))
