@@ -127,7 +127,7 @@ class Parity:
             return low if low == high else f"{low}..{high}"
 
         margins, spreads = zip(*self.flipped)
-        return (f" ({len(self.flipped)} sample(s) changed top-1, where PyTorch's top-1 margin was {span(margins)} "
+        return (f" (on the {len(self.flipped)} sample(s) whose top-1 changed, PyTorch's top-1 margin was {span(margins)} "
                 f"and its logits' standard deviation {span(spreads)})")
 
 

@@ -91,8 +91,8 @@ def test_parity_metrics_and_the_tolerance_that_would_pass():
     assert not parity.passes(tol)
     message = parity.failure_message("t8_w32_d1 onnxruntime fp32", tol)
     assert "max_abs 4 > 0.001" in message and "max_abs >= 4" in message and "<= 0.5000" in message
-    assert "(1 sample(s) changed top-1, where PyTorch's top-1 margin was 3 and its logits' standard deviation 1.5)" \
-        in message
+    assert "(on the 1 sample(s) whose top-1 changed, PyTorch's top-1 margin was 3 and its logits' standard " \
+           "deviation 1.5)" in message
     assert parity.passes(parity.would_pass(tol))
 
 
@@ -104,10 +104,10 @@ def test_a_parity_failure_shows_how_near_the_flipped_samples_were_to_a_tie():
     parity = compare(ref, got)
     assert parity.top1_agreement == pytest.approx(1 / 3) and len(parity.flipped) == 2
     message = parity.failure_message("t256_w832_d6 (openvino bf16)", Tolerance(max_abs=None, min_top1_agreement=0.98))
-    assert "2 sample(s) changed top-1, where PyTorch's top-1 margin was 0.0005..0.001 and its logits' standard " \
-           "deviation 0.472" in message
+    assert "top-1 agreement 0.3333 < 0.98 (2 of 3 samples changed top-1, 1 allowed) (on the 2 sample(s) whose " \
+           "top-1 changed, PyTorch's top-1 margin was 0.0005..0.001 and its logits' standard deviation 0.472" in message
     unchanged = compare(ref, ref).failure_message("x", Tolerance(max_abs=None, min_top1_agreement=1.1))
-    assert "changed top-1" not in unchanged
+    assert "whose top-1 changed" not in unchanged
 
 
 
