@@ -35,11 +35,11 @@ def _best(call, n: int = 10) -> float:
     return min(call_times(call, n))
 
 
-def one_thread_session(model):
+def one_thread_session(model, threads: int = 1):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = threads
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
@@ -76,22 +76,33 @@ def single_matmuls(rng) -> None:
         print(f"{m} x {k} x {n}".ljust(28), "  ".join(f"{r:7.1f}" for r in rates))
 
 
+def chain_weights(rng, k: int, n: int, layers: int = 42) -> list[np.ndarray]:
+    """`layers` distinct Gemm weights, n x k and k x n in turn, as the model's blocks read
+    theirs: every weight once per run."""
+    return [(rng.standard_normal((n, k) if i % 2 == 0 else (k, n)) * 0.02).astype(np.float32)
+            for i in range(layers)]
+
+
+def weight_chain(weights: list[np.ndarray], m: int):
+    """An ONNX model of Gemms over `weights` in turn, `m` rows, transB (as the exported model)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    k = weights[0].shape[1]
+    nodes = [helper.make_node("Gemm", ["x" if i == 0 else f"y{i - 1}", f"w{i}"], [f"y{i}"], transB=1)
+             for i in range(len(weights))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+                              [helper.make_tensor_value_info(f"y{len(weights) - 1}", TensorProto.FLOAT, [m, k])],
+                              [numpy_helper.from_array(w, f"w{i}") for i, w in enumerate(weights)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def weight_chains(rng, layers: int = 42) -> None:
     import torch
-    from onnx import TensorProto, helper, numpy_helper
 
     print(f"a chain of {layers} distinct Gemm weights, GFLOP/s")
     for m, k, n in ((32, 416, 1069), (256, 832, 2138)):
-        nodes, weights, previous = [], [], "x"
-        for i in range(layers):
-            rows, cols = (n, k) if i % 2 == 0 else (k, n)
-            weights.append((rng.standard_normal((rows, cols)) * 0.02).astype(np.float32))
-            nodes.append(helper.make_node("Gemm", [previous, f"w{i}"], [f"y{i}"], transB=1))
-            previous = f"y{i}"
-        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
-                                  [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [m, k])],
-                                  [numpy_helper.from_array(w, f"w{i}") for i, w in enumerate(weights)])
-        session = one_thread_session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+        weights = chain_weights(rng, k, n, layers)
+        session = one_thread_session(weight_chain(weights, m))
         x = rng.standard_normal((m, k)).astype(np.float32)
         tx, tws = torch.from_numpy(x), [torch.from_numpy(w) for w in weights]
 
