@@ -10,7 +10,9 @@
 * the machine's one-thread read bandwidth (numpy sum of 300 MB).
 
 bench_speed's roofline is FLOPs over the GEMM rate, which leaves memory out; this says where
-that roofline cannot be reached. Timing only: run it on a quiet machine.
+that roofline cannot be reached. bench_speed measures the chain's rate too (`chain_weights`,
+`weight_chain`, at the model's MLP shape and each token count's rows) and times every engine
+against it. Timing only: run it on a quiet machine.
 """
 
 from __future__ import annotations
