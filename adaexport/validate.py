@@ -127,8 +127,8 @@ class Parity:
             return low if low == high else f"{low}..{high}"
 
         margins, spreads = zip(*self.flipped)
-        return (f" (on the {len(self.flipped)} sample(s) whose top-1 changed, PyTorch's top-1 margin was {span(margins)} "
-                f"and its logits' standard deviation {span(spreads)})")
+        return (f" (on the {len(self.flipped)} sample(s) whose top-1 changed, PyTorch's top-1 margin was "
+                f"{span(margins)} and its logits' standard deviation {span(spreads)})")
 
 
 ONE_CHANGE_CHANCE = 0.05

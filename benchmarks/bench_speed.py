@@ -169,13 +169,14 @@ def latency_rows(ctx: Context, out: Path, manifest: dict, rounds: int, calls: in
     rate = max(rate_before, gemm_rate(ctx.threads))
     streamed_after = streamed_gemm_rates(ctx.model.config, ctx.threads, tokens)
     streamed = {t: max(streamed_before[t], streamed_after[t]) for t in tokens}
-    weights_mb = 8 * ctx.model.config.depth * ctx.model.config.embed_dim * ctx.model.config.hidden_dim / 1e6
+    cfg = ctx.model.config
+    megabytes = 8 * cfg.depth * cfg.embed_dim * cfg.hidden_dim / 1e6      # 2 x depth float32 matrices
+    chain = f"a chain of the model's {2 * cfg.depth} MLP weights ({megabytes:.0f} MB)"
     rows = [value_row(NAME, f"fp32 GEMM rate ({ctx.threads} thread(s))", round(rate / 1e9, 1), "GFLOP/s",
                       note=f"before {rate_before / 1e9:.1f}, best of 5 mm 2048^3 at start and end", key="gemm")]
     rows += [value_row(NAME, f"fp32 GEMM rate, weights streamed, {t} rows ({ctx.threads} thread(s))",
                        round(streamed[t] / 1e9, 1), "GFLOP/s",
-                       note=f"before {streamed_before[t] / 1e9:.1f}; ONNX Runtime, a chain of the model's "
-                            f"{2 * ctx.model.config.depth} MLP weights ({weights_mb:.0f} MB), best of 5 at start and end",
+                       note=f"before {streamed_before[t] / 1e9:.1f}; ONNX Runtime, {chain}, best of 5 at start and end",
                        key=f"gemm_streamed_t{t}") for t in sorted(tokens)]
     kinds: dict[str, dict[str, dict]] = {}
     for name, engines in by_point.items():
