@@ -126,12 +126,13 @@ def test_openvino_float_engines_read_the_familys_onnx(family, tmp_path, monkeypa
     assert sorted(p.name for p in engines.iterdir()) == ["t32_w64_d4-openvino-fp32.json"]
     assert artifact.runtime["PERFORMANCE_HINT"] == "LATENCY" and "cache_dir" not in artifact.runtime
     assert artifact.runtime["INFERENCE_PRECISION_HINT"] == "f32" and artifact.facts["execution_precision"] == "f32"
+    assert artifact.runtime["SNIPPETS_MODE"] == "DISABLE"      # x86-cpu's [backends.openvino.fp32]
     check_parity("fp32", family["reference"][point], run_all(artifact, family["evaluation"]))
     record = artifact.record(family["dir"])
     assert [f["file"] for f in record["files"]] == ["onnx/t32_w64_d4.onnx", "onnx/weights.bin",
                                                     "engines-settings/t32_w64_d4-openvino-fp32.json"]
     fp16 = compile_engine(family["onnx"][point], engines, "x86-cpu", "openvino", "fp16", threads=1)
-    assert fp16.runtime["INFERENCE_PRECISION_HINT"] == "f16"
+    assert fp16.runtime["INFERENCE_PRECISION_HINT"] == "f16" and "SNIPPETS_MODE" not in fp16.runtime
     xml, weights, half = fp16.files
     assert (xml, weights) == ("t32_w64_d4-openvino-fp16.xml.xz", "t32_w64_d4-openvino-fp16.bin.xz")
     assert half.startswith("../onnx/weights-fp16-") and (engines / half).stat().st_size * 2 == \
@@ -646,3 +647,14 @@ def test_int8_calibration_reads_weights_in_place_and_gives_onnxruntimes_ranges(f
     quantize_static(str(src), str(tmp_path / "given.onnx"), None, calibration_cache_path=str(tmp_path / "ranges.json"),
                     **settings)
     assert (tmp_path / "given.onnx").read_bytes() == (tmp_path / "own.onnx").read_bytes()
+
+
+@pytest.mark.parametrize("table", [{"snippets_mode": "DISABLE"}, "DISABLE", {"SNIPPETS_MODE": "DISABLE", 3: 1}])
+def test_a_precisions_openvino_properties_must_be_a_table_of_property_names(table):
+    from adaexport.backends.base import BackendError
+    from adaexport.backends.openvino_backend import precision_properties
+
+    assert precision_properties({"fp32": {"SNIPPETS_MODE": "DISABLE"}}, "fp32") == {"SNIPPETS_MODE": "DISABLE"}
+    assert precision_properties({"fp32": {"SNIPPETS_MODE": "DISABLE"}}, "int8") == {}
+    with pytest.raises(BackendError, match=r"^\[backends.openvino.fp32\] must be a table of OpenVINO properties"):
+        precision_properties({"fp32": table}, "fp32")
