@@ -71,12 +71,12 @@ def streamed_gemm_rates(cfg, threads: int, token_counts, repeats: int = 5) -> di
     MLP shape at each token count's rows (module docstring), best of ``repeats``."""
     import numpy as np
 
-    from gemm_bound import chain_weights, one_thread_session, weight_chain
+    from gemm_bound import chain_weights, ort_session, weight_chain
 
     weights = chain_weights(np.random.default_rng(0), cfg.embed_dim, cfg.hidden_dim, 2 * cfg.depth)
     rates = {}
     for rows in sorted(token_counts):
-        session = one_thread_session(weight_chain(weights, rows), threads)
+        session = ort_session(weight_chain(weights, rows), threads)
         x = np.ones((rows, cfg.embed_dim), np.float32)
         run = lambda: session.run(None, {"x": x})  # noqa: E731
         run()

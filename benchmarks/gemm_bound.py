@@ -37,7 +37,8 @@ def _best(call, n: int = 10) -> float:
     return min(call_times(call, n))
 
 
-def one_thread_session(model, threads: int = 1):
+def ort_session(model, threads: int = 1):
+    """An ONNX Runtime CPU session of `model` with `threads` intra-op threads."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -53,7 +54,7 @@ def one_thread_runtimes(model):
     request = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU",
                                  {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"}
                                  ).create_infer_request()
-    return one_thread_session(model), request
+    return ort_session(model), request
 
 
 def single_matmuls(rng) -> None:
@@ -104,7 +105,7 @@ def weight_chains(rng, layers: int = 42) -> None:
     print(f"a chain of {layers} distinct Gemm weights, GFLOP/s")
     for m, k, n in ((32, 416, 1069), (256, 832, 2138)):
         weights = chain_weights(rng, k, n, layers)
-        session = one_thread_session(weight_chain(weights, m))
+        session = ort_session(weight_chain(weights, m))
         x = rng.standard_normal((m, k)).astype(np.float32)
         tx, tws = torch.from_numpy(x), [torch.from_numpy(w) for w in weights]
 

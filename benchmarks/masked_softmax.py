@@ -21,7 +21,7 @@ import statistics
 import warnings
 
 import numpy as np
-from gemm_bound import call_times, one_thread_runtimes, one_thread_session
+from gemm_bound import call_times, one_thread_runtimes, ort_session
 
 HEADS, TOKENS, HEAD_DIM = 13, 256, 64
 GRANS = (32, 64, 96, 128, 192, 256)
@@ -79,7 +79,7 @@ def block_attention(rng) -> None:
     print("one block's attention in ONNX Runtime, ms")
     for label, mask in (("additive mask", additive_mask(allowed)), ("prefix runs", prefix_runs(allowed))):
         model = _export(lambda q, k, v, mask=mask: attention(q, k, v, mask), (q, k, v))
-        session = one_thread_session(model)
+        session = ort_session(model)
         feeds = {"q": q.numpy(), "k": k.numpy(), "v": v.numpy()}
         print(f"  {label:28s} {_median_ms(lambda: session.run(None, feeds)):7.3f}  "
               f"({sum(n.op_type == 'Softmax' for n in model.graph.node)} Softmax)")
