@@ -21,6 +21,11 @@ import time
 
 import numpy as np
 
+# The ONNX IR version of the chains built here: onnx.helper's default follows the installed onnx
+# (IR 14 with onnx 1.23), which an older ONNX Runtime refuses (1.30 reads up to IR 13); opset 17
+# needs IR 8.
+IR_VERSION = 8
+
 
 def call_times(call, n: int) -> list[float]:
     """Seconds of each of n calls, after one untimed call."""
@@ -70,7 +75,7 @@ def single_matmuls(rng) -> None:
                                   [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
                                   [numpy_helper.from_array(w, "w")])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION)
         session, request = one_thread_runtimes(model)
         ta, tw = torch.from_numpy(a), torch.from_numpy(w)
         flops = 2 * m * k * n / 1e9
@@ -96,7 +101,7 @@ def weight_chain(weights: list[np.ndarray], m: int):
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
                               [helper.make_tensor_value_info(f"y{len(weights) - 1}", TensorProto.FLOAT, [m, k])],
                               [numpy_helper.from_array(w, f"w{i}") for i, w in enumerate(weights)])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION)
 
 
 def weight_chains(rng, layers: int = 42) -> None:
