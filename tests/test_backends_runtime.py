@@ -212,6 +212,12 @@ def test_openvino_int8_with_nncf(family, tmp_path):
     assert not weights & {op.input_value(0).get_node().get_friendly_name() for op in ir.get_ordered_ops()
                           if op.get_type_name() == "FakeQuantize"}
     assert "bound to them before quantization" in artifact.facts["weights"]
+    # every quantizer reads its input range's Constants as its output range where they are equal
+    # (share_fake_quantize_ranges), and the compressed graph is stored without indentation
+    quantizers = [op for op in ir.get_ordered_ops() if op.get_type_name() == "FakeQuantize"]
+    assert quantizers and all(op.input_value(1) == op.input_value(3) and op.input_value(2) == op.input_value(4)
+                              for op in quantizers if op.get_friendly_name().endswith("fq_output_0"))
+    assert b"\n\t" not in xml and b"><layer " in xml
     assert re.fullmatch(r"\.\./onnx/weights-int8-[0-9a-f]{16}\.bin", artifact.files[2]), artifact.files
     assert len(artifact.files) == 3
     assert artifact.facts["shared_tensors"] > 0 and artifact.facts["embedded_tensors"] == 0
@@ -243,6 +249,36 @@ def test_openvino_int8_with_nncf(family, tmp_path):
     shutil.rmtree(build)
     np.testing.assert_array_equal(run_all(device / "engines" / artifact.files[0], family["evaluation"][:8]),
                                   shared[:8])
+
+
+def test_openvino_fake_quantize_ranges_shared_compute_the_same():
+    """An activation quantizer's output range is a copy of its input range: sharing one Constant
+    for both leaves the graph's outputs the same to the bit, with two layers fewer; a range
+    that differs keeps its own Constant."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    from adaexport.backends.openvino_backend import share_fake_quantize_ranges
+
+    def model():
+        image = ops.parameter([2, 64], np.float32, name="x")
+        bound = lambda v: ops.constant(np.full((1, 64), v, np.float32))  # noqa: E731
+        same = ops.fake_quantize(image, bound(-1.5), bound(2.0), bound(-1.5), bound(2.0), 256)
+        other = ops.fake_quantize(ops.relu(same), bound(0.0), bound(1.0), bound(0.0), bound(3.0), 256)
+        return ov.Model([other], [image])
+
+    def outputs(m, x):
+        return ov.Core().compile_model(m, "CPU", {"INFERENCE_NUM_THREADS": 1})({"x": x})[0]
+
+    x = np.random.default_rng(0).uniform(-3, 4, (2, 64)).astype(np.float32)
+    before, after = model(), model()
+    assert share_fake_quantize_ranges(after) == 3       # the first's low and high, the second's low
+    count = lambda m: sum(op.get_type_name() == "Constant" for op in m.get_ordered_ops())  # noqa: E731
+    assert count(after) == count(before) - 3
+    second = [op for op in after.get_ordered_ops() if op.get_type_name() == "FakeQuantize"][1]
+    assert second.input_value(1) == second.input_value(3) and second.input_value(2) != second.input_value(4)
+    np.testing.assert_array_equal(outputs(after, x), outputs(before, x))
+    assert share_fake_quantize_ranges(after) == 0       # once is all
 
 
 def test_int8_without_calibration_fails_cleanly(family, tmp_path):
