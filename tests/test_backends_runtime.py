@@ -253,8 +253,8 @@ def test_openvino_int8_with_nncf(family, tmp_path):
 
 def test_openvino_fake_quantize_ranges_shared_compute_the_same():
     """An activation quantizer's output range is a copy of its input range: sharing one Constant
-    for both leaves the graph's outputs the same to the bit, with two layers fewer; a range
-    that differs keeps its own Constant."""
+    for each equal pair (two fewer layers a quantizer) leaves the graph's outputs the same to
+    the bit; a range that differs keeps its own Constant."""
     import openvino as ov
     from openvino import opset13 as ops
 

@@ -298,7 +298,6 @@ def share_fake_quantize_ranges(model) -> int:
     compressed graph. With `unindented_xml`, the int8 family's graphs and sidecars over the
     trained grid went from 12.06 to 10.57 MB beside its 147 MB of shared weights (1.106x ->
     1.095x one int8 model; benchmarks/README.md, "Measured (session 16)")."""
-
     shared = 0
     for node in model.get_ordered_ops():
         if node.get_type_name() != "FakeQuantize":
