@@ -112,15 +112,30 @@ def build_family(ctx: Context, out: Path, dataset: str | None) -> dict:
     return result.manifest.to_json()
 
 
-def run(ctx: Context, dataset: str | None = None, rounds: int = ROUNDS, calls: int = CALLS) -> list[dict]:
-    """Build the family (or take the one `bench_build` left in ``ctx.shared``), then time it."""
+def run(ctx: Context, dataset: str | None = None, rounds: int = ROUNDS, calls: int = CALLS,
+        thread_counts: list[int] | None = None) -> list[dict]:
+    """Build the family (or take the one `bench_build` left in ``ctx.shared``), then time it at
+    the context's thread count, or at each of `thread_counts` in turn (one build; the rows of
+    each count follow the previous count's)."""
     if "out" in ctx.shared:
-        return latency_rows(ctx, ctx.shared["out"], ctx.shared["manifest"], ctx.rounds or rounds,
-                            ctx.calls or calls)
+        return _timed_rows(ctx, ctx.shared["out"], ctx.shared["manifest"], rounds, calls, thread_counts)
     with tempfile.TemporaryDirectory(prefix="adaexport-bench-speed-") as tmp:
         out = Path(tmp) / "family"
         manifest = build_family(ctx, out, dataset if dataset is not None else ctx.dataset)
-        return latency_rows(ctx, out, manifest, ctx.rounds or rounds, ctx.calls or calls)
+        return _timed_rows(ctx, out, manifest, rounds, calls, thread_counts)
+
+
+def _timed_rows(ctx: Context, out: Path, manifest: dict, rounds: int, calls: int,
+                thread_counts: list[int] | None) -> list[dict]:
+    import torch
+
+    rows = []
+    for threads in thread_counts or [ctx.threads]:
+        ctx.threads = threads
+        torch.set_num_threads(threads)
+        rows += [{**row, "threads": threads}
+                 for row in latency_rows(ctx, out, manifest, ctx.rounds or rounds, ctx.calls or calls)]
+    return rows
 
 
 def _time_point(model, point, sessions: dict, tensor, feeds: dict, rounds: int, calls: int) -> dict[str, list[float]]:
@@ -208,17 +223,22 @@ if __name__ == "__main__":
     parser.add_argument("--tokens", default=None)
     parser.add_argument("--width", default=None)
     parser.add_argument("--depth", default=None)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", default="1",
+                        help="thread count, or several (1,16): the family is built once and timed at each")
     parser.add_argument("--dataset", default=None)
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     args = parser.parse_args()
     import os
 
+    try:
+        counts = [int(n) for n in args.threads.split(",")]
+        assert counts and min(counts) >= 1
+    except (ValueError, AssertionError):
+        parser.error(f"--threads: expected thread counts like 1 or 1,16, got {args.threads!r}")
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
+        os.environ[var] = str(max(counts))
     import torch
 
-    torch.set_num_threads(args.threads)
     from adaexport.demo import DEMO_MODEL
     from adaexport.model import load_checkpoint
     from adaexport.space import build_grid
@@ -228,9 +248,14 @@ if __name__ == "__main__":
     lists = [[int(v) for v in x.split(",")] if x else None for x in (args.tokens, args.width, args.depth)]
     points, _ = build_grid(loaded.config, None, *lists) if spec else build_grid(loaded.config, "corners")
     ctx = Context(loaded=loaded, model_path=Path(args.model or DEMO_MODEL), grid=spec or "corners", points=points,
-                  attention=loaded.config.default_attention, batch=1, repeats=args.rounds, threads=args.threads,
+                  attention=loaded.config.default_attention, batch=1, repeats=args.rounds, threads=counts[0],
                   profile="default", exporter="torchscript")
-    for row in run(ctx, args.dataset, args.rounds):
+    torch.set_num_threads(counts[0])
+    threads = None
+    for row in run(ctx, args.dataset, args.rounds, thread_counts=counts):
+        if row["threads"] != threads:
+            threads = row["threads"]
+            print(f"{threads} thread(s):")
         spread = f"{row['min']:.2f} .. {row['max']:.2f}" if row["n"] > 1 else ""
         print(f"{row['name']:<55} {row['median']:>9.2f} {row['unit']:<8} {spread:<16} {row['note']}")
     sys.exit(0)

@@ -172,3 +172,21 @@ def test_memory_sampler_counts_a_forked_childs_shared_pages_once_in_pss(tmp_path
     peaks = {k: float(v.replace(",", "")) for k, v in
              (part.rsplit(" ", 1) for part in line.split(": ", 1)[1].split(";")[0].split(", "))}
     assert 380 <= peaks["RssAnon"] and 200 <= peaks["Pss_Anon"] <= 280, line
+
+
+def test_bench_speed_times_one_build_at_each_thread_count(tmp_path):
+    """`bench_speed.py --threads 1,2` builds the family once and times it at 1 thread, then at 2:
+    each count's GEMM rate and its engines against eager (the issue's "1 thread and all threads")."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "bench_speed.py"), "--tokens", "8", "--width", "32",
+               "--depth", "1", "--dataset", "none", "--rounds", "1"]
+    result = subprocess.run(command + ["--threads", "1,2"], capture_output=True, text=True, cwd=tmp_path,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    sections = result.stdout.split("2 thread(s):\n")
+    assert len(sections) == 2 and sections[0].startswith("1 thread(s):\n"), result.stdout
+    for threads, section in zip((1, 2), sections):
+        assert f"fp32 GEMM rate ({threads} thread(s))" in section
+        assert "onnxruntime fp32 vs eager" in section and "openvino fp32 vs eager" in section
+    assert result.stderr.count("not building onnxruntime int8") == 1       # one build, not one per count
+    bad = subprocess.run(command + ["--threads", "1,x"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert bad.returncode == 2 and "expected thread counts like 1 or 1,16" in bad.stderr.strip().splitlines()[-1]
