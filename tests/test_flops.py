@@ -3,7 +3,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from adaexport.model import AdaPerceiverConfig
-from adaexport.model.flops import count_flops, count_params
+from adaexport.model.flops import count_flops, count_params, rotation_flops
 from adaexport.model.static import specialize
 from adaexport.space import ConfigPoint
 
@@ -18,7 +18,7 @@ def test_analytic_flops_match_flop_counter(conformance_models, variant, point):
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         static(torch.randn(1, 3, 32, 32))
     measured = counter.get_total_flops()
-    assert abs(count_flops(model.config, point) - measured) <= 0.02 * measured
+    assert abs(count_flops(model.config, point) + rotation_flops(model.config, point) - measured) <= 0.02 * measured
 
 
 def test_flops_scale_with_batch_one_image(conformance_models):
@@ -27,7 +27,7 @@ def test_flops_scale_with_batch_one_image(conformance_models):
     static = specialize(model, point, "full")
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         static(torch.randn(4, 3, 32, 32))
-    flops = count_flops(model.config, point, attention="full")
+    flops = count_flops(model.config, point, attention="full") + rotation_flops(model.config, point)
     assert abs(counter.get_total_flops() / 4 - flops) <= 0.02 * flops
 
 

@@ -92,6 +92,18 @@ def test_attention_over_prefix_runs_equals_the_masked_attention():
     assert torch.equal(layers.attention(q, k, v, ((0, 40, 40),)), layers.attention(q, k, v, None))
 
 
+def test_rotary_pairs_swapped_by_the_product_give_the_same_bits(conformance_models):
+    """The static graph's rotary embedding (a product with `pair_rotation`) against the
+    element-wise swap the dynamic model uses, on the model's own tables."""
+    torch.manual_seed(0)
+    model = conformance_models["classification"].model
+    cos, sin = model.rope(40)
+    x = torch.randn(2, model.config.num_heads, 40, model.config.head_dim) * 100
+    rotation = layers.pair_rotation(model.config.head_dim)
+    assert torch.equal(layers.apply_rope(x, cos, sin, rotation), layers.apply_rope(x, cos, sin))
+    assert torch.equal(specialize(model, ConfigPoint(40, 64, 2), "block").rope_rotation, rotation)
+
+
 def test_export_resolution_resamples_the_position_table_once(conformance_models):
     model = conformance_models["classification"].model
     point = ConfigPoint(16, 64, 2)

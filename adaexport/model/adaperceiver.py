@@ -109,7 +109,8 @@ def attention_bias_for(cfg: AdaPerceiverConfig, tokens: int, attention_mode: str
 
 
 def cross_keys(head: CrossAttentionHead, src: torch.Tensor, k_cos: torch.Tensor | None = None,
-               k_sin: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               k_sin: torch.Tensor | None = None,
+               rotation: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Key and value heads (B, H, Ns, d) of src (B, Ns, D); keys get RoPE when tables are given.
 
     Row i of either depends on src row i only, so the keys of a prefix of src are a prefix
@@ -118,7 +119,7 @@ def cross_keys(head: CrossAttentionHead, src: torch.Tensor, k_cos: torch.Tensor 
     src = head.src_norm(src)
     k = attn.heads(attn.k(src))
     if k_cos is not None:
-        k = apply_rope(k, k_cos, k_sin)
+        k = apply_rope(k, k_cos, k_sin, rotation)
     return k, attn.heads(attn.v(src))
 
 
@@ -128,12 +129,13 @@ def attend(head: CrossAttentionHead, q_heads: torch.Tensor, k: torch.Tensor, v: 
 
 
 def cross_attend(head: CrossAttentionHead, q_heads: torch.Tensor, src: torch.Tensor,
-                 k_cos: torch.Tensor | None = None, k_sin: torch.Tensor | None = None) -> torch.Tensor:
+                 k_cos: torch.Tensor | None = None, k_sin: torch.Tensor | None = None,
+                 rotation: torch.Tensor | None = None) -> torch.Tensor:
     """Cross attention of prepared query heads (B|1, H, Nq, d) over src (B, Ns, D).
 
     Keys get RoPE when tables are given. Returns the projected output (B, Nq, D).
     """
-    return attend(head, q_heads, *cross_keys(head, src, k_cos, k_sin))
+    return attend(head, q_heads, *cross_keys(head, src, k_cos, k_sin, rotation))
 
 
 def query_heads(head: CrossAttentionHead, queries: torch.Tensor,
@@ -144,11 +146,13 @@ def query_heads(head: CrossAttentionHead, queries: torch.Tensor,
 
 
 def process_block(block: ProcessBlock, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                  bias: torch.Tensor | PrefixRuns | None, hidden: int | None) -> torch.Tensor:
+                  bias: torch.Tensor | PrefixRuns | None, hidden: int | None,
+                  rotation: torch.Tensor | None = None) -> torch.Tensor:
+    """One block; `rotation`: the rotary pairs swapped by a product with it (`apply_rope`)."""
     attn = block.attn
     h = block.norm1(x)
-    q = apply_rope(attn.heads(attn.q(h)), cos, sin)
-    k = apply_rope(attn.heads(attn.k(h)), cos, sin)
+    q = apply_rope(attn.heads(attn.q(h)), cos, sin, rotation)
+    k = apply_rope(attn.heads(attn.k(h)), cos, sin, rotation)
     v = attn.heads(attn.v(h))
     x = x + block.ls1(attn.proj(attn.merge(attention(q, k, v, bias))))
     return x + block.ls2(block.ffn(block.norm2(x), hidden))

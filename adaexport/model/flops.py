@@ -2,7 +2,8 @@
 
 FLOPs count the matrix products the deployed (static) engine performs for one
 image, 2 FLOPs per multiply-add, as torch's FlopCounterMode and the paper count
-them: element-wise work (norms, softmax, GELU, RoPE, additions) is not counted,
+them: element-wise work (norms, softmax, GELU, RoPE, additions) is not counted
+(nor the static graph's product that swaps the rotary pairs: `rotation_flops`),
 and the image-independent products folded into constants by `specialize` (latent
 and output queries) are not performed at all.
 
@@ -73,6 +74,15 @@ def count_flops(cfg: AdaPerceiverConfig, point: ConfigPoint, image_size: int | N
         macs += 2 * patches * d * d + 2 * n * d * d + 2 * patches * n * d  # feature write-out
         macs += _adapter_macs(cfg, patches, cfg.output_feat_dim, True)
     return 2 * macs
+
+
+def rotation_flops(cfg: AdaPerceiverConfig, point: ConfigPoint) -> int:
+    """FLOPs of the static graph's rotary pair swaps, done as products with `pair_rotation`
+    (n x head_dim by head_dim x head_dim per head: the queries and keys of every block and the
+    keys of each write-out). `count_flops` leaves them out: they stand in for element-wise work
+    that the model defines, and the roofline is over the model's products."""
+    ropes = 2 * point.depth + (2 if cfg.distilled else 1)
+    return 2 * ropes * point.tokens * cfg.embed_dim * cfg.head_dim
 
 
 def count_search_flops(cfg: AdaPerceiverConfig, runs: dict[int, list[int]], widths: list[int],

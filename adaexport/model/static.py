@@ -1,9 +1,10 @@
 """Static specialisation: one (tokens, width, depth, attention) point as a plain module.
 
 `specialize` returns a module whose forward is straight-line code over fixed shapes:
-sliced FFN weights, only the blocks it runs, real cos/sin rotary tables as constants,
-the block-causal mask as runs of query rows over key prefixes (`prefix_runs`: no mask
-tensor), the position table at the export resolution, and every image-independent
+sliced FFN weights, only the blocks it runs, real cos/sin rotary tables as constants (the
+pairs swapped by a product with `pair_rotation`, which runtimes run faster than the swap's
+element-wise ops), the block-causal mask as runs of query rows over key prefixes
+(`prefix_runs`: no mask tensor), the position table at the export resolution, and every image-independent
 quantity (latents, read-in queries with RoPE, the write-out token and query) precomputed.
 It exports to ONNX without complex numbers, Resize or shape-dependent control flow.
 """
@@ -19,7 +20,7 @@ from torch.nn import functional as F
 from .point import ConfigPoint, validate_point
 from .adaperceiver import AdaPerceiver, cross_attend, pos_embed_at, process_block, query_heads
 from .config import ffn_hidden
-from .layers import Mlp, fixed_shape, prefix_runs
+from .layers import Mlp, fixed_shape, pair_rotation, prefix_runs
 
 
 class TransposedLinear(nn.Module):
@@ -127,6 +128,7 @@ class StaticAdaPerceiver(nn.Module):
             cos, sin = model.rope(tokens)
             self.register_buffer("rope_cos", cos)
             self.register_buffer("rope_sin", sin)
+            self.register_buffer("rope_rotation", pair_rotation(cfg.head_dim))
             # the blocks' mask: the runs of query rows that see one key prefix (`prefix_runs`, the
             # block-causal mask), no mask in full mode, else an additive mask constant
             bias = model.attention_bias(tokens, attention)
@@ -170,7 +172,8 @@ class StaticAdaPerceiver(nn.Module):
         latents = self.latents + cross_attend(self.read_head, self.read_queries, patches)
         tapped = []
         for block in self.blocks:
-            latents = process_block(block, latents, self.rope_cos, self.rope_sin, self.attn_mask, None)
+            latents = process_block(block, latents, self.rope_cos, self.rope_sin, self.attn_mask, None,
+                                    self.rope_rotation)
             tapped.append(latents)
         outputs = self._head(patches, latents)
         return outputs + tuple(tapped) if self.taps else outputs
@@ -181,13 +184,14 @@ class StaticAdaPerceiver(nn.Module):
         return tuple(tap_name(k) for k in range(len(self.blocks))) if self.taps else ()
 
     def _head(self, patches: torch.Tensor, latents: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.out_token + cross_attend(self.write_head, self.write_queries, latents, self.rope_cos, self.rope_sin)
+        rope = (self.rope_cos, self.rope_sin, self.rope_rotation)
+        out = self.out_token + cross_attend(self.write_head, self.write_queries, latents, *rope)
         logits = self.output_adapter(out).flatten(1)
         if not self.config.distilled:
             return (logits,)
         feat_q = self.output_latents_feat.proj(patches)
         head = self.write_head_feat
-        feat = feat_q + cross_attend(head, query_heads(head, feat_q), latents, self.rope_cos, self.rope_sin)
+        feat = feat_q + cross_attend(head, query_heads(head, feat_q), latents, *rope)
         return logits, self.output_adapter_feat(feat)
 
 
