@@ -56,9 +56,10 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     """Rotate interleaved channel pairs (2i, 2i+1) of x (..., N, head_dim).
 
     With `rotation` (`pair_rotation(head_dim)`) the pairs are swapped and signed by a product
-    with it, which the static graphs use: four ops instead of eleven (reshape into pairs, split,
-    negate, stack, reshape back). Same bits; at published size ONNX Runtime fp32 ran up to 4%
-    faster and OpenVINO fp32 4-10% (benchmarks/README.md, "The rotary embedding as a product").
+    with it, which the static graphs use: four ONNX ops (MatMul, two Mul, Add) where the
+    element-wise swap below exports as eleven. Same bits; at published size ONNX Runtime fp32
+    ran up to 4% faster and OpenVINO fp32 4-10% (benchmarks/README.md, "The rotary embedding as
+    a product").
     The product's 2 N head_dim multiply-adds per head are not counted as FLOPs (`flops`)."""
     if rotation is not None:
         return x * cos + torch.matmul(x, rotation) * sin

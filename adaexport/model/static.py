@@ -4,8 +4,9 @@
 sliced FFN weights, only the blocks it runs, real cos/sin rotary tables as constants (the
 pairs swapped by a product with `pair_rotation`, which runtimes run faster than the swap's
 element-wise ops), the block-causal mask as runs of query rows over key prefixes
-(`prefix_runs`: no mask tensor), the position table at the export resolution, and every image-independent
-quantity (latents, read-in queries with RoPE, the write-out token and query) precomputed.
+(`prefix_runs`: no mask tensor), the position table at the export resolution, and every
+image-independent quantity (latents, read-in queries with RoPE, the write-out token and query)
+precomputed.
 It exports to ONNX without complex numbers, Resize or shape-dependent control flow.
 """
 
