@@ -60,7 +60,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     element-wise swap below exports as eleven. Same bits; at published size ONNX Runtime fp32
     ran up to 4% faster and OpenVINO fp32 4-10% (benchmarks/README.md, "The rotary embedding as
     a product").
-    The product's 2 N head_dim multiply-adds per head are not counted as FLOPs (`flops`)."""
+    The product's N head_dim^2 multiply-adds per head are not counted as FLOPs
+    (`flops.rotation_flops`)."""
     if rotation is not None:
         return x * cos + torch.matmul(x, rotation) * sin
     *lead, dim = fixed_shape(x)
