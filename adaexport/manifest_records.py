@@ -114,6 +114,7 @@ class Tolerance(Record):
     max_abs: float | None = field(optional(number(0)))
     min_top1_agreement: float | None = field(optional(_fraction))
     max_accuracy_drop: float | None = field(optional(number(0)))
+    tie_margin: float | None = field(optional(number(0)))   # near-ties: in standard deviations of the logits
 
 
 @dataclass
@@ -126,6 +127,7 @@ class ParityRecord(Record):
     tolerance: Tolerance = field(record(Tolerance), required=True)
     passed: bool = field(boolean, required=True)
     accuracy_drop: float | None = field(optional(number()))   # PyTorch's top-1 - the engine's, in points
+    near_ties: int | None = field(optional(integer(0)))       # changed samples PyTorch nearly tied (not judged)
     inputs: str | None = field(optional(one_of("dataset", "random")))   # random: seeded random inputs
     seed: int | None = field(optional(integer(0)))            # with inputs random: their seed
 

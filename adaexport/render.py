@@ -32,13 +32,18 @@ def human_bytes(n: Any) -> str:
     return str(n)  # unreachable
 
 
+def near_ties_text(parity: ParityRecord) -> str:
+    """' (N near-ties)' where changed samples were near-ties, not judged (adaexport.validate)."""
+    return f" ({parity.near_ties} near-ties)" if parity.near_ties else ""
+
+
 def parity_text(parity: ParityRecord | None):
     from rich.text import Text
 
     if parity is None:
         return Text("-", style="dim")
     label = "pass" if parity.passed else "FAIL"
-    details = [f"{parity.max_abs:.1e}", f"{100 * parity.top1_agreement:.1f}%"]
+    details = [f"{parity.max_abs:.1e}", f"{100 * parity.top1_agreement:.1f}%{near_ties_text(parity)}"]
     text = Text(label, style="green" if parity.passed else "bold red")
     text.append(" " + " / ".join(details))
     return text

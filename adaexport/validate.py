@@ -5,10 +5,16 @@ Metrics over every output tensor and every sample:
 * max_rel: max_abs divided by the largest absolute reference value of that output
   (element-wise relative error is meaningless next to zero);
 * top1_agreement: the fraction of samples whose arg-max class is the same, and for the
-  samples where it is not, the reference's top-1 margin (its largest logit less the second)
-  beside the standard deviation of its logits: a failure message gives both, so a user sees
-  whether the flips were near-ties (a published-size checkpoint with random weights: margins
-  of 0.0007 against logits spread 0.19) or samples the reference was sure of;
+  samples where it is not, how far below its own top-1 the reference scored the engine's
+  class (its gap), beside the standard deviation of its logits;
+* near-ties: changed samples whose gap is under the tolerance's `tie_margin` standard
+  deviations. The reference itself hardly told those two classes apart, so a reduced
+  precision that swaps them disagrees with nothing the model decided: they are counted and
+  recorded (`near_ties`) but not judged against min_top1_agreement. A published-size
+  checkpoint with random weights has flat logits (spread 0.17-0.21 over 1000 classes): its
+  int8 engines change 1-7 of 48 samples, with gaps of 0.00003-0.023, and at the default
+  profile's 0.1 standard deviations 73 of the build's 75 changes were near-ties. A trained
+  model's top-1 stands clear of the rest, so its near-ties are rare and its flips are judged;
 * with labels: top1 and reference_top1 (accuracy of the engine and of PyTorch) and
   accuracy_drop = reference_top1 - top1 in percentage points.
 
@@ -42,8 +48,8 @@ class Parity:
     samples: int
     top1: float | None = None
     reference_top1: float | None = None
-    flipped: tuple[tuple[float, float], ...] = ()   # (the reference's top-1 margin, its logits' std) of each
-                                                    # sample whose top-1 changed
+    flipped: tuple[tuple[float, float], ...] = ()   # (the reference's gap from its top-1 to the engine's
+                                                    # class, its logits' std) of each sample whose top-1 changed
 
     @property
     def accuracy_drop(self) -> float | None:
@@ -55,6 +61,17 @@ class Parity:
     def changed(self) -> int:
         """Samples whose top-1 changed."""
         return round((1.0 - self.top1_agreement) * self.samples)
+
+    def near_ties(self, tol: Tolerance) -> int:
+        """Changed samples the reference nearly tied: a gap under tol.tie_margin standard
+        deviations of its logits (module docstring)."""
+        if not tol.tie_margin:
+            return 0
+        return sum(gap < tol.tie_margin * spread for gap, spread in self.flipped)
+
+    def judged_agreement(self, tol: Tolerance) -> float:
+        """The top-1 agreement with the near-ties counted as agreeing."""
+        return 1.0 - (self.changed - self.near_ties(tol)) / self.samples
 
     def allowed_flips(self, tol: Tolerance) -> int:
         """How many of the samples may change top-1 (module docstring)."""
@@ -73,10 +90,11 @@ class Parity:
         problems = []
         if tol.max_abs is not None and self.max_abs > tol.max_abs:
             problems.append(f"max_abs {self.max_abs:.3g} > {tol.max_abs:g}")
-        allowed = self.allowed_flips(tol)
-        if self.changed > allowed:
-            problems.append(f"top-1 agreement {self.top1_agreement:.4f} < {tol.min_top1_agreement:g} ({self.changed} "
-                            f"of {self.samples} samples changed top-1, {allowed} allowed)")
+        allowed, ties = self.allowed_flips(tol), self.near_ties(tol)
+        if self.changed - ties > allowed:
+            excused = f", {ties} of them near-ties not counted" if ties else ""
+            problems.append(f"top-1 agreement {self.judged_agreement(tol):.4f} < {tol.min_top1_agreement:g} "
+                            f"({self.changed} of {self.samples} samples changed top-1{excused}, {allowed} allowed)")
         drop, allowed_drop = self.accuracy_drop, self.allowed_drop(tol)
         if allowed_drop is not None and drop is not None and drop > allowed_drop + 1e-9:
             problems.append(f"accuracy drop {drop:.2f} points > {tol.max_accuracy_drop:g}"
@@ -96,12 +114,14 @@ class Parity:
             if max_abs < self.max_abs:
                 max_abs = float(f"{self.max_abs * 1.001:.3g}")
         drop = self.accuracy_drop if tol.max_accuracy_drop is not None else None
-        return Tolerance(max_abs=max_abs, min_top1_agreement=self.top1_agreement,
-                         max_accuracy_drop=max(drop, 0.0) if drop is not None else None)
+        return Tolerance(max_abs=max_abs, min_top1_agreement=self.judged_agreement(tol),
+                         max_accuracy_drop=max(drop, 0.0) if drop is not None else None, tie_margin=tol.tie_margin)
 
     def record(self, tol: Tolerance) -> dict:
         out = {"max_abs": self.max_abs, "max_rel": self.max_rel, "top1_agreement": self.top1_agreement,
                "samples": self.samples, "tolerance": tol.as_dict(), "passed": self.passes(tol)}
+        if tol.tie_margin:
+            out["near_ties"] = self.near_ties(tol)
         if self.top1 is not None:
             out.update(top1=self.top1, reference_top1=self.reference_top1, accuracy_drop=self.accuracy_drop)
         return out
@@ -126,9 +146,9 @@ class Parity:
             low, high = f"{min(values):.3g}", f"{max(values):.3g}"
             return low if low == high else f"{low}..{high}"
 
-        margins, spreads = zip(*self.flipped)
-        return (f" (on the {len(self.flipped)} sample(s) whose top-1 changed, PyTorch's top-1 margin was "
-                f"{span(margins)} and its logits' standard deviation {span(spreads)})")
+        gaps, spreads = zip(*self.flipped)
+        return (f" (on the {len(self.flipped)} sample(s) whose top-1 changed, PyTorch scored the engine's class "
+                f"{span(gaps)} below its own top-1, its logits' standard deviation being {span(spreads)})")
 
 
 ONE_CHANGE_CHANCE = 0.05
@@ -155,9 +175,11 @@ def compare(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray],
     agreement = float((ref_top == got_top).mean())
     flipped: tuple[tuple[float, float], ...] = ()
     if reference[0].ndim == 2 and reference[0].shape[-1] > 1:
-        logits = reference[0][ref_top != got_top].astype(np.float64)
-        ranked = np.sort(logits, axis=-1)
-        flipped = tuple((float(m), float(d)) for m, d in zip(ranked[:, -1] - ranked[:, -2], logits.std(axis=-1)))
+        changed = ref_top != got_top
+        logits = reference[0][changed].astype(np.float64)
+        rows = np.arange(len(logits))
+        gaps = logits[rows, ref_top[changed]] - logits[rows, got_top[changed]]
+        flipped = tuple((float(g), float(d)) for g, d in zip(gaps, logits.std(axis=-1)))
     top1 = reference_top1 = None
     if labels is not None:
         top1, reference_top1 = float((got_top == labels).mean()), float((ref_top == labels).mean())

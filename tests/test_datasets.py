@@ -91,8 +91,8 @@ def test_parity_metrics_and_the_tolerance_that_would_pass():
     assert not parity.passes(tol)
     message = parity.failure_message("t8_w32_d1 onnxruntime fp32", tol)
     assert "max_abs 4 > 0.001" in message and "max_abs >= 4" in message and "<= 0.5000" in message
-    assert "(on the 1 sample(s) whose top-1 changed, PyTorch's top-1 margin was 3 and its logits' standard " \
-           "deviation 1.5)" in message
+    assert "(on the 1 sample(s) whose top-1 changed, PyTorch scored the engine's class 3 below its own top-1, its " \
+           "logits' standard deviation being 1.5)" in message
     assert parity.passes(parity.would_pass(tol))
 
 
@@ -105,9 +105,42 @@ def test_a_parity_failure_shows_how_near_the_flipped_samples_were_to_a_tie():
     assert parity.top1_agreement == pytest.approx(1 / 3) and len(parity.flipped) == 2
     message = parity.failure_message("t256_w832_d6 (openvino bf16)", Tolerance(max_abs=None, min_top1_agreement=0.98))
     assert "top-1 agreement 0.3333 < 0.98 (2 of 3 samples changed top-1, 1 allowed) (on the 2 sample(s) whose " \
-           "top-1 changed, PyTorch's top-1 margin was 0.0005..0.001 and its logits' standard deviation 0.472" in message
+           "top-1 changed, PyTorch scored the engine's class 0.0005..0.001 below its own top-1, its logits' " \
+           "standard deviation being 0.472" in message
     unchanged = compare(ref, ref).failure_message("x", Tolerance(max_abs=None, min_top1_agreement=1.1))
     assert "whose top-1 changed" not in unchanged
+
+
+def test_near_ties_are_recorded_and_not_judged_but_confident_flips_are():
+    """With a tie_margin, a changed top-1 counts against the agreement only where PyTorch
+    scored the engine's class more than tie_margin standard deviations below its own top-1.
+    The gap is to the class the engine chose, not to PyTorch's second: a sample whose top two
+    are tied but whose engine picked a third class is judged."""
+    ref = np.array([[1.0, 0.999, 0.0, 0.0], [1.0, 0.998, -1.0, 0.0], [1.0, 0.0, 0.999, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    spread = ref.std(axis=-1)
+    # row 0: the engine takes PyTorch's second, 0.001 below (a near-tie); row 1: also a near-tie;
+    # row 2: the engine takes class 3, which PyTorch scored 1.0 below its top-1 (its second,
+    # class 2, is 0.001 below); row 3: unchanged
+    got = np.array([[0.9, 1.0, 0.0, 0.0], [0.9, 1.0, -1.0, 0.0], [0.9, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0]])
+    parity = compare([ref], [got])
+    assert parity.changed == 3
+    assert [gap for gap, _ in parity.flipped] == pytest.approx([0.001, 0.002, 1.0])
+    assert [s for _, s in parity.flipped] == pytest.approx(list(spread[:3]))
+    strict = Tolerance(max_abs=None, min_top1_agreement=0.75)
+    tied = Tolerance(max_abs=None, min_top1_agreement=0.75, tie_margin=0.1)
+    assert parity.near_ties(strict) == 0 and not parity.passes(strict)
+    assert parity.near_ties(tied) == 2 and parity.judged_agreement(tied) == pytest.approx(0.75)
+    assert parity.passes(tied)
+    record = parity.record(tied)
+    assert record["near_ties"] == 2 and record["top1_agreement"] == pytest.approx(0.25)
+    assert record["tolerance"]["tie_margin"] == 0.1 and "near_ties" not in parity.record(strict)
+    # the confident flip alone is more than 0.99 allows of four samples (none)
+    message = parity.failure_message("e", Tolerance(max_abs=None, min_top1_agreement=0.99, tie_margin=0.1))
+    assert "top-1 agreement 0.7500 < 0.99 (3 of 4 samples changed top-1, 2 of them near-ties not counted, 0 allowed)" \
+        in message
+    assert "min_top1_agreement <= 0.7500" in message
+    # a tie_margin wide enough to cover the gap of 1.0 (over 2 standard deviations) excuses it too
+    assert parity.passes(Tolerance(max_abs=None, min_top1_agreement=1.0, tie_margin=3.0))
 
 
 

@@ -126,11 +126,16 @@ BROKEN = [
      "$.engines[0].weight_sharing: missing required field \"how\""),
     ("weight sharing group empty", lambda d: engine(d).update(weight_sharing={"group": "", "how": "x"}),
      "$.engines[0].weight_sharing.group"),
+    ("negative near-ties", lambda d: engine(d)["parity"].update(near_ties=-1), "$.engines[0].parity.near_ties"),
+    ("negative tie margin", lambda d: engine(d)["parity"]["tolerance"].update(tie_margin=-0.1),
+     "$.engines[0].parity.tolerance.tie_margin"),
 ]
 
 # Variants both validators must accept.
 ACCEPTED = [
     ("parity checked on the device against an engine", lambda d: engine(d)["parity"].update(reference="t8-ort-fp32")),
+    ("near-ties and their margin", lambda d: (engine(d)["parity"].update(near_ties=3),
+                                              engine(d)["parity"]["tolerance"].update(tie_margin=0.1))),
     ("every file an engine reads", lambda d: engine(d).update(files=[{"file": engine(d)["file"], "sha256": "ab" * 32,
                                                                       "size": 1}])),
     ("accuracy per device", lambda d: engine(d).update(accuracies={"x86-cpu:epyc:12345678": {"top1": 0.5}})),
@@ -453,14 +458,18 @@ def test_engines_table_renders(valid):
     failing = copy.deepcopy(engine(valid))
     failing.update(id="t32_w64_d1_int8", precision="int8")
     failing["parity"].update(passed=False, top1_agreement=0.875)
-    valid["engines"] += [second, failing]
+    tied = copy.deepcopy(engine(valid))
+    tied.update(id="t32_w64_d1_bf16", precision="bf16")
+    tied["parity"].update(top1_agreement=0.75, near_ties=2)
+    valid["engines"] += [second, failing, tied]
     m.validate(valid)
     console = Console(record=True, width=200)
     console.print(engines_table(valid))
     text = console.export_text()
     for expected in ("t32_w64_d2", "t16_w32_d1", "t32_w64_d1_int8", "12.3M", "2.5G", "45.7K", "3.0 MiB",
-                     "pass", "FAIL", "87.5%", "pending", "FLOPs", "parity"):
+                     "pass", "FAIL", "87.5%", "pending", "FLOPs", "parity", "75.0% (2 near-ties)"):
         assert expected in text, expected
+    assert text.count("near-ties") == 1
 
 
 def test_human_units():

@@ -23,6 +23,8 @@ FP32 = "[parity.fp32]\nmax_abs = 1e-3\nmin_top1_agreement = 0.99\n"
     ("[parity.fp32]\nmax_abs = 1e-3\nmin_top1_agreement = 1.5\n", "min_top1_agreement must be <= 1, got 1.5"),
     ("[parity.fp32]\nmax_abs = 1e-3\n", "parity.fp32 lacks min_top1_agreement"),
     ("[parity.int8]\nmin_top1_agreement = 0.9\nmax_accuracy_drop = -inf\n", "max_accuracy_drop must be a finite"),
+    ("[parity.int8]\nmin_top1_agreement = 0.9\ntie_margin = -0.1\n", "parity.int8.tie_margin must be >= 0"),
+    ("[parity.int8]\nmin_top1_agreement = 0.9\ntie_margin = nan\n", "parity.int8.tie_margin must be a finite"),
     (FP32 + "[profiling]\nmin_iterations = inf\n", "[profiling]: min_iterations must be a finite number, got inf"),
     (FP32 + "[profiling]\nmin_duration_s = inf\n", "[profiling]: min_duration_s must be a finite number"),
     (FP32 + "[profiling]\ngroup = 0\n", "profile bad: [profiling]: profiling setting group = 0 is out of range"),
@@ -48,3 +50,15 @@ def test_settings_from_the_command_line_must_be_finite(change):
     """`adaexport profile --min-duration inf` measured forever; --max-cv nan never warned."""
     with pytest.raises(ProfilingError, match="must be a finite number"):
         ProfilingSettings().replace(**change)
+
+
+def test_a_tie_margin_is_read_and_kept_through_the_command_line_overrides(tmp_path):
+    path = tmp_path / "ties.toml"
+    path.write_text(FP32 + "[parity.int8]\nmin_top1_agreement = 0.95\nmax_accuracy_drop = 2.0\ntie_margin = 0.25\n")
+    profile = load_profile(str(path))
+    assert profile.tolerance("int8").tie_margin == 0.25 and profile.tolerance("fp32").tie_margin is None
+    overridden = profile.with_overrides(min_agreement=0.9, max_drop=1.0)
+    assert overridden.tolerance("int8").tie_margin == 0.25
+    assert overridden.tolerance("int8").as_dict() == {"max_abs": None, "min_top1_agreement": 0.9,
+                                                      "max_accuracy_drop": 1.0, "tie_margin": 0.25}
+    assert "tie_margin" not in overridden.tolerance("fp32").as_dict()

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..errors import UsageError
 from ..manifest_records import Manifest
+from ..render import near_ties_text
 from ._app import app, command, console, emit, err_console, reporter, tagged, warn
 from .options import DEPTH_OPT, DEVICE_OPT, JSON_OPT, MODEL_ARG, TOKENS_OPT, WIDTH_OPT
 
@@ -51,7 +52,7 @@ def _summary_table(manifest: Manifest) -> Table:
     for e in manifest.engines:
         p = e.parity
         parity = ("pending" if e.pending else "not checked") if p is None else (
-            f"{'pass' if p.passed else 'FAIL'} {p.max_abs:.0e} / {p.top1_agreement:.3f}"
+            f"{'pass' if p.passed else 'FAIL'} {p.max_abs:.0e} / {p.top1_agreement:.3f}{near_ties_text(p)}"
             + (f" / {-p.accuracy_drop:+.2f}pt" if p.accuracy_drop is not None and e.precision != "fp32" else ""))
         size = f"{e.size / 1024:.1f} KiB" if e.size is not None else "-"
         table.add_row(e.point.id, f"{e.backend} {e.precision}", si(e.flops), f"{e.params:,}", parity, size)

@@ -33,16 +33,21 @@ RANDOM_SAMPLES = 16  # default [parity] random_samples: sized for a published-si
 class Tolerance:
     """How close an engine must stay to PyTorch. `max_abs` (largest absolute output
     difference) is for fp32; reduced precisions are judged by top-1 agreement and the
-    accuracy change on the labelled samples (`max_accuracy_drop`, percentage points)."""
+    accuracy change on the labelled samples (`max_accuracy_drop`, percentage points).
+    `tie_margin` (standard deviations of PyTorch's logits): a changed top-1 where PyTorch
+    scored the engine's class within that much of its own is a near-tie, recorded and not
+    judged against min_top1_agreement (adaexport.validate)."""
 
     max_abs: float | None
     min_top1_agreement: float
     max_accuracy_drop: float | None = None
+    tie_margin: float | None = None
 
     def as_dict(self) -> dict[str, float | None]:
         out = {"max_abs": self.max_abs, "min_top1_agreement": self.min_top1_agreement}
-        if self.max_accuracy_drop is not None:
-            out["max_accuracy_drop"] = self.max_accuracy_drop
+        for key in ("max_accuracy_drop", "tie_margin"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
         return out
 
 
@@ -100,10 +105,10 @@ def _overridden(profile: BuildProfile, given: dict) -> BuildProfile:
     drop = optional_number(given.get("max_drop"), "--max-drop", ProfileError, minimum=0)
     tolerances = {}
     for precision, tol in profile.tolerances.items():
-        tolerances[precision] = Tolerance(
-            atol if atol is not None and precision == "fp32" else tol.max_abs,
-            agreement if agreement is not None else tol.min_top1_agreement,
-            drop if drop is not None and precision != "fp32" else tol.max_accuracy_drop)
+        tolerances[precision] = dataclasses.replace(
+            tol, max_abs=atol if atol is not None and precision == "fp32" else tol.max_abs,
+            min_top1_agreement=agreement if agreement is not None else tol.min_top1_agreement,
+            max_accuracy_drop=drop if drop is not None and precision != "fp32" else tol.max_accuracy_drop)
     return dataclasses.replace(profile, tolerances=tolerances,
                                engines=tuple(engines) if engines is not None else profile.engines,
                                overrides=tuple(sorted({**dict(profile.overrides), **given}.items())))
@@ -130,7 +135,7 @@ def _tolerance(precision: str, table: object, name: str) -> Tolerance:
     where = f"profile {name}: parity.{precision}"
     if not isinstance(table, dict):
         raise ProfileError(f"{where} must be a table ([parity.{precision}]), got {table!r}")
-    unknown = sorted(set(table) - {"max_abs", "min_top1_agreement", "max_accuracy_drop"})
+    unknown = sorted(set(table) - {"max_abs", "min_top1_agreement", "max_accuracy_drop", "tie_margin"})
     if unknown:
         raise ProfileError(f"{where}: unknown key(s) {', '.join(unknown)}")
     if "min_top1_agreement" not in table:
@@ -140,7 +145,7 @@ def _tolerance(precision: str, table: object, name: str) -> Tolerance:
         return optional_number(table.get(key), f"{where}.{key}", ProfileError, **bounds)
 
     return Tolerance(number("max_abs", minimum=0), number("min_top1_agreement", minimum=0, maximum=1),
-                     number("max_accuracy_drop", minimum=0))
+                     number("max_accuracy_drop", minimum=0), number("tie_margin", minimum=0))
 
 
 def load_profile(name_or_path: "str | BuildProfile" = "default") -> BuildProfile:

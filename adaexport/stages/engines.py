@@ -160,7 +160,8 @@ def parity_stage(ctx: BuildContext) -> None:
     if not ctx.request.parity:
         return
     ready = [e for e in ctx.engines if e.ready]
-    keys = {e.id: digest({**ctx.base, "stage": "parity", "engine_sha256": e.sha256, "backend": e.backend,
+    # "metrics" 2: `flipped` holds each changed sample's gap to the engine's class (1: PyTorch's top-1 margin)
+    keys = {e.id: digest({**ctx.base, "stage": "parity", "metrics": 2, "engine_sha256": e.sha256, "backend": e.backend,
                           "precision": e.precision, "inputs": ctx.data.digest, "dataset": ctx.dataset})
             for e in ready}
     metrics = {e.id: ctx.cache.get("parity", keys[e.id]) for e in ready}
