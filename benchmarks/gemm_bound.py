@@ -9,6 +9,13 @@
   carries 16 FLOPs, so the chain streams its weights from memory;
 * the machine's one-thread read bandwidth (numpy sum of 300 MB).
 
+``python benchmarks/gemm_bound.py --model POINT.onnx [--threads 1,2]`` instead splits one
+exported point's ONNX Runtime run with its profiler: the Gemm nodes' kernel time, their FLOPs
+(from the shapes the profiler records) and so their rate, against the 2048^3 GEMM rate measured
+just before at the same thread count, and the time of every other node. It says how near the
+roofline a graph of these Gemms could come in ONNX Runtime at all: the Gemms alone at their
+in-model rate, plus whatever the other nodes cost.
+
 bench_speed's roofline is FLOPs over the GEMM rate, which leaves memory out; this says where
 that roofline cannot be reached. bench_speed measures the chain's rate too (`chain_weights`,
 `weight_chain`, at the model's MLP shape and each token count's rows) and times every engine
@@ -130,9 +137,76 @@ def read_bandwidth() -> None:
     print(f"one-thread read bandwidth (numpy sum of 300 MB): {data.nbytes / _best(data.sum, 5) / 1e9:.1f} GB/s")
 
 
+def in_model_gemms(path, threads: int, runs: int = 8) -> dict:
+    """One ONNX Runtime run of the exported point at `path`, split by its profiler (the mean
+    of `runs` runs after 3 untimed ones): ms of the whole run, of every node's kernel, of the
+    Gemm nodes, the Gemms' GFLOPs (2 x rows x inner x outer from the recorded input and output
+    shapes) and ms per other op type."""
+    import json
+    import os
+    import tempfile
+    from collections import Counter
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        options.profile_file_prefix = os.path.join(tmp, "run")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        feed = {i.name: np.random.default_rng(0).standard_normal(i.shape).astype(np.float32)
+                for i in session.get_inputs()}
+        for _ in range(3 + runs):
+            session.run(None, feed)
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+    timed = [e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"][-runs:]
+    start = timed[0]["ts"]
+    kernels = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= start]
+    by_op, gemm_flops = Counter(), 0
+    for e in kernels:
+        by_op[e["args"]["op_name"]] += e["dur"]
+        if e["args"]["op_name"] == "Gemm":
+            rows_inner = list(e["args"]["input_type_shape"][0].values())[0]
+            outer = list(e["args"]["output_type_shape"][0].values())[0][-1]
+            gemm_flops += 2 * int(np.prod(rows_inner)) * outer
+    ms = lambda us: us / runs / 1e3  # noqa: E731
+    return {"run_ms": ms(sum(e["dur"] for e in timed)), "kernel_ms": ms(sum(by_op.values())),
+            "gemm_ms": ms(by_op.pop("Gemm", 0)), "gemm_gflop": gemm_flops / runs / 1e9,
+            "other_ms": {op: ms(us) for op, us in by_op.most_common()}}
+
+
+def split_point(path, thread_counts) -> None:
+    """`in_model_gemms` at each thread count beside that count's 2048^3 GEMM rate."""
+    from bench_speed import gemm_rate
+
+    for threads in thread_counts:
+        rate = gemm_rate(threads) / 1e9
+        split = in_model_gemms(path, threads)
+        gemm_rate_in_model = split["gemm_gflop"] / split["gemm_ms"] * 1e3
+        others = split["kernel_ms"] - split["gemm_ms"]
+        print(f"{threads} thread(s): GEMM rate (2048^3) {rate:.1f} GFLOP/s; run {split['run_ms']:.1f} ms, "
+              f"kernels {split['kernel_ms']:.1f} ms")
+        print(f"  Gemm nodes: {split['gemm_ms']:.1f} ms for {split['gemm_gflop']:.2f} GFLOP = "
+              f"{gemm_rate_in_model:.1f} GFLOP/s ({gemm_rate_in_model / rate:.2f} of the GEMM rate; "
+              f"{split['gemm_ms'] / (split['gemm_gflop'] / rate * 1e3):.2f}x their FLOPs at it)")
+        top = ", ".join(f"{op} {t:.2f}" for op, t in list(split["other_ms"].items())[:10])
+        print(f"  other nodes: {others:.1f} ms ({top} ...)")
+
+
 def main() -> None:
+    import argparse
+
     import torch
 
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", help="an exported point's .onnx: split its ONNX Runtime run (module docstring)")
+    parser.add_argument("--threads", default="1", help="thread counts for --model, e.g. 1,2")
+    args = parser.parse_args()
+    if args.model:
+        split_point(args.model, [int(t) for t in args.threads.split(",")])
+        return
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     single_matmuls(rng)
