@@ -338,6 +338,8 @@ BUILD += [case("build", name, *out(*SMALL, *args), words=words) for name, args, 
     ("atol-negative", ("--atol", "-1e-3"), "--atol must be >= 0"),
     ("min-agreement-above-1", ("--min-agreement", "2"), "--min-agreement must be <= 1"),
     ("max-drop-inf", ("--max-drop", "inf"), "--max-drop must be a finite number"),
+    ("tie-margin-negative", ("--tie-margin", "-0.1"), "--tie-margin must be >= 0"),
+    ("tie-margin-nan", ("--tie-margin", "nan"), "--tie-margin must be a finite number"),
 ]]
 
 REPORT = [case("report", name, path, words=words) for name, path, words in MANIFEST_PROBLEMS[:4]]

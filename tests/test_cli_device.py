@@ -73,7 +73,7 @@ def test_a_custom_profile_build_needs_nothing_else_on_the_device(tmp_path):
                        '[profiling]\nenabled = false\nwarmup_s = 0.005\nmin_iterations = 7\nmin_duration_s = 0.01\n'
                        'rounds = 1\nremeasure = 0\nidle_s = 0\n')
     built = run_cli("build", "--device", "jetson-orin-nx", "--out", str(tmp_path / "nx"), "--tokens", "8", "--width",
-                    "32", "--depth", "1", "--build-profile", str(profile), "--atol", "2e-3")
+                    "32", "--depth", "1", "--build-profile", str(profile), "--atol", "2e-3", "--tie-margin", "0.5")
     assert built.returncode == 0, built.stderr
     profile.unlink()
     device_dir = tmp_path / "on-device"
@@ -82,10 +82,11 @@ def test_a_custom_profile_build_needs_nothing_else_on_the_device(tmp_path):
         "from adaexport.manifest import read_manifest\nfrom adaexport.profiles import profile_of_manifest\n"
         f"p = profile_of_manifest(read_manifest({str(device_dir)!r}))\n"
         "print(p.name, p.parity_samples, p.tolerance('fp32').max_abs, p.tolerance('fp32').min_top1_agreement,\n"
-        "      p.tolerance('fp16').max_accuracy_drop)\n")],
+        "      p.tolerance('fp16').max_accuracy_drop, p.tolerance('fp16').tie_margin,\n"
+        "      p.tolerance('fp32').tie_margin)\n")],
         capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
     assert read.returncode == 0, read.stderr
-    assert read.stdout.split() == ["mine", "16", "0.002", "0.97", "2.5"]
+    assert read.stdout.split() == ["mine", "16", "0.002", "0.97", "2.5", "0.5", "None"]
     compiled = run_without_torch("compile", str(device_dir))
     try:
         import tensorrt  # noqa: F401

@@ -72,16 +72,16 @@ def _check_engines(engines, device: str | None) -> None:
 def build(out: str | Path, model: str | Path | None = None, *, device: str | None = None, grid: str | None = None,
           tokens=None, widths=None, depths=None, attention: str | None = None, batch: int = 1,
           profile: str = "default", engines: list[str] | None = None, atol: float | None = None,
-          min_agreement: float | None = None, max_drop: float | None = None, dataset: str | None = None,
-          measure: bool = True, search: str | Path | None = None, parity: bool = True, jobs: int = 1,
-          ray: str | None = None, reporter=None) -> BuildResult:
+          min_agreement: float | None = None, max_drop: float | None = None, tie_margin: float | None = None,
+          dataset: str | None = None, measure: bool = True, search: str | Path | None = None, parity: bool = True,
+          jobs: int = 1, ray: str | None = None, reporter=None) -> BuildResult:
     """Export, compile and check a family of engines against PyTorch, profile them when
     this machine is the target, and write the manifest (`adaexport build`).
 
     `tokens`/`widths`/`depths`: "32,64" or a list of ints (None: the grid preset's);
     `device`: a target name or .toml file (None: this machine); `profile`: a build
     profile name or .toml file, whose values `engines` ("backend:precision"), `atol`,
-    `min_agreement` and `max_drop` override (recorded in the manifest); `reporter`:
+    `min_agreement`, `max_drop` and `tie_margin` override (recorded in the manifest); `reporter`:
     progress (see adaexport.progress; None: silent); `jobs`: worker processes for the
     per-point work, or with `ray` (a Ray cluster's address) that many Ray workers there."""
     from ..build import BuildRequest, run_build
@@ -89,8 +89,8 @@ def build(out: str | Path, model: str | Path | None = None, *, device: str | Non
     from ..progress import QuietReporter
     from ..targets import resolve_target
 
-    if any(v is not None for v in (engines, atol, min_agreement, max_drop)):
-        profile = load_profile(profile).with_overrides(engines, atol, min_agreement, max_drop)
+    if any(v is not None for v in (engines, atol, min_agreement, max_drop, tie_margin)):
+        profile = load_profile(profile).with_overrides(engines, atol, min_agreement, max_drop, tie_margin)
         _check_engines(engines or (), device)
     request = BuildRequest(
         out=Path(out), model=None if model is None else Path(model), target=resolve_target(device), profile=profile,

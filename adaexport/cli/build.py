@@ -133,6 +133,11 @@ def build(
     max_drop: Optional[float] = typer.Option(None, "--max-drop", metavar="POINTS",
                                              help="fp16/int8: largest top-1 accuracy drop, in percentage points "
                                              "(default: the profile's)."),
+    tie_margin: Optional[float] = typer.Option(None, "--tie-margin", metavar="STD",
+                                               help="fp16/bf16/int8: a changed top-1 that PyTorch scored within this "
+                                               "many standard deviations of its logits of its own is a near-tie, "
+                                               "recorded and not judged; 0 judges every change (default: the "
+                                               "profile's)."),
     dataset: Optional[str] = typer.Option(
         None, "--dataset", metavar="SPEC", help="Parity inputs (and what --grid front searches without --search): "
         "demo, fashion-mnist:DIR, npz:FILE, imagefolder:DIR, or none (fp32 engines checked on seeded random inputs, "
@@ -157,8 +162,9 @@ def build(
     result = api.build(out, model, device=device, grid=grid, tokens=tokens, widths=width, depths=depth,
                        attention=attention, batch=batch, profile=_profile(build_profile, profile, profile_file),
                        engines=None if engines is None else [e.strip() for e in engines.split(",") if e.strip()],
-                       atol=atol, min_agreement=min_agreement, max_drop=max_drop, dataset=dataset,
-                       measure=not no_profile, search=search, jobs=jobs, ray=ray, reporter=reporter(json_out))
+                       atol=atol, min_agreement=min_agreement, max_drop=max_drop, tie_margin=tie_margin,
+                       dataset=dataset, measure=not no_profile, search=search, jobs=jobs, ray=ray,
+                       reporter=reporter(json_out))
     emit(result, json_out, render_build)
 
 

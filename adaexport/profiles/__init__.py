@@ -69,12 +69,15 @@ class BuildProfile:
     overrides: tuple[tuple[str, object], ...] = ()  # what the command line changed (see with_overrides)
 
     def with_overrides(self, engines: list[str] | None = None, atol: float | None = None,
-                       min_agreement: float | None = None, max_drop: float | None = None) -> "BuildProfile":
+                       min_agreement: float | None = None, max_drop: float | None = None,
+                       tie_margin: float | None = None) -> "BuildProfile":
         """This profile with the build's command-line options in place of its values:
         `engines` ("backend:precision"), `atol` (fp32 max_abs), `min_agreement` (every
-        precision's min_top1_agreement) and `max_drop` (max_accuracy_drop of fp16/bf16/int8).
+        precision's min_top1_agreement), `max_drop` and `tie_margin` (max_accuracy_drop and
+        tie_margin of fp16/bf16/int8; a tie_margin of 0 judges every change).
         The overrides are kept so the manifest can record them beside the TOML text."""
-        given = {"engines": engines, "atol": atol, "min_agreement": min_agreement, "max_drop": max_drop}
+        given = {"engines": engines, "atol": atol, "min_agreement": min_agreement, "max_drop": max_drop,
+                 "tie_margin": tie_margin}
         given = {k: v for k, v in given.items() if v is not None}
         if not given:
             return self
@@ -103,12 +106,15 @@ def _overridden(profile: BuildProfile, given: dict) -> BuildProfile:
     atol = optional_number(given.get("atol"), "--atol", ProfileError, minimum=0)
     agreement = optional_number(given.get("min_agreement"), "--min-agreement", ProfileError, minimum=0, maximum=1)
     drop = optional_number(given.get("max_drop"), "--max-drop", ProfileError, minimum=0)
+    ties = optional_number(given.get("tie_margin"), "--tie-margin", ProfileError, minimum=0)
     tolerances = {}
     for precision, tol in profile.tolerances.items():
+        reduced = precision != "fp32"
         tolerances[precision] = dataclasses.replace(
-            tol, max_abs=atol if atol is not None and precision == "fp32" else tol.max_abs,
+            tol, max_abs=atol if atol is not None and not reduced else tol.max_abs,
             min_top1_agreement=agreement if agreement is not None else tol.min_top1_agreement,
-            max_accuracy_drop=drop if drop is not None and precision != "fp32" else tol.max_accuracy_drop)
+            max_accuracy_drop=drop if drop is not None and reduced else tol.max_accuracy_drop,
+            tie_margin=ties if ties is not None and reduced else tol.tie_margin)
     return dataclasses.replace(profile, tolerances=tolerances,
                                engines=tuple(engines) if engines is not None else profile.engines,
                                overrides=tuple(sorted({**dict(profile.overrides), **given}.items())))
