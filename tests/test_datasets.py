@@ -143,6 +143,36 @@ def test_near_ties_are_recorded_and_not_judged_but_confident_flips_are():
     assert parity.passes(Tolerance(max_abs=None, min_top1_agreement=1.0, tie_margin=3.0))
 
 
+def test_the_default_tie_margin_does_not_excuse_a_broken_engine_on_the_trained_demo():
+    """An engine that lost a sign in conversion (the demo's block-1 attention projection
+    negated, run in PyTorch) changes samples the trained model was sure of: none of its
+    changes is a near-tie under the default profile's int8 tolerance, and it fails parity,
+    where the real int8 engines' changes are mostly near-ties (docs/DESIGN.md, "Engines")."""
+    import copy
+
+    import torch
+
+    from adaexport.demo import DEMO_MODEL
+    from adaexport.model.checkpoint import load_checkpoint
+    from adaexport.model.point import ConfigPoint
+    from adaexport.model.static import specialize
+    from adaexport.profiles import load_profile
+
+    loaded = load_checkpoint(DEMO_MODEL)
+    cfg = loaded.config
+    x, y = model_inputs("demo", cfg, 256)
+    point = ConfigPoint(tokens=cfg.mask_token_grans[-1], width=cfg.mat_dims[-1], depth=cfg.depth)
+    broken = copy.deepcopy(loaded.model)
+    with torch.no_grad():
+        broken.blocks[1].attn.proj.weight.neg_()
+        ref, got = (specialize(m, point)(torch.from_numpy(x))[0].numpy() for m in (loaded.model, broken))
+    tol = load_profile("default").tolerance("int8")
+    assert tol.tie_margin
+    parity = compare([ref], [got], y)
+    assert parity.changed > parity.allowed_flips(tol)
+    assert parity.near_ties(tol) == 0 and not parity.passes(tol)
+
+
 
 def demo_config():
     from adaexport.demo import DEMO_MODEL
