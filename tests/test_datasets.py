@@ -173,7 +173,6 @@ def test_the_default_tie_margin_does_not_excuse_a_broken_engine_on_the_trained_d
     assert parity.near_ties(tol) == 0 and not parity.passes(tol)
 
 
-
 def demo_config():
     from adaexport.demo import DEMO_MODEL
 
