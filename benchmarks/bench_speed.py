@@ -55,6 +55,17 @@ CALLS = 5
 SETTLE_S = 0.2
 
 
+def thread_counts(parser, text: str) -> list[int]:
+    """`--threads` as given (1, or several: 1,16): the counts, or `parser`'s usage error."""
+    try:
+        counts = [int(n) for n in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        parser.error(f"--threads: expected thread counts like 1 or 1,16, got {text!r}")
+    return counts
+
+
 def gemm_rate(threads: int, n: int = 2048, repeats: int = 5) -> float:
     """FLOP/s of the best of ``repeats`` fp32 n x n x n matrix products."""
     import torch
@@ -230,11 +241,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     import os
 
-    try:
-        counts = [int(n) for n in args.threads.split(",")]
-        assert counts and min(counts) >= 1
-    except (ValueError, AssertionError):
-        parser.error(f"--threads: expected thread counts like 1 or 1,16, got {args.threads!r}")
+    counts = thread_counts(parser, args.threads)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(max(counts))
     import torch

@@ -205,7 +205,9 @@ def main() -> None:
     parser.add_argument("--threads", default="1", help="thread counts for --model, e.g. 1,2")
     args = parser.parse_args()
     if args.model:
-        split_point(args.model, [int(t) for t in args.threads.split(",")])
+        from bench_speed import thread_counts
+
+        split_point(args.model, thread_counts(parser, args.threads))
         return
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)

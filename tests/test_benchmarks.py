@@ -219,3 +219,6 @@ def test_gemm_bound_splits_a_graphs_run_into_its_gemms_rate_and_the_rest(tmp_pat
     assert split["gemm_gflop"] == pytest.approx(2 * 3 * 8 * 16 / 1e9)
     assert set(split["other_ms"]) == {"Softmax"}
     assert 0 < split["gemm_ms"] <= split["kernel_ms"] and split["kernel_ms"] <= split["run_ms"]
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gemm_bound.py"), "--model", str(path),
+                          "--threads", "1,x"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert bad.returncode == 2 and "expected thread counts like 1 or 1,16" in bad.stderr.strip().splitlines()[-1]
