@@ -10,11 +10,14 @@
 * the machine's one-thread read bandwidth (numpy sum of 300 MB).
 
 ``python benchmarks/gemm_bound.py --model POINT.onnx [--threads 1,2]`` instead splits one
-exported point's ONNX Runtime run with its profiler: the Gemm nodes' kernel time, their FLOPs
-(from the shapes the profiler records) and so their rate, against the 2048^3 GEMM rate measured
-just before at the same thread count, and the time of every other node. It says how near the
-roofline a graph of these Gemms could come in ONNX Runtime at all: the Gemms alone at their
-in-model rate, plus whatever the other nodes cost.
+exported point's ONNX Runtime run with its profiler (and its OpenVINO run with the CPU plugin's
+performance counters, `in_model_fully_connected`): the weight products' kernel time (ONNX
+Runtime's Gemm nodes, OpenVINO's FullyConnected layers), their FLOPs (from the recorded shapes)
+and so their rate, against the 2048^3 GEMM rate measured just before at the same thread count,
+and the time of every other node. Where the point sits in a build (BUILD/onnx/POINT.onnx beside
+BUILD/manifest.json) each is also given against the point's roofline (the manifest's FLOPs
+over that rate). It says how near the roofline a graph of these products could come in each
+runtime at all: the products alone at their in-model rate, plus whatever the other nodes cost.
 
 bench_speed's roofline is FLOPs over the GEMM rate, which leaves memory out; this says where
 that roofline cannot be reached. bench_speed measures the chain's rate too (`chain_weights`,
@@ -177,22 +180,92 @@ def in_model_gemms(path, threads: int, runs: int = 8) -> dict:
             "other_ms": {op: ms(us) for op, us in by_op.most_common()}}
 
 
+def in_model_fully_connected(path, threads: int, runs: int = 8) -> dict:
+    """`in_model_gemms` for OpenVINO: one run of the point compiled as the x86-cpu target's fp32
+    engines are (`openvino_backend.runtime_properties`), split by the CPU plugin's performance
+    counters (the mean of `runs` runs after 3 untimed ones). Its weight products are the
+    FullyConnected layers (the model's projections and MLPs, and the rotary product); their
+    FLOPs are 2 x the output's elements x the inner size, from the compiled model's shapes.
+    Same keys as `in_model_gemms` ("gemm": the FullyConnected layers; "other_ms" by layer type)."""
+    from collections import Counter
+
+    import openvino as ov
+
+    from adaexport.backends.openvino_backend import runtime_properties
+    from adaexport.targets import get_target
+
+    config = runtime_properties(get_target("x86-cpu").options("openvino"), "fp32", threads)
+    config = {k: v for k, v in config.items() if k.isupper()} | {"PERF_COUNT": True}
+    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    layers = {op.get_friendly_name(): op for op in compiled.get_runtime_model().get_ordered_ops()}
+    request = compiled.create_infer_request()
+    feed = {port: np.random.default_rng(0).standard_normal(list(port.get_shape())).astype(np.float32)
+            for port in compiled.inputs}
+    for _ in range(3):
+        request.infer(feed)
+    by_type, fc_flops, run_s = Counter(), 0, 0.0
+    for _ in range(runs):
+        start = time.perf_counter()
+        request.infer(feed)
+        run_s += time.perf_counter() - start
+        for layer in request.get_profiling_info():
+            if layer.status != layer.Status.EXECUTED:
+                continue
+            by_type[layer.node_type] += layer.real_time.total_seconds()
+            if layer.node_type == "FullyConnected":
+                op = layers[layer.node_name]
+                inner = op.get_input_partial_shape(0).to_shape()[-1]
+                fc_flops += 2 * int(np.prod(list(op.get_output_partial_shape(0).to_shape()))) * inner
+    ms = lambda s: s / runs * 1e3  # noqa: E731
+    return {"run_ms": ms(run_s), "kernel_ms": ms(sum(by_type.values())),
+            "gemm_ms": ms(by_type.pop("FullyConnected", 0)), "gemm_gflop": fc_flops / runs / 1e9,
+            "other_ms": {kind: ms(s) for kind, s in by_type.most_common()}}
+
+
+def point_flops(path) -> int | None:
+    """The point's FLOPs from the manifest of the build the ONNX is in (BUILD/onnx/POINT.onnx beside
+    BUILD/manifest.json; the engines stage's `count_flops`), or None where there is none."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        engines = json.loads((path.parent.parent / "manifest.json").read_text())["engines"]
+    except (OSError, ValueError, KeyError):
+        return None
+    for engine in engines:
+        point = engine.get("point", {})
+        if f"t{point.get('tokens')}_w{point.get('width')}_d{point.get('depth')}" == path.stem:
+            return engine.get("flops")
+    return None
+
+
+SPLITS = {"ONNX Runtime": (in_model_gemms, "Gemm nodes"), "OpenVINO": (in_model_fully_connected, "FullyConnected layers")}
+
+
 def split_point(path, thread_counts) -> None:
-    """`in_model_gemms` at each thread count beside that count's 2048^3 GEMM rate."""
+    """Each runtime's split (`SPLITS`) at each thread count beside that count's 2048^3 GEMM rate."""
     from bench_speed import gemm_rate
 
+    flops = point_flops(path)
     for threads in thread_counts:
         rate = gemm_rate(threads) / 1e9
-        split = in_model_gemms(path, threads)
-        gemm_rate_in_model = split["gemm_gflop"] / split["gemm_ms"] * 1e3
-        others = split["kernel_ms"] - split["gemm_ms"]
-        print(f"{threads} thread(s): GEMM rate (2048^3) {rate:.1f} GFLOP/s; run {split['run_ms']:.1f} ms, "
-              f"kernels {split['kernel_ms']:.1f} ms")
-        print(f"  Gemm nodes: {split['gemm_ms']:.1f} ms for {split['gemm_gflop']:.2f} GFLOP = "
-              f"{gemm_rate_in_model:.1f} GFLOP/s ({gemm_rate_in_model / rate:.2f} of the GEMM rate; "
-              f"{split['gemm_ms'] / (split['gemm_gflop'] / rate * 1e3):.2f}x their FLOPs at it)")
-        top = ", ".join(f"{op} {t:.2f}" for op, t in list(split["other_ms"].items())[:10])
-        print(f"  other nodes: {others:.1f} ms ({top} ...)")
+        roofline_ms = flops / rate / 1e6 if flops else None
+        print(f"{threads} thread(s): GEMM rate (2048^3) {rate:.1f} GFLOP/s" +
+              (f"; the point's roofline {roofline_ms:.1f} ms ({flops / 1e9:.2f} GFLOP)" if flops else ""))
+        for runtime, (split_run, products) in SPLITS.items():
+            split = split_run(path, threads)
+            gemm_rate_in_model = split["gemm_gflop"] / split["gemm_ms"] * 1e3
+            others = split["kernel_ms"] - split["gemm_ms"]
+            print(f"  {runtime}: run {split['run_ms']:.1f} ms, kernels {split['kernel_ms']:.1f} ms" +
+                  (f" ({split['run_ms'] / roofline_ms:.2f}x the roofline; the {products} alone "
+                   f"{split['gemm_ms'] / roofline_ms:.2f}x, the rest {others / roofline_ms:.2f}x)"
+                   if flops else ""))
+            print(f"    {products}: {split['gemm_ms']:.1f} ms for {split['gemm_gflop']:.2f} GFLOP = "
+                  f"{gemm_rate_in_model:.1f} GFLOP/s ({gemm_rate_in_model / rate:.2f} of the GEMM rate; "
+                  f"{split['gemm_ms'] / (split['gemm_gflop'] / rate * 1e3):.2f}x their FLOPs at it)")
+            top = ", ".join(f"{op} {t:.2f}" for op, t in list(split["other_ms"].items())[:10])
+            print(f"    the rest: {others:.1f} ms ({top} ...)")
 
 
 def main() -> None:

@@ -193,15 +193,18 @@ def test_bench_speed_times_one_build_at_each_thread_count(tmp_path):
 
 
 def test_gemm_bound_splits_a_graphs_run_into_its_gemms_rate_and_the_rest(tmp_path):
-    """`gemm_bound.py --model` counts the Gemm nodes' FLOPs from the shapes ONNX Runtime's
-    profiler records: a MatMul and an Add that ONNX Runtime fuses into one Gemm of
-    3 x 8 x 16 (768 FLOPs) per run, then a Softmax that stays apart."""
+    """`gemm_bound.py --model` counts the weight products' FLOPs from the shapes each runtime
+    records: a MatMul and an Add that ONNX Runtime fuses into one Gemm, and OpenVINO into one
+    FullyConnected layer, of 3 x 8 x 16 (768 FLOPs) per run, then a Softmax that stays apart.
+    The point's FLOPs come from the manifest of the build it sits in."""
+    import json
+
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from gemm_bound import IR_VERSION, in_model_gemms
+        from gemm_bound import IR_VERSION, in_model_fully_connected, in_model_gemms, point_flops
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     rng = np.random.default_rng(0)
@@ -212,13 +215,22 @@ def test_gemm_bound_splits_a_graphs_run_into_its_gemms_rate_and_the_rest(tmp_pat
         [helper.make_tensor_value_info("p", TensorProto.FLOAT, [3, 16])],
         [numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "w"),
          numpy_helper.from_array(rng.standard_normal(16).astype(np.float32), "b")])
-    path = tmp_path / "point.onnx"
+    (tmp_path / "onnx").mkdir()
+    path = tmp_path / "onnx" / "t3_w16_d1.onnx"
     path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
                                        ir_version=IR_VERSION).SerializeToString())
     split = in_model_gemms(path, threads=1, runs=2)
     assert split["gemm_gflop"] == pytest.approx(2 * 3 * 8 * 16 / 1e9)
     assert set(split["other_ms"]) == {"Softmax"}
     assert 0 < split["gemm_ms"] <= split["kernel_ms"] and split["kernel_ms"] <= split["run_ms"]
+    split = in_model_fully_connected(path, threads=1, runs=2)
+    assert split["gemm_gflop"] == pytest.approx(2 * 3 * 8 * 16 / 1e9)
+    assert "Softmax" in split["other_ms"] and split["gemm_ms"] > 0
+    assert point_flops(path) is None                     # no build around it
+    (tmp_path / "manifest.json").write_text(json.dumps({"engines": [
+        {"point": {"tokens": 3, "width": 8, "depth": 1}, "flops": 5},
+        {"point": {"tokens": 3, "width": 16, "depth": 1}, "flops": 768}]}))
+    assert point_flops(path) == 768
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gemm_bound.py"), "--model", str(path),
                           "--threads", "1,x"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert bad.returncode == 2 and "expected thread counts like 1 or 1,16" in bad.stderr.strip().splitlines()[-1]

@@ -173,13 +173,7 @@ class OpenVinoBackend(Backend):
         stem = self.artifact_name(onnx_path, precision, options)
         facts: dict[str, Any] = {"source": onnx_path.name, "source_sha256": sha256_file(onnx_path),
                                  "openvino": ov.__version__}
-        runtime: dict[str, Any] = {"device": str(settings.get("device", "CPU")),
-                                   "PERFORMANCE_HINT": str(settings.get("performance_hint", "LATENCY"))}
-        if threads:
-            runtime["INFERENCE_NUM_THREADS"] = int(threads)
-        if precision in HINTS:
-            runtime["INFERENCE_PRECISION_HINT"] = HINTS[precision]
-        runtime.update(precision_properties(settings, precision))
+        runtime = runtime_properties(settings, precision, threads)
         if precision == "fp32":
             Path(options.out_dir).mkdir(parents=True, exist_ok=True)
             files = family_files(onnx_path, options.out_dir)      # the ONNX, then its weights file
@@ -229,6 +223,20 @@ class OpenVinoBackend(Backend):
     def open(self, artifact, **overrides: Any) -> "OvSession":
         art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
         return OvSession(art.path, {**art.runtime, **overrides}, art.root)
+
+
+def runtime_properties(settings: dict, precision: str, threads: int | None) -> dict[str, Any]:
+    """What an engine of `precision` is compiled with, from the target's ``[backends.openvino]``
+    `settings`: the device, the performance hint, the thread count (0 or None: the plugin's
+    default), the precision hint and the precision's own properties; kept in its sidecar."""
+    runtime: dict[str, Any] = {"device": str(settings.get("device", "CPU")),
+                               "PERFORMANCE_HINT": str(settings.get("performance_hint", "LATENCY"))}
+    if threads:
+        runtime["INFERENCE_NUM_THREADS"] = int(threads)
+    if precision in HINTS:
+        runtime["INFERENCE_PRECISION_HINT"] = HINTS[precision]
+    runtime.update(precision_properties(settings, precision))
+    return runtime
 
 
 def precision_properties(settings: dict, precision: str) -> dict[str, Any]:
