@@ -268,6 +268,95 @@ def split_point(path, thread_counts) -> None:
             print(f"    the rest: {others:.1f} ms ({top} ...)")
 
 
+def block_attention(runs, heads: int, head_dim: int, fused: bool):
+    """One block's attention over (1, N, heads x head_dim) q, k and v as an ONNX model: each run
+    (start, end, keys) of query rows over its key prefix. `fused` False: the exported graphs'
+    form (`layers.attention` with prefix runs: heads split by Reshape and Transpose, per run a
+    Slice of k and v, MatMul with k transposed, the scale, Softmax, MatMul, then Concat and the
+    heads joined); True: per run one ONNX `Attention` (opset 23, which ONNX Runtime runs as one
+    kernel) on the (1, rows, width) slices, no head transposes."""
+    from onnx import TensorProto, helper
+
+    n, width = runs[-1][1], heads * head_dim
+    ints = lambda name, values: helper.make_tensor(name, TensorProto.INT64, [len(values)], values)  # noqa: E731
+    seq_axis = 1 if fused else 2
+    inits = [ints("rows", [end - start for start, end, _ in runs])]
+    if any(keys != n for _, _, keys in runs):
+        inits += [ints("zero", [0]), ints("axis", [seq_axis])]
+    nodes, q, k, v = [], "q", "k", "v"
+    if not fused:
+        inits += [ints("heads", [1, n, heads, head_dim]), ints("joined", [1, n, width]),
+                  helper.make_tensor("scale", TensorProto.FLOAT, [], [head_dim ** -0.5])]
+        for name in "qkv":
+            nodes += [helper.make_node("Reshape", [name, "heads"], [name + "_h"]),
+                      helper.make_node("Transpose", [name + "_h"], [name + "_t"], perm=[0, 2, 1, 3])]
+        q, k, v = "q_t", "k_t", "v_t"
+    nodes.append(helper.make_node("Split", [q, "rows"], [f"q{i}" for i in range(len(runs))], axis=seq_axis))
+    for i, (_, _, keys) in enumerate(runs):
+        ki, vi = k, v
+        if keys != n:
+            inits.append(ints(f"end{i}", [keys]))
+            ki, vi = f"k{i}", f"v{i}"
+            nodes += [helper.make_node("Slice", [k, "zero", f"end{i}", "axis"], [ki]),
+                      helper.make_node("Slice", [v, "zero", f"end{i}", "axis"], [vi])]
+        if fused:
+            nodes.append(helper.make_node("Attention", [f"q{i}", ki, vi], [f"o{i}"], q_num_heads=heads,
+                                          kv_num_heads=heads))
+        else:
+            nodes += [helper.make_node("Transpose", [ki], [f"kt{i}"], perm=[0, 1, 3, 2]),
+                      helper.make_node("MatMul", [f"q{i}", f"kt{i}"], [f"s{i}"]),
+                      helper.make_node("Mul", [f"s{i}", "scale"], [f"ss{i}"]),
+                      helper.make_node("Softmax", [f"ss{i}"], [f"p{i}"], axis=-1),
+                      helper.make_node("MatMul", [f"p{i}", vi], [f"o{i}"])]
+    out = "out" if fused else "cat"
+    nodes.append(helper.make_node("Concat", [f"o{i}" for i in range(len(runs))], [out], axis=seq_axis))
+    if not fused:
+        nodes += [helper.make_node("Transpose", ["cat"], ["cat_t"], perm=[0, 2, 1, 3]),
+                  helper.make_node("Reshape", ["cat_t", "joined"], ["out"])]
+    spec = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, n, width])  # noqa: E731
+    graph = helper.make_graph(nodes, "attention", [spec("q"), spec("k"), spec("v")], [spec("out")], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23 if fused else 17)], ir_version=10)
+
+
+def attention_forms(tokens: int, thread_counts, rounds: int = 7, calls: int = 20) -> None:
+    """One published block's attention at `tokens` latents, as exported and as ONNX Runtime's
+    fused kernel (`block_attention`), side by side: ms per block (median and min..max over the
+    rounds of the median of `calls` calls), and the largest difference of their outputs."""
+    import statistics
+
+    import onnxruntime as ort
+    import torch
+
+    from adaexport.model.layers import block_causal_mask, prefix_runs
+    from published_model import published_config
+
+    cfg = published_config()
+    runs = prefix_runs(block_causal_mask(tokens, tuple(cfg.mask_token_grans)))
+    width = cfg.embed_dim
+    rng = np.random.default_rng(0)
+    feed = {name: rng.standard_normal((1, tokens, width)).astype(np.float32) for name in "qkv"}
+    print(f"one block's attention, {tokens} tokens, runs {[(s, e, k) for s, e, k in runs]}")
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        sessions = {}
+        for form, fused in (("as exported", False), ("fused Attention", True)):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+            model = block_attention(runs, cfg.num_heads, width // cfg.num_heads, fused)
+            sessions[form] = ort.InferenceSession(model.SerializeToString(), options,
+                                                  providers=["CPUExecutionProvider"])
+        outputs = [s.run(None, feed)[0] for s in sessions.values()]
+        times = {form: [] for form in sessions}
+        for _ in range(rounds):
+            for form, session in sessions.items():
+                time.sleep(0.1)       # the other session's threads stop spinning
+                times[form].append(statistics.median(call_times(lambda: session.run(None, feed), calls)) * 1e3)
+        print(f"  {threads} thread(s), ONNX Runtime {ort.__version__}; outputs differ by at most "
+              f"{float(np.abs(outputs[0] - outputs[1]).max()):.3g}")
+        for form, values in times.items():
+            print(f"    {form:16s} {statistics.median(values):.3f} ms ({min(values):.3f} .. {max(values):.3f})")
+
+
 def main() -> None:
     import argparse
 
@@ -275,12 +364,18 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="an exported point's .onnx: split its ONNX Runtime run (module docstring)")
-    parser.add_argument("--threads", default="1", help="thread counts for --model, e.g. 1,2")
+    parser.add_argument("--attention", type=int, metavar="TOKENS",
+                        help="time one published block's attention at TOKENS latents, as exported and fused")
+    parser.add_argument("--threads", default="1", help="thread counts for --model and --attention, e.g. 1,2")
     args = parser.parse_args()
-    if args.model:
+    if args.model or args.attention:
         from bench_speed import thread_counts
 
-        split_point(args.model, thread_counts(parser, args.threads))
+        counts = thread_counts(parser, args.threads)
+        if args.model:
+            split_point(args.model, counts)
+        if args.attention:
+            attention_forms(args.attention, counts)
         return
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)

@@ -234,3 +234,31 @@ def test_gemm_bound_splits_a_graphs_run_into_its_gemms_rate_and_the_rest(tmp_pat
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gemm_bound.py"), "--model", str(path),
                           "--threads", "1,x"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert bad.returncode == 2 and "expected thread counts like 1 or 1,16" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_gemm_bound_times_the_attention_as_exported_and_as_one_fused_kernel():
+    """`gemm_bound.py --attention`'s two forms of a block's prefix-run attention compute what
+    `layers.attention` computes, in ONNX Runtime: the form the exports have and the one of
+    opset-23 Attention kernels."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from adaexport.model.layers import attention, block_causal_mask, prefix_runs
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from gemm_bound import block_attention
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    heads, head_dim, tokens = 3, 4, 12
+    runs = prefix_runs(block_causal_mask(tokens, (4, 8)))
+    assert len(runs) == 3
+    rng = np.random.default_rng(0)
+    feed = {name: rng.standard_normal((1, tokens, heads * head_dim)).astype(np.float32) for name in "qkv"}
+    split = [torch.from_numpy(feed[name]).reshape(1, tokens, heads, head_dim).transpose(1, 2) for name in "qkv"]
+    expected = attention(*split, runs).transpose(1, 2).reshape(1, tokens, heads * head_dim).numpy()
+    for fused in (False, True):
+        session = ort.InferenceSession(block_attention(runs, heads, head_dim, fused).SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(session.run(None, feed)[0], expected, rtol=1e-5, atol=1e-6)
