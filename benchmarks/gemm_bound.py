@@ -19,6 +19,11 @@ BUILD/manifest.json) each is also given against the point's roofline (the manife
 over that rate). It says how near the roofline a graph of these products could come in each
 runtime at all: the products alone at their in-model rate, plus whatever the other nodes cost.
 
+``python benchmarks/gemm_bound.py --attention TOKENS [--threads 1,2]`` times one published
+block's attention (its prefix runs of query rows at TOKENS latents) as the exports have it and
+as opset-23 ``Attention`` nodes, one per run, in both runtimes (`attention_forms`): what the
+attention would cost if ONNX Runtime ran it as one fused kernel.
+
 bench_speed's roofline is FLOPs over the GEMM rate, which leaves memory out; this says where
 that roofline cannot be reached. bench_speed measures the chain's rate too (`chain_weights`,
 `weight_chain`, at the model's MLP shape and each token count's rows) and times every engine
@@ -180,6 +185,15 @@ def in_model_gemms(path, threads: int, runs: int = 8) -> dict:
             "other_ms": {op: ms(us) for op, us in by_op.most_common()}}
 
 
+def openvino_fp32_config(threads: int) -> dict:
+    """The OpenVINO properties x86-cpu's fp32 engines are compiled with, at `threads` threads."""
+    from adaexport.backends.openvino_backend import runtime_properties
+    from adaexport.targets import get_target
+
+    config = runtime_properties(get_target("x86-cpu").options("openvino"), "fp32", threads)
+    return {k: v for k, v in config.items() if k.isupper()}
+
+
 def in_model_fully_connected(path, threads: int, runs: int = 8) -> dict:
     """`in_model_gemms` for OpenVINO: one run of the point compiled as the x86-cpu target's fp32
     engines are (`openvino_backend.runtime_properties`), split by the CPU plugin's performance
@@ -191,12 +205,7 @@ def in_model_fully_connected(path, threads: int, runs: int = 8) -> dict:
 
     import openvino as ov
 
-    from adaexport.backends.openvino_backend import runtime_properties
-    from adaexport.targets import get_target
-
-    config = runtime_properties(get_target("x86-cpu").options("openvino"), "fp32", threads)
-    config = {k: v for k, v in config.items() if k.isupper()} | {"PERF_COUNT": True}
-    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    compiled = ov.Core().compile_model(str(path), "CPU", openvino_fp32_config(threads) | {"PERF_COUNT": True})
     layers = {op.get_friendly_name(): op for op in compiled.get_runtime_model().get_ordered_ops()}
     request = compiled.create_infer_request()
     feed = {port: np.random.default_rng(0).standard_normal(list(port.get_shape())).astype(np.float32)
@@ -319,13 +328,17 @@ def block_attention(runs, heads: int, head_dim: int, fused: bool):
 
 
 def attention_forms(tokens: int, thread_counts, rounds: int = 7, calls: int = 20) -> None:
-    """One published block's attention at `tokens` latents, as exported and as ONNX Runtime's
-    fused kernel (`block_attention`), side by side: ms per block (median and min..max over the
-    rounds of the median of `calls` calls), and the largest difference of their outputs."""
+    """One published block's attention at `tokens` latents, as exported and as opset-23
+    `Attention` (`block_attention`), in ONNX Runtime (where it is one fused kernel) and in
+    OpenVINO (compiled as x86-cpu's fp32 engines), side by side: ms per block (median and min..max
+    over the rounds of the median of `calls` calls), and the largest difference of the outputs."""
+    import os
     import statistics
+    import tempfile
 
+    import onnx
     import onnxruntime as ort
-    import torch
+    import openvino as ov
 
     from adaexport.model.layers import block_causal_mask, prefix_runs
     from published_model import published_config
@@ -335,26 +348,32 @@ def attention_forms(tokens: int, thread_counts, rounds: int = 7, calls: int = 20
     width = cfg.embed_dim
     rng = np.random.default_rng(0)
     feed = {name: rng.standard_normal((1, tokens, width)).astype(np.float32) for name in "qkv"}
-    print(f"one block's attention, {tokens} tokens, runs {[(s, e, k) for s, e, k in runs]}")
-    for threads in thread_counts:
-        torch.set_num_threads(threads)
-        sessions = {}
-        for form, fused in (("as exported", False), ("fused Attention", True)):
-            options = ort.SessionOptions()
-            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-            model = block_attention(runs, cfg.num_heads, width // cfg.num_heads, fused)
-            sessions[form] = ort.InferenceSession(model.SerializeToString(), options,
-                                                  providers=["CPUExecutionProvider"])
-        outputs = [s.run(None, feed)[0] for s in sessions.values()]
-        times = {form: [] for form in sessions}
-        for _ in range(rounds):
-            for form, session in sessions.items():
-                time.sleep(0.1)       # the other session's threads stop spinning
-                times[form].append(statistics.median(call_times(lambda: session.run(None, feed), calls)) * 1e3)
-        print(f"  {threads} thread(s), ONNX Runtime {ort.__version__}; outputs differ by at most "
-              f"{float(np.abs(outputs[0] - outputs[1]).max()):.3g}")
-        for form, values in times.items():
-            print(f"    {form:16s} {statistics.median(values):.3f} ms ({min(values):.3f} .. {max(values):.3f})")
+    print(f"one block's attention, {tokens} tokens, runs {[(s, e, k) for s, e, k in runs]}; "
+          f"ONNX Runtime {ort.__version__}, OpenVINO {ov.__version__}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for threads in thread_counts:
+            calls_by_form = {}
+            for form, fused in (("as exported", False), ("Attention", True)):
+                model = block_attention(runs, cfg.num_heads, width // cfg.num_heads, fused)
+                options = ort.SessionOptions()
+                options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+                session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+                calls_by_form[f"ONNX Runtime, {form}"] = lambda s=session: s.run(None, feed)[0]
+                path = os.path.join(tmp, f"{fused}.onnx")
+                onnx.save(model, path)
+                request = ov.Core().compile_model(path, "CPU", openvino_fp32_config(threads)).create_infer_request()
+                calls_by_form[f"OpenVINO, {form}"] = lambda r=request: r.infer(feed)[0]
+            reference = calls_by_form["ONNX Runtime, as exported"]()
+            times = {form: [] for form in calls_by_form}
+            for _ in range(rounds):
+                for form, call in calls_by_form.items():
+                    time.sleep(0.1)       # the previous runtime's threads stop spinning
+                    times[form].append(statistics.median(call_times(call, calls)) * 1e3)
+            print(f"  {threads} thread(s):")
+            for form, values in times.items():
+                diff = float(np.abs(calls_by_form[form]() - reference).max())
+                print(f"    {form:28s} {statistics.median(values):.3f} ms ({min(values):.3f} .. {max(values):.3f}); "
+                      f"off by at most {diff:.3g}")
 
 
 def main() -> None:
@@ -365,7 +384,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="an exported point's .onnx: split its ONNX Runtime run (module docstring)")
     parser.add_argument("--attention", type=int, metavar="TOKENS",
-                        help="time one published block's attention at TOKENS latents, as exported and fused")
+                        help="time one published block's attention at TOKENS latents, as exported and as Attention")
     parser.add_argument("--threads", default="1", help="thread counts for --model and --attention, e.g. 1,2")
     args = parser.parse_args()
     if args.model or args.attention:
