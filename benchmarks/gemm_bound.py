@@ -382,18 +382,23 @@ def main() -> None:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", help="an exported point's .onnx: split its ONNX Runtime run (module docstring)")
+    parser.add_argument("--model", help="an exported point's .onnx: split its ONNX Runtime and OpenVINO runs "
+                                        "(module docstring)")
     parser.add_argument("--attention", type=int, metavar="TOKENS",
                         help="time one published block's attention at TOKENS latents, as exported and as Attention")
     parser.add_argument("--threads", default="1", help="thread counts for --model and --attention, e.g. 1,2")
     args = parser.parse_args()
-    if args.model or args.attention:
+    if args.model or args.attention is not None:
         from bench_speed import thread_counts
+        from published_model import PUBLISHED
 
         counts = thread_counts(parser, args.threads)
+        if args.attention is not None and not 1 <= args.attention <= PUBLISHED["max_latent_tokens"]:
+            parser.error(f"--attention: expected a token count from 1 to {PUBLISHED['max_latent_tokens']}, "
+                         f"got {args.attention}")
         if args.model:
             split_point(args.model, counts)
-        if args.attention:
+        if args.attention is not None:
             attention_forms(args.attention, counts)
         return
     torch.set_num_threads(1)

@@ -234,6 +234,10 @@ def test_gemm_bound_splits_a_graphs_run_into_its_gemms_rate_and_the_rest(tmp_pat
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gemm_bound.py"), "--model", str(path),
                           "--threads", "1,x"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert bad.returncode == 2 and "expected thread counts like 1 or 1,16" in bad.stderr.strip().splitlines()[-1]
+    for tokens in ("0", "257"):
+        bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gemm_bound.py"), "--attention", tokens],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        assert bad.returncode == 2 and "expected a token count from 1 to 256" in bad.stderr.strip().splitlines()[-1]
 
 
 def test_gemm_bound_times_the_attention_as_exported_and_as_one_fused_kernel():
