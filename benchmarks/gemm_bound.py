@@ -237,14 +237,15 @@ def point_flops(path) -> int | None:
     import json
     from pathlib import Path
 
+    from adaexport.space import ConfigPoint
+
     path = Path(path)
     try:
         engines = json.loads((path.parent.parent / "manifest.json").read_text())["engines"]
     except (OSError, ValueError, KeyError):
         return None
     for engine in engines:
-        point = engine.get("point", {})
-        if f"t{point.get('tokens')}_w{point.get('width')}_d{point.get('depth')}" == path.stem:
+        if ConfigPoint(**engine["point"]).id == path.stem:
             return engine.get("flops")
     return None
 
@@ -355,9 +356,7 @@ def attention_forms(tokens: int, thread_counts, rounds: int = 7, calls: int = 20
             calls_by_form = {}
             for form, fused in (("as exported", False), ("Attention", True)):
                 model = block_attention(runs, cfg.num_heads, width // cfg.num_heads, fused)
-                options = ort.SessionOptions()
-                options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-                session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+                session = ort_session(model, threads)
                 calls_by_form[f"ONNX Runtime, {form}"] = lambda s=session: s.run(None, feed)[0]
                 path = os.path.join(tmp, f"{fused}.onnx")
                 onnx.save(model, path)
